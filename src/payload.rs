@@ -1,0 +1,294 @@
+//! Webhook bodies → contacts (SPEC 1 and 4): an array of contact objects or
+//! a single object, each with an `id` that is a number or a string. Each
+//! contact is kept byte for byte as received, beside its parsed value.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+/// Deepest nesting of arrays and objects a body may have (SPEC 4).
+pub const MAX_DEPTH: usize = 128;
+
+/// One received contact.
+#[derive(Debug, Clone)]
+pub struct Contact {
+    /// The contact's `id` with its JSON type (number or string).
+    pub id: Value,
+    /// The contact's JSON exactly as received.
+    pub raw: Box<RawValue>,
+    /// The parsed contact the rules read.
+    pub value: Arc<Value>,
+}
+
+impl Contact {
+    /// Parses one contact object from its JSON text, whose nesting the caller
+    /// has already bounded (see [`parse_body`]).
+    pub fn from_raw(raw: Box<RawValue>) -> Result<Self, String> {
+        let raw = match minify(raw.get()) {
+            Some(compact) => RawValue::from_string(compact).map_err(|e| e.to_string())?,
+            None => raw,
+        };
+        let value: Value = parse_json(raw.get()).map_err(|e| e.to_string())?;
+        let Value::Object(map) = &value else {
+            return Err(format!("is a JSON {}, not an object", kind(&value)));
+        };
+        let id = match map.get("id") {
+            Some(id @ (Value::Number(_) | Value::String(_))) => id.clone(),
+            Some(other) => {
+                return Err(format!(
+                    "has an `id` that is a JSON {}; it must be a number or a string",
+                    kind(other)
+                ));
+            }
+            None => return Err("has no `id`".to_owned()),
+        };
+        Ok(Self {
+            id,
+            raw,
+            value: Arc::new(value),
+        })
+    }
+
+    /// Parses a contact from a JSON value (rule tests, inline contacts).
+    pub fn from_value(value: &Value) -> Result<Self, String> {
+        let text = value.to_string();
+        if nesting_depth(&text) > MAX_DEPTH {
+            return Err(PayloadError::TooDeep.to_string());
+        }
+        Self::from_raw(RawValue::from_string(text).map_err(|e| e.to_string())?)
+    }
+
+    /// The id as shown in logs: strings without quotes.
+    pub fn id_text(&self) -> String {
+        match &self.id {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// Why a body was refused. The HTTP layer maps these to status codes.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("body is not valid UTF-8 (byte {0})")]
+    InvalidUtf8(usize),
+    #[error("body is not valid JSON: {0}")]
+    InvalidJson(String),
+    #[error("body nests arrays and objects deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("body must be a JSON object or an array of objects, not a JSON {0}")]
+    NotObjectOrArray(&'static str),
+    #[error("contact #{index} {problem}")]
+    InvalidContact { index: usize, problem: String },
+    #[error("body has {count} contacts; at most {max} are accepted per request")]
+    TooManyContacts { count: usize, max: usize },
+}
+
+/// Splits a webhook body into its contacts, checking everything SPEC 4 names.
+/// `max_contacts` bounds the contacts of one body.
+pub fn parse_body(body: &[u8], max_contacts: usize) -> Result<Vec<Contact>, PayloadError> {
+    let text = std::str::from_utf8(body).map_err(|e| PayloadError::InvalidUtf8(e.valid_up_to()))?;
+    if nesting_depth(text) > MAX_DEPTH {
+        return Err(PayloadError::TooDeep);
+    }
+    let invalid = |e: serde_json::Error| PayloadError::InvalidJson(e.to_string());
+    let top: &RawValue = parse_json(text).map_err(invalid)?;
+    let items: Vec<Box<RawValue>> = match top.get().as_bytes().first() {
+        Some(b'[') => parse_json(top.get()).map_err(invalid)?,
+        Some(b'{') => vec![top.to_owned()],
+        _ => {
+            let value: Value = parse_json(top.get()).map_err(invalid)?;
+            return Err(PayloadError::NotObjectOrArray(kind(&value)));
+        }
+    };
+    if items.len() > max_contacts {
+        return Err(PayloadError::TooManyContacts {
+            count: items.len(),
+            max: max_contacts,
+        });
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            Contact::from_raw(raw).map_err(|problem| PayloadError::InvalidContact {
+                index: i + 1,
+                problem,
+            })
+        })
+        .collect()
+}
+
+/// The JSON text without whitespace outside strings, or `None` when it has
+/// none. Keys, their order, numbers and escapes stay exactly as received;
+/// only the layout goes, so that a contact fits on one line.
+pub fn minify(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let (mut in_string, mut escaped) = (false, false);
+    let mut first_space = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b.is_ascii_whitespace() {
+            first_space = Some(i);
+            break;
+        }
+    }
+    let start = first_space?;
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..start]);
+    for &b in &bytes[start..] {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b.is_ascii_whitespace() {
+            continue;
+        }
+        out.push(b);
+    }
+    // Only ASCII whitespace bytes were removed, so the text is still UTF-8.
+    String::from_utf8(out).ok()
+}
+
+/// Parses JSON without serde_json's own depth limit (127 levels): callers
+/// bound the depth with [`nesting_depth`] first, so that exactly
+/// [`MAX_DEPTH`] levels are accepted as SPEC 4 says.
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// The deepest nesting of `[`/`{` outside strings. Run before parsing so that
+/// the limit is exactly [`MAX_DEPTH`] whatever the parser's own limit is.
+pub fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in text.as_bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn array_and_single_object_bodies() {
+        let contacts = parse_body(br#"[{"id": 1, "a": [1,2]}, {"id": "x-2"}]"#, 10).unwrap();
+        assert_eq!(contacts.len(), 2);
+        assert_eq!(contacts[0].id, serde_json::json!(1));
+        assert_eq!(contacts[0].raw.get(), r#"{"id":1,"a":[1,2]}"#);
+        assert_eq!(contacts[1].id_text(), "x-2");
+        let single = parse_body(br#" {"id": 7.5, "email": null} "#, 10).unwrap();
+        assert_eq!(single[0].id, serde_json::json!(7.5));
+        assert!(parse_body(b"[]", 10).unwrap().is_empty());
+    }
+
+    #[test]
+    fn refusals_say_what_is_wrong() {
+        assert_eq!(
+            parse_body(b"\xff[]", 10).unwrap_err(),
+            PayloadError::InvalidUtf8(0)
+        );
+        assert!(matches!(
+            parse_body(b"[{\"id\":1}", 10),
+            Err(PayloadError::InvalidJson(_))
+        ));
+        assert_eq!(
+            parse_body(b"42", 10).unwrap_err(),
+            PayloadError::NotObjectOrArray("number")
+        );
+        assert_eq!(
+            parse_body(b"\"s\"", 10).unwrap_err(),
+            PayloadError::NotObjectOrArray("string")
+        );
+        let err = parse_body(br#"[{"id":1},{"name":"x"}]"#, 10).unwrap_err();
+        assert_eq!(err.to_string(), "contact #2 has no `id`");
+        let err = parse_body(br#"[{"id":null}]"#, 10).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "contact #1 has an `id` that is a JSON null; it must be a number or a string"
+        );
+        assert!(matches!(
+            parse_body(br#"[{"id":1}, 3]"#, 10),
+            Err(PayloadError::InvalidContact { index: 2, .. })
+        ));
+        assert_eq!(
+            parse_body(br#"[{"id":1},{"id":2},{"id":3}]"#, 2).unwrap_err(),
+            PayloadError::TooManyContacts { count: 3, max: 2 }
+        );
+    }
+
+    #[test]
+    fn contacts_are_kept_as_received_but_on_one_line() {
+        let body = "[{\"id\": 1e0,\n \"b\" : \"x y\\\" \\n\", \"a\": 12345678901234567890123, \"a\": 2}]";
+        let contacts = parse_body(body.as_bytes(), 10).unwrap();
+        assert_eq!(
+            contacts[0].raw.get(),
+            "{\"id\":1e0,\"b\":\"x y\\\" \\n\",\"a\":12345678901234567890123,\"a\":2}"
+        );
+        assert_eq!(minify("[1,2]"), None);
+    }
+
+    #[test]
+    fn depth_limit_is_exactly_128() {
+        let nested = |levels: usize| {
+            format!(
+                r#"{{"id":1,"x":{}{}}}"#,
+                "[".repeat(levels - 1),
+                "]".repeat(levels - 1)
+            )
+        };
+        assert!(parse_body(nested(MAX_DEPTH).as_bytes(), 10).is_ok());
+        assert_eq!(
+            parse_body(nested(MAX_DEPTH + 1).as_bytes(), 10).unwrap_err(),
+            PayloadError::TooDeep
+        );
+        assert_eq!(nesting_depth(r#"{"a":"[[[{{{\"[["}"#), 1);
+    }
+}

@@ -1,0 +1,228 @@
+//! `leadscore test`: the rule tests of SPEC section 6 (`rules/tests/*.toml`).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+use crate::payload::{self, Contact};
+use crate::score::{Points, RuleSet, ScoredContact};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestFile {
+    #[serde(default)]
+    test: Vec<TestCase>,
+}
+
+/// One `[[test]]`: a payload and the expectations on each of its contacts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestCase {
+    name: String,
+    payload: Option<String>,
+    contact: Option<toml::Value>,
+    tier: Option<String>,
+    score: Option<f64>,
+    min_score: Option<f64>,
+    max_score: Option<f64>,
+    disqualified: Option<bool>,
+    #[serde(default)]
+    reasons_include: Vec<String>,
+    #[serde(default)]
+    tags_include: Vec<String>,
+}
+
+/// The result of one test.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestOutcome {
+    pub file: PathBuf,
+    pub name: String,
+    /// Empty when the test passed; else one line per unmet expectation.
+    pub failures: Vec<String>,
+}
+
+impl TestOutcome {
+    pub fn passed(&self) -> bool {
+        self.failures.is_empty()
+    }
+}
+
+/// The `*.toml` files of a rules folder's `tests/` folder, in name order.
+pub fn test_files(rules_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = rules_dir.join("tests");
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Runs every test of one file. A file that cannot be read or parsed is
+/// one failed test named after the file.
+pub fn run_file(rules: &RuleSet, file: &Path) -> Vec<TestOutcome> {
+    let broken = |message: String| {
+        vec![TestOutcome {
+            file: file.to_path_buf(),
+            name: "(test file)".into(),
+            failures: vec![message],
+        }]
+    };
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        Err(e) => return broken(format!("cannot read: {e}")),
+    };
+    let parsed: TestFile = match toml::from_str(&text) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let (line, column) = e
+                .span()
+                .map(|s| crate::score::tiers::line_column(&text, s.start))
+                .unwrap_or((1, 1));
+            return broken(format!("{}:{line}:{column}: {}", file.display(), e.message()));
+        }
+    };
+    let base = file.parent().unwrap_or(Path::new("."));
+    parsed
+        .test
+        .iter()
+        .map(|case| TestOutcome {
+            file: file.to_path_buf(),
+            name: case.name.clone(),
+            failures: run_case(rules, base, case),
+        })
+        .collect()
+}
+
+fn run_case(rules: &RuleSet, base: &Path, case: &TestCase) -> Vec<String> {
+    let contacts = match load_contacts(base, case) {
+        Ok(contacts) => contacts,
+        Err(e) => return vec![e],
+    };
+    let mut failures = Vec::new();
+    for contact in &contacts {
+        let result = rules.score(contact, None, SystemTime::now());
+        let label = if contacts.len() > 1 {
+            format!("contact {}: ", contact.id_text())
+        } else {
+            String::new()
+        };
+        for failure in check(case, &result) {
+            failures.push(format!("{label}{failure}"));
+        }
+    }
+    failures
+}
+
+fn load_contacts(base: &Path, case: &TestCase) -> Result<Vec<Contact>, String> {
+    match (&case.payload, &case.contact) {
+        (Some(path), None) => {
+            let path = base.join(path);
+            let body = std::fs::read(&path).map_err(|e| format!("payload {}: {e}", path.display()))?;
+            let contacts = payload::parse_body(&body, usize::MAX)
+                .map_err(|e| format!("payload {}: {e}", path.display()))?;
+            if contacts.is_empty() {
+                return Err(format!("payload {} has no contacts", path.display()));
+            }
+            Ok(contacts)
+        }
+        (None, Some(contact)) => {
+            let value = serde_json::to_value(contact).map_err(|e| format!("contact: {e}"))?;
+            Contact::from_value(&value)
+                .map(|c| vec![c])
+                .map_err(|e| format!("contact {e}"))
+        }
+        (Some(_), Some(_)) => Err("give either `payload` or `contact`, not both".into()),
+        (None, None) => Err("give a `payload` file or an inline `contact`".into()),
+    }
+}
+
+/// Every unmet expectation, as "what: expected X, got Y".
+fn check(case: &TestCase, result: &ScoredContact) -> Vec<String> {
+    let mut failures = Vec::new();
+    let score = result.score.as_f64();
+    if let Some(tier) = &case.tier
+        && &result.tier != tier
+    {
+        failures.push(format!("tier: expected {tier:?}, got {:?}", result.tier));
+    }
+    if let Some(expected) = case.score
+        && expected != score
+    {
+        failures.push(format!(
+            "score: expected {}, got {}",
+            show(expected),
+            show_points(result.score)
+        ));
+    }
+    if let Some(min) = case.min_score
+        && score < min
+    {
+        failures.push(format!(
+            "score: expected at least {}, got {}",
+            show(min),
+            show_points(result.score)
+        ));
+    }
+    if let Some(max) = case.max_score
+        && score > max
+    {
+        failures.push(format!(
+            "score: expected at most {}, got {}",
+            show(max),
+            show_points(result.score)
+        ));
+    }
+    if let Some(disqualified) = case.disqualified
+        && disqualified != result.disqualified
+    {
+        failures.push(format!(
+            "disqualified: expected {disqualified}, got {}",
+            result.disqualified
+        ));
+    }
+    let reasons: Vec<&str> = result.reasons.iter().map(|r| r.reason.as_str()).collect();
+    for wanted in &case.reasons_include {
+        if !reasons.contains(&wanted.as_str()) {
+            failures.push(format!(
+                "reasons: expected to include {wanted:?}, got {reasons:?}"
+            ));
+        }
+    }
+    for wanted in &case.tags_include {
+        if !result.tags.contains(wanted) {
+            failures.push(format!(
+                "tags: expected to include {wanted:?}, got {:?}",
+                result.tags
+            ));
+        }
+    }
+    if !failures.is_empty() && !result.errors.is_empty() {
+        let mut note = String::from("rule errors:");
+        for e in &result.errors {
+            let _ = write!(note, " {}: {};", e.rule, e.error);
+        }
+        failures.push(note);
+    }
+    failures
+}
+
+fn show(n: f64) -> String {
+    if n.fract() == 0.0 {
+        format!("{}", n as i64)
+    } else {
+        n.to_string()
+    }
+}
+
+fn show_points(p: Points) -> String {
+    match p {
+        Points::Int(i) => i.to_string(),
+        Points::Float(f) => f.to_string(),
+    }
+}

@@ -1,0 +1,544 @@
+//! The read-only rule helpers of SPEC section 2.1, as pure functions over the
+//! contact's JSON. They never fail: a missing field or a field of an
+//! unexpected type reads as "no value" (`""`, `false`, `[]`, `None`).
+
+use serde_json::{Map, Value};
+
+/// One question and its response, with the question pre-lowered for matching.
+#[derive(Debug, Clone)]
+pub struct QuestionAnswer {
+    pub question: String,
+    question_lower: String,
+    pub response: String,
+}
+
+/// The questions and answers of a contact, numbered pairs first (in number
+/// order), then the direct keys of `questionsAndAnswers` in received order.
+#[derive(Debug, Clone, Default)]
+pub struct Answers {
+    entries: Vec<QuestionAnswer>,
+}
+
+impl Answers {
+    pub fn from_contact(contact: &Value) -> Self {
+        let Some(qa) = contact.get("questionsAndAnswers").and_then(Value::as_object) else {
+            return Self::default();
+        };
+        let mut numbered: Vec<(u64, String, String)> = Vec::new();
+        let mut direct: Vec<(String, String)> = Vec::new();
+        for (key, value) in qa {
+            if let Some(n) = numbered_key(key, "_question") {
+                let question = value_text(value);
+                let response = qa
+                    .get(&format!("{n}_response"))
+                    .map(value_text)
+                    .unwrap_or_default();
+                if !question.trim().is_empty() {
+                    numbered.push((n, question, response));
+                }
+            } else if numbered_key(key, "_response").is_some() {
+                // read together with its `_question`
+            } else {
+                direct.push((key.clone(), value_text(value)));
+            }
+        }
+        numbered.sort_by_key(|(n, _, _)| *n);
+        let entries = numbered
+            .into_iter()
+            .map(|(_, q, r)| (q, r))
+            .chain(direct)
+            .map(|(question, response)| QuestionAnswer {
+                question_lower: question.trim().to_lowercase(),
+                question,
+                response,
+            })
+            .collect();
+        Self { entries }
+    }
+
+    /// SPEC `answer(q)`: exact (case- and space-insensitive) question match
+    /// first, then the first question containing `q`; `""` when none.
+    pub fn answer(&self, query: &str) -> &str {
+        let wanted = query.trim().to_lowercase();
+        if let Some(hit) = self.entries.iter().find(|e| e.question_lower == wanted) {
+            return &hit.response;
+        }
+        if wanted.is_empty() {
+            return "";
+        }
+        self.entries
+            .iter()
+            .find(|e| e.question_lower.contains(&wanted))
+            .map_or("", |e| e.response.as_str())
+    }
+
+    /// Question text → response; the first occurrence of a question wins.
+    pub fn entries(&self) -> impl Iterator<Item = &QuestionAnswer> {
+        self.entries.iter()
+    }
+}
+
+/// `"4_question"` → `Some(4)` for the given suffix.
+fn numbered_key(key: &str, suffix: &str) -> Option<u64> {
+    let digits = key.strip_suffix(suffix)?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A JSON value as the text a rule sees: strings as they are, numbers and
+/// booleans printed, null as `""`, arrays of scalars joined with `", "`
+/// (multi-select answers), anything else as compact JSON.
+pub fn value_text(value: &Value) -> String {
+    match value {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Array(items) if items.iter().all(|v| !v.is_array() && !v.is_object()) => items
+            .iter()
+            .map(value_text)
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    }
+}
+
+/// Which tracking value `utm`/`first_utm` read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Touch {
+    Current,
+    First,
+}
+
+/// SPEC `utm(name)` / `first_utm(name)`. `name` may be given with or without
+/// its `utm_` (or `first_utm_`) prefix; current-touch lookups fall back to
+/// the custom `utmKey_N`/`utmValue_N` pairs.
+pub fn utm(contact: &Value, name: &str, touch: Touch) -> String {
+    let Some(tracking) = contact.get("tracking").and_then(Value::as_object) else {
+        return String::new();
+    };
+    let name = name.trim();
+    let lower = name.to_ascii_lowercase();
+    let bare = lower
+        .strip_prefix("first_utm_")
+        .or_else(|| lower.strip_prefix("utm_"))
+        .unwrap_or(&lower);
+    if bare.is_empty() {
+        return String::new();
+    }
+    let key = match touch {
+        Touch::Current => format!("utm_{bare}"),
+        Touch::First => format!("first_utm_{bare}"),
+    };
+    if let Some(value) = get_ignore_ascii_case(tracking, &key) {
+        let text = value_text(value);
+        if !text.is_empty() {
+            return text;
+        }
+    }
+    if touch == Touch::First {
+        return String::new();
+    }
+    custom_utm(tracking, &lower, bare)
+}
+
+/// Looks `name` (as given, or without its `utm_` prefix) up among the
+/// `utmKey_N`/`utmValue_N` pairs, lowest N first.
+fn custom_utm(tracking: &Map<String, Value>, name: &str, bare: &str) -> String {
+    let mut pairs: Vec<(u64, &Value)> = tracking
+        .iter()
+        .filter_map(|(k, v)| {
+            let n = k.strip_prefix("utmKey_")?.parse::<u64>().ok()?;
+            Some((n, v))
+        })
+        .collect();
+    pairs.sort_by_key(|(n, _)| *n);
+    for (n, key) in pairs {
+        let key = value_text(key).trim().to_ascii_lowercase();
+        if key.is_empty() || (key != name && key != bare) {
+            continue;
+        }
+        if let Some(value) = tracking.get(&format!("utmValue_{n}")) {
+            return value_text(value);
+        }
+    }
+    String::new()
+}
+
+fn get_ignore_ascii_case<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    map.get(key).or_else(|| {
+        map.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v)
+    })
+}
+
+/// SPEC `email_domain()`: the lower-cased part after the last `@` of
+/// `contact.email`, `""` when there is no usable address.
+pub fn email_domain(contact: &Value) -> String {
+    let Some(email) = contact.get("email").and_then(Value::as_str) else {
+        return String::new();
+    };
+    match email.trim().rsplit_once('@') {
+        Some((local, domain)) if !local.is_empty() => domain.trim().trim_end_matches('.').to_lowercase(),
+        _ => String::new(),
+    }
+}
+
+/// Free mailbox providers matched by exact domain.
+const FREE_EMAIL_DOMAINS: &[&str] = &[
+    "gmail.com",
+    "googlemail.com",
+    "yahoo.com",
+    "yahoo.co.uk",
+    "yahoo.co.in",
+    "yahoo.fr",
+    "yahoo.de",
+    "yahoo.es",
+    "yahoo.it",
+    "yahoo.com.br",
+    "ymail.com",
+    "rocketmail.com",
+    "hotmail.com",
+    "hotmail.co.uk",
+    "hotmail.fr",
+    "hotmail.de",
+    "hotmail.it",
+    "hotmail.es",
+    "outlook.com",
+    "outlook.fr",
+    "outlook.de",
+    "live.com",
+    "live.co.uk",
+    "live.fr",
+    "msn.com",
+    "icloud.com",
+    "me.com",
+    "mac.com",
+    "aol.com",
+    "aim.com",
+    "proton.me",
+    "protonmail.com",
+    "protonmail.ch",
+    "pm.me",
+    "mail.com",
+    "email.com",
+    "mail.ru",
+    "inbox.ru",
+    "list.ru",
+    "bk.ru",
+    "rambler.ru",
+    "qq.com",
+    "163.com",
+    "126.com",
+    "yeah.net",
+    "sina.com",
+    "naver.com",
+    "daum.net",
+    "hanmail.net",
+    "web.de",
+    "t-online.de",
+    "freenet.de",
+    "libero.it",
+    "virgilio.it",
+    "orange.fr",
+    "free.fr",
+    "laposte.net",
+    "wanadoo.fr",
+    "seznam.cz",
+    "wp.pl",
+    "o2.pl",
+    "interia.pl",
+    "onet.pl",
+    "rediffmail.com",
+    "zoho.com",
+    "zohomail.com",
+    "fastmail.com",
+    "tutanota.com",
+    "tuta.io",
+    "hey.com",
+    "hushmail.com",
+    "btinternet.com",
+    "comcast.net",
+    "verizon.net",
+    "att.net",
+    "sbcglobal.net",
+    "bellsouth.net",
+    "cox.net",
+    "charter.net",
+    "shaw.ca",
+    "rogers.com",
+    "sky.com",
+    "uol.com.br",
+    "bol.com.br",
+    "terra.com.br",
+];
+
+/// Providers that register the same mailbox under many country domains
+/// (`gmx.de`, `gmx.net`, `yandex.ru`, `yandex.com`, ...).
+const FREE_EMAIL_FAMILIES: &[&str] = &["gmx", "yandex", "yahoo", "hotmail", "outlook", "live"];
+
+/// SPEC `is_free_email()`.
+pub fn is_free_email_domain(domain: &str) -> bool {
+    if domain.is_empty() {
+        return false;
+    }
+    if FREE_EMAIL_DOMAINS.contains(&domain) {
+        return true;
+    }
+    match domain.split_once('.') {
+        Some((family, rest)) => FREE_EMAIL_FAMILIES.contains(&family) && is_country_suffix(rest),
+        None => false,
+    }
+}
+
+/// `com`, `de`, `net`, `co.uk`, `com.br`: a public suffix a family registers.
+fn is_country_suffix(rest: &str) -> bool {
+    let labels: Vec<&str> = rest.split('.').collect();
+    matches!(labels.len(), 1 | 2)
+        && labels
+            .iter()
+            .all(|l| (2..=3).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+/// SPEC `parse_number(s)`: the first number in `s`; `,` followed by exactly
+/// three digits is a thousands separator, `.` a decimal point, and a `k` or
+/// `m` right after the number (not starting a word) multiplies it.
+pub fn parse_number(text: &str) -> Option<f64> {
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(u8::is_ascii_digit)?;
+    let negative =
+        start > 0 && bytes[start - 1] == b'-' && (start == 1 || !bytes[start - 2].is_ascii_alphanumeric());
+    let mut digits = String::new();
+    let mut i = start;
+    let mut seen_point = false;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b.is_ascii_digit() {
+            digits.push(b as char);
+            i += 1;
+        } else if b == b','
+            && !seen_point
+            && bytes.len() >= i + 4
+            && bytes[i + 1..i + 4].iter().all(u8::is_ascii_digit)
+            && bytes.get(i + 4).is_none_or(|b| !b.is_ascii_digit())
+        {
+            i += 1; // thousands separator
+        } else if b == b'.' && !seen_point && bytes.get(i + 1).is_some_and(u8::is_ascii_digit) {
+            seen_point = true;
+            digits.push('.');
+            i += 1;
+        } else {
+            break;
+        }
+    }
+    let mut number: f64 = digits.parse().ok()?;
+    let suffix = bytes.get(i).map(u8::to_ascii_lowercase);
+    let ends_word = bytes.get(i + 1).is_none_or(|b| !b.is_ascii_alphabetic());
+    match suffix {
+        Some(b'k') if ends_word => number *= 1_000.0,
+        Some(b'm') if ends_word => number *= 1_000_000.0,
+        _ => {}
+    }
+    Some(if negative { -number } else { number })
+}
+
+/// SPEC `disqualifying_groups()`: `disqualifyingGroup` as received; a single
+/// group sent as an object reads as a one-element array, anything else as `[]`.
+pub fn disqualifying_groups(contact: &Value) -> Vec<Value> {
+    match contact.get("disqualifyingGroup") {
+        Some(Value::Array(groups)) => groups.clone(),
+        Some(group @ Value::Object(map)) if !map.is_empty() => vec![group.clone()],
+        _ => Vec::new(),
+    }
+}
+
+/// SPEC `iclosed_disqualified()`.
+pub fn iclosed_disqualified(contact: &Value) -> bool {
+    let status = contact
+        .get("status")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.trim().eq_ignore_ascii_case("DISQUALIFIED"));
+    status
+        || match contact.get("disqualifyingGroup") {
+            Some(Value::Array(groups)) => !groups.is_empty(),
+            Some(Value::Object(map)) => !map.is_empty(),
+            _ => false,
+        }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn qa_contact() -> Value {
+        json!({"id": 1, "questionsAndAnswers": {
+            "2_question": "How many employees does your company have?",
+            "2_response": "201-500",
+            "1_question": "What is your role?",
+            "1_response": "VP of Operations",
+            "10_question": "Seats",
+            "10_response": 42,
+            "What is your monthly budget?": "$10,000+",
+            "what is your role?": "ignored: numbered pair wins",
+        }})
+    }
+
+    #[test]
+    fn answer_prefers_exact_match_over_contains() {
+        let answers = Answers::from_contact(&json!({"questionsAndAnswers": {
+            "1_question": "Role in the company (if any)", "1_response": "contains-hit",
+            "2_question": "  Role  ", "2_response": "exact-hit"}}));
+        assert_eq!(answers.answer("role"), "exact-hit");
+        assert_eq!(answers.answer("ROLE "), "exact-hit");
+        assert_eq!(answers.answer("company"), "contains-hit");
+    }
+
+    #[test]
+    fn answer_reads_numbered_pairs_in_number_order_then_direct_keys() {
+        let answers = Answers::from_contact(&qa_contact());
+        assert_eq!(answers.answer("what is your role?"), "VP of Operations");
+        assert_eq!(answers.answer("employees"), "201-500");
+        assert_eq!(answers.answer("monthly budget"), "$10,000+");
+        assert_eq!(answers.answer("seats"), "42", "numeric response read as text");
+        assert_eq!(answers.answer("favourite colour"), "");
+        let order: Vec<_> = answers.entries().map(|e| e.question.as_str()).collect();
+        assert_eq!(
+            order[..3],
+            [
+                "What is your role?",
+                "How many employees does your company have?",
+                "Seats"
+            ]
+        );
+    }
+
+    #[test]
+    fn answer_survives_wrong_types() {
+        for contact in [
+            json!({}),
+            json!({"questionsAndAnswers": null}),
+            json!({"questionsAndAnswers": [1, 2]}),
+            json!({"questionsAndAnswers": "x"}),
+            json!({"questionsAndAnswers": {"1_question": 5, "1_response": null}}),
+        ] {
+            let answers = Answers::from_contact(&contact);
+            assert_eq!(answers.answer("anything"), "");
+        }
+        let answers = Answers::from_contact(
+            &json!({"questionsAndAnswers": {"Tools": ["CRM", "Sheets"], "Flag": true}}),
+        );
+        assert_eq!(answers.answer("tools"), "CRM, Sheets");
+        assert_eq!(answers.answer("flag"), "true");
+    }
+
+    #[test]
+    fn utm_reads_current_first_and_custom_pairs() {
+        let c = json!({"tracking": {"utm_source": "google", "utm_medium": null, "first_utm_source": "linkedin",
+            "utmKey_2": "partner", "utmValue_2": "acme", "utmKey_1": "gclid", "utmValue_1": 123}});
+        assert_eq!(utm(&c, "source", Touch::Current), "google");
+        assert_eq!(utm(&c, "utm_source", Touch::Current), "google");
+        assert_eq!(utm(&c, "medium", Touch::Current), "");
+        assert_eq!(utm(&c, "partner", Touch::Current), "acme");
+        assert_eq!(utm(&c, "utm_partner", Touch::Current), "acme");
+        assert_eq!(utm(&c, "gclid", Touch::Current), "123");
+        assert_eq!(utm(&c, "source", Touch::First), "linkedin");
+        assert_eq!(utm(&c, "first_utm_source", Touch::First), "linkedin");
+        assert_eq!(utm(&c, "partner", Touch::First), "");
+        assert_eq!(utm(&c, "", Touch::Current), "");
+        for bad in [
+            json!({}),
+            json!({"tracking": null}),
+            json!({"tracking": [1]}),
+            json!({"tracking": "utm"}),
+        ] {
+            assert_eq!(utm(&bad, "source", Touch::Current), "");
+        }
+    }
+
+    #[test]
+    fn email_domain_and_free_providers() {
+        assert_eq!(
+            email_domain(&json!({"email": " Raya@NorthWind.COM "})),
+            "northwind.com"
+        );
+        assert_eq!(email_domain(&json!({"email": null})), "");
+        assert_eq!(email_domain(&json!({"email": 5})), "");
+        assert_eq!(email_domain(&json!({"email": "no-at-sign"})), "");
+        assert_eq!(email_domain(&json!({})), "");
+        for free in [
+            "gmail.com",
+            "yahoo.com",
+            "hotmail.com",
+            "outlook.com",
+            "icloud.com",
+            "aol.com",
+            "proton.me",
+            "gmx.de",
+            "gmx.net",
+            "mail.ru",
+            "yandex.ru",
+            "yandex.com",
+            "qq.com",
+        ] {
+            assert!(is_free_email_domain(free), "{free}");
+        }
+        for business in [
+            "northwind-logistics.com",
+            "gmx-consulting.com",
+            "mygmail.com",
+            "",
+            "gmx.example.com",
+        ] {
+            assert!(!is_free_email_domain(business), "{business}");
+        }
+    }
+
+    #[test]
+    fn parse_number_examples_from_the_spec() {
+        assert_eq!(parse_number("$10,000+"), Some(10000.0));
+        assert_eq!(parse_number("201-500"), Some(201.0));
+        assert_eq!(parse_number("$5k"), Some(5000.0));
+        assert_eq!(parse_number("Just me"), None);
+        assert_eq!(parse_number("1000+"), Some(1000.0));
+        assert_eq!(parse_number("$2.5M per year"), Some(2_500_000.0));
+        assert_eq!(parse_number("Less than $500"), Some(500.0));
+        assert_eq!(parse_number("$500 - $2,000"), Some(500.0));
+        assert_eq!(parse_number("3 months"), Some(3.0));
+        assert_eq!(parse_number("5min"), Some(5.0));
+        assert_eq!(parse_number("-15 points"), Some(-15.0));
+        assert_eq!(parse_number("1,5"), Some(1.0));
+        assert_eq!(parse_number("1,234,567.89"), Some(1_234_567.89));
+        assert_eq!(parse_number(""), None);
+    }
+
+    #[test]
+    fn disqualification_helpers() {
+        assert!(iclosed_disqualified(&json!({"status": "disqualified"})));
+        assert!(iclosed_disqualified(
+            &json!({"status": "QUALIFIED", "disqualifyingGroup": [{"name": "x"}]})
+        ));
+        assert!(!iclosed_disqualified(
+            &json!({"status": "QUALIFIED", "disqualifyingGroup": []})
+        ));
+        assert!(!iclosed_disqualified(
+            &json!({"status": 3, "disqualifyingGroup": "x"})
+        ));
+        assert_eq!(
+            disqualifying_groups(&json!({"disqualifyingGroup": null})),
+            Vec::<Value>::new()
+        );
+        assert_eq!(
+            disqualifying_groups(&json!({"disqualifyingGroup": {"name": "a"}})),
+            vec![json!({"name": "a"})]
+        );
+        assert_eq!(
+            disqualifying_groups(&json!({"disqualifyingGroup": [1, "x"]})),
+            vec![json!(1), json!("x")]
+        );
+    }
+}

@@ -1,0 +1,446 @@
+//! Scoring: a rules folder compiled into an immutable [`RuleSet`], and the
+//! scored contact of SPEC section 3. Pure library code: no I/O beyond reading
+//! the rules folder, no HTTP types.
+
+pub mod helpers;
+pub mod runtime;
+pub mod tiers;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use rhai::{AST, Dynamic, Engine, Scope};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
+
+use crate::payload::Contact;
+pub use runtime::{Limits, Points};
+use runtime::{RunGuard, describe_runtime_error};
+pub use tiers::Tiers;
+
+/// The name of the tiers file inside a rules folder.
+pub const TIERS_FILE: &str = "tiers.toml";
+
+/// One problem that keeps a rule set from loading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompileError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for CompileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+    }
+}
+
+/// Every problem found while loading a rule set.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct LoadError(pub Vec<CompileError>);
+
+/// One compiled rule file.
+struct Rule {
+    name: Arc<str>,
+    ast: AST,
+    /// Whether the script mentions `contact`; the contact is only converted
+    /// into a Rhai map when some rule may read it.
+    reads_contact: bool,
+}
+
+/// The source of a rule set: rule files by name, and `tiers.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleSources {
+    pub files: Vec<(String, String)>,
+    pub tiers: Option<String>,
+}
+
+impl RuleSources {
+    /// Reads every `*.rhai` file directly inside `dir` (hidden files, such as
+    /// editors' swap files, are skipped) and `tiers.toml`.
+    pub fn read_dir(dir: &Path) -> Result<Self, LoadError> {
+        let io_error = |file: &Path, e: std::io::Error| {
+            LoadError(vec![CompileError {
+                file: file.display().to_string(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }])
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| io_error(dir, e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !is_rule_file_name(&name) || !entry.path().is_file() {
+                continue;
+            }
+            let text = std::fs::read_to_string(entry.path()).map_err(|e| io_error(&entry.path(), e))?;
+            files.push((name, text));
+        }
+        let tiers_path = dir.join(TIERS_FILE);
+        let tiers = match std::fs::read_to_string(&tiers_path) {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io_error(&tiers_path, e)),
+        };
+        Ok(Self { files, tiers })
+    }
+}
+
+/// Whether a file name is a rule file of a rules folder.
+pub fn is_rule_file_name(name: &str) -> bool {
+    name.ends_with(".rhai") && !name.starts_with('.') && name.len() > ".rhai".len()
+}
+
+/// A compiled, immutable rule set. Share it behind an `Arc`: scoring takes
+/// `&self` and is safe from any number of threads at once.
+pub struct RuleSet {
+    engine: Engine,
+    rules: Vec<Rule>,
+    tiers: Tiers,
+    version: String,
+    limits: Limits,
+    reads_contact: bool,
+    source_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RuleSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleSet")
+            .field("files", &self.file_names())
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+impl RuleSet {
+    /// Loads and compiles a rules folder.
+    pub fn load(dir: &Path, limits: &Limits) -> Result<Self, LoadError> {
+        if !dir.is_dir() {
+            return Err(LoadError(vec![CompileError {
+                file: dir.display().to_string(),
+                line: 0,
+                column: 0,
+                message: "the rules folder does not exist or is not a folder".into(),
+            }]));
+        }
+        let mut set = Self::compile(RuleSources::read_dir(dir)?, limits)?;
+        set.source_dir = Some(dir.to_path_buf());
+        Ok(set)
+    }
+
+    /// Compiles a rule set from its sources; reports every error in it.
+    pub fn compile(mut sources: RuleSources, limits: &Limits) -> Result<Self, LoadError> {
+        sources.files.sort_by(|a, b| a.0.cmp(&b.0));
+        let engine = runtime::build_engine(limits);
+        let mut compile_scope = Scope::new();
+        // Declared for strict-variables checking; never a constant here so
+        // that the optimizer cannot fold a placeholder into the rules.
+        compile_scope.push_dynamic("contact", Dynamic::UNIT);
+        let mut errors = Vec::new();
+        let mut rules = Vec::new();
+        for (name, text) in &sources.files {
+            if !is_rule_file_name(name) || name.contains(['/', '\\']) {
+                errors.push(CompileError {
+                    file: name.clone(),
+                    line: 0,
+                    column: 0,
+                    message:
+                        "a rule file name must end in .rhai and name a file directly in the rules folder"
+                            .into(),
+                });
+                continue;
+            }
+            match engine.compile_with_scope(&compile_scope, text) {
+                Ok(mut ast) => {
+                    ast.set_source(name.as_str());
+                    rules.push(Rule {
+                        name: Arc::from(name.as_str()),
+                        ast,
+                        reads_contact: mentions_contact(text),
+                    });
+                }
+                Err(e) => errors.push(CompileError {
+                    file: name.clone(),
+                    line: e.1.line().unwrap_or(0),
+                    column: e.1.position().unwrap_or(0),
+                    message: e.0.to_string(),
+                }),
+            }
+        }
+        let tiers = match &sources.tiers {
+            None => Tiers::default(),
+            Some(text) => Tiers::parse(text).unwrap_or_else(|e| {
+                errors.push(CompileError {
+                    file: TIERS_FILE.into(),
+                    line: e.line,
+                    column: e.column,
+                    message: e.message,
+                });
+                Tiers::default()
+            }),
+        };
+        if !errors.is_empty() {
+            return Err(LoadError(errors));
+        }
+        let reads_contact = rules.iter().any(|r| r.reads_contact);
+        Ok(Self {
+            engine,
+            rules,
+            tiers,
+            version: version_of(&sources),
+            limits: limits.clone(),
+            reads_contact,
+            source_dir: None,
+        })
+    }
+
+    /// Hex SHA-256 of the rule set's file names and contents.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub fn file_names(&self) -> Vec<String> {
+        self.rules.iter().map(|r| r.name.to_string()).collect()
+    }
+
+    pub fn tiers(&self) -> &Tiers {
+        &self.tiers
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn source_dir(&self) -> Option<&Path> {
+        self.source_dir.as_deref()
+    }
+
+    /// Scores one contact. `event_id` is the stored event's id (`None` in a
+    /// dry run). Never fails: rule errors are reported in the result.
+    pub fn score(&self, contact: &Contact, event_id: Option<String>, scored_at: SystemTime) -> ScoredContact {
+        let outcome = self.evaluate(contact);
+        ScoredContact {
+            kind: ScoredContact::TYPE.to_owned(),
+            id: event_id,
+            contact_id: contact.id.clone(),
+            score: outcome.score,
+            tier: outcome.tier,
+            disqualified: outcome.disqualified,
+            reasons: outcome.reasons,
+            disqualifications: outcome.disqualifications,
+            tags: outcome.tags,
+            errors: outcome.errors,
+            rules_version: self.version.clone(),
+            scored_at: humantime::format_rfc3339_millis(scored_at).to_string(),
+            contact: contact.raw.clone(),
+        }
+    }
+
+    /// Runs every rule against a contact.
+    pub fn evaluate(&self, contact: &Contact) -> Outcome {
+        let deadline = Instant::now() + self.limits.timeout;
+        let run = RunGuard::install(contact.value.clone(), contact.id_text(), deadline);
+        let mut scope = Scope::new();
+        if self.reads_contact {
+            scope.push_constant_dynamic("contact", runtime::to_dynamic(&contact.value));
+        }
+        let base = scope.len();
+        let mut out = Outcome::default();
+        let mut total = Total::default();
+        for rule in &self.rules {
+            if run.timed_out() {
+                out.errors.push(RuleFailure {
+                    rule: rule.name.to_string(),
+                    error: format!(
+                        "not run: the rule set's time budget of {} per contact ran out",
+                        humantime::format_duration(self.limits.timeout)
+                    ),
+                });
+                continue;
+            }
+            run.begin_rule(&rule.name);
+            let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
+            scope.rewind(base);
+            let effects = run.take_effects();
+            match result {
+                Err(error) => out.errors.push(RuleFailure {
+                    rule: rule.name.to_string(),
+                    error: describe_runtime_error(&error, &self.limits),
+                }),
+                Ok(()) => {
+                    for (points, reason) in effects.reasons {
+                        total.add(points);
+                        out.reasons.push(Reason {
+                            rule: rule.name.to_string(),
+                            points,
+                            reason,
+                        });
+                    }
+                    for reason in effects.disqualifications {
+                        out.disqualifications.push(Disqualification {
+                            rule: rule.name.to_string(),
+                            reason,
+                        });
+                    }
+                    for tag in effects.tags {
+                        if !out.tags.contains(&tag) {
+                            out.tags.push(tag);
+                        }
+                    }
+                }
+            }
+        }
+        out.score = self.tiers.clamp(total.points());
+        out.disqualified = !out.disqualifications.is_empty();
+        out.tier = if out.disqualified {
+            self.tiers.disqualified_tier.clone()
+        } else {
+            self.tiers.tier_for(out.score).to_owned()
+        };
+        out
+    }
+}
+
+/// Sums integer points exactly; the sum turns float at the first float
+/// contribution (or on integer overflow).
+#[derive(Default)]
+struct Total {
+    int: i64,
+    float: Option<f64>,
+}
+
+impl Total {
+    fn add(&mut self, points: Points) {
+        match (points, self.float) {
+            (Points::Int(i), None) => match self.int.checked_add(i) {
+                Some(sum) => self.int = sum,
+                None => self.float = Some(self.int as f64 + i as f64),
+            },
+            (p, None) => self.float = Some(self.int as f64 + p.as_f64()),
+            (p, Some(f)) => self.float = Some(f + p.as_f64()),
+        }
+    }
+
+    fn points(&self) -> Points {
+        self.float.map_or(Points::Int(self.int), Points::Float)
+    }
+}
+
+fn mentions_contact(script: &str) -> bool {
+    script.match_indices("contact").any(|(at, word)| {
+        let before = script[..at].chars().next_back();
+        let after = script[at + word.len()..].chars().next();
+        let is_ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        !is_ident(before) && !is_ident(after)
+    })
+}
+
+fn version_of(sources: &RuleSources) -> String {
+    let mut hasher = Sha256::new();
+    for (name, text) in &sources.files {
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+    }
+    if let Some(tiers) = &sources.tiers {
+        hasher.update(TIERS_FILE.as_bytes());
+        hasher.update([0]);
+        hasher.update(tiers.as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// What the rules made of one contact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub score: Points,
+    pub tier: String,
+    pub disqualified: bool,
+    pub reasons: Vec<Reason>,
+    pub disqualifications: Vec<Disqualification>,
+    pub tags: Vec<String>,
+    pub errors: Vec<RuleFailure>,
+}
+
+impl Default for Outcome {
+    fn default() -> Self {
+        Self {
+            score: Points::Int(0),
+            tier: String::new(),
+            disqualified: false,
+            reasons: Vec::new(),
+            disqualifications: Vec::new(),
+            tags: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    pub rule: String,
+    pub points: Points,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disqualification {
+    pub rule: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleFailure {
+    pub rule: String,
+    pub error: String,
+}
+
+/// The scored contact of SPEC section 3, as forwarded downstream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScoredContact {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub id: Option<String>,
+    pub contact_id: Value,
+    pub score: Points,
+    pub tier: String,
+    pub disqualified: bool,
+    pub reasons: Vec<Reason>,
+    pub disqualifications: Vec<Disqualification>,
+    pub tags: Vec<String>,
+    pub errors: Vec<RuleFailure>,
+    pub rules_version: String,
+    pub scored_at: String,
+    pub contact: Box<RawValue>,
+}
+
+impl ScoredContact {
+    pub const TYPE: &'static str = "contact.scored";
+}
+
+impl Serialize for Points {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match *self {
+            Points::Int(i) => s.serialize_i64(i),
+            Points::Float(f) => s.serialize_f64(f),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Points {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = serde_json::Number::deserialize(d)?;
+        Ok(match n.as_i64() {
+            Some(i) => Points::Int(i),
+            None => Points::Float(n.as_f64().unwrap_or(0.0)),
+        })
+    }
+}

@@ -1,0 +1,334 @@
+//! The Rhai side of scoring: one configured [`Engine`] per rule set, the rule
+//! API of SPEC section 2 registered on it, and the per-contact run state.
+//!
+//! Why a thread-local run state: the engine and the compiled rules are shared
+//! by every scoring thread, but `answer()` or `add()` must reach the contact
+//! being scored *now* on *this* thread. Scoring one contact is synchronous on
+//! one thread, so the state is installed for the duration of one
+//! [`RunGuard`] and helpers reach it without any locking or copying.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rhai::{Array, Dynamic, Engine, EvalAltResult, FLOAT, INT, ImmutableString, Map, Position};
+use serde_json::Value;
+
+use super::helpers::{self, Answers, Touch};
+
+/// Run-time limits of a rule (SPEC 2.3), documented in the README.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Operations per rule and contact (`--rule-max-operations`).
+    pub max_operations: u64,
+    /// Wall-clock budget of the whole rule set per contact (`--rule-timeout`).
+    pub timeout: Duration,
+    pub max_call_levels: usize,
+    pub max_expr_depth: usize,
+    pub max_function_expr_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+    pub max_variables: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_operations: 1_000_000,
+            timeout: Duration::from_millis(100),
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_function_expr_depth: 32,
+            max_string_size: 256 * 1024,
+            max_array_size: 10_000,
+            max_map_size: 10_000,
+            max_variables: 1_000,
+        }
+    }
+}
+
+/// A point contribution: integer and float points are kept apart so that
+/// the score stays an integer when every contribution is one.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Points {
+    Int(i64),
+    Float(f64),
+}
+
+/// What one rule did for one contact; kept only if the rule finished.
+#[derive(Debug, Default)]
+pub(crate) struct RuleEffects {
+    pub reasons: Vec<(Points, String)>,
+    pub disqualifications: Vec<String>,
+    pub tags: Vec<String>,
+}
+
+/// Per-contact, per-thread state the registered functions read and write.
+struct RunState {
+    contact: Arc<Value>,
+    contact_id: String,
+    rule: Arc<str>,
+    deadline: Instant,
+    timed_out: bool,
+    answers: Option<Answers>,
+    email_domain: Option<String>,
+    effects: RuleEffects,
+}
+
+thread_local! {
+    static RUN: RefCell<Option<RunState>> = const { RefCell::new(None) };
+}
+
+/// Installs the run state of one contact on this thread; removes it on drop
+/// so that a panic or early return never leaks one contact into the next.
+pub(crate) struct RunGuard(());
+
+impl RunGuard {
+    pub fn install(contact: Arc<Value>, contact_id: String, deadline: Instant) -> Self {
+        RUN.with(|run| {
+            *run.borrow_mut() = Some(RunState {
+                contact,
+                contact_id,
+                rule: Arc::from(""),
+                deadline,
+                timed_out: false,
+                answers: None,
+                email_domain: None,
+                effects: RuleEffects::default(),
+            })
+        });
+        RunGuard(())
+    }
+
+    /// Starts a rule: clears the effects of the previous one.
+    pub fn begin_rule(&self, rule: &Arc<str>) {
+        with_state(|s| {
+            s.rule = rule.clone();
+            s.effects = RuleEffects::default();
+        });
+    }
+
+    pub fn take_effects(&self) -> RuleEffects {
+        with_state(|s| std::mem::take(&mut s.effects)).unwrap_or_default()
+    }
+
+    pub fn timed_out(&self) -> bool {
+        with_state(|s| s.timed_out || Instant::now() >= s.deadline).unwrap_or(false)
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        RUN.with(|run| run.borrow_mut().take());
+    }
+}
+
+fn with_state<R>(f: impl FnOnce(&mut RunState) -> R) -> Option<R> {
+    RUN.with(|run| run.borrow_mut().as_mut().map(f))
+}
+
+type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+
+fn outside_scoring() -> Box<EvalAltResult> {
+    "this function can only be called while a contact is scored".into()
+}
+
+fn read<R>(f: impl FnOnce(&mut RunState) -> R) -> RhaiResult<R> {
+    with_state(f).ok_or_else(outside_scoring)
+}
+
+fn answers(state: &mut RunState) -> &Answers {
+    let contact = &state.contact;
+    state
+        .answers
+        .get_or_insert_with(|| Answers::from_contact(contact))
+}
+
+fn email_domain(state: &mut RunState) -> &str {
+    let contact = &state.contact;
+    state
+        .email_domain
+        .get_or_insert_with(|| helpers::email_domain(contact))
+}
+
+/// The text of a value given as a reason or label: strings as they are,
+/// anything else printed.
+fn text_of(value: &Dynamic) -> String {
+    match value.clone().into_immutable_string() {
+        Ok(s) => s.to_string(),
+        Err(_) => value.to_string(),
+    }
+}
+
+fn push_reason(points: Points, reason: &Dynamic) -> RhaiResult<()> {
+    let reason = text_of(reason);
+    read(|s| s.effects.reasons.push((points, reason)))
+}
+
+/// Converts a JSON value into a Rhai value (objects become maps, null `()`).
+pub fn to_dynamic(value: &Value) -> Dynamic {
+    match value {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => Dynamic::from_bool(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => Dynamic::from(ImmutableString::from(s.as_str())),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(to_dynamic).collect()),
+        Value::Object(map) => Dynamic::from_map(
+            map.iter()
+                .map(|(k, v)| (k.as_str().into(), to_dynamic(v)))
+                .collect::<Map>(),
+        ),
+    }
+}
+
+/// Why a run stopped when `on_progress` terminated it.
+const TIMEOUT_TOKEN: &str = "leadscore:timeout";
+
+/// Builds the sandboxed engine with the rule API registered.
+pub fn build_engine(limits: &Limits) -> Engine {
+    let mut engine = Engine::new();
+    // Sandbox: `no_module` (Cargo feature) removes `import`; `eval` could run
+    // code the compile-time checks never saw.
+    engine.disable_symbol("eval");
+    engine.set_strict_variables(true);
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(limits.max_call_levels);
+    engine.set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
+    engine.set_max_variables(limits.max_variables);
+    engine.on_progress(|ops| {
+        // Reading the clock every operation would cost more than the rules.
+        if ops % 512 != 0 {
+            return None;
+        }
+        let expired = with_state(|s| {
+            if Instant::now() >= s.deadline {
+                s.timed_out = true;
+            }
+            s.timed_out
+        })
+        .unwrap_or(false);
+        expired.then(|| Dynamic::from(TIMEOUT_TOKEN))
+    });
+    engine.on_print(|text| {
+        with_state(|s| tracing::debug!(contact_id = %s.contact_id, rule = %s.rule, "{text}"));
+    });
+    engine.on_debug(|text, _source, pos| {
+        with_state(|s| {
+            tracing::debug!(contact_id = %s.contact_id, rule = %s.rule, line = pos.line().unwrap_or(0), "{text}")
+        });
+    });
+    register_read_api(&mut engine);
+    register_write_api(&mut engine);
+    engine
+}
+
+fn register_read_api(engine: &mut Engine) {
+    engine.register_fn("answer", |q: &str| -> RhaiResult<String> {
+        read(|s| answers(s).answer(q).to_owned())
+    });
+    engine.register_fn("has_answer", |q: &str| -> RhaiResult<bool> {
+        read(|s| !answers(s).answer(q).is_empty())
+    });
+    engine.register_fn("answers", || -> RhaiResult<Map> {
+        read(|s| {
+            let mut map = Map::new();
+            for entry in answers(s).entries() {
+                map.entry(entry.question.as_str().into())
+                    .or_insert_with(|| Dynamic::from(entry.response.clone()));
+            }
+            map
+        })
+    });
+    engine.register_fn("utm", |name: &str| -> RhaiResult<String> {
+        read(|s| helpers::utm(&s.contact, name, Touch::Current))
+    });
+    engine.register_fn("first_utm", |name: &str| -> RhaiResult<String> {
+        read(|s| helpers::utm(&s.contact, name, Touch::First))
+    });
+    engine.register_fn("email_domain", || -> RhaiResult<String> {
+        read(|s| email_domain(s).to_owned())
+    });
+    engine.register_fn("is_free_email", || -> RhaiResult<bool> {
+        read(|s| helpers::is_free_email_domain(email_domain(s)))
+    });
+    engine.register_fn("parse_number", |text: &str| -> Dynamic {
+        helpers::parse_number(text).map_or(Dynamic::UNIT, Dynamic::from_float)
+    });
+    engine.register_fn("parse_number", |n: INT| -> FLOAT { n as FLOAT });
+    engine.register_fn("parse_number", |n: FLOAT| -> FLOAT { n });
+    engine.register_fn("parse_number", |_: ()| -> Dynamic { Dynamic::UNIT });
+    engine.register_fn("iclosed_disqualified", || -> RhaiResult<bool> {
+        read(|s| helpers::iclosed_disqualified(&s.contact))
+    });
+    engine.register_fn("disqualifying_groups", || -> RhaiResult<Array> {
+        read(|s| {
+            helpers::disqualifying_groups(&s.contact)
+                .iter()
+                .map(to_dynamic)
+                .collect()
+        })
+    });
+}
+
+fn register_write_api(engine: &mut Engine) {
+    engine.register_fn("add", |points: INT, reason: Dynamic| -> RhaiResult<()> {
+        push_reason(Points::Int(points), &reason)
+    });
+    engine.register_fn("add", |points: FLOAT, reason: Dynamic| -> RhaiResult<()> {
+        if !points.is_finite() {
+            return Err(format!("add: points must be a finite number, got {points}").into());
+        }
+        push_reason(Points::Float(points), &reason)
+    });
+    engine.register_fn("disqualify", |reason: Dynamic| -> RhaiResult<()> {
+        let reason = text_of(&reason);
+        read(|s| s.effects.disqualifications.push(reason))
+    });
+    engine.register_fn("tag", |label: Dynamic| -> RhaiResult<()> {
+        let label = text_of(&label);
+        read(|s| {
+            if !s.effects.tags.contains(&label) {
+                s.effects.tags.push(label);
+            }
+        })
+    });
+}
+
+/// A run-time error as shown in a result's `errors`: the message and where
+/// in the rule file it happened.
+pub fn describe_runtime_error(error: &EvalAltResult, limits: &Limits) -> String {
+    let message = match error {
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == TIMEOUT_TOKEN => format!(
+            "stopped: the rule set's time budget of {} per contact ran out",
+            humantime::format_duration(limits.timeout)
+        ),
+        EvalAltResult::ErrorTooManyOperations(_) => format!(
+            "stopped: more than {} operations (--rule-max-operations)",
+            limits.max_operations
+        ),
+        other => {
+            let mut text = other.to_string();
+            // Rhai appends its own " (line L, position C)"; ours follows.
+            if let Some(cut) = text.rfind(" (line ") {
+                text.truncate(cut);
+            }
+            text
+        }
+    };
+    with_position(message, error.position())
+}
+
+pub fn with_position(message: String, pos: Position) -> String {
+    match (pos.line(), pos.position()) {
+        (Some(line), Some(column)) => format!("{message} (line {line}, column {column})"),
+        (Some(line), None) => format!("{message} (line {line})"),
+        _ => message,
+    }
+}

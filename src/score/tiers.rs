@@ -1,0 +1,260 @@
+//! `tiers.toml` (SPEC 2.4): score clamping and the score → tier mapping.
+
+use serde::Deserialize;
+
+use super::runtime::Points;
+
+/// The tier a contact gets when no `tiers.toml` exists.
+pub const DEFAULT_TIER: &str = "scored";
+/// The default name of the disqualified tier.
+pub const DEFAULT_DISQUALIFIED_TIER: &str = "disqualified";
+/// The tier of a score below every threshold when no catch-all tier exists.
+pub const NO_TIER: &str = "none";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tiers {
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub disqualified_tier: String,
+    /// Tiers with a threshold, highest first.
+    thresholds: Vec<(String, f64)>,
+    catch_all: Option<String>,
+}
+
+impl Default for Tiers {
+    /// No `tiers.toml`: no clamping, one tier `scored`.
+    fn default() -> Self {
+        Self {
+            min: None,
+            max: None,
+            disqualified_tier: DEFAULT_DISQUALIFIED_TIER.to_owned(),
+            thresholds: Vec::new(),
+            catch_all: Some(DEFAULT_TIER.to_owned()),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TiersFile {
+    #[serde(default)]
+    score: ScoreSection,
+    /// Also accepted at the top level, before `[score]`.
+    disqualified_tier: Option<String>,
+    #[serde(default)]
+    tiers: Vec<TierEntry>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ScoreSection {
+    min: Option<f64>,
+    max: Option<f64>,
+    /// Where SPEC 2.4's example puts it: after `[score]`, so inside that table.
+    disqualified_tier: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierEntry {
+    name: String,
+    min_score: Option<f64>,
+}
+
+/// A `tiers.toml` problem, with the line and column when TOML gives one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TiersError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl Tiers {
+    pub fn parse(text: &str) -> Result<Self, TiersError> {
+        let file: TiersFile = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            TiersError {
+                line,
+                column,
+                message: e.message().to_owned(),
+            }
+        })?;
+        let invalid = |message: String| TiersError {
+            line: 1,
+            column: 1,
+            message,
+        };
+        let disqualified_tier = file
+            .score
+            .disqualified_tier
+            .or(file.disqualified_tier)
+            .unwrap_or_else(|| DEFAULT_DISQUALIFIED_TIER.to_owned());
+        if let (Some(min), Some(max)) = (file.score.min, file.score.max)
+            && min > max
+        {
+            return Err(invalid(format!(
+                "[score] min ({min}) is greater than max ({max})"
+            )));
+        }
+        let mut thresholds = Vec::new();
+        let mut catch_all = None;
+        let mut seen = std::collections::HashSet::new();
+        for tier in file.tiers {
+            if tier.name.trim().is_empty() {
+                return Err(invalid("a [[tiers]] entry has an empty name".into()));
+            }
+            if !seen.insert(tier.name.clone()) {
+                return Err(invalid(format!("tier {:?} is defined twice", tier.name)));
+            }
+            match tier.min_score {
+                Some(min) if min.is_finite() => thresholds.push((tier.name, min)),
+                Some(_) => return Err(invalid(format!("tier {:?}: min_score must be finite", tier.name))),
+                None if catch_all.is_some() => {
+                    return Err(invalid(format!(
+                        "tiers {:?} and {:?} both have no min_score; only one tier may catch every lower score",
+                        catch_all.unwrap_or_default(),
+                        tier.name
+                    )));
+                }
+                None => catch_all = Some(tier.name),
+            }
+        }
+        thresholds.sort_by(|a, b| b.1.total_cmp(&a.1));
+        if thresholds.is_empty() && catch_all.is_none() {
+            catch_all = Some(DEFAULT_TIER.to_owned());
+        }
+        Ok(Self {
+            min: file.score.min,
+            max: file.score.max,
+            disqualified_tier,
+            thresholds,
+            catch_all,
+        })
+    }
+
+    /// Clamps a score to `[min, max]`; an integer score stays an integer
+    /// when the bound it meets is a whole number.
+    pub fn clamp(&self, score: Points) -> Points {
+        let value = score.as_f64();
+        let bound = match (self.min, self.max) {
+            (Some(min), _) if value < min => min,
+            (_, Some(max)) if value > max => max,
+            _ => return score,
+        };
+        match score {
+            Points::Int(_) if bound.fract() == 0.0 && bound.abs() < 9.0e15 => Points::Int(bound as i64),
+            _ => Points::Float(bound),
+        }
+    }
+
+    /// The tier of a (clamped) score: the highest threshold it reaches.
+    pub fn tier_for(&self, score: Points) -> &str {
+        let value = score.as_f64();
+        self.thresholds
+            .iter()
+            .find(|(_, min)| value >= *min)
+            .map(|(name, _)| name.as_str())
+            .or(self.catch_all.as_deref())
+            .unwrap_or(NO_TIER)
+    }
+
+    /// Every tier name a result can carry, highest first.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.thresholds.iter().map(|(n, _)| n.clone()).collect();
+        names.extend(self.catch_all.clone());
+        if self.catch_all.is_none() {
+            names.push(NO_TIER.to_owned());
+        }
+        names.push(self.disqualified_tier.clone());
+        names
+    }
+}
+
+impl Points {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Points::Int(i) => i as f64,
+            Points::Float(f) => f,
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC_TIERS: &str = r#"
+[score]
+min = 0
+max = 100
+
+disqualified_tier = "disqualified"
+
+[[tiers]]
+name = "cold"
+
+[[tiers]]
+name = "hot"
+min_score = 70
+
+[[tiers]]
+name = "warm"
+min_score = 40
+"#;
+
+    #[test]
+    fn thresholds_pick_the_highest_reached_tier_whatever_the_file_order() {
+        let tiers = Tiers::parse(SPEC_TIERS).unwrap();
+        assert_eq!(tiers.tier_for(Points::Int(100)), "hot");
+        assert_eq!(tiers.tier_for(Points::Int(70)), "hot");
+        assert_eq!(tiers.tier_for(Points::Float(69.5)), "warm");
+        assert_eq!(tiers.tier_for(Points::Int(40)), "warm");
+        assert_eq!(tiers.tier_for(Points::Int(39)), "cold");
+        assert_eq!(tiers.tier_for(Points::Int(-50)), "cold");
+        assert_eq!(tiers.names(), ["hot", "warm", "cold", "disqualified"]);
+    }
+
+    #[test]
+    fn clamping_keeps_integers_integers() {
+        let tiers = Tiers::parse(SPEC_TIERS).unwrap();
+        assert_eq!(tiers.clamp(Points::Int(135)), Points::Int(100));
+        assert_eq!(tiers.clamp(Points::Int(-5)), Points::Int(0));
+        assert_eq!(tiers.clamp(Points::Float(100.5)), Points::Float(100.0));
+        assert_eq!(tiers.clamp(Points::Int(55)), Points::Int(55));
+        let fractional = Tiers::parse("[score]\nmax = 9.5\n").unwrap();
+        assert_eq!(fractional.clamp(Points::Int(10)), Points::Float(9.5));
+    }
+
+    #[test]
+    fn defaults_and_alternatives() {
+        let none = Tiers::default();
+        assert_eq!(none.tier_for(Points::Int(-1000)), "scored");
+        assert_eq!(none.clamp(Points::Int(1000)), Points::Int(1000));
+        let top_level =
+            Tiers::parse("disqualified_tier = \"junk\"\n[[tiers]]\nname = \"a\"\nmin_score = 1\n").unwrap();
+        assert_eq!(top_level.disqualified_tier, "junk");
+        assert_eq!(top_level.tier_for(Points::Int(0)), NO_TIER);
+        assert_eq!(Tiers::parse("").unwrap().tier_for(Points::Int(3)), "scored");
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = Tiers::parse("[score]\nmin = 0\nmax = \"a lot\"\n").unwrap_err();
+        assert_eq!(err.line, 3, "{err:?}");
+        let err = Tiers::parse("[[tiers]]\nname = \"a\"\n[[tiers]]\nname = \"b\"\n").unwrap_err();
+        assert!(err.message.contains("only one tier"), "{err:?}");
+        let err = Tiers::parse("[[tiers]]\nname = \"a\"\nmin_scroe = 3\n").unwrap_err();
+        assert!(err.message.contains("min_scroe"), "{err:?}");
+    }
+}
