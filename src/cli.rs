@@ -8,10 +8,16 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{parse_duration, parse_size};
+use crate::config::{parse_duration, parse_duration_list, parse_size};
+use crate::deliver::{ForwardConfig, parse_header};
+use crate::ingest::auth::InboundAuth;
 use crate::payload::{self, PayloadError};
 use crate::rule_tests;
 use crate::score::{Limits, RuleSet};
+use crate::server::ServeConfig;
+use crate::signature::WebhookSecret;
+use crate::store::{self, DeliveryStatus, Retention};
+use crate::telemetry::LogFormat;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,6 +32,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Receive iClosed webhooks, score, store and forward them (the default).
+    Serve(Box<ServeArgs>),
+    /// List or requeue deliveries in the store.
+    #[command(subcommand)]
+    Deliveries(DeliveriesCommand),
     /// Score payload files (or JSON lines on stdin with `-`); one scored contact per line.
     Score(ScoreArgs),
     /// Compile the rule set and report every error with file:line:column.
@@ -114,6 +125,11 @@ pub struct TestArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Some(Command::Serve(args)) => serve(*args),
+        Some(Command::Deliveries(command)) => {
+            init_cli_logging();
+            deliveries(command)
+        }
         Some(Command::Score(args)) => {
             init_cli_logging();
             score(&args)
@@ -289,7 +305,351 @@ fn write_scored(rules: &RuleSet, contacts: &[payload::Contact], out: &mut impl W
     Ok(())
 }
 
-/// Reads a size setting (used by `serve`).
-pub fn size_arg(text: &str) -> Result<usize, String> {
-    parse_size(text)
+/// The settings of `serve` (SPEC section 7).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Address to listen on.
+    #[arg(long, env = "LEADSCORE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Where scored contacts are POSTed (CRM, n8n, Zapier, ...). Without it nothing is forwarded.
+    #[arg(long, env = "LEADSCORE_FORWARD_URL")]
+    pub forward_url: Option<String>,
+    /// Standard Webhooks secret (`whsec_...`) to sign forwarded requests with.
+    #[arg(long, env = "LEADSCORE_FORWARD_SECRET", hide_env_values = true)]
+    pub forward_secret: Option<String>,
+    /// Extra header on forwarded requests, `Name: value` (repeatable; the variable is `;`-separated).
+    #[arg(
+        long = "forward-header",
+        env = "LEADSCORE_FORWARD_HEADERS",
+        value_delimiter = ';',
+        hide_env_values = true
+    )]
+    pub forward_headers: Vec<String>,
+    /// Shared token senders must present (Bearer, X-Webhook-Token or ?token=).
+    #[arg(long, env = "LEADSCORE_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub webhook_token: Option<String>,
+    /// Header carrying an HMAC-SHA256 of the raw body (with --webhook-hmac-secret).
+    #[arg(long, env = "LEADSCORE_WEBHOOK_HMAC_HEADER")]
+    pub webhook_hmac_header: Option<String>,
+    /// Secret of the body HMAC check.
+    #[arg(long, env = "LEADSCORE_WEBHOOK_HMAC_SECRET", hide_env_values = true)]
+    pub webhook_hmac_secret: Option<String>,
+    /// Standard Webhooks secret (`whsec_...`) senders sign with.
+    #[arg(long, env = "LEADSCORE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+    /// Token the admin endpoints require as `Authorization: Bearer`.
+    #[arg(long, env = "LEADSCORE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Delays before each delivery retry.
+    #[arg(long, env = "LEADSCORE_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = parse_duration_list)]
+    pub retry_schedule: std::vec::Vec<Duration>,
+    /// How long a claimed delivery stays with one instance before another may take it.
+    #[arg(long, env = "LEADSCORE_DELIVERY_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub delivery_lease: Duration,
+    /// Largest request body.
+    #[arg(long, env = "LEADSCORE_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: usize,
+    /// Most contacts in one request body.
+    #[arg(long, env = "LEADSCORE_MAX_CONTACTS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_contacts: u64,
+    /// Deliveries in flight at once.
+    #[arg(long, env = "LEADSCORE_FORWARD_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub forward_concurrency: u64,
+    /// Timeout of one delivery request.
+    #[arg(long, env = "LEADSCORE_FORWARD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub forward_timeout: Duration,
+    /// Let the console save rule files (needs an admin token).
+    #[arg(long, env = "LEADSCORE_ALLOW_RULE_EDITS")]
+    pub allow_rule_edits: bool,
+    /// Log format.
+    #[arg(long, env = "LEADSCORE_LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+}
+
+/// The store and how long it keeps things.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// `sqlite://PATH` (embedded) or `postgres://...` (shared by several instances).
+    #[arg(long, env = "LEADSCORE_STORE", default_value = "sqlite://./data/leadscore.db")]
+    pub store: String,
+    /// A repeated delivery inside this window is a duplicate.
+    #[arg(long, env = "LEADSCORE_DEDUPE_WINDOW", default_value = "7d", value_parser = parse_duration)]
+    pub dedupe_window: Duration,
+    /// How long received contacts, scores and delivered records are kept.
+    #[arg(long, env = "LEADSCORE_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub retention: Duration,
+}
+
+impl StoreArgs {
+    pub fn retention(&self) -> Retention {
+        Retention {
+            dedupe_window: self.dedupe_window,
+            retention: self.retention,
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Checks every setting; the error names the setting.
+    pub fn to_config(&self) -> Result<ServeConfig, String> {
+        let empty = |v: &Option<String>| {
+            v.as_deref()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        let forward = match empty(&self.forward_url) {
+            None => None,
+            Some(url) => {
+                let url = reqwest::Url::parse(&url).map_err(|e| format!("--forward-url {url:?}: {e}"))?;
+                if !matches!(url.scheme(), "http" | "https") {
+                    return Err(format!(
+                        "--forward-url {url}: only http and https URLs can be forwarded to"
+                    ));
+                }
+                let secret = empty(&self.forward_secret)
+                    .map(|s| WebhookSecret::parse(&s).map_err(|e| format!("--forward-secret: {e}")))
+                    .transpose()?;
+                let mut headers = reqwest::header::HeaderMap::new();
+                for text in self.forward_headers.iter().filter(|h| !h.trim().is_empty()) {
+                    let (name, value) = parse_header(text).map_err(|e| format!("--forward-header: {e}"))?;
+                    headers.append(name, value);
+                }
+                Some(ForwardConfig {
+                    url,
+                    secret,
+                    headers,
+                    concurrency: self.forward_concurrency as usize,
+                    timeout: self.forward_timeout,
+                    retry_schedule: self.retry_schedule.clone(),
+                    lease: self.delivery_lease,
+                })
+            }
+        };
+        let hmac = match (empty(&self.webhook_hmac_header), empty(&self.webhook_hmac_secret)) {
+            (Some(header), Some(secret)) => {
+                let name = http::HeaderName::try_from(header.to_ascii_lowercase())
+                    .map_err(|_| format!("--webhook-hmac-header {header:?} is not a header name"))?;
+                Some((name, secret.into_bytes()))
+            }
+            (None, None) => None,
+            (Some(_), None) => return Err("--webhook-hmac-header needs --webhook-hmac-secret".into()),
+            (None, Some(_)) => return Err("--webhook-hmac-secret needs --webhook-hmac-header".into()),
+        };
+        let standard_webhooks = empty(&self.webhook_secret)
+            .map(|s| WebhookSecret::parse(&s).map_err(|e| format!("--webhook-secret: {e}")))
+            .transpose()?;
+        let admin_token = empty(&self.admin_token);
+        if self.allow_rule_edits && admin_token.is_none() {
+            return Err("--allow-rule-edits needs --admin-token: rule edits must never be open".into());
+        }
+        if self.store.dedupe_window.is_zero() {
+            return Err("--dedupe-window must be longer than 0".into());
+        }
+        if self.store.retention < self.store.dedupe_window {
+            return Err("--retention must be at least as long as --dedupe-window".into());
+        }
+        if self.rules.rule_timeout.is_zero() {
+            return Err("--rule-timeout must be longer than 0".into());
+        }
+        Ok(ServeConfig {
+            rules_dir: self.rules.rules.clone(),
+            limits: self.rules.limits(),
+            store_url: self.store.store.clone(),
+            forward,
+            auth: InboundAuth {
+                token: empty(&self.webhook_token),
+                hmac,
+                standard_webhooks,
+            },
+            admin_token,
+            retention: self.store.retention(),
+            max_body: self.max_body,
+            max_contacts: self.max_contacts as usize,
+        })
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    crate::telemetry::init_logging(args.log_format);
+    let config = match args.to_config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(&args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: --listen {}: cannot listen there: {e}", args.listen);
+                return ExitCode::from(2);
+            }
+        };
+        let running = match crate::server::start(config, listener).await {
+            Ok(running) => running,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        };
+        wait_for_signals(&running).await;
+        tracing::info!("shutting down: no new requests; finishing requests and deliveries in flight");
+        running.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Returns on SIGTERM or SIGINT; SIGHUP reloads the rules.
+async fn wait_for_signals(running: &crate::server::Running) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+        let _ = tokio::signal::ctrl_c().await;
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading rules");
+                running.reload_rules();
+            }
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Only deliveries with this status: pending, dead or delivered.
+        #[arg(long, value_parser = ["pending", "dead", "delivered"])]
+        status: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requeue a dead delivery by id, or every dead delivery with --all-dead.
+    Retry {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The delivery (event) id, `evt_...`.
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        id: Option<String>,
+        #[arg(long)]
+        all_dead: bool,
+    },
+}
+
+fn deliveries(command: DeliveriesCommand) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    runtime.block_on(async move {
+        let store_args = match &command {
+            DeliveriesCommand::List { store, .. } | DeliveriesCommand::Retry { store, .. } => store.clone(),
+        };
+        let store = match store::open(&store_args.store, store_args.retention()).await {
+            Ok(store) => store,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        match command {
+            DeliveriesCommand::List {
+                status, limit, json, ..
+            } => {
+                let status = status.as_deref().and_then(DeliveryStatus::parse);
+                match store.list_deliveries(status, limit).await {
+                    Ok(list) if json => {
+                        for d in list {
+                            println!("{}", serde_json::to_string(&d).unwrap_or_default());
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Ok(list) => {
+                        println!(
+                            "{:<36} {:<14} {:<9} {:>8} {:>6}  ERROR / NEXT ATTEMPT",
+                            "ID", "CONTACT", "STATUS", "ATTEMPTS", "LAST"
+                        );
+                        for d in list {
+                            let detail = match d.status {
+                                DeliveryStatus::Pending => {
+                                    format!("next {}", d.next_attempt_at.unwrap_or_default())
+                                }
+                                DeliveryStatus::Delivered => {
+                                    format!("delivered {}", d.delivered_at.unwrap_or_default())
+                                }
+                                DeliveryStatus::Dead => d.last_error.unwrap_or_default(),
+                            };
+                            println!(
+                                "{:<36} {:<14} {:<9} {:>8} {:>6}  {}",
+                                d.id,
+                                d.contact_id.to_string(),
+                                d.status.as_str(),
+                                d.attempts,
+                                d.last_status.map_or("-".into(), |s| s.to_string()),
+                                detail
+                            );
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            DeliveriesCommand::Retry { id, .. } => {
+                let result = match id {
+                    Some(id) => store.requeue(&id).await.map(|r| match r {
+                        store::Requeue::Requeued => Ok(1),
+                        store::Requeue::NotDead => Ok(0),
+                        store::Requeue::Unknown => Err(format!("no delivery with id {id:?}")),
+                    }),
+                    None => store.requeue_dead().await.map(Ok),
+                };
+                match result {
+                    Ok(Ok(n)) => {
+                        println!("requeued {n} dead deliver{}", if n == 1 { "y" } else { "ies" });
+                        ExitCode::SUCCESS
+                    }
+                    Ok(Err(e)) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+        }
+    })
 }

@@ -309,12 +309,21 @@ fn is_country_suffix(rest: &str) -> bool {
 /// `m` right after the number (not starting a word) multiplies it.
 pub fn parse_number(text: &str) -> Option<f64> {
     let bytes = text.as_bytes();
-    let start = bytes.iter().position(u8::is_ascii_digit)?;
+    let first_digit = bytes.iter().position(u8::is_ascii_digit)?;
+    // A leading decimal point (".5", "$.5M") belongs to the number.
+    let leading_point = first_digit > 0
+        && bytes[first_digit - 1] == b'.'
+        && (first_digit == 1 || !bytes[first_digit - 2].is_ascii_alphanumeric());
+    let start = if leading_point {
+        first_digit - 1
+    } else {
+        first_digit
+    };
     let negative =
         start > 0 && bytes[start - 1] == b'-' && (start == 1 || !bytes[start - 2].is_ascii_alphanumeric());
-    let mut digits = String::new();
-    let mut i = start;
-    let mut seen_point = false;
+    let mut digits = String::from(if leading_point { "0." } else { "" });
+    let mut i = first_digit;
+    let mut seen_point = leading_point;
     while i < bytes.len() {
         let b = bytes[i];
         if b.is_ascii_digit() {
@@ -514,6 +523,10 @@ mod tests {
         assert_eq!(parse_number("1,5"), Some(1.0));
         assert_eq!(parse_number("1,234,567.89"), Some(1_234_567.89));
         assert_eq!(parse_number(""), None);
+        assert_eq!(parse_number(".5 FTE"), Some(0.5));
+        assert_eq!(parse_number("$.5M"), Some(500_000.0));
+        assert_eq!(parse_number("-.25"), Some(-0.25));
+        assert_eq!(parse_number("v.2"), Some(2.0));
     }
 
     #[test]

@@ -1,0 +1,343 @@
+//! Forwarding scored contacts downstream (SPEC 5): claim due deliveries
+//! from the store, POST them with Standard Webhooks headers, record each
+//! outcome before the slot takes the next one. Retries live in the store
+//! (`attempts`, `next_attempt_at`), never in sleeping tasks.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+
+use crate::signature::WebhookSecret;
+use crate::store::{AttemptOutcome, ClaimedDelivery, Store};
+use crate::telemetry;
+
+/// How often the worker looks for due deliveries when nothing wakes it.
+const POLL: Duration = Duration::from_millis(200);
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+#[derive(Debug, Clone)]
+pub struct ForwardConfig {
+    pub url: reqwest::Url,
+    pub secret: Option<WebhookSecret>,
+    pub headers: HeaderMap,
+    pub concurrency: usize,
+    pub timeout: Duration,
+    /// Delays before each retry; the delivery is dead when the last fails.
+    pub retry_schedule: Vec<Duration>,
+    pub lease: Duration,
+}
+
+/// Parses `Name: value` extra headers.
+pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = text
+        .split_once(':')
+        .ok_or_else(|| format!("{text:?} is not a header; write `Name: value`"))?;
+    let name =
+        HeaderName::try_from(name.trim()).map_err(|_| format!("{:?} is not a header name", name.trim()))?;
+    let mut value = HeaderValue::try_from(value.trim())
+        .map_err(|_| format!("the value of header {name} is not valid"))?;
+    value.set_sensitive(true);
+    Ok((name, value))
+}
+
+/// How one attempt ended, before it becomes an [`AttemptOutcome`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+    },
+    Failed(String),
+}
+
+/// Decides what follows an attempt: SPEC 5's retry rules.
+pub fn outcome_of(
+    response: &Response,
+    attempts_before: u32,
+    schedule: &[Duration],
+    now_ms: i64,
+) -> AttemptOutcome {
+    let (status, retryable, retry_after, error) = match response {
+        Response::Status { status, .. } if (200..300).contains(status) => {
+            return AttemptOutcome::Delivered { status: *status };
+        }
+        Response::Status { status, retry_after } => {
+            let retryable = matches!(status, 408 | 425 | 429) || *status >= 500 || *status < 200;
+            (
+                Some(*status),
+                retryable,
+                *retry_after,
+                format!("the receiver answered {status}"),
+            )
+        }
+        Response::Failed(error) => (None, true, None, error.clone()),
+    };
+    let retry_index = attempts_before as usize;
+    if !retryable {
+        return AttemptOutcome::Dead { status, error };
+    }
+    let Some(delay) = schedule.get(retry_index) else {
+        return AttemptOutcome::Dead {
+            status,
+            error: format!("{error}; no retries left"),
+        };
+    };
+    let delay = match retry_after {
+        Some(wait) => wait.min(MAX_RETRY_AFTER),
+        None => jitter(*delay),
+    };
+    AttemptOutcome::Retry {
+        next_attempt_at: now_ms + delay.as_millis() as i64,
+        status,
+        error,
+    }
+}
+
+/// ±20 % jitter.
+fn jitter(delay: Duration) -> Duration {
+    delay.mul_f64(rand::rng().random_range(0.8..=1.2))
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate_parse(value)?;
+    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+}
+
+fn httpdate_parse(value: &str) -> Option<SystemTime> {
+    // humantime parses RFC 3339; HTTP dates (RFC 9110 IMF-fixdate) are rare
+    // in Retry-After from webhook receivers, so only the seconds form and
+    // RFC 3339 are understood.
+    humantime::parse_rfc3339_weak(value).ok()
+}
+
+pub struct Deliverer {
+    store: Arc<dyn Store>,
+    config: ForwardConfig,
+    client: reqwest::Client,
+    wake: Arc<Notify>,
+}
+
+impl Deliverer {
+    pub fn new(store: Arc<dyn Store>, config: ForwardConfig, wake: Arc<Notify>) -> reqwest::Result<Self> {
+        let client = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("leadscore/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            store,
+            config,
+            client,
+            wake,
+        })
+    }
+
+    /// Runs until `shutdown` turns true, then finishes the deliveries in flight.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let this = Arc::new(self);
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        let mut stopping = *shutdown.borrow();
+        loop {
+            if stopping {
+                break;
+            }
+            let free = this.config.concurrency.saturating_sub(in_flight.len());
+            if free > 0 {
+                match this.store.claim_due(free, this.config.lease).await {
+                    Ok(batch) => {
+                        for delivery in batch {
+                            let worker = this.clone();
+                            in_flight.spawn(async move { worker.attempt(delivery).await });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot claim deliveries; retrying shortly"),
+                }
+            }
+            tokio::select! {
+                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+                _ = this.wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = shutdown.changed() => stopping = *shutdown.borrow(),
+            }
+        }
+        // Deliveries in flight finish (bounded by the forward timeout).
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    async fn attempt(&self, delivery: ClaimedDelivery) {
+        let started = std::time::Instant::now();
+        let response = self.send(&delivery).await;
+        let outcome = outcome_of(
+            &response,
+            delivery.attempts,
+            &self.config.retry_schedule,
+            crate::store::now_ms(),
+        );
+        telemetry::delivery_attempt(
+            &delivery.event_id,
+            delivery.attempts + 1,
+            &outcome,
+            started.elapsed(),
+        );
+        // At-least-once: if this record is lost, the lease runs out and the
+        // delivery is sent again.
+        if let Err(e) = self.store.record_attempt(&delivery.event_id, outcome).await {
+            tracing::error!(event_id = %delivery.event_id, error = %e, "cannot record a delivery attempt; it will be retried after its lease");
+        }
+    }
+
+    async fn send(&self, delivery: &ClaimedDelivery) -> Response {
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .to_string();
+        let mut request = self
+            .client
+            .post(self.config.url.clone())
+            .headers(self.config.headers.clone())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &delivery.event_id)
+            .header("webhook-timestamp", &timestamp);
+        if let Some(secret) = &self.config.secret {
+            request = request.header(
+                "webhook-signature",
+                secret.sign(&delivery.event_id, &timestamp, delivery.body.as_bytes()),
+            );
+        }
+        match request.body(delivery.body.clone()).send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let retry_after = retry_after(response.headers());
+                // Drain a little of the body so the connection can be reused.
+                let _ = tokio::time::timeout(Duration::from_secs(1), response.bytes()).await;
+                Response::Status { status, retry_after }
+            }
+            Err(e) => Response::Failed(describe_error(&e)),
+        }
+    }
+}
+
+fn describe_error(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule() -> Vec<Duration> {
+        vec![Duration::from_secs(5), Duration::from_secs(300)]
+    }
+
+    #[test]
+    fn success_and_final_answers() {
+        let ok = Response::Status {
+            status: 204,
+            retry_after: None,
+        };
+        assert_eq!(
+            outcome_of(&ok, 0, &schedule(), 0),
+            AttemptOutcome::Delivered { status: 204 }
+        );
+        for status in [400, 401, 404, 410, 422] {
+            let r = Response::Status {
+                status,
+                retry_after: None,
+            };
+            assert!(
+                matches!(outcome_of(&r, 0, &schedule(), 0), AttemptOutcome::Dead { status: Some(s), .. } if s == status)
+            );
+        }
+    }
+
+    #[test]
+    fn retries_follow_the_schedule_with_jitter_then_die() {
+        for status in [408, 425, 429, 500, 503] {
+            let r = Response::Status {
+                status,
+                retry_after: None,
+            };
+            match outcome_of(&r, 0, &schedule(), 1_000_000) {
+                AttemptOutcome::Retry {
+                    next_attempt_at,
+                    status: Some(s),
+                    ..
+                } => {
+                    assert_eq!(s, status);
+                    assert!(
+                        (1_004_000..=1_006_000).contains(&next_attempt_at),
+                        "{next_attempt_at}"
+                    );
+                }
+                other => panic!("{status}: {other:?}"),
+            }
+        }
+        let network = Response::Failed("could not connect".into());
+        match outcome_of(&network, 1, &schedule(), 0) {
+            AttemptOutcome::Retry {
+                next_attempt_at,
+                status: None,
+                ..
+            } => {
+                assert!((240_000..=360_000).contains(&next_attempt_at))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            outcome_of(&network, 2, &schedule(), 0),
+            AttemptOutcome::Dead { .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_replaces_the_scheduled_delay() {
+        let r = Response::Status {
+            status: 429,
+            retry_after: Some(Duration::from_secs(42)),
+        };
+        assert_eq!(
+            outcome_of(&r, 0, &schedule(), 0),
+            AttemptOutcome::Retry {
+                next_attempt_at: 42_000,
+                status: Some(429),
+                error: "the receiver answered 429".into()
+            }
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn extra_headers_parse() {
+        let (name, value) = parse_header("Authorization: Bearer abc").unwrap();
+        assert_eq!(name, "authorization");
+        assert_eq!(value, "Bearer abc");
+        assert!(parse_header("no colon").is_err());
+        assert!(parse_header("bad name: x").is_err());
+    }
+}

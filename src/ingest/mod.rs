@@ -1,0 +1,280 @@
+//! Ingest: a webhook body becomes scored, durably stored events (SPEC 1, 4,
+//! 4.1). Independent of HTTP: the HTTP layer hands in the body and the
+//! sender's delivery id and maps [`IngestError`] to a status.
+
+pub mod auth;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+
+use crate::payload::{self, Contact, PayloadError};
+use crate::reload::LiveRules;
+use crate::score::{Points, RuleSet, ScoredContact};
+use crate::store::{Enqueued, EventSummary, NewEvent, Store, StoreError, now_ms};
+use crate::telemetry;
+
+/// The headers a sender may carry its delivery id in (SPEC 4.1), in order.
+pub const DELIVERY_ID_HEADERS: [&str; 3] = ["webhook-id", "idempotency-key", "x-webhook-id"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// One contact's line in the ingest answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContactResult {
+    pub contact_id: Value,
+    pub id: String,
+    pub score: serde_json::Number,
+    pub tier: String,
+    pub disqualified: bool,
+    pub duplicate: bool,
+}
+
+/// The `200` body of `POST /webhooks/iclosed`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct IngestReply {
+    /// Contacts stored as new events.
+    pub accepted: usize,
+    /// Contacts recognised as duplicates (not stored or forwarded again).
+    pub duplicates: usize,
+    pub results: Vec<ContactResult>,
+}
+
+pub struct Ingest {
+    pub rules: Arc<LiveRules>,
+    pub store: Arc<dyn Store>,
+    /// Whether stored events get a delivery (a forward URL is configured).
+    pub forward: bool,
+    /// Wakes the delivery worker when new deliveries are stored.
+    pub wake: Arc<Notify>,
+    pub max_contacts: usize,
+}
+
+impl Ingest {
+    /// Parses, scores and durably stores every contact of a body. Returns
+    /// only once the store has committed them.
+    pub async fn ingest(&self, body: Bytes, delivery_id: Option<String>) -> Result<IngestReply, IngestError> {
+        let rules = self.rules.current();
+        let max_contacts = self.max_contacts;
+        let prepared =
+            tokio::task::spawn_blocking(move || prepare(&rules, &body, max_contacts, delivery_id.as_deref()))
+                .await
+                .map_err(|e| IngestError::Internal(e.to_string()))??;
+        let timings: Vec<_> = prepared.iter().map(|p| p.1).collect();
+        let events: Vec<NewEvent> = prepared.into_iter().map(|p| p.0).collect();
+        let stored = self.store.enqueue(events, self.forward).await?;
+        let mut reply = IngestReply {
+            accepted: 0,
+            duplicates: 0,
+            results: Vec::with_capacity(stored.len()),
+        };
+        for (outcome, scoring) in stored.into_iter().zip(timings) {
+            let (summary, duplicate) = match outcome {
+                Enqueued::Stored(s) => (s, false),
+                Enqueued::Duplicate(s) => (s, true),
+            };
+            if duplicate {
+                reply.duplicates += 1;
+            } else {
+                reply.accepted += 1;
+            }
+            reply.results.push(result_line(summary, duplicate, scoring));
+        }
+        if self.forward && reply.accepted > 0 {
+            self.wake.notify_one();
+        }
+        Ok(reply)
+    }
+
+    /// `POST /score`: the same checks, scored with the live rules, nothing stored.
+    pub async fn dry_run(&self, body: Bytes) -> Result<Vec<ScoredContact>, IngestError> {
+        let rules = self.rules.current();
+        let max_contacts = self.max_contacts;
+        tokio::task::spawn_blocking(move || {
+            let contacts = payload::parse_body(&body, max_contacts)?;
+            Ok(contacts
+                .iter()
+                .map(|c| rules.score(c, None, SystemTime::now()))
+                .collect())
+        })
+        .await
+        .map_err(|e| IngestError::Internal(e.to_string()))?
+    }
+}
+
+fn result_line(summary: EventSummary, duplicate: bool, scoring: std::time::Duration) -> ContactResult {
+    let contact_text = match &summary.contact_id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    telemetry::contact_ingested(
+        &contact_text,
+        &summary.id,
+        &summary.score,
+        &summary.tier,
+        duplicate,
+        scoring,
+    );
+    ContactResult {
+        contact_id: summary.contact_id,
+        id: summary.id,
+        score: summary.score,
+        tier: summary.tier,
+        disqualified: summary.disqualified,
+        duplicate,
+    }
+}
+
+/// Parses and scores a body into events (blocking: runs the rules).
+fn prepare(
+    rules: &RuleSet,
+    body: &[u8],
+    max_contacts: usize,
+    delivery_id: Option<&str>,
+) -> Result<Vec<(NewEvent, std::time::Duration)>, PayloadError> {
+    let contacts = payload::parse_body(body, max_contacts)?;
+    let received_at = now_ms();
+    Ok(contacts
+        .iter()
+        .map(|contact| {
+            let started = Instant::now();
+            let event_id = new_event_id();
+            let scored = rules.score(contact, Some(event_id.clone()), SystemTime::now());
+            let elapsed = started.elapsed();
+            telemetry::scoring_time(elapsed);
+            for failure in &scored.errors {
+                telemetry::rule_error(&failure.rule, &contact.id_text(), &failure.error);
+            }
+            let contact_key = contact.id.to_string();
+            let event = NewEvent {
+                idempotency_key: idempotency_key(contact, &contact_key, delivery_id),
+                event_id,
+                contact_key,
+                contact_id: contact.id.clone(),
+                received_at,
+                score: score_number(scored.score),
+                tier: scored.tier.clone(),
+                disqualified: scored.disqualified,
+                rules_version: scored.rules_version.clone(),
+                body: serde_json::to_string(&scored).unwrap_or_default(),
+            };
+            (event, elapsed)
+        })
+        .collect())
+}
+
+/// A new event id: `evt_` and a time-ordered UUID (v7) in hex.
+pub fn new_event_id() -> String {
+    format!("evt_{}", uuid::Uuid::now_v7().simple())
+}
+
+pub fn score_number(points: Points) -> serde_json::Number {
+    match points {
+        Points::Int(i) => i.into(),
+        Points::Float(f) => serde_json::Number::from_f64(f).unwrap_or_else(|| 0.into()),
+    }
+}
+
+/// SPEC 4.1: the sender's delivery id combined with the contact id, else a
+/// digest of the contact's canonical JSON.
+pub fn idempotency_key(contact: &Contact, contact_key: &str, delivery_id: Option<&str>) -> String {
+    let mut hasher = Sha256::new();
+    match delivery_id {
+        Some(id) => {
+            hasher.update(b"delivery\0");
+            hasher.update(id.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(contact_key.as_bytes());
+        }
+        None => {
+            hasher.update(b"content\0");
+            write_canonical(&contact.value, &mut hasher);
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Feeds the canonical JSON of a value (object keys sorted, no spaces) to a
+/// hasher, so that key order and layout do not change the digest.
+fn write_canonical(value: &Value, hasher: &mut Sha256) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            hasher.update(b"{");
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    hasher.update(b",");
+                }
+                hasher.update(Value::String(key.clone()).to_string().as_bytes());
+                hasher.update(b":");
+                write_canonical(&map[key], hasher);
+            }
+            hasher.update(b"}");
+        }
+        Value::Array(items) => {
+            hasher.update(b"[");
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    hasher.update(b",");
+                }
+                write_canonical(item, hasher);
+            }
+            hasher.update(b"]");
+        }
+        scalar => hasher.update(scalar.to_string().as_bytes()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contact(text: &str) -> Contact {
+        payload::parse_body(text.as_bytes(), 10).unwrap().remove(0)
+    }
+
+    #[test]
+    fn content_keys_ignore_layout_and_key_order() {
+        let a = contact(r#"{"id": 1, "status": "POTENTIAL", "q": {"a": 1, "b": [1, 2]}}"#);
+        let b = contact(r#"{"q":{"b":[1,2],"a":1},"status":"POTENTIAL","id":1}"#);
+        let c = contact(r#"{"id": 1, "status": "QUALIFIED", "q": {"a": 1, "b": [1, 2]}}"#);
+        assert_eq!(idempotency_key(&a, "1", None), idempotency_key(&b, "1", None));
+        assert_ne!(idempotency_key(&a, "1", None), idempotency_key(&c, "1", None));
+    }
+
+    #[test]
+    fn delivery_ids_combine_with_the_contact() {
+        let a = contact(r#"{"id": 1}"#);
+        let b = contact(r#"{"id": 2}"#);
+        assert_eq!(
+            idempotency_key(&a, "1", Some("msg_1")),
+            idempotency_key(&a, "1", Some("msg_1"))
+        );
+        assert_ne!(
+            idempotency_key(&a, "1", Some("msg_1")),
+            idempotency_key(&b, "2", Some("msg_1"))
+        );
+        assert_ne!(
+            idempotency_key(&a, "1", Some("msg_1")),
+            idempotency_key(&a, "1", Some("msg_2"))
+        );
+        assert_ne!(
+            idempotency_key(&a, "1", Some("msg_1")),
+            idempotency_key(&a, "1", None)
+        );
+    }
+}

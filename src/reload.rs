@@ -1,0 +1,158 @@
+//! The live rule set: swapped atomically when the rules folder changes.
+//! A change is debounced, the whole folder is compiled, and only a set that
+//! compiles replaces the current one; scoring in progress finishes on the
+//! set it started with (it holds an `Arc` to it).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use notify::{RecursiveMode, Watcher};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::score::{CompileError, Limits, LoadError, RuleSet};
+use crate::telemetry;
+
+/// Quiet time after the last file event before reloading: editors write a
+/// file in several steps (truncate, write, rename).
+const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// The last rejected change, as `GET /rules` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReloadError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub at: String,
+}
+
+#[derive(Debug, Clone)]
+struct Status {
+    loaded_at: SystemTime,
+    last_error: Option<ReloadError>,
+}
+
+pub struct LiveRules {
+    current: ArcSwap<RuleSet>,
+    status: Mutex<Status>,
+    dir: PathBuf,
+    limits: Limits,
+}
+
+impl LiveRules {
+    /// Loads the folder once; the engine does not start without a valid set.
+    pub fn load(dir: &Path, limits: Limits) -> Result<Arc<Self>, LoadError> {
+        let rules = RuleSet::load(dir, &limits)?;
+        telemetry::rules_reloaded(rules.version(), rules.file_names().len());
+        Ok(Arc::new(Self {
+            current: ArcSwap::from_pointee(rules),
+            status: Mutex::new(Status {
+                loaded_at: SystemTime::now(),
+                last_error: None,
+            }),
+            dir: dir.to_path_buf(),
+            limits,
+        }))
+    }
+
+    /// The rule set to score with now.
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn loaded_at(&self) -> SystemTime {
+        self.lock_status().loaded_at
+    }
+
+    pub fn last_error(&self) -> Option<ReloadError> {
+        self.lock_status().last_error.clone()
+    }
+
+    fn lock_status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Compiles the folder again and swaps it in if it compiles and differs.
+    /// Blocking: call from a blocking thread.
+    pub fn reload(&self) -> Result<bool, Vec<CompileError>> {
+        match RuleSet::load(&self.dir, &self.limits) {
+            Ok(rules) => {
+                let changed = rules.version() != self.current.load().version();
+                let mut status = self.lock_status();
+                status.last_error = None;
+                if changed {
+                    telemetry::rules_reloaded(rules.version(), rules.file_names().len());
+                    self.current.store(Arc::new(rules));
+                    status.loaded_at = SystemTime::now();
+                }
+                Ok(changed)
+            }
+            Err(LoadError(errors)) => {
+                telemetry::rules_reload_failed(&errors);
+                let first = errors.first().cloned().unwrap_or(CompileError {
+                    file: String::new(),
+                    line: 0,
+                    column: 0,
+                    message: "the rule set did not load".into(),
+                });
+                self.lock_status().last_error = Some(ReloadError {
+                    file: first.file,
+                    line: first.line,
+                    column: first.column,
+                    message: first.message,
+                    at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                });
+                Err(errors)
+            }
+        }
+    }
+}
+
+/// Why a reload was asked for.
+#[derive(Debug, Clone, Copy)]
+pub enum Trigger {
+    FileChange,
+    Signal,
+}
+
+/// Watches the rules folder and reloads on change; also returns a sender
+/// for other triggers (SIGHUP). Stops when the returned watcher is dropped.
+pub fn watch(
+    live: Arc<LiveRules>,
+) -> notify::Result<(notify::RecommendedWatcher, mpsc::UnboundedSender<Trigger>)> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
+    let events = tx.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        // Any event in the folder may change the rule set: the reload itself
+        // decides (by digest) whether anything changed.
+        if event.is_ok_and(|e| !e.kind.is_access()) {
+            let _ = events.send(Trigger::FileChange);
+        }
+    })?;
+    // Watching the folder (not each file) keeps working when editors
+    // replace a file by renaming a new one over it.
+    watcher.watch(live.dir(), RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            // Debounce: wait until the folder has been quiet for DEBOUNCE.
+            while let Ok(Some(_)) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+            let live = live.clone();
+            let result = tokio::task::spawn_blocking(move || live.reload()).await;
+            if let Ok(Ok(true)) = result {
+                tracing::debug!(trigger = ?first, "rules reloaded");
+            }
+        }
+    });
+    Ok((watcher, tx))
+}

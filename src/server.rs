@@ -1,0 +1,227 @@
+//! `leadscore serve`: wires rules, store, ingest, delivery and HTTP
+//! together, and runs the accept loop with the connection limits.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinHandle;
+
+use crate::deliver::{Deliverer, ForwardConfig};
+use crate::http::{App, routes};
+use crate::ingest::Ingest;
+use crate::ingest::auth::InboundAuth;
+use crate::reload::{self, LiveRules};
+use crate::score::Limits;
+use crate::store::{self, Retention};
+
+/// Connections served at once; more wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 4096;
+/// A client must send a request's headers within this time, idle
+/// keep-alive connections included.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest request head (request line and headers) accepted.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// How long shutdown waits for requests in progress.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How often old keys, events and delivered records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Everything `serve` needs, already validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub rules_dir: PathBuf,
+    pub limits: Limits,
+    pub store_url: String,
+    /// `None`: ingest scores and stores, nothing is forwarded.
+    pub forward: Option<ForwardConfig>,
+    pub auth: InboundAuth,
+    pub admin_token: Option<String>,
+    pub retention: Retention,
+    pub max_body: usize,
+    pub max_contacts: usize,
+}
+
+/// A running server.
+pub struct Running {
+    addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    reload: tokio::sync::mpsc::UnboundedSender<reload::Trigger>,
+}
+
+impl Running {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Asks for a rule reload (what SIGHUP does).
+    pub fn reload_rules(&self) {
+        let _ = self.reload.send(reload::Trigger::Signal);
+    }
+
+    /// Stops taking requests, finishes those in progress and the deliveries
+    /// in flight, then returns.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Waits until the server stops by itself (it does not, unless shut down).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Starts serving on `listener`.
+pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result<Running> {
+    let addr = listener.local_addr()?;
+    // Install the metrics recorder before anything records.
+    crate::telemetry::metrics_handle();
+    let rules = LiveRules::load(&config.rules_dir, config.limits.clone()).map_err(|e| {
+        anyhow::anyhow!(
+            "the rule set in {} did not load:\n{e}",
+            config.rules_dir.display()
+        )
+    })?;
+    let store = store::open(&config.store_url, config.retention)
+        .await
+        .with_context(|| format!("cannot open the store {}", store::redact_url(&config.store_url)))?;
+    let (watcher, reload_tx) = reload::watch(rules.clone())
+        .with_context(|| format!("cannot watch the rules folder {}", config.rules_dir.display()))?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let wake = Arc::new(Notify::new());
+
+    let deliverer = match &config.forward {
+        Some(forward) => {
+            tracing::info!(url = %forward.url, concurrency = forward.concurrency, "forwarding scored contacts");
+            Some(
+                Deliverer::new(store.clone(), forward.clone(), wake.clone())
+                    .context("cannot build the HTTP client")?,
+            )
+        }
+        None => {
+            tracing::warn!(
+                "no forward URL (--forward-url): contacts are scored and stored, nothing is forwarded"
+            );
+            None
+        }
+    };
+    if config.auth.is_open() {
+        tracing::warn!(
+            "no webhook secret is configured: anyone who can reach this server can post contacts \
+                        (set --webhook-token, --webhook-hmac-secret or --webhook-secret)"
+        );
+    }
+
+    let app = Arc::new(App {
+        ingest: Ingest {
+            rules: rules.clone(),
+            store: store.clone(),
+            forward: config.forward.is_some(),
+            wake,
+            max_contacts: config.max_contacts,
+        },
+        store: store.clone(),
+        rules,
+        auth: config.auth.clone(),
+        admin_token: config.admin_token.clone(),
+        max_body: config.max_body,
+    });
+
+    let prune_store = store.clone();
+    let mut prune_stop = shutdown_rx.clone();
+    let pruner = tokio::spawn(async move {
+        loop {
+            match prune_store.prune().await {
+                Ok(p) if p.keys + p.events + p.deliveries > 0 => {
+                    tracing::info!(
+                        keys = p.keys,
+                        events = p.events,
+                        deliveries = p.deliveries,
+                        "pruned old records"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning failed; will try again"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(PRUNE_EVERY) => {}
+                _ = prune_stop.changed() => break,
+            }
+        }
+    });
+
+    let delivery_task = deliverer.map(|d| tokio::spawn(d.run(shutdown_rx.clone())));
+    let filter = routes(app);
+    tracing::info!(%addr, "listening; point iClosed's webhook at http://{addr}/webhooks/iclosed");
+    let task = tokio::spawn(async move {
+        accept_loop(listener, filter, shutdown_rx).await;
+        if let Some(task) = delivery_task {
+            let _ = task.await;
+        }
+        let _ = pruner.await;
+        drop(watcher);
+        tracing::info!("stopped");
+    });
+    Ok(Running {
+        addr,
+        shutdown: shutdown_tx,
+        task,
+        reload: reload_tx,
+    })
+}
+
+async fn accept_loop<F>(listener: TcpListener, filter: F, mut shutdown: watch::Receiver<bool>)
+where
+    F: warp::Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let permit = tokio::select! {
+            permit = connections.clone().acquire_owned() => permit.expect("never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEADER_BYTES)
+            .keep_alive(true);
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some requests were still running at shutdown");
+    }
+}

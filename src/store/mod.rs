@@ -1,0 +1,253 @@
+//! Durable storage of scored events, idempotency keys and delivery records
+//! behind one [`Store`] trait; the backend is chosen from the store URL in
+//! [`open`].
+
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+/// A scored event ready to be stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: String,
+    pub idempotency_key: String,
+    /// The contact id as JSON text (`48213`, `"abc"`): equal ids, equal keys.
+    pub contact_key: String,
+    pub contact_id: Value,
+    pub received_at: i64,
+    /// The score as a JSON number (integer or float as scored).
+    pub score: serde_json::Number,
+    pub tier: String,
+    pub disqualified: bool,
+    pub rules_version: String,
+    /// The scored contact (SPEC 3), exactly as it is forwarded.
+    pub body: String,
+}
+
+/// What ingest answers for one contact.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EventSummary {
+    pub contact_id: Value,
+    pub id: String,
+    pub score: serde_json::Number,
+    pub tier: String,
+    pub disqualified: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enqueued {
+    Stored(EventSummary),
+    /// A duplicate inside the dedupe window: the event stored first.
+    Duplicate(EventSummary),
+}
+
+/// A delivery claimed by this instance, with what to send.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub event_id: String,
+    pub contact_key: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    pub body: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Dead,
+    Delivered,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Dead => "dead",
+            Self::Delivered => "delivered",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(Self::Pending),
+            "dead" => Some(Self::Dead),
+            "delivered" => Some(Self::Delivered),
+            _ => None,
+        }
+    }
+}
+
+/// A delivery as listed by `GET /deliveries` (SPEC 4).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeliveryInfo {
+    pub id: String,
+    pub contact_id: Value,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
+}
+
+/// The result of one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Delivered {
+        status: u16,
+    },
+    /// Try again at `next_attempt_at` (unix ms).
+    Retry {
+        next_attempt_at: i64,
+        status: Option<u16>,
+        error: String,
+    },
+    /// No more attempts: the delivery is dead until requeued.
+    Dead {
+        status: Option<u16>,
+        error: String,
+    },
+}
+
+/// What requeueing one delivery did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    Requeued,
+    /// The delivery exists but is not dead (pending or delivered).
+    NotDead,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryCounts {
+    pub pending: u64,
+    pub dead: u64,
+    pub delivered: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub keys: u64,
+    pub events: u64,
+    pub deliveries: u64,
+}
+
+/// How long things are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// A duplicate key older than this is a new event.
+    pub dedupe_window: Duration,
+    /// Events and delivered records older than this are pruned.
+    pub retention: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take the write now (the sender should retry).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid store URL {url:?}: {reason}")]
+    InvalidUrl { url: String, reason: String },
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The durable queue and history behind ingest and delivery.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores the events of one request in one transaction, skipping
+    /// duplicates inside the dedupe window. With `forward`, each stored
+    /// event gets a pending delivery. Returns once durable.
+    async fn enqueue(&self, events: Vec<NewEvent>, forward: bool) -> StoreResult<Vec<Enqueued>>;
+    /// Claims up to `limit` due deliveries for `lease`, oldest first, never
+    /// one whose contact has an earlier pending delivery.
+    async fn claim_due(&self, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records the outcome of an attempt and releases the claim.
+    async fn record_attempt(&self, event_id: &str, outcome: AttemptOutcome) -> StoreResult<()>;
+    /// Deliveries newest first, optionally of one status.
+    async fn list_deliveries(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeliveryInfo>>;
+    /// Requeues one dead delivery.
+    async fn requeue(&self, event_id: &str) -> StoreResult<Requeue>;
+    /// Requeues every dead delivery; returns how many.
+    async fn requeue_dead(&self) -> StoreResult<u64>;
+    async fn delivery_counts(&self) -> StoreResult<DeliveryCounts>;
+    /// Deletes expired keys, old events and old delivered records.
+    async fn prune(&self) -> StoreResult<Pruned>;
+    /// A real (tiny) write, for readiness.
+    async fn check_writable(&self) -> StoreResult<()>;
+}
+
+/// Opens the store a URL names: `sqlite://PATH` (relative or absolute,
+/// `sqlite:///abs/path`) or `postgres://…`.
+pub async fn open(url: &str, retention: Retention) -> StoreResult<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        if path.is_empty() {
+            return Err(StoreError::InvalidUrl {
+                url: url.into(),
+                reason: "no file path after sqlite://".into(),
+            });
+        }
+        let store = sqlite::SqliteStore::open(std::path::Path::new(path), retention)?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::InvalidUrl {
+            url: redact_url(url),
+            reason: "the PostgreSQL store is not available in this build yet".into(),
+        });
+    }
+    Err(StoreError::InvalidUrl {
+        url: redact_url(url),
+        reason: "use sqlite://PATH or postgres://USER@HOST/DB".into(),
+    })
+}
+
+/// A URL without its password, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn format_ms(ms: i64) -> String {
+    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted_and_times_formatted() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+    }
+}

@@ -1,0 +1,615 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Every write goes through one writer thread that takes whatever
+//! operations are queued, applies them in one transaction and commits once
+//! (`synchronous=FULL`: the commit is on disk before anyone is answered).
+//! Throughput is then bounded by how many operations share an fsync, not by
+//! one fsync per request. Reads use their own connection, which WAL lets run
+//! beside the writer (and beside other processes such as `leadscore
+//! deliveries list`).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryInfo, DeliveryStatus, Enqueued, EventSummary,
+    NewEvent, Pruned, Requeue, Retention, Store, StoreError, StoreResult, format_ms, now_ms,
+};
+
+/// Most operations one transaction takes.
+const MAX_GROUP: usize = 512;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS events (
+    id              TEXT PRIMARY KEY,
+    contact_key     TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    received_at     INTEGER NOT NULL,
+    score           TEXT NOT NULL,
+    tier            TEXT NOT NULL,
+    disqualified    INTEGER NOT NULL,
+    rules_version   TEXT NOT NULL,
+    body            TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+CREATE INDEX IF NOT EXISTS events_contact ON events (contact_key, received_at);
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    key        TEXT PRIMARY KEY,
+    event_id   TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency_keys (created_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id        TEXT NOT NULL UNIQUE,
+    contact_key     TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER,
+    claimed_until   INTEGER
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_contact ON deliveries (contact_key, status, seq);
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#;
+
+const SCHEMA_VERSION: &str = "1";
+
+type Reply<T> = oneshot::Sender<StoreResult<T>>;
+
+/// One queued write.
+enum WriteOp {
+    Enqueue {
+        events: Vec<NewEvent>,
+        forward: bool,
+        reply: Reply<Vec<Enqueued>>,
+    },
+    Claim {
+        limit: usize,
+        lease: Duration,
+        reply: Reply<Vec<ClaimedDelivery>>,
+    },
+    Record {
+        event_id: String,
+        outcome: AttemptOutcome,
+        reply: Reply<()>,
+    },
+    Requeue {
+        event_id: Option<String>,
+        reply: Reply<u64>,
+    },
+    Prune {
+        reply: Reply<Pruned>,
+    },
+    Touch {
+        reply: Reply<()>,
+    },
+}
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<WriteOp>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and starts its writer.
+    pub fn open(path: &Path, retention: Retention) -> StoreResult<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| unavailable(format!("cannot create folder {}: {e}", dir.display())))?;
+        }
+        let open_error = |e: rusqlite::Error| unavailable(format!("cannot open {}: {e}", path.display()));
+        let conn = connect(path).map_err(open_error)?;
+        conn.execute_batch(SCHEMA).map_err(open_error)?;
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT (key) DO NOTHING",
+            [SCHEMA_VERSION],
+        )
+        .map_err(open_error)?;
+        // One process serves a SQLite file, so claims left by a previous
+        // (crashed) run are released at once instead of after their lease.
+        conn.execute(
+            "UPDATE deliveries SET claimed_until = NULL WHERE claimed_until IS NOT NULL",
+            [],
+        )
+        .map_err(open_error)?;
+        let reader = connect(path).map_err(open_error)?;
+        let (tx, rx) = mpsc::channel(4096);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || Writer { conn, retention }.run(rx))
+            .map_err(unavailable)?;
+        Ok(Self {
+            writer: tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    async fn write<T>(&self, op: impl FnOnce(Reply<T>) -> WriteOp) -> StoreResult<T> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(op(reply))
+            .await
+            .map_err(|_| unavailable("the writer has stopped"))?;
+        answer.await.map_err(|_| unavailable("the writer has stopped"))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            query(&conn).map_err(unavailable)
+        })
+        .await
+        .map_err(unavailable)?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn enqueue(&self, events: Vec<NewEvent>, forward: bool) -> StoreResult<Vec<Enqueued>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write(|reply| WriteOp::Enqueue {
+            events,
+            forward,
+            reply,
+        })
+        .await
+    }
+
+    async fn claim_due(&self, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>> {
+        self.write(|reply| WriteOp::Claim { limit, lease, reply }).await
+    }
+
+    async fn record_attempt(&self, event_id: &str, outcome: AttemptOutcome) -> StoreResult<()> {
+        let event_id = event_id.to_owned();
+        self.write(|reply| WriteOp::Record {
+            event_id,
+            outcome,
+            reply,
+        })
+        .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        status: Option<DeliveryStatus>,
+        limit: usize,
+    ) -> StoreResult<Vec<DeliveryInfo>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT d.event_id, e.body, d.status, d.attempts, d.last_status, d.last_error,
+                        d.next_attempt_at, d.created_at, d.delivered_at
+                 FROM deliveries d JOIN events e ON e.id = d.event_id
+                 WHERE (?1 IS NULL OR d.status = ?1)
+                 ORDER BY d.seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![status.map(DeliveryStatus::as_str), limit as i64], |row| {
+                let status: String = row.get(2)?;
+                let status = DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending);
+                let body: String = row.get(1)?;
+                Ok(DeliveryInfo {
+                    id: row.get(0)?,
+                    contact_id: contact_id_of(&body),
+                    status,
+                    attempts: row.get(3)?,
+                    last_status: row.get(4)?,
+                    last_error: row.get(5)?,
+                    next_attempt_at: (status == DeliveryStatus::Pending)
+                        .then(|| row.get::<_, i64>(6).map(format_ms))
+                        .transpose()?,
+                    created_at: format_ms(row.get(7)?),
+                    delivered_at: row.get::<_, Option<i64>>(8)?.map(format_ms),
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn requeue(&self, event_id: &str) -> StoreResult<Requeue> {
+        let id = event_id.to_owned();
+        let event_id = Some(id.clone());
+        if self.write(|reply| WriteOp::Requeue { event_id, reply }).await? > 0 {
+            return Ok(Requeue::Requeued);
+        }
+        let exists = self
+            .read(move |conn| {
+                conn.query_row("SELECT COUNT(*) FROM deliveries WHERE event_id = ?1", [id], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .await?;
+        Ok(if exists > 0 {
+            Requeue::NotDead
+        } else {
+            Requeue::Unknown
+        })
+    }
+
+    async fn requeue_dead(&self) -> StoreResult<u64> {
+        self.write(|reply| WriteOp::Requeue {
+            event_id: None,
+            reply,
+        })
+        .await
+    }
+
+    async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
+        self.read(|conn| {
+            let mut counts = DeliveryCounts::default();
+            let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM deliveries GROUP BY status")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let n: i64 = row.get(1)?;
+                match DeliveryStatus::parse(&row.get::<_, String>(0)?) {
+                    Some(DeliveryStatus::Pending) => counts.pending = n as u64,
+                    Some(DeliveryStatus::Dead) => counts.dead = n as u64,
+                    Some(DeliveryStatus::Delivered) => counts.delivered = n as u64,
+                    None => {}
+                }
+            }
+            Ok(counts)
+        })
+        .await
+    }
+
+    async fn prune(&self) -> StoreResult<Pruned> {
+        self.write(|reply| WriteOp::Prune { reply }).await
+    }
+
+    async fn check_writable(&self) -> StoreResult<()> {
+        self.write(|reply| WriteOp::Touch { reply }).await
+    }
+}
+
+/// The contact id inside a stored scored contact.
+fn contact_id_of(body: &str) -> serde_json::Value {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        contact_id: serde_json::Value,
+    }
+    crate::payload::parse_json::<Head>(body)
+        .map(|h| h.contact_id)
+        .unwrap_or_default()
+}
+
+/// The writer thread: owns the write connection.
+struct Writer {
+    conn: Connection,
+    retention: Retention,
+}
+
+/// The result of one operation, to be sent once its transaction committed.
+enum Done {
+    Enqueue(Reply<Vec<Enqueued>>, rusqlite::Result<Vec<Enqueued>>),
+    Claim(
+        Reply<Vec<ClaimedDelivery>>,
+        rusqlite::Result<Vec<ClaimedDelivery>>,
+    ),
+    Unit(Reply<()>, rusqlite::Result<()>),
+    Count(Reply<u64>, rusqlite::Result<u64>),
+    Prune(Reply<Pruned>, rusqlite::Result<Pruned>),
+}
+
+impl Done {
+    /// Answers the caller; a failed commit fails every operation in it.
+    fn send(self, commit: &Result<(), String>) {
+        fn answer<T>(reply: Reply<T>, result: rusqlite::Result<T>, commit: &Result<(), String>) {
+            let result = match (result, commit) {
+                (Ok(value), Ok(())) => Ok(value),
+                (Err(e), _) => Err(unavailable(e)),
+                (Ok(_), Err(e)) => Err(unavailable(e)),
+            };
+            let _ = reply.send(result);
+        }
+        match self {
+            Done::Enqueue(r, v) => answer(r, v, commit),
+            Done::Claim(r, v) => answer(r, v, commit),
+            Done::Unit(r, v) => answer(r, v, commit),
+            Done::Count(r, v) => answer(r, v, commit),
+            Done::Prune(r, v) => answer(r, v, commit),
+        }
+    }
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(op) => group.push(op),
+                    Err(_) => break,
+                }
+            }
+            self.apply_group(&mut group);
+        }
+    }
+
+    /// Applies queued operations in one transaction, each in its own
+    /// savepoint so that one failing operation does not undo the others.
+    fn apply_group(&mut self, group: &mut Vec<WriteOp>) {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let message = format!("cannot start a transaction: {e}");
+            for op in group.drain(..) {
+                fail(op, &message);
+            }
+            return;
+        }
+        let mut done = Vec::with_capacity(group.len());
+        for op in group.drain(..) {
+            let _ = self.conn.execute_batch("SAVEPOINT op");
+            let result = self.apply(op);
+            let failed = result.failed();
+            let _ = self.conn.execute_batch(if failed {
+                "ROLLBACK TO op; RELEASE op"
+            } else {
+                "RELEASE op"
+            });
+            done.push(result);
+        }
+        let commit = self
+            .conn
+            .execute_batch("COMMIT")
+            .map_err(|e| format!("commit failed: {e}"));
+        if commit.is_err() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        for result in done {
+            result.send(&commit);
+        }
+    }
+
+    fn apply(&mut self, op: WriteOp) -> Done {
+        match op {
+            WriteOp::Enqueue {
+                events,
+                forward,
+                reply,
+            } => Done::Enqueue(reply, self.enqueue(&events, forward)),
+            WriteOp::Claim { limit, lease, reply } => Done::Claim(reply, self.claim(limit, lease)),
+            WriteOp::Record {
+                event_id,
+                outcome,
+                reply,
+            } => Done::Unit(reply, self.record(&event_id, &outcome)),
+            WriteOp::Requeue { event_id, reply } => Done::Count(reply, self.requeue(event_id.as_deref())),
+            WriteOp::Prune { reply } => Done::Prune(reply, self.prune()),
+            WriteOp::Touch { reply } => Done::Unit(
+                reply,
+                self.conn
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ('touched_at', ?1)
+                         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        [now_ms().to_string()],
+                    )
+                    .map(drop),
+            ),
+        }
+    }
+
+    fn enqueue(&self, events: &[NewEvent], forward: bool) -> rusqlite::Result<Vec<Enqueued>> {
+        let now = now_ms();
+        let window_start = now - self.retention.dedupe_window.as_millis() as i64;
+        let mut find_key = self.conn.prepare_cached(
+            "SELECT e.id, e.body, e.score, e.tier, e.disqualified
+             FROM idempotency_keys k JOIN events e ON e.id = k.event_id
+             WHERE k.key = ?1 AND k.created_at >= ?2",
+        )?;
+        let mut put_key = self.conn.prepare_cached(
+            "INSERT INTO idempotency_keys (key, event_id, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, created_at = excluded.created_at",
+        )?;
+        let mut put_event = self.conn.prepare_cached(
+            "INSERT INTO events (id, contact_key, idempotency_key, received_at, score, tier, disqualified,
+                                 rules_version, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        let mut put_delivery = self.conn.prepare_cached(
+            "INSERT INTO deliveries (event_id, contact_key, status, next_attempt_at, created_at)
+             VALUES (?1, ?2, 'pending', ?3, ?3)",
+        )?;
+        let mut results = Vec::with_capacity(events.len());
+        for event in events {
+            let existing = find_key
+                .query_row(params![event.idempotency_key, window_start], |row| {
+                    let body: String = row.get(1)?;
+                    let score: String = row.get(2)?;
+                    Ok(EventSummary {
+                        contact_id: contact_id_of(&body),
+                        id: row.get(0)?,
+                        score: serde_json::from_str(&score).unwrap_or_else(|_| 0.into()),
+                        tier: row.get(3)?,
+                        disqualified: row.get(4)?,
+                    })
+                })
+                .optional()?;
+            if let Some(first) = existing {
+                results.push(Enqueued::Duplicate(first));
+                continue;
+            }
+            put_key.execute(params![event.idempotency_key, event.event_id, event.received_at])?;
+            put_event.execute(params![
+                event.event_id,
+                event.contact_key,
+                event.idempotency_key,
+                event.received_at,
+                event.score.to_string(),
+                event.tier,
+                event.disqualified,
+                event.rules_version,
+                event.body,
+            ])?;
+            if forward {
+                put_delivery.execute(params![event.event_id, event.contact_key, event.received_at])?;
+            }
+            results.push(Enqueued::Stored(EventSummary {
+                contact_id: event.contact_id.clone(),
+                id: event.event_id.clone(),
+                score: event.score.clone(),
+                tier: event.tier.clone(),
+                disqualified: event.disqualified,
+            }));
+        }
+        Ok(results)
+    }
+
+    fn claim(&self, limit: usize, lease: Duration) -> rusqlite::Result<Vec<ClaimedDelivery>> {
+        let now = now_ms();
+        let until = now + lease.as_millis() as i64;
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE deliveries SET claimed_until = ?2
+             WHERE seq IN (
+                SELECT d.seq FROM deliveries d
+                WHERE d.status = 'pending' AND d.next_attempt_at <= ?1
+                  AND (d.claimed_until IS NULL OR d.claimed_until <= ?1)
+                  AND NOT EXISTS (
+                      SELECT 1 FROM deliveries earlier
+                      WHERE earlier.contact_key = d.contact_key AND earlier.status = 'pending'
+                        AND earlier.seq < d.seq)
+                ORDER BY d.next_attempt_at, d.seq
+                LIMIT ?3)
+             RETURNING seq, event_id, contact_key, attempts",
+        )?;
+        let mut claimed: Vec<(i64, ClaimedDelivery)> = stmt
+            .query_map(params![now, until, limit as i64], |row| {
+                Ok((
+                    row.get(0)?,
+                    ClaimedDelivery {
+                        event_id: row.get(1)?,
+                        contact_key: row.get(2)?,
+                        attempts: row.get(3)?,
+                        body: String::new(),
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        claimed.sort_by_key(|(seq, _)| *seq);
+        let mut body = self
+            .conn
+            .prepare_cached("SELECT body FROM events WHERE id = ?1")?;
+        for (_, delivery) in &mut claimed {
+            delivery.body = body.query_row([&delivery.event_id], |row| row.get(0))?;
+        }
+        Ok(claimed.into_iter().map(|(_, d)| d).collect())
+    }
+
+    fn record(&self, event_id: &str, outcome: &AttemptOutcome) -> rusqlite::Result<()> {
+        let now = now_ms();
+        match outcome {
+            AttemptOutcome::Delivered { status } => self.conn.execute(
+                "UPDATE deliveries SET status = 'delivered', attempts = attempts + 1, last_status = ?2,
+                        last_error = NULL, delivered_at = ?3, claimed_until = NULL
+                 WHERE event_id = ?1 AND status = 'pending'",
+                params![event_id, status, now],
+            ),
+            AttemptOutcome::Retry {
+                next_attempt_at,
+                status,
+                error,
+            } => self.conn.execute(
+                "UPDATE deliveries SET attempts = attempts + 1, last_status = ?2, last_error = ?3,
+                        next_attempt_at = ?4, claimed_until = NULL
+                 WHERE event_id = ?1 AND status = 'pending'",
+                params![event_id, status, error, next_attempt_at],
+            ),
+            AttemptOutcome::Dead { status, error } => self.conn.execute(
+                "UPDATE deliveries SET status = 'dead', attempts = attempts + 1, last_status = ?2,
+                        last_error = ?3, claimed_until = NULL
+                 WHERE event_id = ?1 AND status = 'pending'",
+                params![event_id, status, error],
+            ),
+        }
+        .map(drop)
+    }
+
+    fn requeue(&self, event_id: Option<&str>) -> rusqlite::Result<u64> {
+        let now = now_ms();
+        let changed = self.conn.execute(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?1, claimed_until = NULL
+             WHERE status = 'dead' AND (?2 IS NULL OR event_id = ?2)",
+            params![now, event_id],
+        )?;
+        Ok(changed as u64)
+    }
+
+    fn prune(&self) -> rusqlite::Result<Pruned> {
+        let now = now_ms();
+        let key_cutoff = now - self.retention.dedupe_window.as_millis() as i64;
+        let cutoff = now - self.retention.retention.as_millis() as i64;
+        let keys = self
+            .conn
+            .execute("DELETE FROM idempotency_keys WHERE created_at < ?1", [key_cutoff])?;
+        let deliveries = self.conn.execute(
+            "DELETE FROM deliveries WHERE status = 'delivered' AND created_at < ?1",
+            [cutoff],
+        )?;
+        // Pending and dead deliveries keep their event, however old.
+        let events = self.conn.execute(
+            "DELETE FROM events WHERE received_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = events.id)
+               AND NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.event_id = events.id)",
+            [cutoff],
+        )?;
+        Ok(Pruned {
+            keys: keys as u64,
+            events: events as u64,
+            deliveries: deliveries as u64,
+        })
+    }
+}
+
+fn fail(op: WriteOp, message: &str) {
+    let error = || unavailable(message);
+    match op {
+        WriteOp::Enqueue { reply, .. } => drop(reply.send(Err(error()))),
+        WriteOp::Claim { reply, .. } => drop(reply.send(Err(error()))),
+        WriteOp::Record { reply, .. } | WriteOp::Touch { reply } => drop(reply.send(Err(error()))),
+        WriteOp::Requeue { reply, .. } => drop(reply.send(Err(error()))),
+        WriteOp::Prune { reply } => drop(reply.send(Err(error()))),
+    }
+}
+
+impl Done {
+    fn failed(&self) -> bool {
+        match self {
+            Done::Enqueue(_, r) => r.is_err(),
+            Done::Claim(_, r) => r.is_err(),
+            Done::Unit(_, r) => r.is_err(),
+            Done::Count(_, r) => r.is_err(),
+            Done::Prune(_, r) => r.is_err(),
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! Logs and metrics. A notable occurrence is logged and counted in one
+//! function here, so the log line and the metric never drift apart.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::store::{AttemptOutcome, DeliveryCounts};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// Installs the log subscriber (`LEADSCORE_LOG` filter, default `info`).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LEADSCORE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every
+/// server in the process, e.g. in tests).
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let seconds = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)
+            .expect("bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed; then ours just
+        // renders nothing, which is better than refusing to start.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// One HTTP request answered.
+pub fn http_request(route: &'static str, status: u16, elapsed: Duration) {
+    counter!("leadscore_http_requests_total", "route" => route, "status" => status.to_string()).increment(1);
+    histogram!("leadscore_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+}
+
+/// One contact accepted by ingest.
+pub fn contact_ingested(
+    contact_id: &str,
+    event_id: &str,
+    score: &serde_json::Number,
+    tier: &str,
+    duplicate: bool,
+    scoring: Duration,
+) {
+    if duplicate {
+        counter!("leadscore_duplicates_total").increment(1);
+        tracing::info!(contact_id, event_id, score = %score, tier, duplicate, "duplicate contact, not forwarded again");
+    } else {
+        counter!("leadscore_contacts_received_total").increment(1);
+        counter!("leadscore_contacts_scored_total", "tier" => tier.to_owned()).increment(1);
+        tracing::info!(contact_id, event_id, score = %score, tier, scoring_us = scoring.as_micros() as u64, "contact scored and stored");
+    }
+}
+
+/// Time to score one contact.
+pub fn scoring_time(elapsed: Duration) {
+    histogram!("leadscore_scoring_duration_seconds").record(elapsed.as_secs_f64());
+}
+
+/// A rule failed at run time for a contact.
+pub fn rule_error(rule: &str, contact_id: &str, error: &str) {
+    counter!("leadscore_rule_errors_total", "rule" => rule.to_owned()).increment(1);
+    tracing::warn!(rule, contact_id, error, "rule failed for a contact");
+}
+
+/// A new rule set was loaded.
+pub fn rules_reloaded(version: &str, files: usize) {
+    counter!("leadscore_rule_reloads_total").increment(1);
+    tracing::info!(rules_version = version, files, "rule set loaded");
+}
+
+/// A changed rule set did not compile; the previous one stays.
+pub fn rules_reload_failed(errors: &[crate::score::CompileError]) {
+    counter!("leadscore_rule_reload_errors_total").increment(1);
+    for e in errors {
+        tracing::error!(file = %e.file, line = e.line, column = e.column, message = %e.message,
+            "rule change rejected; the previous rule set stays loaded");
+    }
+}
+
+/// A delivery attempt finished.
+pub fn delivery_attempt(event_id: &str, attempt: u32, outcome: &AttemptOutcome, elapsed: Duration) {
+    let label = match outcome {
+        AttemptOutcome::Delivered { .. } => "delivered",
+        AttemptOutcome::Retry { .. } => "retry",
+        AttemptOutcome::Dead { .. } => "dead",
+    };
+    counter!("leadscore_delivery_attempts_total", "outcome" => label).increment(1);
+    histogram!("leadscore_delivery_duration_seconds").record(elapsed.as_secs_f64());
+    match outcome {
+        AttemptOutcome::Delivered { status } => {
+            tracing::info!(event_id, attempt, status, "delivered")
+        }
+        AttemptOutcome::Retry {
+            status,
+            error,
+            next_attempt_at,
+        } => tracing::warn!(
+            event_id, attempt, status, error, retry_at = %crate::store::format_ms(*next_attempt_at),
+            "delivery failed; will retry"),
+        AttemptOutcome::Dead { status, error } => tracing::error!(
+            event_id,
+            attempt,
+            status,
+            error,
+            "delivery is dead; requeue it with `leadscore deliveries retry`"
+        ),
+    }
+}
+
+/// Current delivery backlog, set when metrics are scraped.
+pub fn delivery_backlog(counts: DeliveryCounts) {
+    gauge!("leadscore_deliveries_pending").set(counts.pending as f64);
+    gauge!("leadscore_deliveries_dead").set(counts.dead as f64);
+}
