@@ -24,6 +24,9 @@ use crate::telemetry;
 
 /// How long a client may take to send its body.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// The OpenAPI 3 document of this interface, kept in the repository.
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+
 /// Most deliveries one `GET /deliveries` lists.
 const MAX_LIST: usize = 1000;
 
@@ -106,6 +109,9 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(admin.clone())
         .and(json_body(app.max_body))
         .and_then(handle_score);
+    let openapi = warp::path!("openapi.json")
+        .and(warp::get())
+        .map(|| warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response());
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .map(|| json_reply(StatusCode::OK, &json!({"status": "ok"})));
@@ -145,6 +151,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .unify()
         .or(healthz)
         .unify()
+        .or(openapi)
+        .unify()
         .or(readyz)
         .unify()
         .or(metrics)
@@ -172,6 +180,7 @@ fn route_label(path: &str) -> &'static str {
         "/healthz" => "/healthz",
         "/readyz" => "/readyz",
         "/metrics" => "/metrics",
+        "/openapi.json" => "/openapi.json",
         "/rules" => "/rules",
         "/deliveries" => "/deliveries",
         "/deliveries/retry-dead" => "/deliveries/retry-dead",

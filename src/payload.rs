@@ -131,10 +131,15 @@ pub fn parse_body(body: &[u8], max_contacts: usize) -> Result<Vec<Contact>, Payl
         .collect()
 }
 
-/// The JSON text without whitespace outside strings, or `None` when it has
-/// none. Keys, their order, numbers and escapes stay exactly as received;
-/// only the layout goes, so that a contact fits on one line.
+/// The JSON text without whitespace outside strings, or `None` when it is
+/// already on one line. Keys, their order, numbers and escapes stay exactly
+/// as received; only the layout goes, so that a contact fits on one line.
+/// (A raw line break can only be layout: inside a JSON string it must be
+/// escaped, so text without one needs no change.)
 pub fn minify(text: &str) -> Option<String> {
+    if !text.as_bytes().iter().any(|&b| b == b'\n' || b == b'\r') {
+        return None;
+    }
     let bytes = text.as_bytes();
     let (mut in_string, mut escaped) = (false, false);
     let mut first_space = None;
@@ -222,7 +227,11 @@ mod tests {
         let contacts = parse_body(br#"[{"id": 1, "a": [1,2]}, {"id": "x-2"}]"#, 10).unwrap();
         assert_eq!(contacts.len(), 2);
         assert_eq!(contacts[0].id, serde_json::json!(1));
-        assert_eq!(contacts[0].raw.get(), r#"{"id":1,"a":[1,2]}"#);
+        assert_eq!(
+            contacts[0].raw.get(),
+            r#"{"id": 1, "a": [1,2]}"#,
+            "one line already: kept as sent"
+        );
         assert_eq!(contacts[1].id_text(), "x-2");
         let single = parse_body(br#" {"id": 7.5, "email": null} "#, 10).unwrap();
         assert_eq!(single[0].id, serde_json::json!(7.5));
@@ -272,7 +281,8 @@ mod tests {
             contacts[0].raw.get(),
             "{\"id\":1e0,\"b\":\"x y\\\" \\n\",\"a\":12345678901234567890123,\"a\":2}"
         );
-        assert_eq!(minify("[1,2]"), None);
+        assert_eq!(minify("[1, 2]"), None);
+        assert_eq!(minify("[1,\r\n 2]").as_deref(), Some("[1,2]"));
     }
 
     #[test]

@@ -152,7 +152,7 @@ fn check(case: &TestCase, result: &ScoredContact) -> Vec<String> {
         failures.push(format!("tier: expected {tier:?}, got {:?}", result.tier));
     }
     if let Some(expected) = case.score
-        && expected != score
+        && !same_score(expected, score)
     {
         failures.push(format!(
             "score: expected {}, got {}",
@@ -162,6 +162,7 @@ fn check(case: &TestCase, result: &ScoredContact) -> Vec<String> {
     }
     if let Some(min) = case.min_score
         && score < min
+        && !same_score(min, score)
     {
         failures.push(format!(
             "score: expected at least {}, got {}",
@@ -171,6 +172,7 @@ fn check(case: &TestCase, result: &ScoredContact) -> Vec<String> {
     }
     if let Some(max) = case.max_score
         && score > max
+        && !same_score(max, score)
     {
         failures.push(format!(
             "score: expected at most {}, got {}",
@@ -210,6 +212,12 @@ fn check(case: &TestCase, result: &ScoredContact) -> Vec<String> {
         failures.push(note);
     }
     failures
+}
+
+/// Score equality up to float rounding, so that `score = 0.3` accepts the
+/// sum of `add(0.1, …)` and `add(0.2, …)` (0.30000000000000004).
+fn same_score(expected: f64, actual: f64) -> bool {
+    (expected - actual).abs() <= 1e-9 * expected.abs().max(1.0)
 }
 
 fn show(n: f64) -> String {

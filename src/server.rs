@@ -18,6 +18,7 @@ use crate::ingest::Ingest;
 use crate::ingest::auth::InboundAuth;
 use crate::reload::{self, LiveRules};
 use crate::score::Limits;
+use crate::score::pool::ScoringPool;
 use crate::store::{self, Retention};
 
 /// Connections served at once; more wait in the kernel's accept queue.
@@ -126,6 +127,8 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
             forward: config.forward.is_some(),
             wake,
             max_contacts: config.max_contacts,
+            pool: ScoringPool::new(ScoringPool::default_size())
+                .context("cannot start the scoring threads")?,
         },
         store: store.clone(),
         rules,

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 
 use crate::payload::{self, Contact, PayloadError};
 use crate::reload::LiveRules;
+use crate::score::pool::ScoringPool;
 use crate::score::{Points, RuleSet, ScoredContact};
 use crate::store::{Enqueued, EventSummary, NewEvent, Store, StoreError, now_ms};
 use crate::telemetry;
@@ -61,6 +62,8 @@ pub struct Ingest {
     /// Wakes the delivery worker when new deliveries are stored.
     pub wake: Arc<Notify>,
     pub max_contacts: usize,
+    /// Where rules run (off the async executor).
+    pub pool: ScoringPool,
 }
 
 impl Ingest {
@@ -69,10 +72,11 @@ impl Ingest {
     pub async fn ingest(&self, body: Bytes, delivery_id: Option<String>) -> Result<IngestReply, IngestError> {
         let rules = self.rules.current();
         let max_contacts = self.max_contacts;
-        let prepared =
-            tokio::task::spawn_blocking(move || prepare(&rules, &body, max_contacts, delivery_id.as_deref()))
-                .await
-                .map_err(|e| IngestError::Internal(e.to_string()))??;
+        let prepared = self
+            .pool
+            .run(move || prepare(&rules, &body, max_contacts, delivery_id.as_deref()))
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))??;
         let timings: Vec<_> = prepared.iter().map(|p| p.1).collect();
         let events: Vec<NewEvent> = prepared.into_iter().map(|p| p.0).collect();
         let stored = self.store.enqueue(events, self.forward).await?;
@@ -103,15 +107,16 @@ impl Ingest {
     pub async fn dry_run(&self, body: Bytes) -> Result<Vec<ScoredContact>, IngestError> {
         let rules = self.rules.current();
         let max_contacts = self.max_contacts;
-        tokio::task::spawn_blocking(move || {
-            let contacts = payload::parse_body(&body, max_contacts)?;
-            Ok(contacts
-                .iter()
-                .map(|c| rules.score(c, None, SystemTime::now()))
-                .collect())
-        })
-        .await
-        .map_err(|e| IngestError::Internal(e.to_string()))?
+        self.pool
+            .run(move || {
+                let contacts = payload::parse_body(&body, max_contacts)?;
+                Ok(contacts
+                    .iter()
+                    .map(|c| rules.score(c, None, SystemTime::now()))
+                    .collect())
+            })
+            .await
+            .map_err(|e| IngestError::Internal(e.to_string()))?
     }
 }
 
@@ -219,7 +224,8 @@ fn write_canonical(value: &Value, hasher: &mut Sha256) {
                 if i > 0 {
                     hasher.update(b",");
                 }
-                hasher.update(Value::String(key.clone()).to_string().as_bytes());
+                // serde_json escapes the key exactly as it would in a document.
+                let _ = serde_json::to_writer(HashWriter(hasher), key.as_str());
                 hasher.update(b":");
                 write_canonical(&map[key], hasher);
             }
@@ -235,7 +241,23 @@ fn write_canonical(value: &Value, hasher: &mut Sha256) {
             }
             hasher.update(b"]");
         }
-        scalar => hasher.update(scalar.to_string().as_bytes()),
+        scalar => {
+            let _ = serde_json::to_writer(HashWriter(hasher), scalar);
+        }
+    }
+}
+
+/// Lets serde_json write straight into a hasher, without a string between.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -122,8 +122,13 @@ pub fn utm(contact: &Value, name: &str, touch: Touch) -> String {
     };
     let name = name.trim();
     let lower = name.to_ascii_lowercase();
-    let bare = lower
-        .strip_prefix("first_utm_")
+    // `first_utm_` is a prefix of first-touch names only: `utm("first_utm_x")`
+    // must not quietly read the current touch's `utm_x`.
+    let first_touch_name = match touch {
+        Touch::First => lower.strip_prefix("first_utm_"),
+        Touch::Current => None,
+    };
+    let bare = first_touch_name
         .or_else(|| lower.strip_prefix("utm_"))
         .unwrap_or(&lower);
     if bare.is_empty() {
@@ -458,6 +463,11 @@ mod tests {
         assert_eq!(utm(&c, "source", Touch::First), "linkedin");
         assert_eq!(utm(&c, "first_utm_source", Touch::First), "linkedin");
         assert_eq!(utm(&c, "partner", Touch::First), "");
+        assert_eq!(
+            utm(&c, "first_utm_source", Touch::Current),
+            "",
+            "not the current touch"
+        );
         assert_eq!(utm(&c, "", Touch::Current), "");
         for bad in [
             json!({}),

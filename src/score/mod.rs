@@ -3,6 +3,7 @@
 //! the rules folder, no HTTP types.
 
 pub mod helpers;
+pub mod pool;
 pub mod runtime;
 pub mod tiers;
 
@@ -17,8 +18,8 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::payload::Contact;
+use runtime::{ContactUse, RunGuard, describe_runtime_error};
 pub use runtime::{Limits, Points};
-use runtime::{RunGuard, describe_runtime_error};
 pub use tiers::Tiers;
 
 /// The name of the tiers file inside a rules folder.
@@ -48,9 +49,6 @@ pub struct LoadError(pub Vec<CompileError>);
 struct Rule {
     name: Arc<str>,
     ast: AST,
-    /// Whether the script mentions `contact`; the contact is only converted
-    /// into a Rhai map when some rule may read it.
-    reads_contact: bool,
 }
 
 /// The source of a rule set: rule files by name, and `tiers.toml`.
@@ -106,7 +104,9 @@ pub struct RuleSet {
     tiers: Tiers,
     version: String,
     limits: Limits,
-    reads_contact: bool,
+    /// What the rules read of `contact`: decides how much of each contact is
+    /// converted into a Rhai map.
+    contact_use: ContactUse,
     source_dir: Option<PathBuf>,
 }
 
@@ -145,6 +145,7 @@ impl RuleSet {
         compile_scope.push_dynamic("contact", Dynamic::UNIT);
         let mut errors = Vec::new();
         let mut rules = Vec::new();
+        let mut contact_use = ContactUse::None;
         for (name, text) in &sources.files {
             if !is_rule_file_name(name) || name.contains(['/', '\\']) {
                 errors.push(CompileError {
@@ -160,10 +161,10 @@ impl RuleSet {
             match engine.compile_with_scope(&compile_scope, text) {
                 Ok(mut ast) => {
                     ast.set_source(name.as_str());
+                    contact_use = contact_use.union(ContactUse::of(&ast));
                     rules.push(Rule {
                         name: Arc::from(name.as_str()),
                         ast,
-                        reads_contact: mentions_contact(text),
                     });
                 }
                 Err(e) => errors.push(CompileError {
@@ -189,14 +190,13 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(LoadError(errors));
         }
-        let reads_contact = rules.iter().any(|r| r.reads_contact);
         Ok(Self {
             engine,
             rules,
             tiers,
             version: version_of(&sources),
             limits: limits.clone(),
-            reads_contact,
+            contact_use,
             source_dir: None,
         })
     }
@@ -248,8 +248,8 @@ impl RuleSet {
         let deadline = Instant::now() + self.limits.timeout;
         let run = RunGuard::install(contact.value.clone(), contact.id_text(), deadline);
         let mut scope = Scope::new();
-        if self.reads_contact {
-            scope.push_constant_dynamic("contact", runtime::to_dynamic(&contact.value));
+        if let Some(value) = self.contact_use.contact(&contact.value) {
+            scope.push_constant_dynamic("contact", value);
         }
         let base = scope.len();
         let mut out = Outcome::default();
@@ -309,7 +309,8 @@ impl RuleSet {
 }
 
 /// Sums integer points exactly; the sum turns float at the first float
-/// contribution (or on integer overflow).
+/// contribution. Both saturate instead of overflowing, so the score is
+/// always a finite JSON number of the documented type.
 #[derive(Default)]
 struct Total {
     int: i64,
@@ -318,28 +319,20 @@ struct Total {
 
 impl Total {
     fn add(&mut self, points: Points) {
-        match (points, self.float) {
-            (Points::Int(i), None) => match self.int.checked_add(i) {
-                Some(sum) => self.int = sum,
-                None => self.float = Some(self.int as f64 + i as f64),
-            },
-            (p, None) => self.float = Some(self.int as f64 + p.as_f64()),
-            (p, Some(f)) => self.float = Some(f + p.as_f64()),
+        self.float = match (points, self.float) {
+            (Points::Int(i), None) => {
+                self.int = self.int.saturating_add(i);
+                None
+            }
+            (p, None) => Some(self.int as f64 + p.as_f64()),
+            (p, Some(f)) => Some(f + p.as_f64()),
         }
+        .map(|f| f.clamp(f64::MIN, f64::MAX));
     }
 
     fn points(&self) -> Points {
         self.float.map_or(Points::Int(self.int), Points::Float)
     }
-}
-
-fn mentions_contact(script: &str) -> bool {
-    script.match_indices("contact").any(|(at, word)| {
-        let before = script[..at].chars().next_back();
-        let after = script[at + word.len()..].chars().next();
-        let is_ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
-        !is_ident(before) && !is_ident(after)
-    })
 }
 
 fn version_of(sources: &RuleSources) -> String {

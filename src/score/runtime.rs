@@ -8,10 +8,14 @@
 //! [`RunGuard`] and helpers reach it without any locking or copying.
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::{Array, Dynamic, Engine, EvalAltResult, FLOAT, INT, ImmutableString, Map, Position};
+use rhai::{
+    AST, ASTNode, Array, Dynamic, Engine, EvalAltResult, Expr, FLOAT, INT, ImmutableString, Map, Position,
+    Stmt,
+};
 use serde_json::Value;
 
 use super::helpers::{self, Answers, Touch};
@@ -164,6 +168,108 @@ fn text_of(value: &Dynamic) -> String {
 fn push_reason(points: Points, reason: &Dynamic) -> RhaiResult<()> {
     let reason = text_of(reason);
     read(|s| s.effects.reasons.push((points, reason)))
+}
+
+/// What a rule reads of the `contact` variable, found in its compiled AST.
+///
+/// Why: converting the whole contact into a Rhai map (every field, nested
+/// maps and strings) cost more than running the rules themselves, while rules
+/// typically read one or two fields (`contact.latestCall`). When every use of
+/// `contact` in a rule set is a read of a named field, only those fields are
+/// converted; the map then lacks the other keys, which a field read cannot
+/// tell apart (a missing key reads as `()` either way). Any other use — the
+/// map itself (`let c = contact`, `contact.keys()`, `print(contact)`,
+/// `"x" in contact`) or a computed index — converts the whole contact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) enum ContactUse {
+    #[default]
+    None,
+    /// Only `contact.NAME` and `contact["NAME"]`: the top-level fields read.
+    Fields(BTreeSet<String>),
+    Whole,
+}
+
+impl ContactUse {
+    /// The uses of the variable `contact` in a compiled rule (function
+    /// bodies included).
+    pub fn of(ast: &AST) -> Self {
+        let mut fields = BTreeSet::new();
+        let complete = ast.walk(&mut |path: &[ASTNode]| match path {
+            // `AST::walk` does not visit the value of `break value`: be safe.
+            [.., ASTNode::Stmt(Stmt::BreakLoop(Some(_), ..))] => false,
+            [.., node @ ASTNode::Expr(expr)] if is_contact_variable(expr) => {
+                let parent = path.len().checked_sub(2).map(|i| &path[i]);
+                match parent.and_then(|parent| field_read(parent, node)) {
+                    Some(field) => {
+                        fields.insert(field.to_owned());
+                        true
+                    }
+                    None => false, // stops the walk: the whole contact
+                }
+            }
+            _ => true,
+        });
+        match (complete, fields.is_empty()) {
+            (false, _) => Self::Whole,
+            (true, true) => Self::None,
+            (true, false) => Self::Fields(fields),
+        }
+    }
+
+    /// The use of a whole rule set.
+    pub fn union(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Whole, _) | (_, Self::Whole) => Self::Whole,
+            (Self::None, other) | (other, Self::None) => other,
+            (Self::Fields(mut mine), Self::Fields(theirs)) => {
+                mine.extend(theirs);
+                Self::Fields(mine)
+            }
+        }
+    }
+
+    /// The `contact` the rules get, or `None` when no rule reads it.
+    pub fn contact(&self, contact: &Value) -> Option<Dynamic> {
+        match (self, contact) {
+            (Self::None, _) => None,
+            (Self::Fields(fields), Value::Object(map)) => Some(Dynamic::from_map(
+                fields
+                    .iter()
+                    .filter_map(|name| Some((name.as_str().into(), to_dynamic(map.get(name)?))))
+                    .collect(),
+            )),
+            _ => Some(to_dynamic(contact)),
+        }
+    }
+}
+
+fn is_contact_variable(expr: &Expr) -> bool {
+    matches!(expr, Expr::Variable(x, ..) if x.1 == "contact")
+}
+
+/// The field read when `node` (the variable) is the object of `parent`:
+/// `contact.NAME…` or `contact["NAME"]…`.
+fn field_read<'a>(parent: &'a ASTNode, node: &ASTNode) -> Option<&'a str> {
+    let is_node = |lhs: &Expr| matches!(node, ASTNode::Expr(e) if std::ptr::eq(*e, lhs));
+    match parent {
+        ASTNode::Expr(Expr::Dot(x, ..)) if is_node(&x.lhs) => match first_link(&x.rhs) {
+            Expr::Property(p, _) => Some(p.2.as_str()),
+            _ => None,
+        },
+        ASTNode::Expr(Expr::Index(x, ..)) if is_node(&x.lhs) => match first_link(&x.rhs) {
+            Expr::StringConstant(name, _) => Some(name.as_str()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The first link of a chain's right-hand side: `a` of `a.b[c]`.
+fn first_link(mut expr: &Expr) -> &Expr {
+    while let Expr::Dot(x, ..) | Expr::Index(x, ..) = expr {
+        expr = &x.lhs;
+    }
+    expr
 }
 
 /// Converts a JSON value into a Rhai value (objects become maps, null `()`).
@@ -330,5 +436,84 @@ pub fn with_position(message: String, pos: Position) -> String {
         (Some(line), Some(column)) => format!("{message} (line {line}, column {column})"),
         (Some(line), None) => format!("{message} (line {line})"),
         _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rhai::Scope;
+    use serde_json::json;
+
+    use super::*;
+
+    fn contact_use(script: &str) -> ContactUse {
+        let engine = build_engine(&Limits::default());
+        let mut scope = Scope::new();
+        scope.push_dynamic("contact", Dynamic::UNIT);
+        let ast = engine.compile_with_scope(&scope, script).unwrap();
+        ContactUse::of(&ast)
+    }
+
+    fn fields(names: &[&str]) -> ContactUse {
+        ContactUse::Fields(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    #[test]
+    fn field_reads_convert_only_those_fields() {
+        let call = "let b = contact.latestCall; if b != () && b.dateTime != () { add(1, \"x\") }";
+        assert_eq!(contact_use(call), fields(&["latestCall"]));
+        assert_eq!(
+            contact_use("contact.latestCall.user.email"),
+            fields(&["latestCall"])
+        );
+        assert_eq!(
+            contact_use("contact.tracking.utm_source.to_lower()"),
+            fields(&["tracking"])
+        );
+        assert_eq!(contact_use("contact[\"tracking\"][\"a\"]"), fields(&["tracking"]));
+        assert_eq!(contact_use("contact?.email ?? \"\""), fields(&["email"]));
+        assert_eq!(contact_use("contact.a.len() + contact.b[0]"), fields(&["a", "b"]));
+        assert_eq!(contact_use("// contact.a\nanswer(\"contact\")"), ContactUse::None);
+    }
+
+    #[test]
+    fn any_other_use_converts_the_whole_contact() {
+        for script in [
+            "let c = contact;",
+            "contact.keys()",
+            "contact.len()",
+            "print(contact)",
+            "type_of(contact)",
+            "\"id\" in contact",
+            "let k = \"id\"; contact[k]",
+            "contact[contact.a]",
+            "`${contact}`",
+            "let x = loop { break contact; };",
+            "let f = || contact.id; f.call()",
+            "contact.a; let c = contact;",
+        ] {
+            assert_eq!(contact_use(script), ContactUse::Whole, "{script}");
+        }
+        assert_eq!(fields(&["a"]).union(ContactUse::Whole), ContactUse::Whole);
+        assert_eq!(ContactUse::None.union(fields(&["a"])), fields(&["a"]));
+        assert_eq!(fields(&["a"]).union(fields(&["b"])), fields(&["a", "b"]));
+    }
+
+    #[test]
+    fn field_conversion_keeps_only_the_fields_read() {
+        let contact = json!({"id": 1, "latestCall": {"dateTime": "t", "user": null}, "email": "a@b.c"});
+        let map = fields(&["latestCall", "missing"])
+            .contact(&contact)
+            .unwrap()
+            .cast::<Map>();
+        assert_eq!(map.len(), 1);
+        let call = map["latestCall"].clone().cast::<Map>();
+        assert_eq!(call["dateTime"].clone().into_string().unwrap(), "t");
+        assert!(call["user"].is_unit());
+        assert_eq!(
+            ContactUse::Whole.contact(&contact).unwrap().cast::<Map>().len(),
+            3
+        );
+        assert!(ContactUse::None.contact(&contact).is_none());
     }
 }

@@ -1,0 +1,352 @@
+//! The `leadscore` binary's one-shot commands (SPEC section 6): `score`,
+//! `check` and `test`, run as a user runs them.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_leadscore");
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(name)
+}
+
+/// The binary with no `LEADSCORE_*` setting inherited from the environment.
+fn leadscore() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LEADSCORE_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir(repo());
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("the leadscore binary runs")
+}
+
+fn run_with_stdin(cmd: &mut Command, input: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the leadscore binary starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input.as_bytes())
+        .expect("stdin takes the input");
+    child.wait_with_output().expect("the leadscore binary finishes")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).expect("stdout is UTF-8")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8")
+}
+
+/// Writes a rules folder: `(relative path, contents)`.
+fn rules_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+/// Parses stdout as JSON lines, checking each is a scored contact of SPEC 3.
+fn scored_lines(out: &Output) -> Vec<Value> {
+    assert!(
+        out.status.success(),
+        "exit {:?}\nstderr: {}",
+        out.status,
+        stderr(out)
+    );
+    stdout(out)
+        .lines()
+        .map(|line| {
+            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            for key in [
+                "type",
+                "id",
+                "contact_id",
+                "score",
+                "tier",
+                "disqualified",
+                "reasons",
+                "disqualifications",
+                "tags",
+                "errors",
+                "rules_version",
+                "scored_at",
+                "contact",
+            ] {
+                assert!(v.get(key).is_some(), "{key} missing in {line}");
+            }
+            assert_eq!(v["type"], "contact.scored");
+            assert_eq!(v["id"], Value::Null, "a dry run has no event id");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn score_prints_one_scored_contact_per_line_for_a_fixture_file() {
+    let out = run(leadscore()
+        .args(["score", "--rules", "rules"])
+        .arg(fixture("contact-created-batch.json")));
+    let lines = scored_lines(&out);
+    let summary: Vec<(Value, Value, Value, Value)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["contact_id"].clone(),
+                v["score"].clone(),
+                v["tier"].clone(),
+                v["disqualified"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (json!(48213), json!(100), json!("hot"), json!(false)),
+            (json!(48214), json!(0), json!("disqualified"), json!(true)),
+            (json!(48215), json!(0), json!("cold"), json!(false)),
+        ]
+    );
+    let input: Value =
+        serde_json::from_slice(&std::fs::read(fixture("contact-created-batch.json")).unwrap()).unwrap();
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["contact"], input[i], "contact #{i} is forwarded as received");
+    }
+    assert_eq!(
+        lines[1]["disqualifications"],
+        json!([{"rule": "80-disqualify.rhai", "reason": "Disqualified in iClosed: Budget too low"}])
+    );
+    assert_eq!(lines[0]["reasons"][0]["rule"], "10-role.rhai");
+    assert_eq!(lines[0]["rules_version"], lines[2]["rules_version"]);
+
+    // A single-object payload works the same.
+    let out = run(leadscore()
+        .args(["score", "--rules", "rules"])
+        .arg(fixture("contact-created-single-object.json")));
+    let lines = scored_lines(&out);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["contact_id"], json!(48216));
+    assert_eq!(lines[0]["tier"], "hot");
+}
+
+#[test]
+fn score_reads_json_lines_from_stdin_in_input_order() {
+    let input = [
+        json!([{"id": 1, "email": "a@gmail.com"}, {"id": "two", "email": "b@initech.com"}]),
+        json!({"id": 3, "questionsAndAnswers": {"What is your role?": "CEO"}}),
+        json!([{"id": 4, "status": "DISQUALIFIED"}]),
+    ]
+    .iter()
+    .map(Value::to_string)
+    .collect::<Vec<_>>()
+    .join("\n")
+        + "\n\n";
+    let out = run_with_stdin(leadscore().args(["score", "--rules", "rules", "-"]), &input);
+    let lines = scored_lines(&out);
+    let ids: Vec<Value> = lines.iter().map(|v| v["contact_id"].clone()).collect();
+    assert_eq!(ids, [json!(1), json!("two"), json!(3), json!(4)]);
+    let scores: Vec<Value> = lines.iter().map(|v| v["score"].clone()).collect();
+    assert_eq!(scores, [json!(0), json!(6), json!(25), json!(0)]);
+    let tiers: Vec<&str> = lines.iter().map(|v| v["tier"].as_str().unwrap()).collect();
+    assert_eq!(tiers, ["cold", "cold", "cold", "disqualified"]);
+    assert_eq!(lines[1]["tags"], json!(["business-email"]));
+    assert_eq!(
+        lines[2]["contact"],
+        json!({"id": 3, "questionsAndAnswers": {"What is your role?": "CEO"}})
+    );
+}
+
+#[test]
+fn score_reports_a_bad_line_and_still_scores_the_others() {
+    let out = run_with_stdin(
+        leadscore().args(["score", "--rules", "rules", "-"]),
+        "{\"id\": 1}\n{\"name\": \"no id\"}\n{\"id\": 3}\n",
+    );
+    assert!(!out.status.success());
+    let ids: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["contact_id"].clone())
+        .collect();
+    assert_eq!(ids, [json!(1), json!(3)]);
+    assert!(stderr(&out).contains("stdin:2"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_reports_file_line_and_column_and_fails() {
+    let dir = rules_dir(&[
+        ("10-good.rhai", "add(1, \"good\");\n"),
+        ("20-bad.rhai", "// budget\nlet b = (2 + ;\n"),
+        ("tiers.toml", "[[tiers]]\nname = \"cold\"\n"),
+    ]);
+    let out = run(leadscore().arg("check").arg("--rules").arg(dir.path()));
+    assert!(!out.status.success(), "a broken rule set must fail the check");
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let expected = format!("{}:2:14:", dir.path().join("20-bad.rhai").display());
+    assert!(text.contains(&expected), "expected {expected:?} in:\n{text}");
+    assert!(!text.contains("10-good.rhai"), "{text}");
+}
+
+#[test]
+fn check_passes_a_good_rules_folder() {
+    let dir = rules_dir(&[
+        ("10-good.rhai", "add(1, \"good\");\n"),
+        ("tiers.toml", "[[tiers]]\nname = \"cold\"\n"),
+    ]);
+    let out = run(leadscore().arg("check").arg("--rules").arg(dir.path()));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let out = run(leadscore().arg("check"));
+    assert!(
+        out.status.success(),
+        "the shipped rules check: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+fn last_line(out: &Output) -> String {
+    stdout(out).lines().last().unwrap_or_default().to_owned()
+}
+
+/// `"N passed, M failed"` → `(N, M)`.
+fn counts(line: &str) -> (usize, usize) {
+    let parsed = line
+        .strip_suffix(" failed")
+        .and_then(|rest| rest.split_once(" passed, "))
+        .and_then(|(p, f)| Some((p.parse().ok()?, f.parse().ok()?)));
+    parsed.unwrap_or_else(|| panic!("not a summary line: {line:?}"))
+}
+
+#[test]
+fn test_passes_on_the_shipped_rules() {
+    // Run from the project root with the default `--rules ./rules`.
+    let out = run(leadscore().arg("test"));
+    let last = last_line(&out);
+    let (passed, failed) = counts(&last);
+    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(failed, 0, "{}", stdout(&out));
+    assert!(passed >= 40, "{last}");
+    let ok_lines = stdout(&out).lines().filter(|l| l.starts_with("ok ")).count();
+    assert_eq!(ok_lines, passed);
+}
+
+#[test]
+fn test_prints_expected_and_actual_for_a_failing_expectation() {
+    let dir = rules_dir(&[
+        (
+            "10-role.rhai",
+            "if answer(\"role\") == \"CEO\" { add(25, \"CEO\"); tag(\"boss\"); }\n",
+        ),
+        (
+            "20-float.rhai",
+            "if answer(\"role\") == \"Intern\" { add(0.1, \"a\"); add(0.2, \"b\"); }\n",
+        ),
+        (
+            "tiers.toml",
+            "[[tiers]]\nname = \"hot\"\nmin_score = 70\n\n[[tiers]]\nname = \"cold\"\n",
+        ),
+        (
+            "tests/role.toml",
+            r#"
+[[test]]
+name = "ceo scores 25"
+score = 25
+tags_include = ["boss"]
+[test.contact]
+id = 1
+[test.contact.questionsAndAnswers]
+"What is your role?" = "CEO"
+
+[[test]]
+name = "float sums compare without rounding noise"
+score = 0.3
+max_score = 0.3
+[test.contact]
+id = 3
+[test.contact.questionsAndAnswers]
+"What is your role?" = "Intern"
+
+[[test]]
+name = "ceo is hot (wrong)"
+tier = "hot"
+score = 90
+reasons_include = ["Founder"]
+[test.contact]
+id = 2
+[test.contact.questionsAndAnswers]
+"What is your role?" = "CEO"
+"#,
+        ),
+    ]);
+    let out = run(leadscore().arg("test").arg("--rules").arg(dir.path()));
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert_eq!(counts(&last_line(&out)), (2, 1), "{text}");
+    assert!(text.contains("ceo is hot (wrong)"), "{text}");
+    assert!(text.contains(r#"tier: expected "hot", got "cold""#), "{text}");
+    assert!(text.contains("score: expected 90, got 25"), "{text}");
+    assert!(text.contains(r#"expected to include "Founder""#), "{text}");
+}
+
+#[test]
+fn the_rules_folder_comes_from_leadscore_rules_unless_the_flag_says_otherwise() {
+    let from_env = rules_dir(&[("10-a.rhai", "add(42, \"from LEADSCORE_RULES\");\n")]);
+    let from_flag = rules_dir(&[("10-a.rhai", "add(7, \"from --rules\");\n")]);
+    let input = "{\"id\": 1}\n";
+
+    let out = run_with_stdin(
+        leadscore()
+            .env("LEADSCORE_RULES", from_env.path())
+            .args(["score", "-"]),
+        input,
+    );
+    let lines = scored_lines(&out);
+    assert_eq!(lines[0]["score"], 42);
+    assert_eq!(lines[0]["reasons"][0]["reason"], "from LEADSCORE_RULES");
+    assert_eq!(lines[0]["tier"], "scored", "no tiers.toml");
+
+    let out = run_with_stdin(
+        leadscore()
+            .env("LEADSCORE_RULES", from_env.path())
+            .args(["score", "--rules"])
+            .arg(from_flag.path())
+            .arg("-"),
+        input,
+    );
+    let lines = scored_lines(&out);
+    assert_eq!(lines[0]["score"], 7);
+    assert_eq!(lines[0]["reasons"][0]["reason"], "from --rules");
+
+    // `check` honours it too: a broken folder in the variable fails.
+    let broken = rules_dir(&[("10-a.rhai", "add(1,\n")]);
+    let out = run(leadscore().env("LEADSCORE_RULES", broken.path()).arg("check"));
+    assert!(!out.status.success());
+    let out = run(leadscore()
+        .env("LEADSCORE_RULES", broken.path())
+        .arg("check")
+        .arg("--rules")
+        .arg(from_flag.path()));
+    assert!(out.status.success(), "{}", stderr(&out));
+}
