@@ -19,6 +19,28 @@ use crate::telemetry;
 /// file in several steps (truncate, write, rename).
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// How often the folder is looked at when no file event arrives.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// Names, sizes and modification times of the rule files and `tiers.toml`.
+fn fingerprint(dir: &Path) -> Vec<(String, u64, Option<SystemTime>)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(crate::score::is_rule_file_name(&name) || name == crate::score::TIERS_FILE) {
+                return None;
+            }
+            let meta = std::fs::metadata(entry.path()).ok()?;
+            Some((name, meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
 /// The last rejected change, as `GET /rules` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ReloadError {
@@ -143,6 +165,24 @@ pub fn watch(
     // Watching the folder (not each file) keeps working when editors
     // replace a file by renaming a new one over it.
     watcher.watch(live.dir(), RecursiveMode::NonRecursive)?;
+    // A watch is lost when the folder itself is replaced (a deploy swapping
+    // a directory or a symlink) and some file systems send no events at all:
+    // a cheap look at names, sizes and times every second catches those.
+    let polled = tx.clone();
+    let dir = live.dir().to_path_buf();
+    tokio::spawn(async move {
+        let mut last = fingerprint(&dir);
+        loop {
+            tokio::time::sleep(POLL_EVERY).await;
+            let now = fingerprint(&dir);
+            if now != last {
+                last = now;
+                if polled.send(Trigger::FileChange).is_err() {
+                    return;
+                }
+            }
+        }
+    });
     tokio::spawn(async move {
         while let Some(first) = rx.recv().await {
             // Debounce: wait until the folder has been quiet for DEBOUNCE.

@@ -132,11 +132,11 @@ pub struct DeliveryCounts {
     pub delivered: u64,
 }
 
+/// What a prune removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Pruned {
-    pub keys: u64,
+    /// Events (with their delivery records) older than the retention.
     pub events: u64,
-    pub deliveries: u64,
 }
 
 /// How long things are kept.
@@ -182,7 +182,7 @@ pub trait Store: Send + Sync + 'static {
     /// Requeues every dead delivery; returns how many.
     async fn requeue_dead(&self) -> StoreResult<u64>;
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts>;
-    /// Deletes expired keys, old events and old delivered records.
+    /// Deletes events older than the retention whose delivery is finished.
     async fn prune(&self) -> StoreResult<Pruned>;
     /// A real (tiny) write, for readiness.
     async fn check_writable(&self) -> StoreResult<()>;

@@ -578,9 +578,7 @@ impl Writer {
             [cutoff],
         )?;
         Ok(Pruned {
-            keys: 0,
             events: events as u64,
-            deliveries: 0,
         })
     }
 }

@@ -1,0 +1,398 @@
+//! Store conformance: the behaviour every `Store` backend must have, written
+//! once against the trait and run for each backend.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use leadscore::store::{
+    self, AttemptOutcome, DeliveryStatus, Enqueued, NewEvent, Requeue, Retention, Store, now_ms,
+};
+use serde_json::json;
+
+fn retention() -> Retention {
+    Retention {
+        dedupe_window: Duration::from_secs(3600),
+        retention: Duration::from_secs(7 * 86400),
+    }
+}
+
+fn event(id: &str, contact: i64, key: &str) -> NewEvent {
+    NewEvent {
+        event_id: id.into(),
+        idempotency_key: key.into(),
+        contact_key: contact.to_string(),
+        contact_id: json!(contact),
+        received_at: now_ms(),
+        score: 42.into(),
+        tier: "warm".into(),
+        disqualified: false,
+        rules_version: "v1".into(),
+        body: json!({"type": "contact.scored", "id": id, "contact_id": contact}).to_string(),
+    }
+}
+
+/// Every backend under test; each test gets a fresh store.
+async fn backends() -> Vec<(String, Arc<dyn Store>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    vec![(
+        "sqlite".into(),
+        store::open(&url, retention()).await.unwrap(),
+        Some(dir),
+    )]
+}
+
+fn ids(list: &[leadscore::store::ClaimedDelivery]) -> Vec<&str> {
+    list.iter().map(|d| d.event_id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn duplicates_answer_with_the_first_event() {
+    for (name, store, _dir) in backends().await {
+        let first = store.enqueue(vec![event("evt_a", 1, "k1")], true).await.unwrap();
+        assert!(
+            matches!(&first[0], Enqueued::Stored(s) if s.id == "evt_a"),
+            "{name}"
+        );
+        let mut again = event("evt_b", 1, "k1");
+        again.score = 7.into();
+        let second = store
+            .enqueue(vec![again, event("evt_c", 2, "k2")], true)
+            .await
+            .unwrap();
+        match &second[0] {
+            Enqueued::Duplicate(s) => {
+                assert_eq!(
+                    (s.id.as_str(), s.score.to_string().as_str(), s.tier.as_str()),
+                    ("evt_a", "42", "warm")
+                );
+                assert_eq!(s.contact_id, json!(1), "{name}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+        assert!(
+            matches!(&second[1], Enqueued::Stored(s) if s.id == "evt_c"),
+            "{name}"
+        );
+        // The same key twice in one batch: the second is a duplicate of the first.
+        let batch = store
+            .enqueue(vec![event("evt_d", 3, "k3"), event("evt_e", 3, "k3")], true)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&batch[1], Enqueued::Duplicate(s) if s.id == "evt_d"),
+            "{name}"
+        );
+        let counts = store.delivery_counts().await.unwrap();
+        assert_eq!(
+            (counts.pending, counts.dead, counts.delivered),
+            (3, 0, 0),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn keys_older_than_the_dedupe_window_start_a_new_event() {
+    for (name, store, _dir) in backends().await {
+        let mut old = event("evt_old", 1, "k");
+        old.received_at = now_ms() - 2 * 3600 * 1000;
+        store.enqueue(vec![old], false).await.unwrap();
+        let fresh = store
+            .enqueue(vec![event("evt_new", 1, "k")], false)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&fresh[0], Enqueued::Stored(s) if s.id == "evt_new"),
+            "{name}"
+        );
+        // Not forwarded: no delivery records.
+        assert!(
+            store.list_deliveries(None, 10).await.unwrap().is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn claims_keep_per_contact_order_and_respect_leases() {
+    for (name, store, _dir) in backends().await {
+        let events = vec![
+            event("evt_1", 1, "a"),
+            event("evt_2", 2, "b"),
+            event("evt_3", 1, "c"),
+            event("evt_4", 3, "d"),
+        ];
+        store.enqueue(events, true).await.unwrap();
+        let lease = Duration::from_secs(30);
+        let claimed = store.claim_due(10, lease).await.unwrap();
+        // evt_3 waits for evt_1 (same contact).
+        assert_eq!(ids(&claimed), ["evt_1", "evt_2", "evt_4"], "{name}");
+        assert!(
+            store.claim_due(10, lease).await.unwrap().is_empty(),
+            "{name}: claimed ones are leased"
+        );
+        // A retry keeps evt_3 waiting behind evt_1.
+        let retry = AttemptOutcome::Retry {
+            next_attempt_at: now_ms() + 60_000,
+            status: Some(503),
+            error: "503".into(),
+        };
+        store.record_attempt("evt_1", retry).await.unwrap();
+        assert!(store.claim_due(10, lease).await.unwrap().is_empty(), "{name}");
+        // Dead unblocks the contact's next event.
+        store
+            .record_attempt(
+                "evt_1",
+                AttemptOutcome::Dead {
+                    status: Some(422),
+                    error: "422".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&store.claim_due(10, lease).await.unwrap()),
+            ["evt_3"],
+            "{name}"
+        );
+        store
+            .record_attempt("evt_3", AttemptOutcome::Delivered { status: 200 })
+            .await
+            .unwrap();
+        store
+            .record_attempt("evt_2", AttemptOutcome::Delivered { status: 204 })
+            .await
+            .unwrap();
+        store
+            .record_attempt("evt_4", AttemptOutcome::Delivered { status: 200 })
+            .await
+            .unwrap();
+        let counts = store.delivery_counts().await.unwrap();
+        assert_eq!(
+            (counts.pending, counts.dead, counts.delivered),
+            (0, 1, 3),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_over() {
+    for (name, store, _dir) in backends().await {
+        store.enqueue(vec![event("evt_1", 1, "a")], true).await.unwrap();
+        assert_eq!(
+            store.claim_due(1, Duration::from_millis(1)).await.unwrap().len(),
+            1,
+            "{name}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let again = store.claim_due(1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(ids(&again), ["evt_1"], "{name}: the lease ran out");
+        assert_eq!(again[0].attempts, 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn listing_retrying_and_requeueing() {
+    for (name, store, _dir) in backends().await {
+        store
+            .enqueue(
+                vec![
+                    event("evt_1", 1, "a"),
+                    event("evt_2", 2, "b"),
+                    event("evt_3", 3, "c"),
+                ],
+                true,
+            )
+            .await
+            .unwrap();
+        store.claim_due(10, Duration::from_secs(30)).await.unwrap();
+        store
+            .record_attempt(
+                "evt_1",
+                AttemptOutcome::Dead {
+                    status: Some(422),
+                    error: "the receiver answered 422".into(),
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .record_attempt("evt_2", AttemptOutcome::Delivered { status: 200 })
+            .await
+            .unwrap();
+        let retry_at = now_ms() + 5_000;
+        store
+            .record_attempt(
+                "evt_3",
+                AttemptOutcome::Retry {
+                    next_attempt_at: retry_at,
+                    status: None,
+                    error: "could not connect".into(),
+                },
+            )
+            .await
+            .unwrap();
+
+        let all = store.list_deliveries(None, 10).await.unwrap();
+        assert_eq!(
+            all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+            ["evt_3", "evt_2", "evt_1"],
+            "{name}: newest first"
+        );
+        let dead = store
+            .list_deliveries(Some(DeliveryStatus::Dead), 10)
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 1, "{name}");
+        assert_eq!(
+            (
+                dead[0].attempts,
+                dead[0].last_status,
+                dead[0].last_error.as_deref()
+            ),
+            (1, Some(422), Some("the receiver answered 422"))
+        );
+        assert_eq!(dead[0].contact_id, json!(1));
+        assert!(dead[0].next_attempt_at.is_none() && dead[0].delivered_at.is_none());
+        let delivered = store
+            .list_deliveries(Some(DeliveryStatus::Delivered), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            (delivered[0].id.as_str(), delivered[0].last_status),
+            ("evt_2", Some(200))
+        );
+        assert!(delivered[0].delivered_at.is_some());
+        let pending = store
+            .list_deliveries(Some(DeliveryStatus::Pending), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            pending[0].next_attempt_at.as_deref(),
+            Some(store::format_ms(retry_at).as_str())
+        );
+        assert_eq!(pending[0].last_status, None);
+        assert_eq!(
+            store.list_deliveries(None, 2).await.unwrap().len(),
+            2,
+            "{name}: limit"
+        );
+
+        assert_eq!(store.requeue("evt_2").await.unwrap(), Requeue::NotDead, "{name}");
+        assert_eq!(
+            store.requeue("evt_nope").await.unwrap(),
+            Requeue::Unknown,
+            "{name}"
+        );
+        assert_eq!(store.requeue("evt_1").await.unwrap(), Requeue::Requeued, "{name}");
+        let requeued = store
+            .list_deliveries(Some(DeliveryStatus::Pending), 10)
+            .await
+            .unwrap();
+        let evt_1 = requeued.iter().find(|d| d.id == "evt_1").unwrap();
+        assert_eq!(evt_1.attempts, 0, "{name}: the schedule starts again");
+        assert_eq!(
+            ids(&store.claim_due(10, Duration::from_secs(30)).await.unwrap()),
+            ["evt_1"]
+        );
+        store
+            .record_attempt(
+                "evt_1",
+                AttemptOutcome::Dead {
+                    status: Some(410),
+                    error: "gone".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.requeue_dead().await.unwrap(), 1, "{name}");
+        assert_eq!(store.requeue_dead().await.unwrap(), 0, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn pruning_keeps_pending_and_dead_deliveries() {
+    for (name, store, _dir) in backends().await {
+        let old = now_ms() - 8 * 86400 * 1000;
+        let mut delivered = event("evt_done", 1, "a");
+        let mut dead = event("evt_dead", 2, "b");
+        let mut pending = event("evt_wait", 3, "c");
+        let mut unforwarded = event("evt_plain", 4, "d");
+        for e in [&mut delivered, &mut dead, &mut pending, &mut unforwarded] {
+            e.received_at = old;
+        }
+        store.enqueue(vec![delivered, dead, pending], true).await.unwrap();
+        store.enqueue(vec![unforwarded], false).await.unwrap();
+        store
+            .enqueue(vec![event("evt_recent", 5, "e")], true)
+            .await
+            .unwrap();
+        let claimed = store.claim_due(10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(claimed.len(), 4, "{name}");
+        store
+            .record_attempt("evt_done", AttemptOutcome::Delivered { status: 200 })
+            .await
+            .unwrap();
+        store
+            .record_attempt(
+                "evt_dead",
+                AttemptOutcome::Dead {
+                    status: Some(400),
+                    error: "no".into(),
+                },
+            )
+            .await
+            .unwrap();
+        store
+            .record_attempt("evt_recent", AttemptOutcome::Delivered { status: 200 })
+            .await
+            .unwrap();
+        let pruned = store.prune().await.unwrap();
+        assert_eq!(
+            pruned.events, 2,
+            "{name}: the old delivered and the old unforwarded event"
+        );
+        let left: Vec<String> = store
+            .list_deliveries(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(left, ["evt_recent", "evt_wait", "evt_dead"], "{name}");
+        store.check_writable().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_sqlite_store_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("nested/folder/store.db").display());
+    {
+        let store = store::open(&url, retention()).await.unwrap();
+        store.enqueue(vec![event("evt_1", 1, "k")], true).await.unwrap();
+        // Claimed by a process that then dies.
+        assert_eq!(
+            store.claim_due(1, Duration::from_secs(3600)).await.unwrap().len(),
+            1
+        );
+    }
+    let store = store::open(&url, retention()).await.unwrap();
+    let again = store.enqueue(vec![event("evt_2", 1, "k")], true).await.unwrap();
+    assert!(matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1"));
+    // A restart releases the dead process's claims at once.
+    assert_eq!(
+        ids(&store.claim_due(1, Duration::from_secs(30)).await.unwrap()),
+        ["evt_1"]
+    );
+}
+
+#[tokio::test]
+async fn bad_store_urls_are_clear_errors() {
+    for (url, expected) in [("mysql://x", "use sqlite://PATH"), ("sqlite://", "no file path")] {
+        let err = store::open(url, retention()).await.err().unwrap().to_string();
+        assert!(err.contains(expected), "{url}: {err}");
+    }
+}
