@@ -2,21 +2,38 @@
 //! contact's JSON. They never fail: a missing field or a field of an
 //! unexpected type reads as "no value" (`""`, `false`, `[]`, `None`).
 
+use std::borrow::Cow;
+use std::fmt::Write;
+use std::ops::Range;
+
 use serde_json::{Map, Value};
 
-/// One question and its response, with the question pre-lowered for matching.
-#[derive(Debug, Clone)]
-pub struct QuestionAnswer {
-    pub question: String,
-    question_lower: String,
-    pub response: String,
+/// One question and its response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuestionAnswer<'a> {
+    pub question: &'a str,
+    pub response: &'a str,
 }
 
 /// The questions and answers of a contact, numbered pairs first (in number
 /// order), then the direct keys of `questionsAndAnswers` in received order.
+///
+/// Built once per contact on the first `answer()`. Why one text buffer with
+/// ranges into it: a form has a few dozen questions, and a `String` per
+/// question, lowered question and response made building this cost more
+/// than all the rules that read it.
 #[derive(Debug, Clone, Default)]
 pub struct Answers {
-    entries: Vec<QuestionAnswer>,
+    text: String,
+    entries: Vec<Entry>,
+}
+
+/// Ranges of `Answers::text`; the question pre-lowered for matching.
+#[derive(Debug, Clone)]
+struct Entry {
+    question: Range<usize>,
+    question_lower: Range<usize>,
+    response: Range<usize>,
 }
 
 impl Answers {
@@ -24,57 +41,107 @@ impl Answers {
         let Some(qa) = contact.get("questionsAndAnswers").and_then(Value::as_object) else {
             return Self::default();
         };
-        let mut numbered: Vec<(u64, String, String)> = Vec::new();
-        let mut direct: Vec<(String, String)> = Vec::new();
+        let mut questions: Vec<(u64, &Value)> = Vec::new();
+        let mut responses: Vec<(u64, &Value)> = Vec::new();
+        let mut direct: Vec<(&str, &Value)> = Vec::new();
         for (key, value) in qa {
             if let Some(n) = numbered_key(key, "_question") {
-                let question = value_text(value);
-                let response = qa
-                    .get(&format!("{n}_response"))
-                    .map(value_text)
-                    .unwrap_or_default();
-                if !question.trim().is_empty() {
-                    numbered.push((n, question, response));
+                questions.push((n, value));
+            } else if let Some(n) = numbered_key(key, "_response") {
+                // `N_question` reads exactly the key `{N}_response`: `01_response`
+                // belongs to no question.
+                if !key.starts_with('0') || key.starts_with("0_") {
+                    responses.push((n, value));
                 }
-            } else if numbered_key(key, "_response").is_some() {
-                // read together with its `_question`
             } else {
-                direct.push((key.clone(), value_text(value)));
+                direct.push((key, value));
             }
         }
-        numbered.sort_by_key(|(n, _, _)| *n);
-        let entries = numbered
-            .into_iter()
-            .map(|(_, q, r)| (q, r))
-            .chain(direct)
-            .map(|(question, response)| QuestionAnswer {
-                question_lower: question.trim().to_lowercase(),
-                question,
-                response,
-            })
-            .collect();
-        Self { entries }
+        questions.sort_by_key(|(n, _)| *n); // stable: equal numbers keep their order
+        let mut answers = Self {
+            text: String::with_capacity(2 * qa.len() * 32),
+            entries: Vec::with_capacity(questions.len() + direct.len()),
+        };
+        for (n, question) in questions {
+            let question = value_text_cow(question);
+            if question.trim().is_empty() {
+                continue;
+            }
+            let response = responses.iter().find(|(m, _)| *m == n).map(|(_, v)| *v);
+            answers.push(&question, response);
+        }
+        for (question, response) in direct {
+            answers.push(question, Some(response));
+        }
+        answers
+    }
+
+    fn push(&mut self, question: &str, response: Option<&Value>) {
+        let text = &mut self.text;
+        let question_range = append(text, |t| t.push_str(question));
+        let question_lower = append(text, |t| {
+            let trimmed = question.trim();
+            if trimmed.is_ascii() {
+                t.extend(trimmed.chars().map(|c| c.to_ascii_lowercase()));
+            } else {
+                t.push_str(&trimmed.to_lowercase());
+            }
+        });
+        let response = append(text, |t| {
+            if let Some(response) = response {
+                push_value_text(t, response);
+            }
+        });
+        self.entries.push(Entry {
+            question: question_range,
+            question_lower,
+            response,
+        });
+    }
+
+    fn question_lower(&self, entry: &Entry) -> &str {
+        &self.text[entry.question_lower.clone()]
     }
 
     /// SPEC `answer(q)`: exact (case- and space-insensitive) question match
     /// first, then the first question containing `q`; `""` when none.
     pub fn answer(&self, query: &str) -> &str {
-        let wanted = query.trim().to_lowercase();
-        if let Some(hit) = self.entries.iter().find(|e| e.question_lower == wanted) {
-            return &hit.response;
-        }
-        if wanted.is_empty() {
-            return "";
-        }
-        self.entries
-            .iter()
-            .find(|e| e.question_lower.contains(&wanted))
-            .map_or("", |e| e.response.as_str())
+        let wanted = lowercase(query.trim());
+        let wanted = wanted.as_ref();
+        let hit = self.entries.iter().find(|e| self.question_lower(e) == wanted);
+        let hit = match hit {
+            Some(hit) => Some(hit),
+            None if wanted.is_empty() => None,
+            None => self
+                .entries
+                .iter()
+                .find(|e| self.question_lower(e).contains(wanted)),
+        };
+        hit.map_or("", |e| &self.text[e.response.clone()])
     }
 
     /// Question text → response; the first occurrence of a question wins.
-    pub fn entries(&self) -> impl Iterator<Item = &QuestionAnswer> {
-        self.entries.iter()
+    pub fn entries(&self) -> impl Iterator<Item = QuestionAnswer<'_>> {
+        self.entries.iter().map(|e| QuestionAnswer {
+            question: &self.text[e.question.clone()],
+            response: &self.text[e.response.clone()],
+        })
+    }
+}
+
+/// Appends to `text` and returns the range written.
+fn append(text: &mut String, write: impl FnOnce(&mut String)) -> Range<usize> {
+    let start = text.len();
+    write(text);
+    start..text.len()
+}
+
+/// `str::to_lowercase`, without allocating when there is nothing to lower.
+fn lowercase(text: &str) -> Cow<'_, str> {
+    if text.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.to_lowercase())
     }
 }
 
@@ -91,18 +158,49 @@ fn numbered_key(key: &str, suffix: &str) -> Option<u64> {
 /// booleans printed, null as `""`, arrays of scalars joined with `", "`
 /// (multi-select answers), anything else as compact JSON.
 pub fn value_text(value: &Value) -> String {
+    value_text_cow(value).into_owned()
+}
+
+/// [`value_text`], borrowing a string value instead of copying it.
+fn value_text_cow(value: &Value) -> Cow<'_, str> {
     match value {
-        Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
-        Value::Array(items) if items.iter().all(|v| !v.is_array() && !v.is_object()) => items
-            .iter()
-            .map(value_text)
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join(", "),
-        other => other.to_string(),
+        Value::String(s) => Cow::Borrowed(s),
+        other => {
+            let mut text = String::new();
+            push_value_text(&mut text, other);
+            Cow::Owned(text)
+        }
+    }
+}
+
+/// Appends [`value_text`] of `value` to `text`.
+fn push_value_text(text: &mut String, value: &Value) {
+    match value {
+        Value::Null => {}
+        Value::String(s) => text.push_str(s),
+        Value::Bool(b) => text.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => {
+            let _ = write!(text, "{n}");
+        }
+        Value::Array(items) if items.iter().all(|v| !v.is_array() && !v.is_object()) => {
+            let mut first = true;
+            for item in items {
+                let before = text.len();
+                if !first {
+                    text.push_str(", ");
+                }
+                let start = text.len();
+                push_value_text(text, item);
+                if text.len() == start {
+                    text.truncate(before); // empty items are left out
+                } else {
+                    first = false;
+                }
+            }
+        }
+        other => {
+            let _ = write!(text, "{other}");
+        }
     }
 }
 
@@ -420,13 +518,36 @@ mod tests {
         assert_eq!(answers.answer("monthly budget"), "$10,000+");
         assert_eq!(answers.answer("seats"), "42", "numeric response read as text");
         assert_eq!(answers.answer("favourite colour"), "");
-        let order: Vec<_> = answers.entries().map(|e| e.question.as_str()).collect();
+        let order: Vec<_> = answers.entries().map(|e| e.question).collect();
         assert_eq!(
             order[..3],
             [
                 "What is your role?",
                 "How many employees does your company have?",
                 "Seats"
+            ]
+        );
+    }
+
+    #[test]
+    fn answer_pairs_numbers_exactly_and_lowers_any_script() {
+        let answers = Answers::from_contact(&json!({"questionsAndAnswers": {
+            "1_question": "  ÉTAPE Suivante ", "01_response": "not paired", "1_response": "paired",
+            "0_question": 7, "0_response": ["a", null, "", 3, true],
+            "2_question": "   ", "2_response": "blank question: left out",
+            "3_question": "No response"}}));
+        assert_eq!(answers.answer("étape suivante"), "paired");
+        assert_eq!(answers.answer("ÉTAPE"), "paired");
+        assert_eq!(answers.answer("7"), "a, 3, true");
+        assert_eq!(answers.answer("no response"), "");
+        assert_eq!(answers.answer("  "), "");
+        let all: Vec<_> = answers.entries().map(|e| (e.question, e.response)).collect();
+        assert_eq!(
+            all,
+            [
+                ("7", "a, 3, true"),
+                ("  ÉTAPE Suivante ", "paired"),
+                ("No response", "")
             ]
         );
     }

@@ -336,8 +336,9 @@ pub fn build_engine(limits: &Limits) -> Engine {
 }
 
 fn register_read_api(engine: &mut Engine) {
-    engine.register_fn("answer", |q: &str| -> RhaiResult<String> {
-        read(|s| answers(s).answer(q).to_owned())
+    // Rhai's own string type: a `String` would be copied once more into one.
+    engine.register_fn("answer", |q: &str| -> RhaiResult<ImmutableString> {
+        read(|s| answers(s).answer(q).into())
     });
     engine.register_fn("has_answer", |q: &str| -> RhaiResult<bool> {
         read(|s| !answers(s).answer(q).is_empty())
@@ -346,8 +347,8 @@ fn register_read_api(engine: &mut Engine) {
         read(|s| {
             let mut map = Map::new();
             for entry in answers(s).entries() {
-                map.entry(entry.question.as_str().into())
-                    .or_insert_with(|| Dynamic::from(entry.response.clone()));
+                map.entry(entry.question.into())
+                    .or_insert_with(|| ImmutableString::from(entry.response).into());
             }
             map
         })
