@@ -109,15 +109,8 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = httpdate_parse(value)?;
+    let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(SystemTime::now()).unwrap_or_default())
-}
-
-fn httpdate_parse(value: &str) -> Option<SystemTime> {
-    // humantime parses RFC 3339; HTTP dates (RFC 9110 IMF-fixdate) are rare
-    // in Retry-After from webhook receivers, so only the seconds form and
-    // RFC 3339 are understood.
-    humantime::parse_rfc3339_weak(value).ok()
 }
 
 pub struct Deliverer {
@@ -330,6 +323,14 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("retry-after", HeaderValue::from_static("7"));
         assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(120));
+        headers.insert("retry-after", HeaderValue::from_str(&later).unwrap());
+        let wait = retry_after(&headers).unwrap();
+        assert!((Duration::from_secs(118)..=Duration::from_secs(120)).contains(&wait), "{wait:?}");
+        headers.insert("retry-after", HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"));
+        assert_eq!(retry_after(&headers), Some(Duration::ZERO), "a date in the past: retry now");
+        headers.insert("retry-after", HeaderValue::from_static("soon"));
+        assert_eq!(retry_after(&headers), None);
     }
 
     #[test]
