@@ -140,10 +140,14 @@ pub fn main() -> ExitCode {
             test(&args)
         }
         None => {
-            eprintln!(
-                "error: `leadscore serve` is not available yet; use `leadscore score`, `check` or `test`"
-            );
-            ExitCode::from(2)
+            // `leadscore` alone is `leadscore serve`, configured from flags' defaults and the environment.
+            match Cli::try_parse_from(["leadscore", "serve"]) {
+                Ok(Cli {
+                    command: Some(Command::Serve(args)),
+                }) => serve(*args),
+                Ok(_) => ExitCode::from(2),
+                Err(e) => e.exit(),
+            }
         }
     }
 }

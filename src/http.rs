@@ -330,7 +330,16 @@ async fn handle_score(app: Arc<App>, body: Bytes) -> Result<Response, Rejection>
         .dry_run(body)
         .await
         .map_err(|e| warp::reject::custom(ApiError::from(e)))?;
-    Ok(json_reply(StatusCode::OK, &json!({ "results": results })))
+    Ok(json_reply(StatusCode::OK, &ScoreReply { results }))
+}
+
+/// The `200` body of `POST /score`. Serialised as a struct, not through
+/// `json!`: that would re-parse each contact's raw JSON into a `Value`,
+/// changing it (duplicate keys, long numbers) and panicking past
+/// serde_json's recursion limit (a contact nested 128 levels deep).
+#[derive(Serialize)]
+struct ScoreReply {
+    results: Vec<crate::score::ScoredContact>,
 }
 
 async fn handle_readyz(app: Arc<App>) -> Response {

@@ -93,6 +93,14 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
     let store = store::open(&config.store_url, config.retention)
         .await
         .with_context(|| format!("cannot open the store {}", store::redact_url(&config.store_url)))?;
+    match store.release_stale_claims().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(
+            deliveries = n,
+            "the previous run stopped with deliveries in flight; they are sent again"
+        ),
+        Err(e) => return Err(anyhow::anyhow!("cannot use the store: {e}")),
+    }
     let (watcher, reload_tx) = reload::watch(rules.clone())
         .with_context(|| format!("cannot watch the rules folder {}", config.rules_dir.display()))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

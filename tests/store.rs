@@ -382,7 +382,16 @@ async fn the_sqlite_store_survives_a_reopen() {
     let store = store::open(&url, retention()).await.unwrap();
     let again = store.enqueue(vec![event("evt_2", 1, "k")], true).await.unwrap();
     assert!(matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1"));
-    // A restart releases the dead process's claims at once.
+    // Opening alone (as `leadscore deliveries` does) leaves the claim alone...
+    assert!(
+        store
+            .claim_due(1, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // ...and a restarting server releases the dead process's claims at once.
+    assert_eq!(store.release_stale_claims().await.unwrap(), 1);
     assert_eq!(
         ids(&store.claim_due(1, Duration::from_secs(30)).await.unwrap()),
         ["evt_1"]

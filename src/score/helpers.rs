@@ -82,7 +82,9 @@ impl Answers {
         let question_lower = append(text, |t| {
             let trimmed = question.trim();
             if trimmed.is_ascii() {
-                t.extend(trimmed.chars().map(|c| c.to_ascii_lowercase()));
+                let start = t.len();
+                t.push_str(trimmed);
+                t[start..].make_ascii_lowercase();
             } else {
                 t.push_str(&trimmed.to_lowercase());
             }
@@ -142,6 +144,15 @@ fn lowercase(text: &str) -> Cow<'_, str> {
         Cow::Borrowed(text)
     } else {
         Cow::Owned(text.to_lowercase())
+    }
+}
+
+/// `str::to_ascii_lowercase`, without allocating when there is nothing to lower.
+fn ascii_lowercase(text: &str) -> Cow<'_, str> {
+    if text.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(text.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(text)
     }
 }
 
@@ -215,11 +226,17 @@ pub enum Touch {
 /// its `utm_` (or `first_utm_`) prefix; current-touch lookups fall back to
 /// the custom `utmKey_N`/`utmValue_N` pairs.
 pub fn utm(contact: &Value, name: &str, touch: Touch) -> String {
+    utm_text(contact, name, touch).into_owned()
+}
+
+/// [`utm`], borrowing from the contact: rules call it several times per
+/// contact, so it allocates nothing in the usual cases.
+pub fn utm_text<'a>(contact: &'a Value, name: &str, touch: Touch) -> Cow<'a, str> {
     let Some(tracking) = contact.get("tracking").and_then(Value::as_object) else {
-        return String::new();
+        return Cow::Borrowed("");
     };
-    let name = name.trim();
-    let lower = name.to_ascii_lowercase();
+    let lower = ascii_lowercase(name.trim());
+    let lower = lower.as_ref();
     // `first_utm_` is a prefix of first-touch names only: `utm("first_utm_x")`
     // must not quietly read the current touch's `utm_x`.
     let first_touch_name = match touch {
@@ -228,55 +245,64 @@ pub fn utm(contact: &Value, name: &str, touch: Touch) -> String {
     };
     let bare = first_touch_name
         .or_else(|| lower.strip_prefix("utm_"))
-        .unwrap_or(&lower);
+        .unwrap_or(lower);
     if bare.is_empty() {
-        return String::new();
+        return Cow::Borrowed("");
     }
-    let key = match touch {
-        Touch::Current => format!("utm_{bare}"),
-        Touch::First => format!("first_utm_{bare}"),
+    let prefix = match touch {
+        Touch::Current => "utm_",
+        Touch::First => "first_utm_",
     };
-    if let Some(value) = get_ignore_ascii_case(tracking, &key) {
-        let text = value_text(value);
+    if let Some(value) = get_ignore_ascii_case(tracking, prefix, bare) {
+        let text = value_text_cow(value);
         if !text.is_empty() {
             return text;
         }
     }
     if touch == Touch::First {
-        return String::new();
+        return Cow::Borrowed("");
     }
-    custom_utm(tracking, &lower, bare)
+    custom_utm(tracking, lower, bare)
 }
 
 /// Looks `name` (as given, or without its `utm_` prefix) up among the
-/// `utmKey_N`/`utmValue_N` pairs, lowest N first.
-fn custom_utm(tracking: &Map<String, Value>, name: &str, bare: &str) -> String {
-    let mut pairs: Vec<(u64, &Value)> = tracking
-        .iter()
-        .filter_map(|(k, v)| {
-            let n = k.strip_prefix("utmKey_")?.parse::<u64>().ok()?;
-            Some((n, v))
-        })
-        .collect();
-    pairs.sort_by_key(|(n, _)| *n);
-    for (n, key) in pairs {
-        let key = value_text(key).trim().to_ascii_lowercase();
-        if key.is_empty() || (key != name && key != bare) {
+/// `utmKey_N`/`utmValue_N` pairs, lowest N first. `name` and `bare` are
+/// lower-case.
+fn custom_utm<'a>(tracking: &'a Map<String, Value>, name: &str, bare: &str) -> Cow<'a, str> {
+    // The matching key with the lowest N that has a value (on equal N, the
+    // first received: both read the same `utmValue_N`).
+    let mut found: Option<(u64, &Value)> = None;
+    for (k, key) in tracking {
+        let Some(n) = k.strip_prefix("utmKey_").and_then(|n| n.parse::<u64>().ok()) else {
+            continue;
+        };
+        if found.is_some_and(|(lowest, _)| lowest <= n) {
+            continue;
+        }
+        let key = value_text_cow(key);
+        let key = key.trim();
+        if key.is_empty() || !(key.eq_ignore_ascii_case(name) || key.eq_ignore_ascii_case(bare)) {
             continue;
         }
         if let Some(value) = tracking.get(&format!("utmValue_{n}")) {
-            return value_text(value);
+            found = Some((n, value));
         }
     }
-    String::new()
+    found.map_or(Cow::Borrowed(""), |(_, value)| value_text_cow(value))
 }
 
-fn get_ignore_ascii_case<'a>(map: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    map.get(key).or_else(|| {
-        map.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(key))
-            .map(|(_, v)| v)
-    })
+/// The value of the key `prefix` + `name`: the key exactly, else the first
+/// key equal to it ignoring ASCII case.
+fn get_ignore_ascii_case<'a>(map: &'a Map<String, Value>, prefix: &str, name: &str) -> Option<&'a Value> {
+    let exact = |k: &str| k.strip_prefix(prefix) == Some(name);
+    let any_case = |k: &str| {
+        let (p, n) = k.as_bytes().split_at(prefix.len().min(k.len()));
+        p.eq_ignore_ascii_case(prefix.as_bytes()) && n.eq_ignore_ascii_case(name.as_bytes())
+    };
+    map.iter()
+        .find(|(k, _)| exact(k))
+        .or_else(|| map.iter().find(|(k, _)| any_case(k)))
+        .map(|(_, v)| v)
 }
 
 /// SPEC `email_domain()`: the lower-cased part after the last `@` of

@@ -11,14 +11,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use rhai::{AST, Dynamic, Engine, Scope};
+use rhai::{AST, Dynamic, Engine, ImmutableString, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::payload::Contact;
-use runtime::{ContactUse, RunGuard, describe_runtime_error};
+use runtime::{CachePool, ContactUse, RunGuard, describe_runtime_error};
 pub use runtime::{Limits, Points};
 pub use tiers::Tiers;
 
@@ -48,6 +48,8 @@ pub struct LoadError(pub Vec<CompileError>);
 /// One compiled rule file.
 struct Rule {
     name: Arc<str>,
+    /// The same name, as the AST's source for Rhai.
+    source: ImmutableString,
     ast: AST,
 }
 
@@ -107,6 +109,7 @@ pub struct RuleSet {
     /// What the rules read of `contact`: decides how much of each contact is
     /// converted into a Rhai map.
     contact_use: ContactUse,
+    caches: CachePool,
     source_dir: Option<PathBuf>,
 }
 
@@ -164,6 +167,7 @@ impl RuleSet {
                     contact_use = contact_use.union(ContactUse::of(&ast));
                     rules.push(Rule {
                         name: Arc::from(name.as_str()),
+                        source: name.as_str().into(),
                         ast,
                     });
                 }
@@ -197,6 +201,7 @@ impl RuleSet {
             version: version_of(&sources),
             limits: limits.clone(),
             contact_use,
+            caches: CachePool::default(),
             source_dir: None,
         })
     }
@@ -246,7 +251,7 @@ impl RuleSet {
     /// Runs every rule against a contact.
     pub fn evaluate(&self, contact: &Contact) -> Outcome {
         let deadline = Instant::now() + self.limits.timeout;
-        let run = RunGuard::install(contact.value.clone(), contact.id_text(), deadline);
+        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), deadline);
         let mut scope = Scope::new();
         if let Some(value) = self.contact_use.contact(&contact.value) {
             scope.push_constant_dynamic("contact", value);
@@ -254,7 +259,8 @@ impl RuleSet {
         let base = scope.len();
         let mut out = Outcome::default();
         let mut total = Total::default();
-        for rule in &self.rules {
+        let mut caches = self.caches.take(self.rules.len());
+        for (rule, rule_caches) in self.rules.iter().zip(&mut caches) {
             if run.timed_out() {
                 out.errors.push(RuleFailure {
                     rule: rule.name.to_string(),
@@ -266,7 +272,7 @@ impl RuleSet {
                 continue;
             }
             run.begin_rule(&rule.name);
-            let result = self.engine.run_ast_with_scope(&mut scope, &rule.ast);
+            let result = runtime::run_rule(&self.engine, &mut scope, &rule.ast, &rule.source, rule_caches);
             scope.rewind(base);
             let effects = run.take_effects();
             match result {
@@ -297,6 +303,7 @@ impl RuleSet {
                 }
             }
         }
+        self.caches.give_back(caches);
         out.score = self.tiers.clamp(total.points());
         out.disqualified = !out.disqualifications.is_empty();
         out.tier = if out.disqualified {

@@ -9,11 +9,12 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use rhai::{
-    AST, ASTNode, Array, Dynamic, Engine, EvalAltResult, Expr, FLOAT, INT, ImmutableString, Map, Position,
+    AST, ASTNode, Array, Caches, Dynamic, Engine, EvalAltResult, Expr, FLOAT, INT, ImmutableString, Map,
+    Position, Scope,
     Stmt,
 };
 use serde_json::Value;
@@ -68,15 +69,60 @@ pub(crate) struct RuleEffects {
     pub tags: Vec<String>,
 }
 
+/// Rhai's function-resolution caches of a rule set, one per rule, kept from
+/// one contact to the next.
+///
+/// Why: `Engine::run_ast_with_scope` starts every run with empty caches, so
+/// each function call of each rule was resolved from scratch for every
+/// contact (hashing name and argument types, searching the packages, trying
+/// `Dynamic` wildcards): a sixth of the scoring time. What a call resolves to
+/// depends only on the engine and the rule's AST, both fixed for the life of
+/// a rule set, so the caches stay valid. A pool, not one set: any number of
+/// threads may score with the same rule set at once.
+#[derive(Default)]
+pub(crate) struct CachePool(Mutex<Vec<Vec<Caches>>>);
+
+impl CachePool {
+    /// A set of caches, one per rule: used ones when there are.
+    pub fn take(&self, rules: usize) -> Vec<Caches> {
+        let pooled = self.0.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        pooled.unwrap_or_else(|| vec![Caches::new(); rules])
+    }
+
+    pub fn give_back(&self, caches: Vec<Caches>) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).push(caches);
+    }
+}
+
+/// Runs a compiled rule as `Engine::run_ast_with_scope` does, but with the
+/// rule's own caches (see [`CachePool`]). `source` is the AST's source.
+pub(crate) fn run_rule(
+    engine: &Engine,
+    scope: &mut Scope,
+    ast: &AST,
+    source: &ImmutableString,
+    caches: &mut Caches,
+) -> RhaiResult<()> {
+    let mut global = engine.new_global_runtime_state();
+    global.source = Some(source.clone());
+    global.lib.push(ast.shared_lib().clone());
+    // Deprecated, but the only entry point that takes the caches; it is what
+    // `run_ast_with_scope` runs after setting up the same state as above.
+    #[allow(deprecated)]
+    let result = engine.eval_statements_raw(&mut global, caches, scope, ast.statements());
+    result.map(drop)
+}
+
 /// Per-contact, per-thread state the registered functions read and write.
 struct RunState {
     contact: Arc<Value>,
-    contact_id: String,
+    /// The contact's `id`, formatted only when a rule logs.
+    contact_id: Value,
     rule: Arc<str>,
     deadline: Instant,
     timed_out: bool,
     answers: Option<Answers>,
-    email_domain: Option<String>,
+    email_domain: Option<ImmutableString>,
     effects: RuleEffects,
 }
 
@@ -89,7 +135,7 @@ thread_local! {
 pub(crate) struct RunGuard(());
 
 impl RunGuard {
-    pub fn install(contact: Arc<Value>, contact_id: String, deadline: Instant) -> Self {
+    pub fn install(contact: Arc<Value>, contact_id: Value, deadline: Instant) -> Self {
         RUN.with(|run| {
             *run.borrow_mut() = Some(RunState {
                 contact,
@@ -149,11 +195,19 @@ fn answers(state: &mut RunState) -> &Answers {
         .get_or_insert_with(|| Answers::from_contact(contact))
 }
 
-fn email_domain(state: &mut RunState) -> &str {
+fn email_domain(state: &mut RunState) -> &ImmutableString {
     let contact = &state.contact;
     state
         .email_domain
-        .get_or_insert_with(|| helpers::email_domain(contact))
+        .get_or_insert_with(|| helpers::email_domain(contact).into())
+}
+
+/// The contact id as logs show it: strings without quotes.
+fn id_text(id: &Value) -> String {
+    match id {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// The text of a value given as a reason or label: strings as they are,
@@ -323,11 +377,11 @@ pub fn build_engine(limits: &Limits) -> Engine {
         expired.then(|| Dynamic::from(TIMEOUT_TOKEN))
     });
     engine.on_print(|text| {
-        with_state(|s| tracing::debug!(contact_id = %s.contact_id, rule = %s.rule, "{text}"));
+        with_state(|s| tracing::debug!(contact_id = %id_text(&s.contact_id), rule = %s.rule, "{text}"));
     });
     engine.on_debug(|text, _source, pos| {
         with_state(|s| {
-            tracing::debug!(contact_id = %s.contact_id, rule = %s.rule, line = pos.line().unwrap_or(0), "{text}")
+            tracing::debug!(contact_id = %id_text(&s.contact_id), rule = %s.rule, line = pos.line().unwrap_or(0), "{text}")
         });
     });
     register_read_api(&mut engine);
@@ -353,14 +407,14 @@ fn register_read_api(engine: &mut Engine) {
             map
         })
     });
-    engine.register_fn("utm", |name: &str| -> RhaiResult<String> {
-        read(|s| helpers::utm(&s.contact, name, Touch::Current))
+    engine.register_fn("utm", |name: &str| -> RhaiResult<ImmutableString> {
+        read(|s| helpers::utm_text(&s.contact, name, Touch::Current).as_ref().into())
     });
-    engine.register_fn("first_utm", |name: &str| -> RhaiResult<String> {
-        read(|s| helpers::utm(&s.contact, name, Touch::First))
+    engine.register_fn("first_utm", |name: &str| -> RhaiResult<ImmutableString> {
+        read(|s| helpers::utm_text(&s.contact, name, Touch::First).as_ref().into())
     });
-    engine.register_fn("email_domain", || -> RhaiResult<String> {
-        read(|s| email_domain(s).to_owned())
+    engine.register_fn("email_domain", || -> RhaiResult<ImmutableString> {
+        read(|s| email_domain(s).clone())
     });
     engine.register_fn("is_free_email", || -> RhaiResult<bool> {
         read(|s| helpers::is_free_email_domain(email_domain(s)))

@@ -186,6 +186,13 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self) -> StoreResult<Pruned>;
     /// A real (tiny) write, for readiness.
     async fn check_writable(&self) -> StoreResult<()>;
+    /// Called once when `serve` starts: frees the claims a crashed earlier
+    /// run left behind, where the backend can know they were that run's.
+    /// SQLite (one server per file) frees them all at once; a shared store
+    /// lets their leases run out instead (other instances may hold them).
+    async fn release_stale_claims(&self) -> StoreResult<u64> {
+        Ok(0)
+    }
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (relative or absolute,

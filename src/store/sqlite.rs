@@ -88,6 +88,7 @@ enum Work {
     },
     Prune,
     Touch,
+    ReleaseClaims,
 }
 
 /// Where its result goes.
@@ -186,13 +187,6 @@ impl SqliteStore {
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?1) ON CONFLICT (key) DO NOTHING",
             [SCHEMA_VERSION],
-        )
-        .map_err(open_error)?;
-        // One process serves a SQLite file, so claims left by a previous
-        // (crashed) run are released at once instead of after their lease.
-        conn.execute(
-            "UPDATE events SET claimed_until = NULL WHERE claimed_until IS NOT NULL",
-            [],
         )
         .map_err(open_error)?;
         let reader = connect(path).map_err(open_error)?;
@@ -338,6 +332,14 @@ impl Store for SqliteStore {
         self.write(Work::Prune, ReplyTo::Pruned).await
     }
 
+    async fn release_stale_claims(&self) -> StoreResult<u64> {
+        // One server uses a SQLite file, so any claim found when it starts
+        // was left by an earlier run (crashed or killed): free it at once
+        // instead of after its lease. Other commands (`leadscore deliveries`)
+        // never call this, so they never free a running server's claims.
+        self.write(Work::ReleaseClaims, ReplyTo::Count).await
+    }
+
     async fn check_writable(&self) -> StoreResult<()> {
         self.write(Work::Touch, ReplyTo::Unit).await
     }
@@ -449,6 +451,13 @@ impl Writer {
             }
             Work::Requeue { event_id } => Done::from_result(self.requeue(event_id.as_deref()), Done::Count),
             Work::Prune => Done::from_result(self.prune(), Done::Pruned),
+            Work::ReleaseClaims => Done::from_result(
+                self.conn.execute(
+                    "UPDATE events SET claimed_until = NULL WHERE claimed_until IS NOT NULL",
+                    [],
+                ),
+                |n| Done::Count(n as u64),
+            ),
             Work::Touch => Done::from_result(
                 self.conn.execute(
                     "INSERT INTO meta (key, value) VALUES ('touched_at', ?1)

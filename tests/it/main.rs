@@ -1,0 +1,21 @@
+//! Integration tests of `leadscore serve` (SPEC sections 1, 3, 4, 5, 7): the
+//! server on an ephemeral port against an in-process downstream receiver
+//! whose answers the tests switch, plus a few tests of the real binary.
+//!
+//! - [`common`]: the harness ([`common::TestServer`], [`common::Receiver`],
+//!   rules folders and stores in temporary folders, polling waits);
+//! - [`ingest`]: the webhook, `POST /score`, refusals, admin token, metrics;
+//! - [`delivery`]: forwarding, retries, dead deliveries, order, duplicates;
+//! - [`reload`]: hot reload of the rules folder;
+//! - [`process`]: the binary under SIGKILL, SIGTERM, SIGHUP and bad config.
+//!
+//! Run with `cargo test --test it`. The store under test is SQLite in a
+//! temporary folder; the harness takes the store as a parameter
+//! ([`common::TestStore`]) so that the same suite runs against PostgreSQL
+//! when `LEADSCORE_TEST_POSTGRES_URL` is set. Test logs: `LEADSCORE_LOG=debug`.
+
+mod common;
+mod delivery;
+mod ingest;
+mod process;
+mod reload;

@@ -1,0 +1,552 @@
+//! The real binary (`leadscore serve`): crash safety under SIGKILL, SIGTERM
+//! and SIGHUP, configuration by flags and environment, and refusing a bad
+//! configuration with exit code 2 and a message naming the setting.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use leadscore::signature::WebhookSecret;
+
+use crate::common::{
+    FORWARD_SECRET, Receiver, RulesDir, TestStore, WAIT, client, contact, contact_with_id, eventually,
+    leadscore,
+};
+
+fn json_text(value: &Value) -> String {
+    value.to_string()
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+/// A running `leadscore` process whose output goes to a log file.
+struct Process {
+    child: Child,
+    log: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Process {
+    fn spawn(args: &[String], env: &[(&str, &str)], addr: SocketAddr, log: &Path) -> Self {
+        let out = File::create(log).expect("create the log file");
+        let err = out.try_clone().expect("clone the log file");
+        let mut command = leadscore();
+        command
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = command.spawn().expect("the binary starts");
+        Self {
+            child,
+            log: log.to_path_buf(),
+            addr,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Waits until `/healthz` answers; fails if the process exits first.
+    async fn wait_healthy(&mut self) {
+        let client = client();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                panic!(
+                    "leadscore exited with {status} before serving:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(reply) = client.get(self.url("/healthz")).send().await
+                && reply.status() == 200
+            {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!("leadscore did not become healthy:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Waits for the process to exit; kills it and fails after `timeout`.
+    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("leadscore did not exit within {timeout:?}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends a signal by name (`TERM`, `HUP`) with `kill`.
+    fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args(["-s", name, &self.pid()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -s {name} failed");
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// `serve` flags for a process on `port`.
+fn serve_args(port: u16, store: &TestStore, rules: &Path, forward: Option<&Receiver>) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "serve".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--store".into(),
+        store.url.clone(),
+        "--rules".into(),
+        rules.display().to_string(),
+    ];
+    if let Some(receiver) = forward {
+        args.extend(["--forward-url".into(), receiver.url()]);
+    }
+    args
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledged_contacts_survive_sigkill() {
+    const TOTAL: u64 = 300;
+    const TASKS: u64 = 6;
+    const KILL_AFTER: usize = 100;
+    const CONCURRENCY: usize = 16;
+
+    let logs = TempDir::new().expect("a temporary folder");
+    let receiver = Receiver::start().await;
+    let rules = RulesDir::bench();
+    let store = TestStore::fresh();
+    let port = free_port();
+    let mut args = serve_args(port, &store, rules.path(), Some(&receiver));
+    args.extend([
+        "--retry-schedule".into(),
+        "100ms,200ms,500ms,1s".into(),
+        "--forward-concurrency".into(),
+        CONCURRENCY.to_string(),
+    ]);
+    let mut first = Process::spawn(&args, &[], addr(port), &logs.path().join("first.log"));
+    first.wait_healthy().await;
+
+    // Several senders post one contact per request and, like iClosed,
+    // retry until they get a 2xx.
+    let acked: Arc<Mutex<HashSet<u64>>> = Arc::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let url = format!("http://127.0.0.1:{port}/webhooks/iclosed");
+    let mut senders = Vec::new();
+    for task in 0..TASKS {
+        let acked = acked.clone();
+        let url = url.clone();
+        senders.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("a client");
+            for id in (task..TOTAL).step_by(TASKS as usize) {
+                let body = json!([contact_with_id("qualified", id)]);
+                loop {
+                    let sent = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(json_text(&body))
+                        .send()
+                        .await;
+                    if let Ok(reply) = sent
+                        && reply.status().is_success()
+                    {
+                        let answer: Value =
+                            serde_json::from_str(&reply.text().await.expect("a body")).expect("JSON");
+                        assert_eq!(answer["results"][0]["contact_id"], id, "{answer}");
+                        acked.lock().unwrap().insert(id);
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "contact {id} was never acknowledged");
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+            }
+        }));
+    }
+
+    let acked_ref = acked.clone();
+    eventually(
+        "enough acknowledged contacts to kill",
+        Duration::from_secs(20),
+        async || (acked_ref.lock().unwrap().len() >= KILL_AFTER).then_some(()),
+    )
+    .await;
+    first.child.kill().expect("SIGKILL");
+    first.child.wait().expect("reaped");
+    let at_kill = acked.lock().unwrap().len();
+
+    let mut second = Process::spawn(&args, &[], addr(port), &logs.path().join("second.log"));
+    second.wait_healthy().await;
+    for sender in senders {
+        sender.await.expect("a sender finished");
+    }
+    let acked: HashSet<u64> = acked.lock().unwrap().clone();
+    assert_eq!(
+        acked.len(),
+        TOTAL as usize,
+        "every contact acknowledged in the end"
+    );
+    assert!(
+        at_kill < TOTAL as usize,
+        "the kill happened under load ({at_kill} acknowledged)"
+    );
+
+    let forwarded = receiver
+        .wait_until(
+            "every acknowledged contact delivered",
+            Duration::from_secs(30),
+            |r| {
+                let arrived: HashSet<u64> = r
+                    .iter()
+                    .filter(|r| r.accepted())
+                    .filter_map(|r| r.contact_id().as_u64())
+                    .collect();
+                acked.is_subset(&arrived)
+            },
+        )
+        .await;
+    // One event per contact; a delivery repeats only if it was in flight
+    // at the kill.
+    let mut events: HashMap<u64, HashSet<String>> = HashMap::new();
+    for request in &forwarded {
+        let id = request.contact_id().as_u64().expect("a numeric contact id");
+        events.entry(id).or_default().insert(request.webhook_id());
+    }
+    for (id, ids) in &events {
+        assert_eq!(ids.len(), 1, "contact {id} became several events: {ids:?}");
+    }
+    let repeats = forwarded.len() - events.len();
+    assert!(
+        repeats <= CONCURRENCY,
+        "{repeats} repeated deliveries; at most the {CONCURRENCY} in flight may repeat"
+    );
+    println!("acknowledged at kill: {at_kill}; repeated deliveries: {repeats}");
+
+    second.signal("TERM");
+    let status = second.wait_exit(WAIT).await;
+    assert!(status.success(), "{status}:\n{}", second.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_gracefully() {
+    let logs = TempDir::new().expect("a temporary folder");
+    let receiver = Receiver::start().await;
+    let rules = RulesDir::bench();
+    let store = TestStore::fresh();
+    let port = free_port();
+    let mut args = serve_args(port, &store, rules.path(), Some(&receiver));
+    args.extend([
+        "--forward-secret".into(),
+        FORWARD_SECRET.into(),
+        "--forward-header".into(),
+        "Authorization: Bearer crm-1".into(),
+        "--forward-header".into(),
+        "X-Tenant: acme".into(),
+    ]);
+    let mut process = Process::spawn(&args, &[], addr(port), &logs.path().join("serve.log"));
+    process.wait_healthy().await;
+    let reply = client()
+        .post(process.url("/webhooks/iclosed"))
+        .header("content-type", "application/json")
+        .body(json_text(&json!([contact("qualified")])))
+        .send()
+        .await
+        .expect("the webhook answers");
+    assert_eq!(reply.status(), 200);
+    let forwarded = receiver.wait_for(1, WAIT).await;
+    let request = &forwarded[0];
+    assert_eq!(request.header("authorization"), "Bearer crm-1");
+    assert_eq!(request.header("x-tenant"), "acme");
+    let secret = WebhookSecret::parse(FORWARD_SECRET).expect("the secret");
+    assert!(secret.verify(
+        &request.webhook_id(),
+        request.header("webhook-timestamp"),
+        &request.body,
+        request.header("webhook-signature")
+    ));
+
+    process.signal("TERM");
+    let status = process.wait_exit(WAIT).await;
+    let log = process.log_text();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(log.contains("stopped"), "the log says it stopped:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_rules_and_keeps_serving() {
+    let logs = TempDir::new().expect("a temporary folder");
+    let first = RulesDir::bench();
+    let second = RulesDir::bench();
+    second.write("85-extra.rhai", "add(7, \"Extra signal\");\n");
+    // Through a symbolic link, so that no file event in the watched folder
+    // can trigger the reload: only the signal does.
+    let link = first.through_symlink();
+    let store = TestStore::fresh();
+    let port = free_port();
+    let args = serve_args(port, &store, link.path(), None);
+    let mut process = Process::spawn(&args, &[], addr(port), &logs.path().join("serve.log"));
+    process.wait_healthy().await;
+    let client = client();
+    let rules_files = async |client: &reqwest::Client| -> Vec<Value> {
+        let reply = client
+            .get(process.url("/rules"))
+            .send()
+            .await
+            .expect("/rules answers");
+        assert_eq!(reply.status(), 200);
+        let body: Value = serde_json::from_str(&reply.text().await.expect("a body")).expect("JSON");
+        body["files"].as_array().expect("files").clone()
+    };
+    assert_eq!(rules_files(&client).await.len(), 8);
+
+    link.repoint(second.path());
+    process.signal("HUP");
+    eventually(
+        "SIGHUP to load the new folder",
+        Duration::from_secs(5),
+        async || {
+            let files = rules_files(&client).await;
+            files.contains(&json!("85-extra.rhai")).then_some(())
+        },
+    )
+    .await;
+    assert!(process.is_running(), "SIGHUP does not stop the server");
+    let answer: Value = client
+        .post(process.url("/webhooks/iclosed"))
+        .header("content-type", "application/json")
+        .body(json_text(&json!([contact("potential")])))
+        .send()
+        .await
+        .expect("the webhook answers")
+        .text()
+        .await
+        .map(|t| serde_json::from_str(&t).expect("JSON"))
+        .expect("a body");
+    assert_eq!(answer["results"][0]["score"], 7, "{answer}");
+
+    process.signal("TERM");
+    assert!(process.wait_exit(WAIT).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_configures_and_flags_win() {
+    let logs = TempDir::new().expect("a temporary folder");
+    let receiver = Receiver::start().await;
+    let rules = RulesDir::bench();
+    let store = TestStore::fresh();
+    let port = free_port();
+    // The flag's forward URL wins over the variable's.
+    let args = serve_args(port, &store, rules.path(), Some(&receiver));
+    let env = [
+        ("LEADSCORE_FORWARD_URL", "not-a-url"),
+        ("LEADSCORE_FORWARD_HEADERS", "X-Crm-Key: k1;X-Source: leadscore"),
+        ("LEADSCORE_ADMIN_TOKEN", "env-admin"),
+        ("LEADSCORE_MAX_CONTACTS", "2"),
+        ("LEADSCORE_MAX_BODY", "4KiB"),
+    ];
+    let mut process = Process::spawn(&args, &env, addr(port), &logs.path().join("serve.log"));
+    process.wait_healthy().await;
+    let client = client();
+
+    let reply = client
+        .post(process.url("/webhooks/iclosed"))
+        .header("content-type", "application/json")
+        .body(json_text(&json!([{"id": 1}, {"id": 2}, {"id": 3}])))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(reply.status(), 413, "LEADSCORE_MAX_CONTACTS=2");
+    let reply = client
+        .post(process.url("/webhooks/iclosed"))
+        .header("content-type", "application/json")
+        .body(json_text(&json!([{"id": 1, "notes": "n".repeat(5000)}])))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(reply.status(), 413, "LEADSCORE_MAX_BODY=4KiB");
+    let reply = client
+        .post(process.url("/webhooks/iclosed"))
+        .header("content-type", "application/json")
+        .body(json_text(&json!([contact("potential")])))
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(reply.status(), 200);
+    let forwarded = receiver.wait_for(1, WAIT).await;
+    assert_eq!(forwarded[0].header("x-crm-key"), "k1");
+    assert_eq!(forwarded[0].header("x-source"), "leadscore");
+
+    let reply = client.get(process.url("/rules")).send().await.expect("answer");
+    assert_eq!(reply.status(), 401, "LEADSCORE_ADMIN_TOKEN guards /rules");
+    let reply = client
+        .get(process.url("/rules"))
+        .bearer_auth("env-admin")
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(reply.status(), 200);
+
+    process.signal("TERM");
+    assert!(process.wait_exit(WAIT).await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_subcommand_is_serve() {
+    let logs = TempDir::new().expect("a temporary folder");
+    let rules = RulesDir::bench();
+    let store = TestStore::fresh();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let rules_path = rules.path().display().to_string();
+    let env = [
+        ("LEADSCORE_LISTEN", listen.as_str()),
+        ("LEADSCORE_RULES", rules_path.as_str()),
+        ("LEADSCORE_STORE", store.url.as_str()),
+    ];
+    let mut process = Process::spawn(&[], &env, addr(port), &logs.path().join("serve.log"));
+    process.wait_healthy().await;
+    process.signal("TERM");
+    assert!(process.wait_exit(WAIT).await.success());
+}
+
+/// Environment variables of a test case.
+type Env = Vec<(&'static str, &'static str)>;
+
+/// Runs `serve` with a configuration that must be refused; returns stderr.
+async fn refused(extra: &[&str], env: &[(&str, &str)]) -> String {
+    let logs = TempDir::new().expect("a temporary folder");
+    let rules = RulesDir::bench();
+    let store = TestStore::fresh();
+    let mut args = serve_args(0, &store, rules.path(), None);
+    if extra.contains(&"--store") {
+        let at = args.iter().position(|a| a == "--store").expect("--store");
+        args.drain(at..at + 2);
+    }
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let mut process = Process::spawn(&args, env, addr(0), &logs.path().join("serve.log"));
+    let status = process.wait_exit(WAIT).await;
+    let log = process.log_text();
+    assert_eq!(status.code(), Some(2), "{extra:?} {env:?}: {status}\n{log}");
+    log
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_configuration_exits_2_naming_the_setting() {
+    let cases: Vec<(Vec<&str>, Env, &str)> = vec![
+        (vec!["--forward-url", "not-a-url"], vec![], "--forward-url"),
+        (
+            vec!["--forward-url", "ftp://example.com/x"],
+            vec![],
+            "--forward-url",
+        ),
+        (vec!["--retry-schedule", "soon"], vec![], "--retry-schedule"),
+        (vec!["--allow-rule-edits"], vec![], "--allow-rule-edits"),
+        (
+            vec![
+                "--forward-url",
+                "http://127.0.0.1:9/",
+                "--forward-secret",
+                "whsec_***",
+            ],
+            vec![],
+            "--forward-secret",
+        ),
+        (
+            vec!["--webhook-hmac-header", "X-Signature"],
+            vec![],
+            "--webhook-hmac",
+        ),
+        (vec!["--max-body", "lots"], vec![], "--max-body"),
+        (vec!["--dedupe-window", "0s"], vec![], "--dedupe-window"),
+        (
+            vec![],
+            vec![("LEADSCORE_FORWARD_URL", "not-a-url")],
+            "--forward-url",
+        ),
+        (
+            vec![],
+            vec![("LEADSCORE_RETRY_SCHEDULE", "soon")],
+            "--retry-schedule",
+        ),
+        (vec!["--store", "mysql://db/leads"], vec![], "mysql://db/leads"),
+    ];
+    for (extra, env, named) in cases {
+        let log = refused(&extra, &env).await;
+        assert!(
+            log.contains(named),
+            "{extra:?} {env:?}: the message names {named}:\n{log}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_rules_exit_2_naming_file_and_line() {
+    let logs = TempDir::new().expect("a temporary folder");
+    let rules = RulesDir::bench();
+    rules.write("99-broken.rhai", "let a = 1;\nlet = 2;\n");
+    let store = TestStore::fresh();
+    let args = serve_args(0, &store, rules.path(), None);
+    let mut process = Process::spawn(&args, &[], addr(0), &logs.path().join("serve.log"));
+    let status = process.wait_exit(WAIT).await;
+    let log = process.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("99-broken.rhai:2:"), "file:line named:\n{log}");
+
+    // A rules folder that does not exist.
+    let missing = logs.path().join("no-such-rules");
+    let args = serve_args(0, &store, &missing, None);
+    let mut process = Process::spawn(&args, &[], addr(0), &logs.path().join("missing.log"));
+    let status = process.wait_exit(WAIT).await;
+    let log = process.log_text();
+    assert_eq!(status.code(), Some(2), "{log}");
+    assert!(log.contains("no-such-rules"), "the folder is named:\n{log}");
+}
