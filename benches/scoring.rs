@@ -1,1 +1,219 @@
-fn main() {}
+//! Scoring benchmarks (BENCHMARKS.md, "Scoring"): the benchmark rule set of
+//! `../shared/bench/rules` against
+//!
+//! * `qualified`: the documented qualified contact of the iClosed fixtures;
+//! * `mix`: 1,000 generated payloads (`gen-contacts -n 1000 --seed 7`).
+//!
+//! Every bench times one contact per iteration, so criterion's figures are
+//! per contact. The `mix` benches walk the payloads round-robin in flat
+//! sampling mode: each sample spans several passes over the whole mix, so a
+//! sample's mean is the mix's mean and not that of a few lucky contacts.
+//!
+//! Run pinned to one core: `taskset -c 0 cargo bench --bench scoring`.
+//!
+//! Counting mode, for a machine too busy for stable timings: with
+//! `SCORING_COUNT=evaluate|score|parse_score_serialize` (and optionally
+//! `SCORING_PASSES=N`, default 1) the binary skips criterion and runs that
+//! step N times over the mix, so that under
+//! `valgrind --tool=callgrind` the instructions per contact are
+//! `(Ir with N=3 − Ir with N=1) / 2000`, whatever else the machine runs.
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
+
+use criterion::{Criterion, SamplingMode, criterion_group};
+use leadscore::payload::{self, Contact};
+use leadscore::score::{Limits, Outcome, RuleSet, ScoredContact};
+
+// The allocator of the `leadscore` binary (src/main.rs), so that the figures
+// are those of the shipped program.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+const MIX_SIZE: usize = 1000;
+const MIX_SEED: u64 = 7;
+
+fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn shared_dir() -> PathBuf {
+    manifest_dir().join("../shared")
+}
+
+/// The mix as JSON lines: generated into the target folder (once; the
+/// generator is deterministic), or the copy committed in `benches/data/` when
+/// the generator cannot run here.
+fn mix_payloads() -> Vec<Vec<u8>> {
+    let name = format!("contacts-{MIX_SIZE}-seed{MIX_SEED}.jsonl");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest_dir().join("target"));
+    let generated = target.join("bench-data").join(&name);
+    if !generated.is_file() {
+        let output = Command::new(shared_dir().join("tools/gen-contacts"))
+            .args([
+                "-n",
+                &MIX_SIZE.to_string(),
+                "--seed",
+                &MIX_SEED.to_string(),
+                "--jsonl",
+            ])
+            .output();
+        match output {
+            Ok(out) if out.status.success() && !out.stdout.is_empty() => {
+                std::fs::create_dir_all(generated.parent().unwrap()).expect("create target/bench-data");
+                std::fs::write(&generated, &out.stdout).expect("write the generated mix");
+            }
+            other => eprintln!("gen-contacts did not run ({other:?}); using the committed mix"),
+        }
+    }
+    let path = if generated.is_file() {
+        generated
+    } else {
+        manifest_dir().join("benches/data").join(&name)
+    };
+    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.split(|&b| b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .map(<[u8]>::to_vec)
+        .collect()
+}
+
+fn parse(body: &[u8]) -> Vec<Contact> {
+    payload::parse_body(body, usize::MAX).expect("a valid payload")
+}
+
+fn load_rules(limits: &Limits) -> RuleSet {
+    RuleSet::load(&shared_dir().join("bench/rules"), limits).expect("the bench rules load")
+}
+
+// The measured steps, kept out of line so that a profiler finds them by name.
+
+#[inline(never)]
+fn evaluate(rules: &RuleSet, contact: &Contact) -> Outcome {
+    rules.evaluate(contact)
+}
+
+#[inline(never)]
+fn score(rules: &RuleSet, contact: &Contact) -> ScoredContact {
+    rules.score(contact, None, SystemTime::now())
+}
+
+/// What the CLI does per payload: parse, score, print one JSON line.
+#[inline(never)]
+fn parse_score_serialize(rules: &RuleSet, body: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    for contact in parse(body) {
+        let scored = score(rules, &contact);
+        serde_json::to_writer(&mut *out, &scored).expect("serialize");
+        out.push(b'\n');
+    }
+}
+
+/// Yields the items of `items` round-robin, one per call.
+struct Cycle<'a, T> {
+    items: &'a [T],
+    next: usize,
+}
+
+impl<'a, T> Cycle<'a, T> {
+    fn new(items: &'a [T]) -> Self {
+        assert!(!items.is_empty());
+        Self { items, next: 0 }
+    }
+
+    fn next(&mut self) -> &'a T {
+        let item = &self.items[self.next];
+        self.next = (self.next + 1) % self.items.len();
+        item
+    }
+}
+
+fn bench_qualified(c: &mut Criterion) {
+    let rules = load_rules(&Limits::default());
+    let body = std::fs::read(shared_dir().join("fixtures/iclosed/contact-created-qualified.json"))
+        .expect("read the qualified fixture");
+    let contact = parse(&body).remove(0);
+    // Guard against benchmarking a rule set that errors out early.
+    let outcome = rules.evaluate(&contact);
+    assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+    assert_eq!(outcome.tier, "hot");
+
+    let mut group = c.benchmark_group("qualified");
+    group.bench_function("evaluate", |b| b.iter(|| evaluate(&rules, black_box(&contact))));
+    group.bench_function("score", |b| b.iter(|| score(&rules, black_box(&contact))));
+    let mut out = Vec::with_capacity(8192);
+    group.bench_function("parse_score_serialize", |b| {
+        b.iter(|| parse_score_serialize(&rules, black_box(&body), &mut out))
+    });
+    group.finish();
+}
+
+/// The mix, parsed, after checking that no rule fails on any of it.
+fn mix(limits: &Limits) -> (RuleSet, Vec<Vec<u8>>, Vec<Contact>) {
+    let rules = load_rules(limits);
+    let payloads = mix_payloads();
+    let contacts: Vec<Contact> = payloads.iter().flat_map(|p| parse(p)).collect();
+    assert_eq!(contacts.len(), MIX_SIZE, "one contact per generated payload");
+    for contact in &contacts {
+        let outcome = rules.evaluate(contact);
+        assert!(outcome.errors.is_empty(), "{}: {:?}", contact.id, outcome.errors);
+    }
+    (rules, payloads, contacts)
+}
+
+fn bench_mix(c: &mut Criterion) {
+    let (rules, payloads, contacts) = mix(&Limits::default());
+    let mut group = c.benchmark_group("mix");
+    group.sampling_mode(SamplingMode::Flat);
+    group.sample_size(50);
+    group.measurement_time(Duration::from_secs(10));
+    let mut cycle = Cycle::new(&contacts);
+    group.bench_function("evaluate", |b| {
+        b.iter(|| evaluate(&rules, black_box(cycle.next())))
+    });
+    let mut cycle = Cycle::new(&contacts);
+    group.bench_function("score", |b| b.iter(|| score(&rules, black_box(cycle.next()))));
+    let mut cycle = Cycle::new(&payloads);
+    let mut out = Vec::with_capacity(8192);
+    group.bench_function("parse_score_serialize", |b| {
+        b.iter(|| parse_score_serialize(&rules, black_box(cycle.next()), &mut out))
+    });
+    group.finish();
+}
+
+/// Counting mode (see the module documentation).
+fn count(step: &str, passes: usize) {
+    // Under valgrind the first contacts take longer than the default budget.
+    let patient = Limits {
+        timeout: Duration::from_secs(3600),
+        ..Limits::default()
+    };
+    let (rules, payloads, contacts) = mix(&patient);
+    let mut out = Vec::with_capacity(8192);
+    for _ in 0..passes {
+        match step {
+            "evaluate" => contacts.iter().for_each(|c| drop(black_box(evaluate(&rules, c)))),
+            "score" => contacts.iter().for_each(|c| drop(black_box(score(&rules, c)))),
+            "parse_score_serialize" => payloads
+                .iter()
+                .for_each(|p| parse_score_serialize(&rules, p, &mut out)),
+            other => panic!("SCORING_COUNT={other}: evaluate, score or parse_score_serialize"),
+        }
+    }
+}
+
+criterion_group!(benches, bench_qualified, bench_mix);
+
+fn main() {
+    if let Ok(step) = std::env::var("SCORING_COUNT") {
+        let passes = std::env::var("SCORING_PASSES").map_or(1, |n| n.parse().expect("SCORING_PASSES"));
+        count(&step, passes);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

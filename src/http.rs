@@ -146,7 +146,7 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(admin.clone())
         .and_then(handle_retry_dead);
 
-    webhook
+    let api = webhook
         .or(score)
         .unify()
         .or(healthz)
@@ -166,7 +166,10 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(retry_one)
         .unify()
         .recover(recover)
-        .unify()
+        .unify();
+    warp::path::full()
+        .and(api)
+        .map(|path: warp::path::FullPath, reply: Response| with_allow(path.as_str(), reply))
         .with(warp::log::custom(|info| {
             telemetry::http_request(route_label(info.path()), info.status().as_u16(), info.elapsed())
         }))
@@ -187,6 +190,21 @@ fn route_label(path: &str) -> &'static str {
         p if p.starts_with("/deliveries/") && p.ends_with("/retry") => "/deliveries/{id}/retry",
         _ => "other",
     }
+}
+
+/// RFC 9110: a `405` lists the methods the resource supports in `Allow`.
+fn with_allow(path: &str, mut reply: Response) -> Response {
+    if reply.status() == StatusCode::METHOD_NOT_ALLOWED {
+        let allowed = match route_label(path) {
+            "/webhooks/iclosed" | "/score" | "/deliveries/retry-dead" | "/deliveries/{id}/retry" => "POST",
+            "other" => return reply,
+            _ => "GET",
+        };
+        reply
+            .headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static(allowed));
+    }
+    reply
 }
 
 fn optional_raw_query() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {

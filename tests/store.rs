@@ -9,6 +9,8 @@ use leadscore::store::{
 };
 use serde_json::json;
 
+mod pg_support;
+
 fn retention() -> Retention {
     Retention {
         dedupe_window: Duration::from_secs(3600),
@@ -31,15 +33,33 @@ fn event(id: &str, contact: i64, key: &str) -> NewEvent {
     }
 }
 
-/// Every backend under test; each test gets a fresh store.
-async fn backends() -> Vec<(String, Arc<dyn Store>, Option<tempfile::TempDir>)> {
+/// What keeps a test's store alive and cleans it up afterwards.
+#[allow(dead_code)]
+enum Scratch {
+    /// The SQLite file's folder, removed on drop.
+    Dir(tempfile::TempDir),
+    /// A PostgreSQL schema of the test's own, dropped on drop.
+    Schema(pg_support::Schema),
+}
+
+/// Every backend under test; each test gets a fresh store: SQLite in a
+/// temporary folder, and PostgreSQL in a fresh schema when
+/// `LEADSCORE_TEST_POSTGRES_URL` is set.
+async fn backends() -> Vec<(String, Arc<dyn Store>, Scratch)> {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("store.db").display());
-    vec![(
+    let mut all = vec![(
         "sqlite".into(),
         store::open(&url, retention()).await.unwrap(),
-        Some(dir),
-    )]
+        Scratch::Dir(dir),
+    )];
+    if let Some(schema) = pg_support::Schema::fresh("store") {
+        let store = store::open(&schema.url(), retention())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL store at {}: {e}", schema.url()));
+        all.push(("postgres".into(), store, Scratch::Schema(schema)));
+    }
+    all
 }
 
 fn ids(list: &[leadscore::store::ClaimedDelivery]) -> Vec<&str> {
@@ -400,7 +420,15 @@ async fn the_sqlite_store_survives_a_reopen() {
 
 #[tokio::test]
 async fn bad_store_urls_are_clear_errors() {
-    for (url, expected) in [("mysql://x", "use sqlite://PATH"), ("sqlite://", "no file path")] {
+    for (url, expected) in [
+        ("mysql://x", "use sqlite://PATH"),
+        ("sqlite://", "no file path"),
+        (
+            "postgres://u@127.0.0.1/db?schema=No-Good",
+            "not a plain lower-case name",
+        ),
+        ("postgresql://u:pw@127.0.0.1/db?sslmode=require", "without TLS"),
+    ] {
         let err = store::open(url, retention()).await.err().unwrap().to_string();
         assert!(err.contains(expected), "{url}: {err}");
     }

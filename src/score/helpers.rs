@@ -41,9 +41,9 @@ impl Answers {
         let Some(qa) = contact.get("questionsAndAnswers").and_then(Value::as_object) else {
             return Self::default();
         };
-        let mut questions: Vec<(u64, &Value)> = Vec::new();
-        let mut responses: Vec<(u64, &Value)> = Vec::new();
-        let mut direct: Vec<(&str, &Value)> = Vec::new();
+        let mut questions: Vec<(u64, &Value)> = Vec::with_capacity(qa.len());
+        let mut responses: Vec<(u64, &Value)> = Vec::with_capacity(qa.len());
+        let mut direct: Vec<(&str, &Value)> = Vec::with_capacity(qa.len());
         for (key, value) in qa {
             if let Some(n) = numbered_key(key, "_question") {
                 questions.push((n, value));
@@ -58,8 +58,13 @@ impl Answers {
             }
         }
         questions.sort_by_key(|(n, _)| *n); // stable: equal numbers keep their order
+        // Sorted too, so that each question finds its response by binary
+        // search: a body with thousands of pairs stays linear-logarithmic.
+        responses.sort_by_key(|(n, _)| *n);
         let mut answers = Self {
-            text: String::with_capacity(2 * qa.len() * 32),
+            // Question, lowered question and response of typical forms, so
+            // that the buffer is allocated once.
+            text: String::with_capacity(qa.len() * 128),
             entries: Vec::with_capacity(questions.len() + direct.len()),
         };
         for (n, question) in questions {
@@ -67,7 +72,8 @@ impl Answers {
             if question.trim().is_empty() {
                 continue;
             }
-            let response = responses.iter().find(|(m, _)| *m == n).map(|(_, v)| *v);
+            let first = responses.partition_point(|(m, _)| *m < n);
+            let response = responses.get(first).filter(|(m, _)| *m == n).map(|(_, v)| *v);
             answers.push(&question, response);
         }
         for (question, response) in direct {
@@ -117,7 +123,7 @@ impl Answers {
             None => self
                 .entries
                 .iter()
-                .find(|e| self.question_lower(e).contains(wanted)),
+                .find(|e| contains(self.question_lower(e), wanted)),
         };
         hit.map_or("", |e| &self.text[e.response.clone()])
     }
@@ -136,6 +142,20 @@ fn append(text: &mut String, write: impl FnOnce(&mut String)) -> Range<usize> {
     let start = text.len();
     write(text);
     start..text.len()
+}
+
+/// `haystack.contains(needle)` for short texts: `str::contains` sets up a
+/// Two-Way searcher on every call, which costs more than a naive scan of a
+/// question. Comparing bytes is exact: a UTF-8 needle can only match a
+/// UTF-8 haystack at a character boundary.
+fn contains(haystack: &str, needle: &str) -> bool {
+    let (haystack, needle) = (haystack.as_bytes(), needle.as_bytes());
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    haystack.len() >= needle.len()
+        && (0..=haystack.len() - needle.len())
+            .any(|i| haystack[i] == first && &haystack[i + 1..i + needle.len()] == rest)
 }
 
 /// `str::to_lowercase`, without allocating when there is nothing to lower.
@@ -576,6 +596,28 @@ mod tests {
                 ("No response", "")
             ]
         );
+    }
+
+    #[test]
+    fn byte_search_agrees_with_str_contains() {
+        let texts = [
+            "",
+            "a",
+            "ab",
+            "étape suivante",
+            "what is your monthly budget?",
+            "ééé",
+            "aaab",
+        ];
+        for haystack in texts {
+            for needle in texts.iter().chain(&["é", "\u{e9}t", "budget", "aab", "ab?"]) {
+                assert_eq!(
+                    contains(haystack, needle),
+                    haystack.contains(needle),
+                    "{haystack:?} {needle:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -263,7 +263,7 @@ impl RuleSet {
         for (rule, rule_caches) in self.rules.iter().zip(&mut caches) {
             if run.timed_out() {
                 out.errors.push(RuleFailure {
-                    rule: rule.name.to_string(),
+                    rule: String::from(&*rule.name),
                     error: format!(
                         "not run: the rule set's time budget of {} per contact ran out",
                         humantime::format_duration(self.limits.timeout)
@@ -277,21 +277,21 @@ impl RuleSet {
             let effects = run.take_effects();
             match result {
                 Err(error) => out.errors.push(RuleFailure {
-                    rule: rule.name.to_string(),
+                    rule: String::from(&*rule.name),
                     error: describe_runtime_error(&error, &self.limits),
                 }),
                 Ok(()) => {
                     for (points, reason) in effects.reasons {
                         total.add(points);
                         out.reasons.push(Reason {
-                            rule: rule.name.to_string(),
+                            rule: String::from(&*rule.name),
                             points,
                             reason,
                         });
                     }
                     for reason in effects.disqualifications {
                         out.disqualifications.push(Disqualification {
-                            rule: rule.name.to_string(),
+                            rule: String::from(&*rule.name),
                             reason,
                         });
                     }

@@ -2,6 +2,7 @@
 //! behind one [`Store`] trait; the backend is chosen from the store URL in
 //! [`open`].
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -196,7 +197,8 @@ pub trait Store: Send + Sync + 'static {
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (relative or absolute,
-/// `sqlite:///abs/path`) or `postgres://…`.
+/// `sqlite:///abs/path`) or `postgres://…` / `postgresql://…` (libpq's
+/// parameters plus `schema=NAME` and `pool_size=N`; see [`postgres`]).
 pub async fn open(url: &str, retention: Retention) -> StoreResult<Arc<dyn Store>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         if path.is_empty() {
@@ -209,10 +211,8 @@ pub async fn open(url: &str, retention: Retention) -> StoreResult<Arc<dyn Store>
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::InvalidUrl {
-            url: redact_url(url),
-            reason: "the PostgreSQL store is not available in this build yet".into(),
-        });
+        let store = postgres::PostgresStore::open(url, retention).await?;
+        return Ok(Arc::new(store));
     }
     Err(StoreError::InvalidUrl {
         url: redact_url(url),

@@ -116,10 +116,21 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
+    /// PostgreSQL when `LEADSCORE_TEST_POSTGRES_URL` is set, unless
+    /// `LEADSCORE_TEST_STORE=sqlite` (the other half of CI's matrix).
     pub fn from_env() -> Self {
-        match std::env::var("LEADSCORE_TEST_POSTGRES_URL") {
-            Ok(url) if !url.trim().is_empty() => Self::Postgres(url.trim().to_owned()),
-            _ => Self::Sqlite,
+        let url = std::env::var("LEADSCORE_TEST_POSTGRES_URL")
+            .ok()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty());
+        match (std::env::var("LEADSCORE_TEST_STORE").ok().as_deref(), url) {
+            (Some("sqlite"), _) | (None, None) => Self::Sqlite,
+            (Some("postgres") | None, Some(url)) => Self::Postgres(url),
+            (Some(other), url) => panic!(
+                "LEADSCORE_TEST_STORE={other:?}: use sqlite or postgres (postgres needs \
+                 LEADSCORE_TEST_POSTGRES_URL; set: {})",
+                url.is_some()
+            ),
         }
     }
 }
@@ -130,6 +141,8 @@ pub struct TestStore {
     pub kind: StoreKind,
     pub url: String,
     _dir: Arc<TempDir>,
+    /// A PostgreSQL store's schema, dropped with the last clone.
+    _schema: Option<Arc<crate::pg_support::Schema>>,
 }
 
 impl TestStore {
@@ -141,17 +154,19 @@ impl TestStore {
                 url: format!("sqlite://{}", dir.path().join("leadscore.db").display()),
                 kind: StoreKind::Sqlite,
                 _dir: dir,
+                _schema: None,
             },
             StoreKind::Postgres(base) => {
                 // Isolation per test: a schema of its own, selected through
                 // the connection's search_path (the Postgres store creates
-                // its tables in the first schema of the search path).
-                let schema = format!("it_{}", uuid::Uuid::now_v7().simple());
-                let separator = if base.contains('?') { '&' } else { '?' };
+                // the schema and its tables in the first schema of the
+                // search path); dropped when the test is done with it.
+                let schema = crate::pg_support::Schema::new(&base, "it");
                 Self {
-                    url: format!("{base}{separator}options=-csearch_path%3D{schema}"),
+                    url: schema.options_url(),
                     kind: StoreKind::Postgres(base),
                     _dir: dir,
+                    _schema: Some(Arc::new(schema)),
                 }
             }
         }
@@ -676,11 +691,9 @@ impl TestServer {
     }
 
     /// Stops the server and starts it again on the same store, rules and receiver.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
         let options = self.options.clone();
-        if let Some(running) = self.running.take() {
-            running.shutdown().await;
-        }
+        self.shutdown().await;
         Self::start(options).await
     }
 

@@ -12,10 +12,14 @@
 //! Run with `cargo test --test it`. The store under test is SQLite in a
 //! temporary folder; the harness takes the store as a parameter
 //! ([`common::TestStore`]) so that the same suite runs against PostgreSQL
-//! when `LEADSCORE_TEST_POSTGRES_URL` is set. Test logs: `LEADSCORE_LOG=debug`.
+//! when `LEADSCORE_TEST_POSTGRES_URL` is set (a schema per test, dropped
+//! afterwards); `LEADSCORE_TEST_STORE=sqlite` keeps SQLite even then, so CI
+//! runs the suite once per store. Test logs: `LEADSCORE_LOG=debug`.
 
 mod common;
 mod delivery;
 mod ingest;
+#[path = "../pg_support/mod.rs"]
+mod pg_support;
 mod process;
 mod reload;

@@ -1,0 +1,773 @@
+//! Several instances on one PostgreSQL schema (SPEC 4.1, 5, 7): stores
+//! sharing a schema, and real `leadscore` processes behind an imaginary
+//! load balancer, one of them killed with SIGKILL mid-load.
+//!
+//! Needs `LEADSCORE_TEST_POSTGRES_URL` (e.g.
+//! `postgres://postgres@127.0.0.1:5432/test`); each test works in a schema
+//! of its own, dropped afterwards. Unset: every test says it skipped.
+//! Loopback only; every wait is bounded.
+
+mod pg_support;
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use leadscore::store::{self, AttemptOutcome, Enqueued, NewEvent, Retention, Store, StoreError, now_ms};
+use pg_support::Schema;
+use serde_json::{Value, json};
+use warp::Filter;
+
+/// The longest any one wait of these tests takes.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn retention() -> Retention {
+    Retention {
+        dedupe_window: Duration::from_secs(3600),
+        retention: Duration::from_secs(7 * 86400),
+    }
+}
+
+fn event(id: &str, contact: i64, key: &str) -> NewEvent {
+    NewEvent {
+        event_id: id.into(),
+        idempotency_key: key.into(),
+        contact_key: contact.to_string(),
+        contact_id: json!(contact),
+        received_at: now_ms(),
+        score: 42.into(),
+        tier: "warm".into(),
+        disqualified: false,
+        rules_version: "v1".into(),
+        body: json!({"type": "contact.scored", "id": id, "contact_id": contact}).to_string(),
+    }
+}
+
+async fn open(url: &str) -> Arc<dyn Store> {
+    store::open(url, retention())
+        .await
+        .unwrap_or_else(|e| panic!("open {url}: {e}"))
+}
+
+// ------------------------------------------------------------ store level
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_migrate_once() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    // Two through `?schema=`, two through the search path option.
+    let urls = [
+        schema.url(),
+        schema.options_url(),
+        schema.url(),
+        schema.options_url(),
+    ];
+    let opened = futures_util::future::join_all(urls.iter().map(|u| store::open(u, retention()))).await;
+    for (url, result) in urls.iter().zip(&opened) {
+        assert!(result.is_ok(), "{url}: {:?}", result.as_ref().err());
+    }
+    let client = schema.client().await;
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM leadscore_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'leadscore%'",
+            &[&schema.name],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        tables, 4,
+        "events, keys, instances and migrations in the test's schema"
+    );
+    // What one instance stores, the others see.
+    let stores: Vec<Arc<dyn Store>> = opened.into_iter().map(Result::unwrap).collect();
+    stores[0]
+        .enqueue(vec![event("evt_1", 1, "k")], true)
+        .await
+        .unwrap();
+    let again = stores[3]
+        .enqueue(vec![event("evt_2", 1, "k")], true)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_posted_to_two_instances_at_once_is_stored_once() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let a = open(&schema.url()).await;
+    let b = open(&schema.options_url()).await;
+    for round in 0..50 {
+        let key = format!("key-{round}");
+        let (x, y) = tokio::join!(
+            a.enqueue(vec![event(&format!("evt_a{round}"), round, &key)], true),
+            b.enqueue(vec![event(&format!("evt_b{round}"), round, &key)], true),
+        );
+        let (x, y) = (x.unwrap().remove(0), y.unwrap().remove(0));
+        match (&x, &y) {
+            (Enqueued::Stored(s), Enqueued::Duplicate(d)) | (Enqueued::Duplicate(d), Enqueued::Stored(s)) => {
+                assert_eq!(s, d, "round {round}: the duplicate answers with the stored event")
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    let counts = a.delivery_counts().await.unwrap();
+    assert_eq!(counts.pending, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_claim_each_contact_in_order_and_one_at_a_time() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let a = open(&schema.url()).await;
+    let b = open(&schema.url()).await;
+    const CONTACTS: i64 = 30;
+    const PER_CONTACT: usize = 4;
+    // Interleaved: contact 0's first event, contact 1's first, ...
+    for n in 0..PER_CONTACT {
+        let batch: Vec<NewEvent> = (0..CONTACTS)
+            .map(|c| event(&format!("evt_{c}_{n}"), c, &format!("k{c}.{n}")))
+            .collect();
+        let store = if n % 2 == 0 { &a } else { &b };
+        store.enqueue(batch, true).await.unwrap();
+    }
+    struct Shared {
+        in_flight: Mutex<HashSet<String>>,
+        next: Mutex<HashMap<String, usize>>,
+        delivered: AtomicUsize,
+        violations: Mutex<Vec<String>>,
+    }
+    let shared = Arc::new(Shared {
+        in_flight: Mutex::new(HashSet::new()),
+        next: Mutex::new(HashMap::new()),
+        delivered: AtomicUsize::new(0),
+        violations: Mutex::new(Vec::new()),
+    });
+    let total = CONTACTS as usize * PER_CONTACT;
+    let deadline = Instant::now() + WAIT;
+    let mut workers = Vec::new();
+    for w in 0..6 {
+        let store = if w % 2 == 0 { a.clone() } else { b.clone() };
+        let shared = shared.clone();
+        workers.push(tokio::spawn(async move {
+            while shared.delivered.load(Ordering::SeqCst) < total && Instant::now() < deadline {
+                let claimed = store.claim_due(3, Duration::from_secs(60)).await.unwrap();
+                if claimed.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    continue;
+                }
+                for d in claimed {
+                    let (contact, n) = {
+                        let mut parts = d.event_id.trim_start_matches("evt_").split('_');
+                        let contact = parts.next().unwrap().to_owned();
+                        let n: usize = parts.next().unwrap().parse().unwrap();
+                        (contact, n)
+                    };
+                    if !shared.in_flight.lock().unwrap().insert(contact.clone()) {
+                        shared
+                            .violations
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}: contact {contact} already in flight", d.event_id));
+                    }
+                    {
+                        let mut next = shared.next.lock().unwrap();
+                        let expected = next.entry(contact.clone()).or_insert(0);
+                        if *expected != n {
+                            shared.violations.lock().unwrap().push(format!(
+                                "{}: expected event {expected} of contact {contact}",
+                                d.event_id
+                            ));
+                        }
+                        *expected = n + 1;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    shared.in_flight.lock().unwrap().remove(&contact);
+                    store
+                        .record_attempt(&d.event_id, AttemptOutcome::Delivered { status: 200 })
+                        .await
+                        .unwrap();
+                    shared.delivered.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let violations = shared.violations.lock().unwrap().clone();
+    assert!(violations.is_empty(), "{violations:#?}");
+    assert_eq!(
+        shared.delivered.load(Ordering::SeqCst),
+        total,
+        "every event delivered once"
+    );
+    let counts = a.delivery_counts().await.unwrap();
+    assert_eq!((counts.pending, counts.delivered), (0, total as u64));
+}
+
+/// A TCP relay to the database that a test can cut and restore.
+struct Relay {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(target: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let up = Arc::new(AtomicBool::new(true));
+        let links = Arc::new(Mutex::new(Vec::new()));
+        let (up2, links2) = (up.clone(), links.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                links2.lock().unwrap().push(link.abort_handle());
+            }
+        });
+        Self {
+            addr,
+            up,
+            links,
+            task,
+        }
+    }
+
+    /// Drops every connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+/// The database's address and the URL with the relay in its place.
+async fn relayed(schema: &Schema) -> (Relay, String) {
+    let mut url = reqwest::Url::parse(&schema.url()).expect("a URL");
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = url.port().unwrap_or(5432);
+    let target = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .unwrap()
+        .next()
+        .expect("an address");
+    let relay = Relay::start(target).await;
+    url.set_host(Some("127.0.0.1")).unwrap();
+    url.set_port(Some(relay.addr.port())).unwrap();
+    (relay, url.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_database_answers_unavailable_and_recovers_by_itself() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let (relay, url) = relayed(&schema).await;
+    let store = open(&url).await;
+    store.enqueue(vec![event("evt_1", 1, "k1")], true).await.unwrap();
+    store.check_writable().await.unwrap();
+
+    relay.cut();
+    let started = Instant::now();
+    match store.enqueue(vec![event("evt_2", 2, "k2")], true).await {
+        Err(StoreError::Unavailable(why)) => eprintln!("while cut: {why}"),
+        other => panic!("a write without a database: {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered within iClosed's limit"
+    );
+    assert!(store.check_writable().await.is_err(), "not ready while cut");
+    assert!(store.claim_due(10, Duration::from_secs(30)).await.is_err());
+
+    relay.restore();
+    let deadline = Instant::now() + WAIT;
+    let stored = loop {
+        match store.enqueue(vec![event("evt_2", 2, "k2")], true).await {
+            Ok(stored) => break stored,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("not yet: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("did not recover: {e}"),
+        }
+    };
+    assert!(matches!(&stored[0], Enqueued::Stored(s) if s.id == "evt_2"));
+    store.check_writable().await.unwrap();
+    let again = store.enqueue(vec![event("evt_3", 1, "k1")], true).await.unwrap();
+    assert!(matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1"));
+    assert_eq!(
+        store.claim_due(10, Duration::from_secs(30)).await.unwrap().len(),
+        2
+    );
+}
+
+// ------------------------------------------------------------ processes
+
+/// One request the downstream receiver got.
+#[derive(Debug, Clone)]
+struct Delivered {
+    webhook_id: String,
+    body: Value,
+}
+
+/// An in-process downstream on 127.0.0.1 that accepts everything.
+struct Downstream {
+    url: String,
+    received: Arc<Mutex<Vec<Delivered>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Downstream {
+    async fn start() -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let log = received.clone();
+        let route = warp::post()
+            .and(warp::header::<String>("webhook-id"))
+            .and(warp::body::bytes())
+            .then(move |webhook_id: String, body: Bytes| {
+                let log = log.clone();
+                async move {
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    log.lock().unwrap().push(Delivered { webhook_id, body });
+                    // Deliveries stay in flight a moment, so a kill catches some.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    warp::reply()
+                }
+            });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        let task = tokio::spawn(warp::serve(route).incoming(listener).run());
+        Self { url, received, task }
+    }
+
+    fn received(&self) -> Vec<Delivered> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Downstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A `leadscore serve` process, SIGKILLed on drop.
+struct Instance {
+    child: Child,
+    addr: SocketAddr,
+    log: PathBuf,
+}
+
+impl Instance {
+    async fn start(store_url: &str, forward_url: &str, log: PathBuf) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_leadscore"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LEADSCORE_") {
+                command.env_remove(key);
+            }
+        }
+        let out = std::fs::File::create(&log).unwrap();
+        command
+            .args(["serve", "--listen", &addr.to_string()])
+            .args(["--rules", concat!(env!("CARGO_MANIFEST_DIR"), "/rules")])
+            .args(["--store", store_url, "--forward-url", forward_url])
+            .args([
+                "--delivery-lease",
+                "2s",
+                "--retry-schedule",
+                "100ms,200ms,500ms,1s,2s,5s",
+            ])
+            .args(["--forward-timeout", "1s"])
+            .env("LEADSCORE_LOG", "warn")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let mut instance = Self {
+            child: command.spawn().expect("the binary starts"),
+            addr,
+            log,
+        };
+        let client = http_client();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = instance.child.try_wait().unwrap() {
+                panic!("leadscore exited with {status}:\n{}", instance.log_text());
+            }
+            if let Ok(reply) = client.get(instance.url("/readyz")).send().await
+                && reply.status() == 200
+            {
+                return instance;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leadscore did not become ready:\n{}",
+                instance.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`.
+    fn kill_hard(&mut self) {
+        let status = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A fixture contact with this id.
+fn contact(stage: &str, id: i64) -> Value {
+    let path = format!(
+        "{}/tests/fixtures/contact-created-{stage}.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let mut value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut contact = match value.take() {
+        Value::Array(mut items) => items.remove(0),
+        object => object,
+    };
+    contact["id"] = json!(id);
+    contact
+}
+
+async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+}
+
+/// Posts to the first instance that answers (a load balancer's retry);
+/// returns the answer's JSON and which instance answered.
+async fn post(client: &reqwest::Client, targets: &[String], body: &Value) -> Option<(Value, usize)> {
+    for (i, target) in targets.iter().enumerate() {
+        if let Ok(reply) = post_json(client, target, body).await
+            && reply.status() == 200
+        {
+            return Some((serde_json::from_slice(&reply.bytes().await.ok()?).ok()?, i));
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_the_load_and_one_dies_without_losing_a_contact() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let downstream = Downstream::start().await;
+    let a = Instance::start(&schema.url(), &downstream.url, logs.path().join("a.log")).await;
+    let b = Instance::start(&schema.options_url(), &downstream.url, logs.path().join("b.log")).await;
+    let hooks = [a.url("/webhooks/iclosed"), b.url("/webhooks/iclosed")];
+    let a = Arc::new(Mutex::new(a));
+
+    const CONTACTS: i64 = 300;
+    const KILL_AFTER: usize = 150;
+    const TASKS: i64 = 12;
+    let done = Arc::new(AtomicUsize::new(0));
+    let killed = Arc::new(AtomicBool::new(false));
+    // event id -> (contact, stage) for every event acknowledged with a 2xx
+    let acknowledged: Arc<Mutex<HashMap<String, (i64, &'static str)>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let hooks = hooks.clone();
+        let (done, killed, acknowledged, a) = (done.clone(), killed.clone(), acknowledged.clone(), a.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = http_client();
+            for id in (0..CONTACTS).filter(|i| i % TASKS == t) {
+                // POTENTIAL, then (once acknowledged) QUALIFIED, each to
+                // the other instance first.
+                for (n, stage) in ["potential", "qualified"].into_iter().enumerate() {
+                    let first = (id as usize + n) % 2;
+                    let order = [hooks[first].clone(), hooks[1 - first].clone()];
+                    let (reply, _) = post(&client, &order, &contact(stage, 10_000 + id))
+                        .await
+                        .unwrap_or_else(|| panic!("contact {id} {stage}: no instance took it"));
+                    let result = &reply["results"][0];
+                    let event_id = result["id"].as_str().expect("an event id").to_owned();
+                    acknowledged
+                        .lock()
+                        .unwrap()
+                        .insert(event_id, (10_000 + id, stage));
+                }
+                if done.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER
+                    && !killed.swap(true, Ordering::SeqCst)
+                {
+                    a.lock().unwrap().kill_hard();
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("posting finished in time")
+            .unwrap();
+    }
+    assert!(killed.load(Ordering::SeqCst), "instance A was killed mid-load");
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    assert_eq!(
+        acknowledged.len(),
+        2 * CONTACTS as usize,
+        "two distinct events per contact"
+    );
+
+    // Every acknowledged event arrives downstream (B takes over A's leases).
+    let deadline = Instant::now() + WAIT;
+    let received = loop {
+        let received = downstream.received();
+        let ids: HashSet<&str> = received.iter().map(|d| d.webhook_id.as_str()).collect();
+        let missing = acknowledged
+            .keys()
+            .filter(|id| !ids.contains(id.as_str()))
+            .count();
+        if missing == 0 {
+            break received;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{missing} acknowledged event(s) never delivered; B's log:\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // In order per contact: every POTENTIAL arrival before any QUALIFIED one.
+    let mut arrivals: HashMap<i64, Vec<&'static str>> = HashMap::new();
+    for d in &received {
+        let (contact, stage) = acknowledged
+            .get(&d.webhook_id)
+            .copied()
+            .unwrap_or_else(|| panic!("an unknown event was delivered: {}", d.webhook_id));
+        assert_eq!(d.body["contact_id"], json!(contact));
+        assert_eq!(
+            d.body["contact"]["status"]
+                .as_str()
+                .map(str::to_lowercase)
+                .as_deref(),
+            Some(stage)
+        );
+        arrivals.entry(contact).or_default().push(stage);
+    }
+    for (contact, stages) in &arrivals {
+        let first_qualified = stages.iter().position(|s| *s == "qualified").unwrap();
+        assert!(
+            stages[first_qualified..].iter().all(|s| *s == "qualified"),
+            "contact {contact} out of order: {stages:?}"
+        );
+    }
+    // Repeats: only what A had in flight when it died (at most its forward
+    // concurrency, 16).
+    let duplicates = received.len() - acknowledged.len();
+    eprintln!(
+        "{} deliveries for {} events: {duplicates} repeated after the kill",
+        received.len(),
+        acknowledged.len()
+    );
+    assert!(duplicates <= 16, "{duplicates} repeated deliveries");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_body_posted_to_both_instances_at_once_is_stored_once() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let downstream = Downstream::start().await;
+    let a = Instance::start(&schema.url(), &downstream.url, logs.path().join("a.log")).await;
+    let b = Instance::start(&schema.url(), &downstream.url, logs.path().join("b.log")).await;
+    let client = http_client();
+    let (hook_a, hook_b) = (a.url("/webhooks/iclosed"), b.url("/webhooks/iclosed"));
+    let mut stored_ids = HashSet::new();
+    for round in 0..50 {
+        let body = contact("qualified", 50_000 + round);
+        let (x, y) = tokio::join!(
+            post_json(&client, &hook_a, &body),
+            post_json(&client, &hook_b, &body),
+        );
+        let mut answers = Vec::new();
+        for reply in [x, y] {
+            let reply = reply.expect("an answer");
+            assert_eq!(reply.status(), 200);
+            let json: Value = serde_json::from_slice(&reply.bytes().await.unwrap()).unwrap();
+            answers.push(json["results"][0].clone());
+        }
+        let fresh = answers.iter().filter(|r| r["duplicate"] == json!(false)).count();
+        assert_eq!(fresh, 1, "round {round}: {answers:?}");
+        assert_eq!(answers[0]["id"], answers[1]["id"], "round {round}: one event");
+        stored_ids.insert(answers[0]["id"].as_str().unwrap().to_owned());
+    }
+    // Each stored once, and forwarded once.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let received = downstream.received();
+        if received.len() >= 50 {
+            let ids: HashSet<String> = received.into_iter().map(|d| d.webhook_id).collect();
+            assert_eq!(ids, stored_ids);
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {} forwarded", received.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(downstream.received().len(), 50, "nothing forwarded twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_without_its_database_answers_503_then_recovers() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let (relay, url) = relayed(&schema).await;
+    let logs = tempfile::tempdir().unwrap();
+    let downstream = Downstream::start().await;
+    let a = Instance::start(&url, &downstream.url, logs.path().join("a.log")).await;
+    let client = http_client();
+    let hook = a.url("/webhooks/iclosed");
+    let first = post_json(&client, &hook, &contact("qualified", 1)).await.unwrap();
+    assert_eq!(first.status(), 200);
+
+    relay.cut();
+    let started = Instant::now();
+    let refused = post_json(&client, &hook, &contact("qualified", 2)).await.unwrap();
+    assert_eq!(refused.status(), 503, "a write without a database");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "inside iClosed's limit"
+    );
+    let body: Value = serde_json::from_slice(&refused.bytes().await.unwrap()).unwrap();
+    assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()), "{body}");
+    let ready = client.get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    relay.restore();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let reply = post_json(&client, &hook, &contact("qualified", 2)).await.unwrap();
+        if reply.status() == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after the database came back",
+            reply.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = client.get(a.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let deadline = Instant::now() + WAIT;
+    while downstream.received().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "both contacts forwarded:\n{}",
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_schema_newer_than_this_build_is_refused() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    drop(open(&schema.url()).await);
+    schema
+        .client()
+        .await
+        .batch_execute(
+            "INSERT INTO leadscore_schema_migrations (version, description) VALUES (999, 'future')",
+        )
+        .await
+        .unwrap();
+    let error = store::open(&schema.url(), retention())
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        matches!(&error, StoreError::Unavailable(why) if why.contains("newer than this build")),
+        "{error}"
+    );
+}
