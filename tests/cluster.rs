@@ -517,14 +517,19 @@ async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> reqwest
         .await
 }
 
-/// Posts to the first instance that answers (a load balancer's retry);
-/// returns the answer's JSON and which instance answered.
-async fn post(client: &reqwest::Client, targets: &[String], body: &Value) -> Option<(Value, usize)> {
-    for (i, target) in targets.iter().enumerate() {
-        if let Ok(reply) = post_json(client, target, body).await
-            && reply.status() == 200
-        {
-            return Some((serde_json::from_slice(&reply.bytes().await.ok()?).ok()?, i));
+/// Posts to the first instance that takes it, as a load balancer and
+/// iClosed's retries would (a few rounds); returns the answer's JSON.
+async fn post(client: &reqwest::Client, targets: &[String], body: &Value) -> Option<Value> {
+    for round in 0..5 {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        for target in targets {
+            if let Ok(reply) = post_json(client, target, body).await
+                && reply.status() == 200
+            {
+                return serde_json::from_slice(&reply.bytes().await.ok()?).ok();
+            }
         }
     }
     None
@@ -561,7 +566,7 @@ async fn two_instances_share_the_load_and_one_dies_without_losing_a_contact() {
                 for (n, stage) in ["potential", "qualified"].into_iter().enumerate() {
                     let first = (id as usize + n) % 2;
                     let order = [hooks[first].clone(), hooks[1 - first].clone()];
-                    let (reply, _) = post(&client, &order, &contact(stage, 10_000 + id))
+                    let reply = post(&client, &order, &contact(stage, 10_000 + id))
                         .await
                         .unwrap_or_else(|| panic!("contact {id} {stage}: no instance took it"));
                     let result = &reply["results"][0];
@@ -579,8 +584,9 @@ async fn two_instances_share_the_load_and_one_dies_without_losing_a_contact() {
             }
         }));
     }
+    let deadline = tokio::time::Instant::now() + WAIT;
     for task in tasks {
-        tokio::time::timeout(WAIT, task)
+        tokio::time::timeout_at(deadline, task)
             .await
             .expect("posting finished in time")
             .unwrap();
@@ -770,4 +776,57 @@ async fn a_schema_newer_than_this_build_is_refused() {
         matches!(&error, StoreError::Unavailable(why) if why.contains("newer than this build")),
         "{error}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_batches_on_two_instances_store_each_key_once() {
+    use rand::seq::SliceRandom as _;
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let stores = [open(&schema.url()).await, open(&schema.url()).await];
+    const KEYS: usize = 40;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = stores[t % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for r in 0..15 {
+                // Five keys of the shared forty, in a random order: batches
+                // on both instances take the same keys in opposite orders.
+                let mut keys: Vec<usize> = (0..KEYS).collect();
+                keys.shuffle(&mut rand::rng());
+                let batch: Vec<NewEvent> = keys[..5]
+                    .iter()
+                    .map(|k| event(&format!("evt_{t}_{r}_{k}"), *k as i64, &format!("key-{k}")))
+                    .collect();
+                let answers = store
+                    .enqueue(batch, false)
+                    .await
+                    .expect("no deadlock, no failure");
+                outcomes.extend(keys[..5].iter().copied().zip(answers));
+            }
+            outcomes
+        }));
+    }
+    let mut stored: HashMap<usize, Vec<String>> = HashMap::new();
+    let mut duplicates: Vec<(usize, String)> = Vec::new();
+    for task in tasks {
+        for (key, answer) in tokio::time::timeout(WAIT, task).await.expect("in time").unwrap() {
+            match answer {
+                Enqueued::Stored(s) => stored.entry(key).or_default().push(s.id),
+                Enqueued::Duplicate(d) => duplicates.push((key, d.id)),
+            }
+        }
+    }
+    for (key, ids) in &stored {
+        assert_eq!(ids.len(), 1, "key {key} stored more than once: {ids:?}");
+    }
+    for (key, id) in duplicates {
+        assert_eq!(
+            stored.get(&key),
+            Some(&vec![id]),
+            "key {key}: a duplicate of the stored event"
+        );
+    }
 }
