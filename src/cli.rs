@@ -369,6 +369,9 @@ pub struct ServeArgs {
     /// Let the console save rule files (needs an admin token).
     #[arg(long, env = "LEADSCORE_ALLOW_RULE_EDITS")]
     pub allow_rule_edits: bool,
+    /// Most stored contacts one `POST /backtest` may score (a larger window is refused).
+    #[arg(long, env = "LEADSCORE_BACKTEST_MAX_CONTACTS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub backtest_max_contacts: u64,
     /// Log format.
     #[arg(long, env = "LEADSCORE_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -474,6 +477,8 @@ impl ServeArgs {
             retention: self.store.retention(),
             max_body: self.max_body,
             max_contacts: self.max_contacts as usize,
+            allow_rule_edits: self.allow_rule_edits,
+            backtest_max_contacts: self.backtest_max_contacts as usize,
         })
     }
 }

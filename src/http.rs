@@ -38,6 +38,8 @@ pub struct App {
     pub auth: InboundAuth,
     pub admin_token: Option<String>,
     pub max_body: usize,
+    pub allow_rule_edits: bool,
+    pub backtest_max_contacts: usize,
 }
 
 /// A refusal with its status.
@@ -58,7 +60,7 @@ impl ApiError {
     }
 }
 
-fn reject(status: StatusCode, message: impl Into<String>) -> Rejection {
+pub(crate) fn reject(status: StatusCode, message: impl Into<String>) -> Rejection {
     warp::reject::custom(ApiError::new(status, message))
 }
 
@@ -82,7 +84,7 @@ fn store_error(e: StoreError) -> Rejection {
     reject(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
 }
 
-fn json_reply(status: StatusCode, body: &impl Serialize) -> Response {
+pub(crate) fn json_reply(status: StatusCode, body: &impl Serialize) -> Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
 }
 
@@ -165,6 +167,8 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .unify()
         .or(retry_one)
         .unify()
+        .or(crate::console::routes(app.clone(), admin.clone().boxed()))
+        .unify()
         .recover(recover)
         .unify();
     warp::path::full()
@@ -211,7 +215,7 @@ fn optional_raw_query() -> impl Filter<Extract = (Option<String>,), Error = Infa
     warp::query::raw().map(Some).or(warp::any().map(|| None)).unify()
 }
 
-async fn require_admin(app: Arc<App>, headers: HeaderMap) -> Result<Arc<App>, Rejection> {
+pub(crate) async fn require_admin(app: Arc<App>, headers: HeaderMap) -> Result<Arc<App>, Rejection> {
     if let Some(expected) = &app.admin_token {
         let ok = bearer(&headers).is_some_and(|given| secrets_equal(given.as_bytes(), expected.as_bytes()));
         if !ok {

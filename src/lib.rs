@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod deliver;
 pub mod http;
 pub mod ingest;

@@ -46,6 +46,10 @@ pub struct ServeConfig {
     pub retention: Retention,
     pub max_body: usize,
     pub max_contacts: usize,
+    /// The console may write rule files (`PUT`/`DELETE /rules/{file}`).
+    pub allow_rule_edits: bool,
+    /// Most stored contacts one `POST /backtest` may score.
+    pub backtest_max_contacts: usize,
 }
 
 /// A running server.
@@ -143,6 +147,8 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         auth: config.auth.clone(),
         admin_token: config.admin_token.clone(),
         max_body: config.max_body,
+        allow_rule_edits: config.allow_rule_edits,
+        backtest_max_contacts: config.backtest_max_contacts,
     });
 
     let prune_store = store.clone();

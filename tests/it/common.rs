@@ -503,6 +503,8 @@ pub struct Options {
     pub max_contacts: usize,
     pub limits: Limits,
     pub dedupe_window: Duration,
+    pub allow_rule_edits: bool,
+    pub backtest_max_contacts: usize,
 }
 
 impl Default for Options {
@@ -523,6 +525,8 @@ impl Default for Options {
             max_body: 1 << 20,
             max_contacts: 1000,
             dedupe_window: Duration::from_secs(7 * 86400),
+            allow_rule_edits: false,
+            backtest_max_contacts: 500_000,
             // Not about the wall clock: a generous budget, so that a slow,
             // shared machine never turns a score into a rule time-out.
             limits: Limits {
@@ -582,6 +586,8 @@ impl Options {
             },
             max_body: self.max_body,
             max_contacts: self.max_contacts,
+            allow_rule_edits: self.allow_rule_edits,
+            backtest_max_contacts: self.backtest_max_contacts,
         }
     }
 }

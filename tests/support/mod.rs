@@ -86,6 +86,8 @@ impl Server {
             },
             max_body: options.max_body,
             max_contacts: options.max_contacts,
+            allow_rule_edits: false,
+            backtest_max_contacts: 500_000,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
