@@ -192,6 +192,10 @@ fn route_label(path: &str) -> &'static str {
         "/deliveries" => "/deliveries",
         "/deliveries/retry-dead" => "/deliveries/retry-dead",
         p if p.starts_with("/deliveries/") && p.ends_with("/retry") => "/deliveries/{id}/retry",
+        "/" => "/",
+        "/console/config" => "/console/config",
+        p if p.starts_with("/assets/") => "/assets/*",
+        p if p.starts_with("/rules/") => "/rules/{file}",
         _ => "other",
     }
 }
@@ -201,6 +205,7 @@ fn with_allow(path: &str, mut reply: Response) -> Response {
     if reply.status() == StatusCode::METHOD_NOT_ALLOWED {
         let allowed = match route_label(path) {
             "/webhooks/iclosed" | "/score" | "/deliveries/retry-dead" | "/deliveries/{id}/retry" => "POST",
+            "/rules/{file}" => "GET, PUT, DELETE",
             "other" => return reply,
             _ => "GET",
         };

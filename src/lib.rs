@@ -15,6 +15,7 @@ pub mod http;
 pub mod ingest;
 pub mod payload;
 pub mod reload;
+pub mod rule_files;
 pub mod rule_tests;
 pub mod score;
 pub mod server;

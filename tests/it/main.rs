@@ -17,6 +17,7 @@
 //! runs the suite once per store. Test logs: `LEADSCORE_LOG=debug`.
 
 mod common;
+mod console;
 mod delivery;
 mod ingest;
 #[path = "../pg_support/mod.rs"]
