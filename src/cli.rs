@@ -1,6 +1,8 @@
 //! The `leadscore` command line (clap). Every setting has a flag and an
 //! environment variable; flags win (SPEC section 7).
 
+mod backtest;
+
 use std::io::{BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -43,6 +45,8 @@ pub enum Command {
     Check(RuleArgs),
     /// Run the rule tests in RULES/tests/*.toml.
     Test(TestArgs),
+    /// Try a candidate rules folder on the stored contacts: which would change tier?
+    Backtest(Box<backtest::BacktestArgs>),
 }
 
 /// Where the rules are and the limits they run under.
@@ -135,6 +139,10 @@ pub fn main() -> ExitCode {
             score(&args)
         }
         Some(Command::Check(args)) => check(&args),
+        Some(Command::Backtest(args)) => {
+            init_cli_logging();
+            backtest::run(&args)
+        }
         Some(Command::Test(args)) => {
             init_cli_logging();
             test(&args)

@@ -15,6 +15,7 @@ use serde_json::json;
 use warp::reply::{Reply, Response};
 use warp::{Filter, Rejection};
 
+use crate::backtest::{self, Backtest, BacktestError, Baseline, Progress, Source};
 use crate::ingest::auth::{InboundAuth, bearer, secrets_equal};
 use crate::ingest::{DELIVERY_ID_HEADERS, Ingest, IngestError};
 use crate::payload::PayloadError;
@@ -40,6 +41,33 @@ pub struct App {
     pub max_body: usize,
     pub allow_rule_edits: bool,
     pub backtest_max_contacts: usize,
+    /// The backtest over stored history running now, if any.
+    pub backtest_running: BacktestSlot,
+}
+
+/// One backtest over stored history at a time per instance (SPEC 8).
+#[derive(Default)]
+pub struct BacktestSlot(std::sync::Mutex<Option<(Instant, Arc<Progress>)>>);
+
+impl BacktestSlot {
+    /// Takes the slot, or says how long the running backtest should still take.
+    fn take(&self, progress: &Arc<Progress>) -> Result<SlotGuard<'_>, Duration> {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((started, running)) = slot.as_ref() {
+            return Err(backtest::remaining(running, started.elapsed()));
+        }
+        *slot = Some((Instant::now(), progress.clone()));
+        Ok(SlotGuard(self))
+    }
+}
+
+/// Frees the slot when the backtest ends, however it ends.
+struct SlotGuard<'a>(&'a BacktestSlot);
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        *self.0.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
 }
 
 /// A refusal with its status.
@@ -47,6 +75,8 @@ pub struct App {
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Sent as `Retry-After` (whole seconds).
+    pub retry_after: Option<Duration>,
 }
 
 impl warp::reject::Reject for ApiError {}
@@ -56,7 +86,13 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
     }
 }
 
@@ -147,6 +183,28 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(warp::post())
         .and(admin.clone())
         .and_then(handle_retry_dead);
+    let backtest = warp::path!("backtest")
+        .and(warp::post())
+        .and(admin.clone())
+        .and(json_body(app.max_body))
+        .and_then(handle_backtest);
+    let contacts = warp::path!("contacts")
+        .and(warp::get())
+        .and(admin.clone())
+        .and(warp::query::<ContactsQuery>().or_else(|_| async {
+            Err::<(ContactsQuery,), _>(reject(StatusCode::BAD_REQUEST, "invalid query: use limit=N"))
+        }))
+        .and_then(handle_contacts);
+    let stats = warp::path!("stats")
+        .and(warp::get())
+        .and(admin.clone())
+        .and(warp::query::<StatsQuery>().or_else(|_| async {
+            Err::<(StatsQuery,), _>(reject(
+                StatusCode::BAD_REQUEST,
+                "invalid query: use since=24h&bucket=1h",
+            ))
+        }))
+        .and_then(handle_stats);
 
     let api = webhook
         .or(score)
@@ -166,6 +224,12 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .or(retry_dead)
         .unify()
         .or(retry_one)
+        .unify()
+        .or(backtest)
+        .unify()
+        .or(contacts)
+        .unify()
+        .or(stats)
         .unify()
         .or(crate::console::routes(app.clone(), admin.clone().boxed()))
         .unify()
@@ -191,6 +255,9 @@ fn route_label(path: &str) -> &'static str {
         "/rules" => "/rules",
         "/deliveries" => "/deliveries",
         "/deliveries/retry-dead" => "/deliveries/retry-dead",
+        "/backtest" => "/backtest",
+        "/contacts" => "/contacts",
+        "/stats" => "/stats",
         p if p.starts_with("/deliveries/") && p.ends_with("/retry") => "/deliveries/{id}/retry",
         "/" => "/",
         "/console/config" => "/console/config",
@@ -204,7 +271,11 @@ fn route_label(path: &str) -> &'static str {
 fn with_allow(path: &str, mut reply: Response) -> Response {
     if reply.status() == StatusCode::METHOD_NOT_ALLOWED {
         let allowed = match route_label(path) {
-            "/webhooks/iclosed" | "/score" | "/deliveries/retry-dead" | "/deliveries/{id}/retry" => "POST",
+            "/webhooks/iclosed"
+            | "/score"
+            | "/deliveries/retry-dead"
+            | "/deliveries/{id}/retry"
+            | "/backtest" => "POST",
             "/rules/{file}" => "GET, PUT, DELETE",
             "other" => return reply,
             _ => "GET",
@@ -457,6 +528,214 @@ async fn handle_retry_dead(app: Arc<App>) -> Result<Response, Rejection> {
     Ok(json_reply(StatusCode::ACCEPTED, &json!({ "requeued": n })))
 }
 
+/// The body of `POST /backtest` (SPEC 8).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BacktestRequest {
+    /// The candidate's rule files, complete: a file left out is not in it.
+    rules: std::collections::BTreeMap<String, String>,
+    /// The candidate's `tiers.toml`; when left out, the loaded one.
+    tiers: Option<String>,
+    since: Option<String>,
+    #[serde(default)]
+    all_events: bool,
+    against: Option<String>,
+    top: Option<usize>,
+    contacts: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// Most changed contacts one report lists.
+const MAX_TOP: usize = 1000;
+
+async fn handle_backtest(app: Arc<App>, body: Bytes) -> Result<Response, Rejection> {
+    let request: BacktestRequest = crate::payload::parse_json(
+        std::str::from_utf8(&body).map_err(|_| reject(StatusCode::BAD_REQUEST, "the body is not UTF-8"))?,
+    )
+    .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("invalid backtest request: {e}")))?;
+    let top = request.top.unwrap_or(20);
+    if top > MAX_TOP {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            format!("top must be at most {MAX_TOP}"),
+        ));
+    }
+    let loaded = app.rules.current();
+    let baseline = match request.against.as_deref().unwrap_or("rules") {
+        "rules" => Baseline::Rules(loaded.clone()),
+        "stored" => Baseline::Stored,
+        other => {
+            return Err(reject(
+                StatusCode::BAD_REQUEST,
+                format!("unknown against {other:?}; use \"rules\" or \"stored\""),
+            ));
+        }
+    };
+    let tiers = match request.tiers {
+        Some(text) => Some(text),
+        None => loaded_tiers(&app),
+    };
+    let sources = crate::score::RuleSources {
+        files: request.rules.into_iter().collect(),
+        tiers,
+    };
+    let limits = app.rules.limits().clone();
+    let compiled = tokio::task::spawn_blocking(move || crate::score::RuleSet::compile(sources, &limits))
+        .await
+        .map_err(|e| reject(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let candidate = match compiled {
+        Ok(set) => Arc::new(set),
+        Err(e) => {
+            return Ok(json_reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({"error": format!("the candidate rule set does not compile:\n{e}"), "errors": e.0}),
+            ));
+        }
+    };
+    let progress = Arc::new(Progress::default());
+    let (source, _slot) = match request.contacts {
+        Some(raw) => {
+            if request.since.is_some() {
+                return Err(reject(
+                    StatusCode::BAD_REQUEST,
+                    "give either `contacts` or `since`, not both",
+                ));
+            }
+            let contacts = crate::payload::parse_body(raw.get().as_bytes(), app.ingest.max_contacts)
+                .map_err(|e| warp::reject::custom(ApiError::from(crate::ingest::IngestError::Payload(e))))?;
+            (Source::Contacts(contacts), None)
+        }
+        None => {
+            let since = backtest::parse_since(request.since.as_deref().unwrap_or("30d"), SystemTime::now())
+                .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("since: {e}")))?;
+            let slot = app.backtest_running.take(&progress).map_err(|wait| {
+                warp::reject::custom(
+                    ApiError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        format!(
+                            "a backtest is running on this instance; try again in {} s",
+                            wait.as_secs().max(1)
+                        ),
+                    )
+                    .with_retry_after(wait),
+                )
+            })?;
+            let source = Source::Store {
+                store: app.store.clone(),
+                since_ms: since
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64),
+                all_events: request.all_events,
+                max_contacts: Some(app.backtest_max_contacts as u64),
+            };
+            (source, Some(slot))
+        }
+    };
+    let job = Backtest {
+        source,
+        baseline,
+        candidate,
+        top,
+        threads: backtest::default_threads(),
+    };
+    match job.run(progress, None).await {
+        Ok(report) => Ok(json_reply(StatusCode::OK, &report)),
+        Err(e @ BacktestError::Store(_)) => {
+            tracing::error!(error = %e, "backtest failed");
+            Err(reject(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))
+        }
+        Err(e @ BacktestError::Internal(_)) => {
+            tracing::error!(error = %e, "backtest failed");
+            Err(reject(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+        }
+        Err(e) => Err(reject(StatusCode::BAD_REQUEST, e.to_string())),
+    }
+}
+
+/// The loaded rule set's `tiers.toml`, read again from its folder.
+fn loaded_tiers(app: &App) -> Option<String> {
+    std::fs::read_to_string(app.rules.dir().join(crate::score::TIERS_FILE)).ok()
+}
+
+#[derive(Debug, Deserialize)]
+struct ContactsQuery {
+    limit: Option<usize>,
+}
+
+/// Most contacts one `GET /contacts` lists.
+const MAX_CONTACTS_LISTED: usize = 200;
+
+async fn handle_contacts(app: Arc<App>, query: ContactsQuery) -> Result<Response, Rejection> {
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=MAX_CONTACTS_LISTED).contains(&limit) {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            format!("limit must be between 1 and {MAX_CONTACTS_LISTED}"),
+        ));
+    }
+    let events = app.store.recent_events(limit).await.map_err(store_error)?;
+    #[derive(Deserialize, Serialize)]
+    struct Listed {
+        contact_id: serde_json::Value,
+        score: serde_json::Value,
+        tier: String,
+        contact: Box<serde_json::value::RawValue>,
+    }
+    #[derive(Serialize)]
+    struct Entry {
+        id: String,
+        received_at: String,
+        #[serde(flatten)]
+        listed: Listed,
+    }
+    let contacts: Vec<Entry> = events
+        .into_iter()
+        .filter_map(|event| {
+            let listed: Listed = crate::payload::parse_json(&event.body).ok()?;
+            Some(Entry {
+                id: event.id,
+                received_at: crate::store::format_ms(event.received_at),
+                listed,
+            })
+        })
+        .collect();
+    Ok(json_reply(StatusCode::OK, &json!({ "contacts": contacts })))
+}
+
+#[derive(Debug, Deserialize)]
+struct StatsQuery {
+    since: Option<String>,
+    bucket: Option<String>,
+}
+
+/// Most buckets one `GET /stats` answers.
+const MAX_BUCKETS: i64 = 2000;
+
+async fn handle_stats(app: Arc<App>, query: StatsQuery) -> Result<Response, Rejection> {
+    let now = SystemTime::now();
+    let since = backtest::parse_since(query.since.as_deref().unwrap_or("24h"), now)
+        .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("since: {e}")))?;
+    let bucket = crate::config::parse_duration(query.bucket.as_deref().unwrap_or("1h"))
+        .map_err(|e| reject(StatusCode::BAD_REQUEST, format!("bucket: {e}")))?;
+    if bucket < Duration::from_secs(60) {
+        return Err(reject(StatusCode::BAD_REQUEST, "bucket must be at least 1m"));
+    }
+    let ms = |t: SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    };
+    let (since_ms, now_ms, bucket_ms) = (ms(since), ms(now), bucket.as_millis() as i64);
+    if (now_ms - since_ms) / bucket_ms > MAX_BUCKETS {
+        return Err(reject(
+            StatusCode::BAD_REQUEST,
+            format!("more than {MAX_BUCKETS} buckets; choose a later since or a wider bucket"),
+        ));
+    }
+    let counters = app.store.counters(since_ms).await.map_err(store_error)?;
+    let deliveries = app.store.delivery_counts().await.map_err(store_error)?;
+    let stats = crate::store::Stats::from_counters(&counters, since_ms, now_ms, bucket_ms, deliveries);
+    Ok(json_reply(StatusCode::OK, &stats))
+}
+
 /// Every refusal as a status and `{"error": "…"}`.
 pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     let (status, message) = if let Some(e) = rejection.find::<ApiError>() {
@@ -482,7 +761,14 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
         tracing::warn!(?rejection, "unhandled rejection");
         (StatusCode::BAD_REQUEST, "bad request".to_owned())
     };
-    Ok(json_reply(status, &json!({ "error": message })))
+    let mut reply = json_reply(status, &json!({ "error": message }));
+    if let Some(wait) = rejection.find::<ApiError>().and_then(|e| e.retry_after) {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        reply
+            .headers_mut()
+            .insert(http::header::RETRY_AFTER, seconds.into());
+    }
+    Ok(reply)
 }
 
 #[cfg(test)]

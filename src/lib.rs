@@ -7,6 +7,7 @@
 //! is the thin HTTP layer, [`server`] wires everything for `serve`, [`cli`]
 //! is the command line, [`rule_tests`] runs a rule set's own tests.
 
+pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod console;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use leadscore::store::{self, AttemptOutcome, Enqueued, NewEvent, Retention, Store, StoreError, now_ms};
+use leadscore::store::{self, AttemptOutcome, Enqueued, NewEvent, Store, StoreError};
 use pg_support::Schema;
 use serde_json::{Value, json};
 use warp::Filter;
@@ -26,27 +26,7 @@ use warp::Filter;
 /// The longest any one wait of these tests takes.
 const WAIT: Duration = Duration::from_secs(60);
 
-fn retention() -> Retention {
-    Retention {
-        dedupe_window: Duration::from_secs(3600),
-        retention: Duration::from_secs(7 * 86400),
-    }
-}
-
-fn event(id: &str, contact: i64, key: &str) -> NewEvent {
-    NewEvent {
-        event_id: id.into(),
-        idempotency_key: key.into(),
-        contact_key: contact.to_string(),
-        contact_id: json!(contact),
-        received_at: now_ms(),
-        score: 42.into(),
-        tier: "warm".into(),
-        disqualified: false,
-        rules_version: "v1".into(),
-        body: json!({"type": "contact.scored", "id": id, "contact_id": contact}).to_string(),
-    }
-}
+use pg_support::{event, retention};
 
 async fn open(url: &str) -> Arc<dyn Store> {
     store::open(url, retention())
@@ -83,7 +63,7 @@ async fn instances_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     let tables: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'leadscore%'",
@@ -93,8 +73,8 @@ async fn instances_starting_together_migrate_once() {
         .unwrap()
         .get(0);
     assert_eq!(
-        tables, 4,
-        "events, keys, instances and migrations in the test's schema"
+        tables, 5,
+        "events, keys, instances, counters and migrations in the test's schema"
     );
     // What one instance stores, the others see.
     let stores: Vec<Arc<dyn Store>> = opened.into_iter().map(Result::unwrap).collect();

@@ -4,34 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadscore::store::{
-    self, AttemptOutcome, DeliveryStatus, Enqueued, NewEvent, Requeue, Retention, Store, now_ms,
-};
+use leadscore::store::{self, AttemptOutcome, DeliveryStatus, Enqueued, Requeue, Store, now_ms};
 use serde_json::json;
 
 mod pg_support;
 
-fn retention() -> Retention {
-    Retention {
-        dedupe_window: Duration::from_secs(3600),
-        retention: Duration::from_secs(7 * 86400),
-    }
-}
-
-fn event(id: &str, contact: i64, key: &str) -> NewEvent {
-    NewEvent {
-        event_id: id.into(),
-        idempotency_key: key.into(),
-        contact_key: contact.to_string(),
-        contact_id: json!(contact),
-        received_at: now_ms(),
-        score: 42.into(),
-        tier: "warm".into(),
-        disqualified: false,
-        rules_version: "v1".into(),
-        body: json!({"type": "contact.scored", "id": id, "contact_id": contact}).to_string(),
-    }
-}
+use pg_support::{event, retention};
 
 /// What keeps a test's store alive and cleans it up afterwards.
 #[allow(dead_code)]

@@ -175,6 +175,7 @@ fn prepare(
                 disqualified: scored.disqualified,
                 rules_version: scored.rules_version.clone(),
                 body: serde_json::to_string(&scored).unwrap_or_default(),
+                error_rules: scored.errors.iter().map(|e| e.rule.clone()).collect(),
             };
             (event, elapsed)
         })

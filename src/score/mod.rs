@@ -48,6 +48,9 @@ pub struct LoadError(pub Vec<CompileError>);
 /// One compiled rule file.
 struct Rule {
     name: Arc<str>,
+    /// The file's text: a rule with the same name and text in another set
+    /// (same limits) gives the same result (see [`Comparison`]).
+    text: Arc<str>,
     /// The same name, as the AST's source for Rhai.
     source: ImmutableString,
     ast: AST,
@@ -167,6 +170,7 @@ impl RuleSet {
                     contact_use = contact_use.union(ContactUse::of(&ast));
                     rules.push(Rule {
                         name: Arc::from(name.as_str()),
+                        text: Arc::from(text.as_str()),
                         source: name.as_str().into(),
                         ast,
                     });
@@ -230,7 +234,17 @@ impl RuleSet {
     /// Scores one contact. `event_id` is the stored event's id (`None` in a
     /// dry run). Never fails: rule errors are reported in the result.
     pub fn score(&self, contact: &Contact, event_id: Option<String>, scored_at: SystemTime) -> ScoredContact {
-        let outcome = self.evaluate(contact);
+        self.scored_contact(contact, self.evaluate(contact), event_id, scored_at)
+    }
+
+    /// The scored contact of an outcome this rule set produced.
+    pub fn scored_contact(
+        &self,
+        contact: &Contact,
+        outcome: Outcome,
+        event_id: Option<String>,
+        scored_at: SystemTime,
+    ) -> ScoredContact {
         ScoredContact {
             kind: ScoredContact::TYPE.to_owned(),
             id: event_id,
@@ -250,6 +264,16 @@ impl RuleSet {
 
     /// Runs every rule against a contact.
     pub fn evaluate(&self, contact: &Contact) -> Outcome {
+        self.outcome(self.run_rules(contact, |_| None))
+    }
+
+    /// Runs the rules against a contact, except those `reused` already has
+    /// a result for (by rule index).
+    fn run_rules(&self, contact: &Contact, mut reused: impl FnMut(usize) -> Option<RuleRun>) -> Vec<RuleRun> {
+        let mut runs: Vec<Option<RuleRun>> = (0..self.rules.len()).map(&mut reused).collect();
+        if runs.iter().all(Option::is_some) {
+            return runs.into_iter().flatten().collect();
+        }
         let deadline = Instant::now() + self.limits.timeout;
         let run = RunGuard::install(contact.value.clone(), contact.id.clone(), deadline);
         let mut scope = Scope::new();
@@ -257,30 +281,42 @@ impl RuleSet {
             scope.push_constant_dynamic("contact", value);
         }
         let base = scope.len();
-        let mut out = Outcome::default();
-        let mut total = Total::default();
         let mut caches = self.caches.take(self.rules.len());
-        for (rule, rule_caches) in self.rules.iter().zip(&mut caches) {
+        for ((rule, rule_caches), slot) in self.rules.iter().zip(&mut caches).zip(&mut runs) {
+            if slot.is_some() {
+                continue;
+            }
             if run.timed_out() {
-                out.errors.push(RuleFailure {
-                    rule: String::from(&*rule.name),
-                    error: format!(
-                        "not run: the rule set's time budget of {} per contact ran out",
-                        humantime::format_duration(self.limits.timeout)
-                    ),
-                });
+                *slot = Some(Err(format!(
+                    "not run: the rule set's time budget of {} per contact ran out",
+                    humantime::format_duration(self.limits.timeout)
+                )));
                 continue;
             }
             run.begin_rule(&rule.name);
             let result = runtime::run_rule(&self.engine, &mut scope, &rule.ast, &rule.source, rule_caches);
             scope.rewind(base);
             let effects = run.take_effects();
-            match result {
+            *slot = Some(match result {
+                Err(error) => Err(describe_runtime_error(&error, &self.limits)),
+                Ok(()) => Ok(effects),
+            });
+        }
+        self.caches.give_back(caches);
+        runs.into_iter().flatten().collect()
+    }
+
+    /// The outcome of a contact from what each rule did, in rule order.
+    fn outcome(&self, runs: Vec<RuleRun>) -> Outcome {
+        let mut out = Outcome::default();
+        let mut total = Total::default();
+        for (rule, run) in self.rules.iter().zip(runs) {
+            match run {
                 Err(error) => out.errors.push(RuleFailure {
                     rule: String::from(&*rule.name),
-                    error: describe_runtime_error(&error, &self.limits),
+                    error,
                 }),
-                Ok(()) => {
+                Ok(effects) => {
                     for (points, reason) in effects.reasons {
                         total.add(points);
                         out.reasons.push(Reason {
@@ -303,7 +339,6 @@ impl RuleSet {
                 }
             }
         }
-        self.caches.give_back(caches);
         out.score = self.tiers.clamp(total.points());
         out.disqualified = !out.disqualifications.is_empty();
         out.tier = if out.disqualified {
@@ -312,6 +347,72 @@ impl RuleSet {
             self.tiers.tier_for(out.score).to_owned()
         };
         out
+    }
+}
+
+/// What one rule did to one contact: its effects, or why it failed.
+type RuleRun = Result<runtime::RuleEffects, String>;
+
+/// Two rule sets scoring the same contacts side by side (a backtest).
+///
+/// Why: a candidate usually changes one or two files of a set. Each rule
+/// file runs with a fresh scope and reads only the contact, so a file with
+/// the same name and text in both sets (compiled with the same limits)
+/// gives the same result: it runs once per contact and counts for both.
+pub struct Comparison {
+    baseline: Arc<RuleSet>,
+    candidate: Arc<RuleSet>,
+    /// For each candidate rule, the index of the identical baseline rule.
+    shared: Vec<Option<usize>>,
+}
+
+impl Comparison {
+    pub fn new(baseline: Arc<RuleSet>, candidate: Arc<RuleSet>) -> Self {
+        let shared = candidate
+            .rules
+            .iter()
+            .map(|rule| {
+                (baseline.limits == candidate.limits)
+                    .then(|| {
+                        baseline
+                            .rules
+                            .iter()
+                            .position(|b| b.name == rule.name && b.text == rule.text)
+                    })
+                    .flatten()
+            })
+            .collect();
+        Self {
+            baseline,
+            candidate,
+            shared,
+        }
+    }
+
+    pub fn baseline(&self) -> &Arc<RuleSet> {
+        &self.baseline
+    }
+
+    pub fn candidate(&self) -> &Arc<RuleSet> {
+        &self.candidate
+    }
+
+    /// How many candidate rules are shared with the baseline.
+    pub fn shared_rules(&self) -> usize {
+        self.shared.iter().flatten().count()
+    }
+
+    /// The baseline's and the candidate's outcome for one contact: the same
+    /// as `baseline.evaluate` and `candidate.evaluate`, for less work.
+    pub fn evaluate(&self, contact: &Contact) -> (Outcome, Outcome) {
+        let baseline_runs = self.baseline.run_rules(contact, |_| None);
+        let candidate_runs = self
+            .candidate
+            .run_rules(contact, |i| self.shared[i].map(|b| baseline_runs[b].clone()));
+        (
+            self.baseline.outcome(baseline_runs),
+            self.candidate.outcome(candidate_runs),
+        )
     }
 }
 

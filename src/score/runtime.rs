@@ -62,7 +62,7 @@ pub enum Points {
 }
 
 /// What one rule did for one contact; kept only if the rule finished.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct RuleEffects {
     pub reasons: Vec<(Points, String)>,
     pub disqualifications: Vec<String>,

@@ -28,6 +28,8 @@ pub struct NewEvent {
     pub rules_version: String,
     /// The scored contact (SPEC 3), exactly as it is forwarded.
     pub body: String,
+    /// The rules that failed on this contact (counted for `GET /stats`).
+    pub error_rules: Vec<String>,
 }
 
 /// What ingest answers for one contact.
@@ -149,6 +151,141 @@ pub struct Retention {
     pub retention: Duration,
 }
 
+/// Which stored events a backtest reads (SPEC 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventWindow {
+    /// Events received at or after this time (unix ms).
+    pub since_ms: i64,
+    /// Every event, instead of the latest event of each contact.
+    pub all_events: bool,
+    /// Only events up to this sequence number: the snapshot a backtest takes
+    /// when it starts, so that contacts arriving meanwhile do not change
+    /// which event is a contact's latest half-way through.
+    pub up_to_seq: i64,
+}
+
+/// A stored event as a backtest or the console reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredEvent {
+    /// The store's order of arrival.
+    pub seq: i64,
+    pub id: String,
+    pub received_at: i64,
+    /// The scored contact (SPEC 3) as stored at ingest.
+    pub body: String,
+}
+
+/// Per-minute counters behind `GET /stats`, kept by every `enqueue`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// `(minute start in unix ms, what, name, count)`: `what` is one of
+    /// [`COUNT_RECEIVED`] (name: the tier), [`COUNT_DUPLICATE`] (name: "")
+    /// or [`COUNT_RULE_ERROR`] (name: the rule file).
+    pub rows: Vec<(i64, String, String, u64)>,
+}
+
+pub const COUNT_RECEIVED: &str = "received";
+pub const COUNT_DUPLICATE: &str = "duplicate";
+pub const COUNT_RULE_ERROR: &str = "rule_error";
+const MINUTE_MS: i64 = 60_000;
+
+/// The counter increments one `enqueue` makes: stored events by tier, the
+/// rules that failed on them, and duplicates (at the time they arrived).
+/// `events` pairs each event with whether it was stored (else a duplicate).
+pub(crate) fn tally<'a>(
+    events: impl IntoIterator<Item = (&'a NewEvent, bool)>,
+    now: i64,
+) -> Vec<(i64, &'static str, String, i64)> {
+    let mut counts: std::collections::BTreeMap<(i64, &'static str, String), i64> = Default::default();
+    for (event, stored) in events {
+        match stored {
+            true => {
+                let minute = event.received_at.div_euclid(MINUTE_MS) * MINUTE_MS;
+                *counts
+                    .entry((minute, COUNT_RECEIVED, event.tier.clone()))
+                    .or_default() += 1;
+                for rule in &event.error_rules {
+                    *counts
+                        .entry((minute, COUNT_RULE_ERROR, rule.clone()))
+                        .or_default() += 1;
+                }
+            }
+            false => {
+                let minute = now.div_euclid(MINUTE_MS) * MINUTE_MS;
+                *counts
+                    .entry((minute, COUNT_DUPLICATE, String::new()))
+                    .or_default() += 1;
+            }
+        }
+    }
+    counts
+        .into_iter()
+        .map(|((m, what, name), n)| (m, what, name, n))
+        .collect()
+}
+
+/// `GET /stats` (SPEC 9): counts per time bucket since a point in time.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stats {
+    pub buckets: Vec<StatsBucket>,
+    pub deliveries: DeliveryCounts,
+    pub rule_errors: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatsBucket {
+    /// RFC 3339.
+    pub start: String,
+    pub received: u64,
+    pub duplicates: u64,
+    pub tiers: std::collections::BTreeMap<String, u64>,
+}
+
+impl Stats {
+    /// Buckets `bucket_ms` wide from `since_ms` to `until_ms` (every bucket
+    /// present, empty ones with zeros), filled from per-minute counters.
+    pub fn from_counters(
+        counters: &Counters,
+        since_ms: i64,
+        until_ms: i64,
+        bucket_ms: i64,
+        deliveries: DeliveryCounts,
+    ) -> Self {
+        let bucket_ms = bucket_ms.max(MINUTE_MS);
+        let start = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+        let count = ((until_ms - start).max(0) / bucket_ms + 1) as usize;
+        let mut buckets: Vec<StatsBucket> = (0..count)
+            .map(|i| StatsBucket {
+                start: format_ms(start + i as i64 * bucket_ms),
+                received: 0,
+                duplicates: 0,
+                tiers: Default::default(),
+            })
+            .collect();
+        let mut rule_errors = std::collections::BTreeMap::new();
+        for (minute, what, name, n) in &counters.rows {
+            if *minute < start || *minute > until_ms {
+                continue;
+            }
+            let bucket = &mut buckets[(((minute - start) / bucket_ms) as usize).min(count - 1)];
+            match what.as_str() {
+                COUNT_RECEIVED => {
+                    bucket.received += n;
+                    *bucket.tiers.entry(name.clone()).or_default() += n;
+                }
+                COUNT_DUPLICATE => bucket.duplicates += n,
+                COUNT_RULE_ERROR => *rule_errors.entry(name.clone()).or_default() += n,
+                _ => {}
+            }
+        }
+        Self {
+            buckets,
+            deliveries,
+            rule_errors,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot take the write now (the sender should retry).
@@ -187,6 +324,22 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self) -> StoreResult<Pruned>;
     /// A real (tiny) write, for readiness.
     async fn check_writable(&self) -> StoreResult<()>;
+    /// The newest event's sequence number (0 when empty).
+    async fn last_seq(&self) -> StoreResult<i64>;
+    /// How many events a window holds.
+    async fn count_events(&self, window: EventWindow) -> StoreResult<u64>;
+    /// Up to `limit` events of the window after `after_seq`, in `seq` order:
+    /// a backtest pages through the window with the last `seq` it got.
+    async fn scan_events(
+        &self,
+        window: EventWindow,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>>;
+    /// The newest `limit` events, newest first (the console's contact picker).
+    async fn recent_events(&self, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// The per-minute counters from `since_ms` on.
+    async fn counters(&self, since_ms: i64) -> StoreResult<Counters>;
     /// Called once when `serve` starts: frees the claims a crashed earlier
     /// run left behind, where the backend can know they were that run's.
     /// SQLite (one server per file) frees them all at once; a shared store

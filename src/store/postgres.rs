@@ -47,8 +47,9 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::{
-    AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryInfo, DeliveryStatus, Enqueued, EventSummary,
-    NewEvent, Pruned, Requeue, Retention, Store, StoreError, StoreResult, format_ms, now_ms, redact_url,
+    AttemptOutcome, ClaimedDelivery, Counters, DeliveryCounts, DeliveryInfo, DeliveryStatus, Enqueued,
+    EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreError, StoreResult,
+    StoredEvent, format_ms, now_ms, redact_url, tally,
 };
 
 /// Connections of the pool (besides the writer's) unless `?pool_size=` says.
@@ -81,10 +82,11 @@ const LOCK_CONTACT: i64 = 0x4c53_0002;
 
 /// The schema's versions, applied in order, each once, in one transaction
 /// with the bookkeeping row. Never edit a released entry: add one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "events, idempotency keys, instances",
-    r#"
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "events, idempotency keys, instances",
+        r#"
 CREATE TABLE leadscore_events (
     seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     id              text NOT NULL UNIQUE,
@@ -125,9 +127,40 @@ CREATE TABLE leadscore_instances (
     seen_at    bigint NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "backtest index, per-minute counters",
+        r#"
+-- A contact's latest event (backtests, SPEC 8) for delivered ones too.
+CREATE INDEX leadscore_events_contact ON leadscore_events (contact_key, seq);
+-- Per-minute counts behind GET /stats, one row set per instance so that
+-- instances never wait for each other's counter rows.
+CREATE TABLE leadscore_counters (
+    minute   bigint NOT NULL,
+    what     text NOT NULL,
+    name     text NOT NULL,
+    instance text NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (minute, what, name, instance)
+);
+"#,
+    ),
+];
 
 // ------------------------------------------------------------------ the SQL
+
+const COUNT: &str = "
+INSERT INTO leadscore_counters AS c (minute, what, name, instance, count)
+SELECT u.minute, u.what, u.name, $5, u.count
+FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[]) AS u(minute, what, name, count)
+ON CONFLICT (minute, what, name, instance) DO UPDATE SET count = c.count + excluded.count";
+
+/// The events of an [`EventWindow`] after $1: received since $3 up to the
+/// snapshot $2 and, unless $4, only a contact's latest event.
+const WINDOW_FILTER: &str = "e.seq > $1 AND e.seq <= $2 AND e.received_at >= $3
+    AND ($4 OR NOT EXISTS (
+        SELECT 1 FROM leadscore_events l WHERE l.contact_key = e.contact_key AND l.seq > e.seq AND l.seq <= $2))";
 
 const UPSERT_KEYS: &str = "
 INSERT INTO leadscore_idempotency_keys AS k (key, event_id, created_at)
@@ -806,6 +839,118 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn last_seq(&self) -> StoreResult<i64> {
+        self.pool
+            .run("cannot read the events", |conn| {
+                async move {
+                    let row = conn
+                        .client
+                        .query_one("SELECT COALESCE(MAX(seq), 0) FROM leadscore_events", &[])
+                        .await?;
+                    Ok(row.get::<_, i64>(0))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn count_events(&self, window: EventWindow) -> StoreResult<u64> {
+        self.pool
+            .run("cannot count the events", move |conn| {
+                async move {
+                    let sql = format!("SELECT count(*) FROM leadscore_events e WHERE {WINDOW_FILTER}");
+                    let statement = conn.prepare(&sql).await?;
+                    let row = conn
+                        .client
+                        .query_one(
+                            &statement,
+                            &[&0i64, &window.up_to_seq, &window.since_ms, &window.all_events],
+                        )
+                        .await?;
+                    Ok(row.get::<_, i64>(0).max(0) as u64)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn scan_events(
+        &self,
+        window: EventWindow,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.pool
+            .run("cannot read the events", move |conn| {
+                async move {
+                    let sql = format!(
+                        "SELECT seq, id, received_at, body FROM leadscore_events e WHERE {WINDOW_FILTER}
+                         ORDER BY seq LIMIT $5"
+                    );
+                    let statement = conn.prepare(&sql).await?;
+                    let rows = conn
+                        .client
+                        .query(
+                            &statement,
+                            &[
+                                &after_seq,
+                                &window.up_to_seq,
+                                &window.since_ms,
+                                &window.all_events,
+                                &limit,
+                            ],
+                        )
+                        .await?;
+                    Ok(rows.iter().map(stored_event).collect())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn recent_events(&self, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.pool
+            .run("cannot read the events", move |conn| {
+                async move {
+                    let statement = conn
+                        .prepare(
+                            "SELECT seq, id, received_at, body FROM leadscore_events ORDER BY seq DESC LIMIT $1",
+                        )
+                        .await?;
+                    let rows = conn.client.query(&statement, &[&limit]).await?;
+                    Ok(rows.iter().map(stored_event).collect())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn counters(&self, since_ms: i64) -> StoreResult<Counters> {
+        let since = since_ms.div_euclid(60_000) * 60_000;
+        self.pool
+            .run("cannot read the counters", move |conn| {
+                async move {
+                    let statement = conn
+                        .prepare(
+                            "SELECT minute, what, name, sum(count)::int8 FROM leadscore_counters
+                             WHERE minute >= $1 GROUP BY minute, what, name ORDER BY minute",
+                        )
+                        .await?;
+                    let rows = conn.client.query(&statement, &[&since]).await?;
+                    Ok(Counters {
+                        rows: rows
+                            .iter()
+                            .map(|r| (r.get(0), r.get(1), r.get(2), r.get::<_, i64>(3).max(0) as u64))
+                            .collect(),
+                    })
+                }
+                .boxed()
+            })
+            .await
+    }
+
     // `release_stale_claims` keeps the default: other instances may hold
     // the claims found at start; their leases run out instead.
 }
@@ -817,6 +962,15 @@ fn parse_number(text: &str) -> serde_json::Number {
 /// The contact id from its key (the id's JSON text).
 fn contact_id_of(contact_key: &str) -> serde_json::Value {
     serde_json::from_str(contact_key).unwrap_or_else(|_| serde_json::Value::String(contact_key.to_owned()))
+}
+
+fn stored_event(row: &Row) -> StoredEvent {
+    StoredEvent {
+        seq: row.get(0),
+        id: row.get(1),
+        received_at: row.get(2),
+        body: row.get(3),
+    }
 }
 
 fn delivery_info(row: &Row) -> DeliveryInfo {
@@ -914,6 +1068,9 @@ async fn prune(conn: &mut Conn, retention: Retention) -> Result<Pruned, PgError>
     conn.client
         .execute("DELETE FROM leadscore_instances WHERE seen_at < $1", &[&cutoff])
         .await?;
+    conn.client
+        .execute("DELETE FROM leadscore_counters WHERE minute < $1", &[&cutoff])
+        .await?;
     Ok(Pruned { events })
 }
 
@@ -957,6 +1114,7 @@ struct WriterConn {
     repair_key: Statement,
     record: Statement,
     heartbeat: Statement,
+    count: Statement,
 }
 
 impl WriterConn {
@@ -970,13 +1128,14 @@ impl WriterConn {
                 REPAIR_KEY,
                 RECORD_ATTEMPTS,
                 HEARTBEAT,
+                COUNT,
             ]
             .map(|sql| client.prepare(sql)),
         )
         .await
         .map_err(|e| format!("cannot prepare the writer's statements: {}", describe(&e)))?;
         let mut it = prepared.into_iter();
-        let mut next = || it.next().expect("six statements");
+        let mut next = || it.next().expect("seven statements");
         Ok(Self {
             upsert_keys: next(),
             insert_events: next(),
@@ -984,6 +1143,7 @@ impl WriterConn {
             repair_key: next(),
             record: next(),
             heartbeat: next(),
+            count: next(),
             client,
         })
     }
@@ -1348,12 +1508,29 @@ async fn apply(
     let dup_key_refs: Vec<&[u8]> = dup_keys.iter().map(|k| &k[..]).collect();
     let dup_params: [&(dyn ToSql + Sync); 1] = [&dup_key_refs];
     let heartbeat_params: [&(dyn ToSql + Sync); 3] = [&heartbeat.0, &heartbeat.1, &now];
+    let counts = tally(flats.iter().zip(&owned).map(|(f, owned)| (f.event, *owned)), now);
+    let count_columns: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<i64>) = (
+        counts.iter().map(|c| c.0).collect(),
+        counts.iter().map(|c| c.1).collect(),
+        counts.iter().map(|c| c.2.as_str()).collect(),
+        counts.iter().map(|c| c.3).collect(),
+    );
+    let count_params: [&(dyn ToSql + Sync); 5] = [
+        &count_columns.0,
+        &count_columns.1,
+        &count_columns.2,
+        &count_columns.3,
+        &heartbeat.0,
+    ];
     let mut round_two = Vec::new();
     if !columns.is_empty() {
         round_two.push(client.query(&conn.insert_events, &event_params));
     }
     if touch {
         round_two.push(client.query(&conn.heartbeat, &heartbeat_params));
+    }
+    if !counts.is_empty() {
+        round_two.push(client.query(&conn.count, &count_params));
     }
     let find_index = round_two.len();
     if !dup_keys.is_empty() {

@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, named_params, params};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 use super::{
-    AttemptOutcome, ClaimedDelivery, DeliveryCounts, DeliveryInfo, DeliveryStatus, Enqueued, EventSummary,
-    NewEvent, Pruned, Requeue, Retention, Store, StoreError, StoreResult, format_ms, now_ms,
+    AttemptOutcome, ClaimedDelivery, Counters, DeliveryCounts, DeliveryInfo, DeliveryStatus, Enqueued,
+    EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreError, StoreResult,
+    StoredEvent, format_ms, now_ms, tally,
 };
 
 /// Most operations one transaction takes.
@@ -59,6 +60,15 @@ CREATE INDEX IF NOT EXISTS events_idempotency ON events (idempotency_key);
 CREATE INDEX IF NOT EXISTS events_contact ON events (contact_key, seq);
 CREATE INDEX IF NOT EXISTS events_pending ON events (next_attempt_at, seq) WHERE delivery = 'pending';
 CREATE INDEX IF NOT EXISTS events_dead ON events (seq) WHERE delivery = 'dead';
+-- Per-minute counts behind GET /stats (see store::tally): small, so that
+-- the overview never scans the events.
+CREATE TABLE IF NOT EXISTS counters (
+    minute INTEGER NOT NULL,
+    what   TEXT NOT NULL,
+    name   TEXT NOT NULL,
+    count  INTEGER NOT NULL,
+    PRIMARY KEY (minute, what, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -343,6 +353,99 @@ impl Store for SqliteStore {
     async fn check_writable(&self) -> StoreResult<()> {
         self.write(Work::Touch, ReplyTo::Unit).await
     }
+
+    async fn last_seq(&self) -> StoreResult<i64> {
+        self.read(|conn| conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
+            .await
+    }
+
+    async fn count_events(&self, window: EventWindow) -> StoreResult<u64> {
+        self.read(move |conn| {
+            let sql = format!("SELECT COUNT(*) FROM events e WHERE {WINDOW_FILTER}");
+            conn.prepare_cached(&sql)?.query_row(
+                named_params! {
+                    ":after": 0i64,
+                    ":up_to": window.up_to_seq,
+                    ":since": window.since_ms,
+                    ":all": window.all_events,
+                },
+                |r| r.get::<_, i64>(0).map(|n| n as u64),
+            )
+        })
+        .await
+    }
+
+    async fn scan_events(
+        &self,
+        window: EventWindow,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<StoredEvent>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT seq, id, received_at, body FROM events e WHERE {WINDOW_FILTER} ORDER BY seq LIMIT :limit"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(
+                named_params! {
+                    ":after": after_seq,
+                    ":up_to": window.up_to_seq,
+                    ":since": window.since_ms,
+                    ":all": window.all_events,
+                    ":limit": limit as i64,
+                },
+                stored_event,
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn recent_events(&self, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT seq, id, received_at, body FROM events ORDER BY seq DESC LIMIT ?1")?;
+            let rows = stmt.query_map([limit as i64], stored_event)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn counters(&self, since_ms: i64) -> StoreResult<Counters> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT minute, what, name, count FROM counters WHERE minute >= ?1 ORDER BY minute",
+            )?;
+            let rows = stmt.query_map([since_ms.div_euclid(60_000) * 60_000], |row| {
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get::<_, i64>(3)?.max(0) as u64,
+                ))
+            })?;
+            Ok(Counters {
+                rows: rows.collect::<rusqlite::Result<_>>()?,
+            })
+        })
+        .await
+    }
+}
+
+/// The events of an [`EventWindow`] after `:after`: those received since
+/// `:since` up to the snapshot `:up_to`, and unless `:all`, only a contact's
+/// latest event (none later in the snapshot; `events_contact` answers that).
+const WINDOW_FILTER: &str = "e.seq > :after AND e.seq <= :up_to AND e.received_at >= :since
+    AND (:all OR NOT EXISTS (
+        SELECT 1 FROM events l WHERE l.contact_key = e.contact_key AND l.seq > e.seq AND l.seq <= :up_to))";
+
+fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        received_at: row.get(2)?,
+        body: row.get(3)?,
+    })
 }
 
 /// The contact id inside a stored scored contact.
@@ -522,6 +625,18 @@ impl Writer {
                 disqualified: event.disqualified,
             }));
         }
+        let mut count = self.conn.prepare_cached(
+            "INSERT INTO counters (minute, what, name, count) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (minute, what, name) DO UPDATE SET count = count + excluded.count",
+        )?;
+        for (minute, what, name, n) in tally(
+            events
+                .iter()
+                .zip(results.iter().map(|r| matches!(r, Enqueued::Stored(_)))),
+            now_ms(),
+        ) {
+            count.execute(params![minute, what, name, n])?;
+        }
         Ok(results)
     }
 
@@ -609,6 +724,8 @@ impl Writer {
             "DELETE FROM events WHERE received_at < ?1 AND (delivery IS NULL OR delivery = 'delivered')",
             [cutoff],
         )?;
+        self.conn
+            .execute("DELETE FROM counters WHERE minute < ?1", [cutoff])?;
         Ok(Pruned {
             events: events as u64,
         })

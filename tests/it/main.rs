@@ -16,6 +16,7 @@
 //! afterwards); `LEADSCORE_TEST_STORE=sqlite` keeps SQLite even then, so CI
 //! runs the suite once per store. Test logs: `LEADSCORE_LOG=debug`.
 
+mod backtest;
 mod common;
 mod console;
 mod delivery;

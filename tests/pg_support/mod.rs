@@ -143,3 +143,30 @@ impl Drop for Schema {
         }
     }
 }
+
+/// A short dedupe window and a week of retention, for store tests.
+#[allow(dead_code)]
+pub fn retention() -> leadscore::store::Retention {
+    leadscore::store::Retention {
+        dedupe_window: std::time::Duration::from_secs(3600),
+        retention: std::time::Duration::from_secs(7 * 86400),
+    }
+}
+
+/// A scored event of `contact` with idempotency key `key`, received now.
+#[allow(dead_code)]
+pub fn event(id: &str, contact: i64, key: &str) -> leadscore::store::NewEvent {
+    leadscore::store::NewEvent {
+        event_id: id.into(),
+        idempotency_key: key.into(),
+        contact_key: contact.to_string(),
+        contact_id: serde_json::json!(contact),
+        received_at: leadscore::store::now_ms(),
+        score: 42.into(),
+        tier: "warm".into(),
+        disqualified: false,
+        rules_version: "v1".into(),
+        body: serde_json::json!({"type": "contact.scored", "id": id, "contact_id": contact}).to_string(),
+        error_rules: Vec::new(),
+    }
+}
