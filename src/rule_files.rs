@@ -142,23 +142,31 @@ fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), RuleFile
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let result = (|| {
-        let mut file = std::fs::File::create(&staging).map_err(|e| io("write", e))?;
-        file.write_all(bytes).map_err(|e| io("write", e))?;
-        // Keep the permissions of the file being replaced.
-        if let Ok(meta) = std::fs::metadata(&target) {
-            let _ = file.set_permissions(meta.permissions());
-        }
-        file.sync_all().map_err(|e| io("write", e))?;
-        drop(file);
-        std::fs::rename(&staging, &target).map_err(|e| io("replace", e))
-    })();
+    let result = write_and_rename(&staging, &target, bytes).map_err(|(what, e)| io(what, e));
     if result.is_err() {
         let _ = std::fs::remove_file(&staging);
     }
     result?;
     sync_dir(dir);
     Ok(())
+}
+
+/// Writes `bytes` to `staging` (with the permissions of `target`, if it
+/// exists), syncs it and renames it over `target`.
+fn write_and_rename(
+    staging: &Path,
+    target: &Path,
+    bytes: &[u8],
+) -> Result<(), (&'static str, std::io::Error)> {
+    let mut file = std::fs::File::create(staging).map_err(|e| ("write", e))?;
+    file.write_all(bytes).map_err(|e| ("write", e))?;
+    // Keep the permissions of the file being replaced.
+    if let Ok(meta) = std::fs::metadata(target) {
+        let _ = file.set_permissions(meta.permissions());
+    }
+    file.sync_all().map_err(|e| ("write", e))?;
+    drop(file);
+    std::fs::rename(staging, target).map_err(|e| ("replace", e))
 }
 
 /// Makes a rename or removal durable; best effort (not every file system
