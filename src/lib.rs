@@ -7,6 +7,9 @@
 //! is the thin HTTP layer, [`server`] wires everything for `serve`, [`cli`]
 //! is the command line, [`rule_tests`] runs a rule set's own tests.
 
+// warp's nested filter types (one per route) outgrow the default limit of 128.
+#![recursion_limit = "256"]
+
 pub mod backtest;
 pub mod cli;
 pub mod config;
