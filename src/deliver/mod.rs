@@ -3,16 +3,20 @@
 //! outcome before the slot takes the next one. Retries live in the store
 //! (`attempts`, `next_attempt_at`), never in sleeping tasks.
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::signature::WebhookSecret;
-use crate::store::{AttemptOutcome, ClaimedDelivery, Store};
+use crate::store::{AttemptOutcome, ClaimedDelivery, Store, StoreResult};
 use crate::telemetry;
 
 /// How often the worker looks for due deliveries when nothing wakes it.
@@ -136,39 +140,114 @@ impl Deliverer {
         })
     }
 
-    /// Runs until `shutdown` turns true, then finishes the deliveries in flight.
+    /// Runs until `shutdown` turns true, then finishes the deliveries in
+    /// flight and sends those already claimed (at most one per slot).
+    ///
+    /// A slot is one delivery task: it sends, then records the outcome, and
+    /// the slot is free only when the task ends, so a delivery is always
+    /// recorded before its slot takes the next one (SPEC 5). To keep the
+    /// slots busy, the worker does not wait for a slot to be free before
+    /// claiming its next delivery: as soon as a task has sent and its record
+    /// is on its way to the store, the slot is claimable, and one claim takes
+    /// as many due deliveries as there are such slots (plus idle ones). The
+    /// claim then shares its commit with those records (SQLite's writer
+    /// groups them) or runs beside them (PostgreSQL), and the claimed
+    /// deliveries wait in `ready`, unsent, until their slots are free. A
+    /// crash therefore repeats only deliveries that were sent; claimed,
+    /// unsent ones are released (SQLite) or their leases run out.
+    ///
+    /// The worker waits only when nothing can be claimed: every slot is
+    /// sending, or the last claim found fewer due deliveries than it asked
+    /// for. Then a finished delivery (it may unblock a later event of its
+    /// contact), a new event (the wake-up) or the poll interval (retries
+    /// coming due) starts the next claim.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let this = Arc::new(self);
+        let concurrency = this.config.concurrency.max(1);
         let mut in_flight: JoinSet<()> = JoinSet::new();
+        // Claimed, not sent yet: each waits for a slot to be free.
+        let mut ready: VecDeque<ClaimedDelivery> = VecDeque::new();
+        // Tasks still sending (not yet recording): `Sent` says when one is done.
+        let (sent_tx, mut sent_rx) = mpsc::unbounded_channel::<()>();
+        let mut sending = 0usize;
+        // The claim on its way (at most one), and how many it asked for.
+        let mut claiming: Option<BoxFuture<'static, StoreResult<Vec<ClaimedDelivery>>>> = None;
+        let mut asked = 0usize;
+        // Whether to claim: false after a claim that found fewer due
+        // deliveries than it asked for, until something changes.
+        let mut claim = true;
         let mut stopping = *shutdown.borrow();
         loop {
-            if stopping {
+            // A task counts in the set until joined: join every finished
+            // one. Each said `Sent` before it ended, so count those after.
+            while let Some(done) = in_flight.try_join_next() {
+                log_panic(done);
+                claim = true;
+            }
+            while sent_rx.try_recv().is_ok() {
+                sending -= 1;
+            }
+            while in_flight.len() < concurrency
+                && let Some(delivery) = ready.pop_front()
+            {
+                let worker = this.clone();
+                let sent = Sent(Some(sent_tx.clone()));
+                sending += 1;
+                in_flight.spawn(async move { worker.attempt(delivery, sent).await });
+            }
+            if stopping && ready.is_empty() && claiming.is_none() {
                 break;
             }
-            let free = this.config.concurrency.saturating_sub(in_flight.len());
-            if free > 0 {
-                match this.store.claim_due(free, this.config.lease).await {
-                    Ok(batch) => {
-                        for delivery in batch {
-                            let worker = this.clone();
-                            in_flight.spawn(async move { worker.attempt(delivery).await });
+            // Slots neither sending nor already given a claimed delivery.
+            let claimable = concurrency.saturating_sub(sending + ready.len());
+            if claim && claimable > 0 && claiming.is_none() && !stopping {
+                let store = this.store.clone();
+                let lease = this.config.lease;
+                asked = claimable;
+                claiming = Some(Box::pin(async move { store.claim_due(claimable, lease).await }));
+            }
+            let idle = claiming.is_none();
+            let claimed = async {
+                match claiming.as_mut() {
+                    Some(claim) => claim.await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                result = claimed => {
+                    claiming = None;
+                    match result {
+                        Ok(batch) => {
+                            // Fewer than asked for: nothing more is due now.
+                            claim = batch.len() == asked;
+                            ready.extend(batch);
+                        }
+                        Err(e) => {
+                            claim = false;
+                            tracing::warn!(error = %e, "cannot claim deliveries; retrying shortly");
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "cannot claim deliveries; retrying shortly"),
                 }
-            }
-            tokio::select! {
-                Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-                _ = this.wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = shutdown.changed() => stopping = *shutdown.borrow(),
+                Some(()) = sent_rx.recv() => sending -= 1,
+                Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
+                    log_panic(done);
+                    claim = true;
+                }
+                _ = this.wake.notified() => claim = true,
+                _ = tokio::time::sleep(POLL), if idle => claim = true,
+                changed = shutdown.changed(), if !stopping => {
+                    // A dropped sender stops the worker too.
+                    stopping = changed.is_err() || *shutdown.borrow();
+                }
             }
         }
         // Deliveries in flight finish (bounded by the forward timeout).
-        while in_flight.join_next().await.is_some() {}
+        while let Some(done) = in_flight.join_next().await {
+            log_panic(done);
+        }
     }
 
-    async fn attempt(&self, delivery: ClaimedDelivery) {
+    async fn attempt(&self, delivery: ClaimedDelivery, sent: Sent) {
         let started = std::time::Instant::now();
         let response = self.send(&delivery).await;
         let outcome = outcome_of(
@@ -184,8 +263,18 @@ impl Deliverer {
             started.elapsed(),
         );
         // At-least-once: if this record is lost, the lease runs out and the
-        // delivery is sent again.
-        if let Err(e) = self.store.record_attempt(&delivery.event_id, outcome).await {
+        // delivery is sent again. The first poll hands the record to the
+        // store; only then is the slot claimable, so that a claim made for
+        // it comes after the record (in SQLite's writer, in the same or a
+        // later transaction).
+        let mut record = std::pin::pin!(self.store.record_attempt(&delivery.event_id, outcome));
+        let first = std::future::poll_fn(|cx| Poll::Ready(record.as_mut().poll(cx))).await;
+        drop(sent);
+        let result = match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => record.await,
+        };
+        if let Err(e) = result {
             tracing::error!(event_id = %delivery.event_id, error = %e, "cannot record a delivery attempt; it will be retried after its lease");
         }
     }
@@ -218,6 +307,28 @@ impl Deliverer {
             }
             Err(e) => Response::Failed(describe_error(&e)),
         }
+    }
+}
+
+/// Tells the worker that a delivery task has sent and is recording (or
+/// has ended): when dropped, so that a task that panics still says it.
+struct Sent(Option<mpsc::UnboundedSender<()>>);
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A delivery task that panicked (a bug) is logged; its claim runs out
+/// with its lease and the delivery is sent again.
+fn log_panic(done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done
+        && e.is_panic()
+    {
+        tracing::error!(error = %e, "a delivery task panicked; the delivery is retried after its lease");
     }
 }
 

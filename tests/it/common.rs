@@ -264,6 +264,8 @@ pub struct Received {
     pub at: SystemTime,
     /// The status the receiver answered.
     pub answered: u16,
+    /// Requests being answered when this one arrived, itself included.
+    pub in_flight: usize,
 }
 
 impl Received {
@@ -366,11 +368,12 @@ impl Receiver {
             .then(
                 move |path: warp::path::FullPath, headers: HeaderMap, body: Bytes| {
                     let answer = recorder.next_answer();
-                    {
+                    let now_in_flight = {
                         let mut in_flight = recorder.in_flight.lock().expect("lock");
                         in_flight.0 += 1;
                         in_flight.1 = in_flight.1.max(in_flight.0);
-                    }
+                        in_flight.0
+                    };
                     let done = recorder.clone();
                     recorder.received.lock().expect("lock").push(Received {
                         path: path.as_str().to_owned(),
@@ -378,6 +381,7 @@ impl Receiver {
                         body,
                         at: SystemTime::now(),
                         answered: answer.status,
+                        in_flight: now_in_flight,
                     });
                     async move {
                         if let Some(delay) = answer.delay {

@@ -950,6 +950,39 @@ async fn forward_concurrency_bounds_the_requests_in_flight() {
     assert!((2..=3).contains(&most), "{most} requests were in flight at once");
 }
 
+/// A backlog drains with every slot busy: each delivery finished (and
+/// recorded) frees its slot for the next at once, not one slot per claim or
+/// per poll. Asserts on the concurrency the receiver sees, never on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_backlog_keeps_the_slots_busy() {
+    let server = TestServer::start(Options {
+        forward_concurrency: 8,
+        ..Options::default()
+    })
+    .await;
+    server.receiver().answer_by_default(Answer {
+        status: 200,
+        retry_after: None,
+        delay: Some(Duration::from_millis(200)),
+    });
+    let body: Vec<Value> = (0..40).map(|i| contact_with_id("qualified", 600 + i)).collect();
+    server.webhook(&Value::Array(body)).await;
+    let forwarded = server.receiver().wait_for(40, WAIT).await;
+    let ids: HashSet<String> = forwarded.iter().map(|r| r.webhook_id()).collect();
+    assert_eq!(ids.len(), 40, "each delivery sent once");
+    let most = server.receiver().max_in_flight();
+    assert!(most <= 8, "{most} requests were in flight at once");
+    // Not only the first claim: the slots freed by each wave are taken again.
+    let seen: Vec<usize> = forwarded.iter().map(|r| r.in_flight).collect();
+    assert!(
+        seen[8..].iter().any(|&n| n >= 6),
+        "after the first 8, the receiver never saw 6 requests at once: {seen:?}"
+    );
+    for d in server.deliveries(Some("delivered")).await {
+        assert_eq!(d["attempts"], 1, "{d}");
+    }
+}
+
 /// Shutting down lets the deliveries in flight finish and records them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_the_deliveries_in_flight() {
