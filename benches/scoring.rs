@@ -12,7 +12,7 @@
 //! Run pinned to one core: `taskset -c 0 cargo bench --bench scoring`.
 //!
 //! Counting mode, for a machine too busy for stable timings: with
-//! `SCORING_COUNT=evaluate|score|parse_score_serialize` (and optionally
+//! `SCORING_COUNT=evaluate|evaluate_rhai_only|score|parse_score_serialize` (and optionally
 //! `SCORING_PASSES=N`, default 1) the binary skips criterion and runs that
 //! step N times over the mix, so that under
 //! `valgrind --tool=callgrind` the instructions per contact are
@@ -145,6 +145,12 @@ fn bench_qualified(c: &mut Criterion) {
     let mut group = c.benchmark_group("qualified");
     group.bench_function("evaluate", |b| b.iter(|| evaluate(&rules, black_box(&contact))));
     group.bench_function("score", |b| b.iter(|| score(&rules, black_box(&contact))));
+    // The same rules run by Rhai alone (no native evaluation): the reference.
+    let rhai_only = load_rules(&Limits::default()).interpreted_only();
+    assert_eq!(rhai_only.evaluate(&contact), outcome);
+    group.bench_function("evaluate_rhai_only", |b| {
+        b.iter(|| evaluate(&rhai_only, black_box(&contact)))
+    });
     let mut out = Vec::with_capacity(8192);
     group.bench_function("parse_score_serialize", |b| {
         b.iter(|| parse_score_serialize(&rules, black_box(&body), &mut out))
@@ -177,6 +183,11 @@ fn bench_mix(c: &mut Criterion) {
     });
     let mut cycle = Cycle::new(&contacts);
     group.bench_function("score", |b| b.iter(|| score(&rules, black_box(cycle.next()))));
+    let rhai_only = load_rules(&Limits::default()).interpreted_only();
+    let mut cycle = Cycle::new(&contacts);
+    group.bench_function("evaluate_rhai_only", |b| {
+        b.iter(|| evaluate(&rhai_only, black_box(cycle.next())))
+    });
     let mut cycle = Cycle::new(&payloads);
     let mut out = Vec::with_capacity(8192);
     group.bench_function("parse_score_serialize", |b| {
@@ -193,15 +204,21 @@ fn count(step: &str, passes: usize) {
         ..Limits::default()
     };
     let (rules, payloads, contacts) = mix(&patient);
+    let rhai_only = load_rules(&patient).interpreted_only();
     let mut out = Vec::with_capacity(8192);
     for _ in 0..passes {
         match step {
             "evaluate" => contacts.iter().for_each(|c| drop(black_box(evaluate(&rules, c)))),
+            "evaluate_rhai_only" => contacts
+                .iter()
+                .for_each(|c| drop(black_box(evaluate(&rhai_only, c)))),
             "score" => contacts.iter().for_each(|c| drop(black_box(score(&rules, c)))),
             "parse_score_serialize" => payloads
                 .iter()
                 .for_each(|p| parse_score_serialize(&rules, p, &mut out)),
-            other => panic!("SCORING_COUNT={other}: evaluate, score or parse_score_serialize"),
+            other => {
+                panic!("SCORING_COUNT={other}: evaluate, evaluate_rhai_only, score or parse_score_serialize")
+            }
         }
     }
 }

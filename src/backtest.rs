@@ -60,6 +60,18 @@ pub struct Backtest {
     pub top: usize,
     /// Scoring threads (at least 1).
     pub threads: usize,
+    /// Score at the lowest CPU priority (nice 19), so that a server running
+    /// the backtest answers its webhooks first (`POST /backtest`); the
+    /// command line runs at normal priority.
+    pub background: bool,
+}
+
+/// Lowers the calling thread to the lowest CPU priority of normal
+/// scheduling (nice 19 on Linux, where niceness is per thread): the kernel
+/// then runs it only in the time other threads leave, yet it always makes
+/// progress. Whether it worked; failing only leaves the thread as it was.
+pub fn lower_current_thread_priority() -> bool {
+    thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min).is_ok()
 }
 
 /// How far a running backtest is; shared with whoever shows progress.
@@ -285,7 +297,10 @@ impl Backtest {
                     window,
                     scorer,
                     builder,
-                    self.threads.max(1),
+                    Workers {
+                        threads: self.threads.max(1),
+                        background: self.background,
+                    },
                     progress,
                     on_row,
                 )
@@ -299,13 +314,19 @@ impl Backtest {
     }
 }
 
+/// The scoring threads of a scan.
+struct Workers {
+    threads: usize,
+    background: bool,
+}
+
 /// Pages from the store → scoring threads → the aggregator (in order).
 async fn scan_store(
     store: Arc<dyn Store>,
     window: EventWindow,
     scorer: Arc<Scorer>,
     builder: ReportBuilder,
-    threads: usize,
+    Workers { threads, background }: Workers,
     progress: Arc<Progress>,
     mut on_row: Option<RowSink>,
 ) -> Result<ReportBuilder, BacktestError> {
@@ -322,6 +343,9 @@ async fn scan_store(
         let worker = std::thread::Builder::new()
             .name(format!("backtest-{i}"))
             .spawn(move || {
+                if background && !lower_current_thread_priority() {
+                    tracing::debug!("could not lower the backtest thread's priority");
+                }
                 loop {
                     // Held only while taking a page, not while scoring it.
                     let page = page_rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
@@ -836,5 +860,27 @@ mod tests {
             SystemTime::UNIX_EPOCH + Duration::from_secs(86400)
         );
         assert!(parse_since("last tuesday", now).unwrap_err().contains("neither"));
+    }
+
+    /// The nice value of the calling thread, from /proc (Linux).
+    #[cfg(target_os = "linux")]
+    fn own_nice() -> i64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // Fields after the command name (which is in parentheses): the
+        // 19th field of the line is the nice value.
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        after_name.split(' ').nth(16).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn background_threads_run_at_the_lowest_priority_and_others_do_not() {
+        let before = own_nice();
+        let lowered = std::thread::spawn(|| (lower_current_thread_priority(), own_nice()))
+            .join()
+            .unwrap();
+        assert_eq!(lowered, (true, 19));
+        // Only that thread: niceness is per thread on Linux.
+        assert_eq!(own_nice(), before);
     }
 }

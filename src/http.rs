@@ -636,6 +636,8 @@ async fn handle_backtest(app: Arc<App>, body: Bytes) -> Result<Response, Rejecti
         candidate,
         top,
         threads: backtest::default_threads(),
+        // Webhooks first: the backtest takes the CPU time they leave.
+        background: true,
     };
     match job.run(progress, None).await {
         Ok(report) => Ok(json_reply(StatusCode::OK, &report)),

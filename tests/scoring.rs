@@ -1341,3 +1341,82 @@ fn concurrent_scoring_matches_sequential_scoring() {
         }
     }
 }
+
+// ---------------------------------------------------- native evaluation
+
+/// The rules the native path runs (src/score/native.rs) give exactly what
+/// Rhai alone gives, on the example rules and the benchmark rules, for 1,000
+/// generated contacts and for the same contacts with every string field
+/// turned into a number and every map into an array (the shapes rules must
+/// survive). And the native path really runs: the bench rules finish
+/// natively for nearly every contact.
+#[test]
+fn native_evaluation_agrees_with_rhai_on_generated_contacts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("benches/data/contacts-1000-seed7.jsonl")).unwrap();
+    let mut contacts: Vec<Contact> = text
+        .lines()
+        .flat_map(|line| parse_body(line.as_bytes(), usize::MAX).unwrap())
+        .collect();
+    assert_eq!(contacts.len(), 1000);
+    fn odd(value: &Value, depth: usize) -> Value {
+        match value {
+            Value::String(s) => json!(s.len()),
+            Value::Object(map) if depth > 0 => {
+                Value::Array(map.values().map(|v| odd(v, depth + 1)).collect())
+            }
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), if k == "id" { v.clone() } else { odd(v, 1) }))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    let odd_contacts: Vec<Contact> = contacts
+        .iter()
+        .take(200)
+        .map(|c| contact(odd(&c.value, 0)))
+        .collect();
+    contacts.extend(odd_contacts);
+    let bench_rules = root.join("../shared/bench/rules");
+    let mut folders = vec![root.join("rules")];
+    if bench_rules.is_dir() {
+        folders.push(bench_rules.clone());
+    } else {
+        println!("SKIPPED the bench rules: {} not found", bench_rules.display());
+    }
+    for folder in folders {
+        let native = RuleSet::load(&folder, &relaxed()).unwrap();
+        let rhai = RuleSet::load(&folder, &relaxed()).unwrap().interpreted_only();
+        assert!(native.native_rule_count() > 0);
+        let mut native_alone = 0;
+        for (i, contact) in contacts.iter().enumerate() {
+            let expected = rhai.evaluate(contact);
+            assert_eq!(
+                native.evaluate(contact),
+                expected,
+                "{} on {}",
+                folder.display(),
+                contact.value
+            );
+            if let Some(outcome) = native.evaluate_native_only(contact) {
+                assert_eq!(outcome, expected, "{} on {}", folder.display(), contact.value);
+                native_alone += usize::from(i < 1000);
+            }
+        }
+        println!(
+            "{}: {native_alone} of 1000 generated contacts natively",
+            folder.display()
+        );
+        if folder == bench_rules {
+            // Only 80-disqualify.rhai's loop over the groups of contacts
+            // disqualified in iClosed is Rhai's: every other contact runs natively.
+            let qualified = contacts[..1000]
+                .iter()
+                .filter(|c| !leadscore::score::helpers::iclosed_disqualified(&c.value))
+                .count();
+            assert_eq!(native_alone, qualified);
+        }
+    }
+}

@@ -18,25 +18,30 @@ N=${N:-100000}
 PORT=${PORT:-8094}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-cargo build --release --quiet --bin leadscore
+cargo build --release --quiet --bin leadscore --example bare_warp  # one feature set for every script: no rebuilds between them
 BIN=$ROOT/target/release/leadscore
 STORE="sqlite://$WORK/store/ls.db"
 RULES=$SHARED/bench/rules
 
-# The history: N generated contacts through the webhook, 500 per request.
+# The history: N generated contacts through the webhook, 200 per request.
 LEADSCORE_LOG=warn "$BIN" serve --rules "$RULES" --store "$STORE" --listen 127.0.0.1:$PORT \
   > "$WORK/serve.log" 2>&1 &
 SERVE=$!
 for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$PORT/healthz" && break; sleep 0.1; done
-"$SHARED/tools/gen-contacts" -n "$N" --seed 7 --batch 500 --jsonl > "$WORK/history.jsonl"
+"$SHARED/tools/gen-contacts" -n "$N" --seed 7 --jsonl > "$WORK/history.jsonl"
 python3 - "$WORK/history.jsonl" "$PORT" <<'EOF'
-import sys, urllib.request
-for line in open(sys.argv[1]):
-    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[2]}/webhooks/iclosed", data=line.encode(),
+import json, sys, urllib.request
+contacts = []
+for line in open(sys.argv[1]):  # a line is one payload: a contact or an array of them
+    payload = json.loads(line)
+    contacts.extend(payload if isinstance(payload, list) else [payload])
+for start in range(0, len(contacts), 200):  # 200 contacts per request
+    body = json.dumps(contacts[start:start + 200]).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[2]}/webhooks/iclosed", data=body,
                                  headers={"content-type": "application/json"})
     urllib.request.urlopen(req).read()
+print(f"stored {len(contacts)} contacts")
 EOF
-echo "stored $N contacts"
 
 # A candidate sharing no file with the baseline.
 mkdir "$WORK/changed"

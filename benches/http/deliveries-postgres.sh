@@ -28,7 +28,7 @@ cleanup() {
 trap cleanup EXIT
 BIN=${BIN:-target/release/leadscore}
 cargo build --release --quiet --example bare_warp
-[ "$BIN" = target/release/leadscore ] && cargo build --release --quiet --bin leadscore
+[ "$BIN" = target/release/leadscore ] && cargo build --release --quiet --bin leadscore --example bare_warp
 "$SHARED/tools/gen-contacts" -n "$N" --seed 11 --batch 1 --jsonl > "$WORK/p.jsonl"
 sep() { case "$PG" in *\?*) echo '&';; *) echo '?';; esac; }
 STORE="$PG$(sep)schema=$SCHEMA"

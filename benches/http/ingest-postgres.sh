@@ -23,7 +23,7 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-cargo build --release --quiet --bin leadscore
+cargo build --release --quiet --bin leadscore --example bare_warp  # one feature set for every script: no rebuilds between them
 "$SHARED/tools/gen-contacts" -n 20000 --seed 7 --jsonl > "$WORK/p.jsonl"
 sep() { case "$PG" in *\?*) echo '&';; *) echo '?';; esac; }
 

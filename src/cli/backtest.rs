@@ -124,6 +124,7 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
             threads: args
                 .threads
                 .map_or_else(backtest::default_threads, |n| n as usize),
+            background: false,
         };
         let on_row = csv.as_ref().map(|csv| csv.writer());
         let report = job.run(progress, on_row).await;

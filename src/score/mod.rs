@@ -3,6 +3,7 @@
 //! the rules folder, no HTTP types.
 
 pub mod helpers;
+mod native;
 pub mod pool;
 pub mod runtime;
 pub mod tiers;
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use rhai::{AST, Dynamic, Engine, ImmutableString, Scope};
+use rhai::{AST, Caches, Dynamic, Engine, ImmutableString, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -54,6 +55,9 @@ struct Rule {
     /// The same name, as the AST's source for Rhai.
     source: ImmutableString,
     ast: AST,
+    /// The rule translated for native evaluation (see native.rs), when it
+    /// can be; Rhai runs it otherwise, or when the native run gives up.
+    native: Option<native::NativeRule>,
 }
 
 /// The source of a rule set: rule files by name, and `tiers.toml`.
@@ -114,6 +118,9 @@ pub struct RuleSet {
     contact_use: ContactUse,
     caches: CachePool,
     source_dir: Option<PathBuf>,
+    /// Whether rules run natively where they can (on unless switched off
+    /// with [`RuleSet::interpreted_only`]).
+    native: bool,
 }
 
 impl std::fmt::Debug for RuleSet {
@@ -172,6 +179,7 @@ impl RuleSet {
                         name: Arc::from(name.as_str()),
                         text: Arc::from(text.as_str()),
                         source: name.as_str().into(),
+                        native: native::NativeRule::translate(&ast),
                         ast,
                     });
                 }
@@ -207,7 +215,23 @@ impl RuleSet {
             contact_use,
             caches: CachePool::default(),
             source_dir: None,
+            native: true,
         })
+    }
+
+    /// The same rule set with every rule run by Rhai alone: the reference
+    /// the native evaluation is compared with (tests, benchmarks).
+    pub fn interpreted_only(mut self) -> Self {
+        self.native = false;
+        self
+    }
+
+    /// How many rule files run natively (where they do not give up).
+    pub fn native_rule_count(&self) -> usize {
+        if !self.native {
+            return 0;
+        }
+        self.rules.iter().filter(|r| r.native.is_some()).count()
     }
 
     /// Hex SHA-256 of the rule set's file names and contents.
@@ -267,6 +291,23 @@ impl RuleSet {
         self.outcome(self.run_rules(contact, |_| None))
     }
 
+    /// The outcome when every rule runs natively to the end; `None` when a
+    /// rule cannot (not translated, or it gave up). For tests that check the
+    /// native path itself, not only the combined result.
+    #[doc(hidden)]
+    pub fn evaluate_native_only(&self, contact: &Contact) -> Option<Outcome> {
+        let deadline = Instant::now() + self.limits.timeout;
+        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), deadline);
+        let mut native_run = native::Run::new(&contact.value, &self.limits);
+        let mut runs = Vec::with_capacity(self.rules.len());
+        for rule in &self.rules {
+            run.begin_rule(&rule.name);
+            native_run.run(rule.native.as_ref()?).ok()?;
+            runs.push(Ok(run.take_effects()));
+        }
+        Some(self.outcome(runs))
+    }
+
     /// Runs the rules against a contact, except those `reused` already has
     /// a result for (by rule index).
     fn run_rules(&self, contact: &Contact, mut reused: impl FnMut(usize) -> Option<RuleRun>) -> Vec<RuleRun> {
@@ -276,13 +317,10 @@ impl RuleSet {
         }
         let deadline = Instant::now() + self.limits.timeout;
         let run = RunGuard::install(contact.value.clone(), contact.id.clone(), deadline);
-        let mut scope = Scope::new();
-        if let Some(value) = self.contact_use.contact(&contact.value) {
-            scope.push_constant_dynamic("contact", value);
-        }
-        let base = scope.len();
-        let mut caches = self.caches.take(self.rules.len());
-        for ((rule, rule_caches), slot) in self.rules.iter().zip(&mut caches).zip(&mut runs) {
+        let mut native_run = native::Run::new(&contact.value, &self.limits);
+        // Rhai's scope and caches only when a rule needs Rhai.
+        let mut rhai: Option<(Scope, usize, Vec<Caches>)> = None;
+        for ((index, rule), slot) in self.rules.iter().enumerate().zip(&mut runs) {
             if slot.is_some() {
                 continue;
             }
@@ -294,15 +332,32 @@ impl RuleSet {
                 continue;
             }
             run.begin_rule(&rule.name);
-            let result = runtime::run_rule(&self.engine, &mut scope, &rule.ast, &rule.source, rule_caches);
-            scope.rewind(base);
+            if let Some(native) = rule.native.as_ref().filter(|_| self.native) {
+                if native_run.run(native).is_ok() {
+                    *slot = Some(Ok(run.take_effects()));
+                    continue;
+                }
+                run.begin_rule(&rule.name); // gave up: Rhai runs it afresh
+            }
+            let (scope, base, caches) = rhai.get_or_insert_with(|| {
+                let mut scope = Scope::new();
+                if let Some(value) = self.contact_use.contact(&contact.value) {
+                    scope.push_constant_dynamic("contact", value);
+                }
+                let base = scope.len();
+                (scope, base, self.caches.take(self.rules.len()))
+            });
+            let result = runtime::run_rule(&self.engine, scope, &rule.ast, &rule.source, &mut caches[index]);
+            scope.rewind(*base);
             let effects = run.take_effects();
             *slot = Some(match result {
                 Err(error) => Err(describe_runtime_error(&error, &self.limits)),
                 Ok(()) => Ok(effects),
             });
         }
-        self.caches.give_back(caches);
+        if let Some((_, _, caches)) = rhai {
+            self.caches.give_back(caches);
+        }
         runs.into_iter().flatten().collect()
     }
 

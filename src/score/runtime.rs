@@ -178,7 +178,7 @@ fn with_state<R>(f: impl FnOnce(&mut RunState) -> R) -> Option<R> {
     RUN.with(|run| run.borrow_mut().as_mut().map(f))
 }
 
-type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
+pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
 fn outside_scoring() -> Box<EvalAltResult> {
     "this function can only be called while a contact is scored".into()
@@ -432,14 +432,72 @@ fn register_fast_paths(engine: &mut Engine) {
     );
 }
 
-fn register_read_api(engine: &mut Engine) {
+// The rule API, shared by the registered functions and the native path
+// (native.rs), so that both read and write the same run state the same way.
+
+pub(crate) fn api_answer(q: &str) -> RhaiResult<ImmutableString> {
     // Rhai's own string type: a `String` would be copied once more into one.
-    engine.register_fn("answer", |q: &str| -> RhaiResult<ImmutableString> {
-        read(|s| answers(s).answer(q).into())
-    });
-    engine.register_fn("has_answer", |q: &str| -> RhaiResult<bool> {
-        read(|s| !answers(s).answer(q).is_empty())
-    });
+    read(|s| answers(s).answer(q).into())
+}
+
+pub(crate) fn api_has_answer(q: &str) -> RhaiResult<bool> {
+    read(|s| !answers(s).answer(q).is_empty())
+}
+
+pub(crate) fn api_utm(name: &str) -> RhaiResult<ImmutableString> {
+    read(|s| {
+        helpers::utm_text(&s.contact, name, Touch::Current)
+            .as_ref()
+            .into()
+    })
+}
+
+pub(crate) fn api_first_utm(name: &str) -> RhaiResult<ImmutableString> {
+    read(|s| helpers::utm_text(&s.contact, name, Touch::First).as_ref().into())
+}
+
+pub(crate) fn api_email_domain() -> RhaiResult<ImmutableString> {
+    read(|s| email_domain(s).clone())
+}
+
+pub(crate) fn api_is_free_email() -> RhaiResult<bool> {
+    read(|s| helpers::is_free_email_domain(email_domain(s)))
+}
+
+pub(crate) fn api_iclosed_disqualified() -> RhaiResult<bool> {
+    read(|s| helpers::iclosed_disqualified(&s.contact))
+}
+
+pub(crate) fn api_disqualifying_groups() -> RhaiResult<Array> {
+    read(|s| {
+        helpers::disqualifying_groups(&s.contact)
+            .iter()
+            .map(to_dynamic)
+            .collect()
+    })
+}
+
+pub(crate) fn api_add(points: Points, reason: &Dynamic) -> RhaiResult<()> {
+    push_reason(points, reason)
+}
+
+pub(crate) fn api_disqualify(reason: &Dynamic) -> RhaiResult<()> {
+    let reason = text_of(reason);
+    read(|s| s.effects.disqualifications.push(reason))
+}
+
+pub(crate) fn api_tag(label: &Dynamic) -> RhaiResult<()> {
+    let label = text_of(label);
+    read(|s| {
+        if !s.effects.tags.contains(&label) {
+            s.effects.tags.push(label);
+        }
+    })
+}
+
+fn register_read_api(engine: &mut Engine) {
+    engine.register_fn("answer", api_answer);
+    engine.register_fn("has_answer", api_has_answer);
     engine.register_fn("answers", || -> RhaiResult<Map> {
         read(|s| {
             let mut map = Map::new();
@@ -450,63 +508,34 @@ fn register_read_api(engine: &mut Engine) {
             map
         })
     });
-    engine.register_fn("utm", |name: &str| -> RhaiResult<ImmutableString> {
-        read(|s| {
-            helpers::utm_text(&s.contact, name, Touch::Current)
-                .as_ref()
-                .into()
-        })
-    });
-    engine.register_fn("first_utm", |name: &str| -> RhaiResult<ImmutableString> {
-        read(|s| helpers::utm_text(&s.contact, name, Touch::First).as_ref().into())
-    });
-    engine.register_fn("email_domain", || -> RhaiResult<ImmutableString> {
-        read(|s| email_domain(s).clone())
-    });
-    engine.register_fn("is_free_email", || -> RhaiResult<bool> {
-        read(|s| helpers::is_free_email_domain(email_domain(s)))
-    });
+    engine.register_fn("utm", api_utm);
+    engine.register_fn("first_utm", api_first_utm);
+    engine.register_fn("email_domain", api_email_domain);
+    engine.register_fn("is_free_email", api_is_free_email);
     engine.register_fn("parse_number", |text: &str| -> Dynamic {
         helpers::parse_number(text).map_or(Dynamic::UNIT, Dynamic::from_float)
     });
     engine.register_fn("parse_number", |n: INT| -> FLOAT { n as FLOAT });
     engine.register_fn("parse_number", |n: FLOAT| -> FLOAT { n });
     engine.register_fn("parse_number", |_: ()| -> Dynamic { Dynamic::UNIT });
-    engine.register_fn("iclosed_disqualified", || -> RhaiResult<bool> {
-        read(|s| helpers::iclosed_disqualified(&s.contact))
-    });
-    engine.register_fn("disqualifying_groups", || -> RhaiResult<Array> {
-        read(|s| {
-            helpers::disqualifying_groups(&s.contact)
-                .iter()
-                .map(to_dynamic)
-                .collect()
-        })
-    });
+    engine.register_fn("iclosed_disqualified", api_iclosed_disqualified);
+    engine.register_fn("disqualifying_groups", api_disqualifying_groups);
 }
 
 fn register_write_api(engine: &mut Engine) {
     engine.register_fn("add", |points: INT, reason: Dynamic| -> RhaiResult<()> {
-        push_reason(Points::Int(points), &reason)
+        api_add(Points::Int(points), &reason)
     });
     engine.register_fn("add", |points: FLOAT, reason: Dynamic| -> RhaiResult<()> {
         if !points.is_finite() {
             return Err(format!("add: points must be a finite number, got {points}").into());
         }
-        push_reason(Points::Float(points), &reason)
+        api_add(Points::Float(points), &reason)
     });
     engine.register_fn("disqualify", |reason: Dynamic| -> RhaiResult<()> {
-        let reason = text_of(&reason);
-        read(|s| s.effects.disqualifications.push(reason))
+        api_disqualify(&reason)
     });
-    engine.register_fn("tag", |label: Dynamic| -> RhaiResult<()> {
-        let label = text_of(&label);
-        read(|s| {
-            if !s.effects.tags.contains(&label) {
-                s.effects.tags.push(label);
-            }
-        })
-    });
+    engine.register_fn("tag", |label: Dynamic| -> RhaiResult<()> { api_tag(&label) });
 }
 
 /// A run-time error as shown in a result's `errors`: the message and where
