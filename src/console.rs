@@ -5,15 +5,13 @@
 
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
-use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
-use crate::http::{App, json_reply, reject};
+use crate::http::{App, BodyKind, json_reply, read_body, reject};
 use crate::rule_files::{self, RuleFileError};
 
 const INDEX_HTML: &str = include_str!("../console/dist/index.html");
@@ -25,9 +23,6 @@ const APP_CSS: &[u8] = include_bytes!("../console/dist/assets/app.css");
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
      style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; font-src 'self'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
-
-/// How long a client may take to send a rule file.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The console's routes. `admin` passes only requests with the admin token
 /// (when one is configured).
@@ -73,7 +68,7 @@ pub fn routes(app: Arc<App>, admin: BoxedFilter<(Arc<App>,)>) -> BoxedFilter<(Re
             |file: String, app: Arc<App>, headers: HeaderMap, body| async move {
                 let name = file_name(&file)?;
                 rule_files::check_name(&name).map_err(to_rejection)?;
-                let body = read_body(&headers, body, app.max_body).await?;
+                let body = read_body(&headers, body, app.max_body, BodyKind::Any).await?;
                 let text = String::from_utf8(body.to_vec())
                     .map_err(|_| reject(StatusCode::BAD_REQUEST, "a rule file must be UTF-8 text"))?;
                 handle_change(app, name, Some(text)).await
@@ -217,65 +212,6 @@ async fn handle_change(app: Arc<App>, name: String, text: Option<String>) -> Res
         }
         Err(e) => Err(to_rejection(e)),
     }
-}
-
-/// The raw body, at most `max` bytes (`413`), uncompressed (`415`),
-/// received within [`BODY_TIMEOUT`] (`408`). Any content type.
-async fn read_body(
-    headers: &HeaderMap,
-    stream: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
-    max: usize,
-) -> Result<Bytes, Rejection> {
-    let too_large = || {
-        reject(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body is larger than the limit of {max} bytes (--max-body)"),
-        )
-    };
-    for value in headers.get_all(header::CONTENT_ENCODING) {
-        let text = value.to_str().unwrap_or("?");
-        if text
-            .split(',')
-            .any(|e| !e.trim().eq_ignore_ascii_case("identity"))
-        {
-            return Err(reject(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("content encoding {text:?} is not accepted; send the file uncompressed"),
-            ));
-        }
-    }
-    if let Some(length) = headers.get(header::CONTENT_LENGTH)
-        && let Some(n) = length.to_str().ok().and_then(|l| l.trim().parse::<u64>().ok())
-        && n > max as u64
-    {
-        return Err(too_large());
-    }
-    let read = async move {
-        let mut stream = stream;
-        let mut body = BytesMut::new();
-        while let Some(chunk) = stream.next().await {
-            let mut chunk =
-                chunk.map_err(|e| reject(StatusCode::BAD_REQUEST, format!("cannot read the body: {e}")))?;
-            if body.len() + chunk.remaining() > max {
-                return Err(too_large());
-            }
-            while chunk.has_remaining() {
-                let part = chunk.chunk();
-                let n = part.len();
-                body.extend_from_slice(part);
-                chunk.advance(n);
-            }
-        }
-        Ok(body.freeze())
-    };
-    tokio::time::timeout(BODY_TIMEOUT, read)
-        .await
-        .unwrap_or_else(|_| {
-            Err(reject(
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body was not received in time",
-            ))
-        })
 }
 
 #[cfg(test)]

@@ -309,23 +309,45 @@ pub(crate) async fn require_admin(app: Arc<App>, headers: HeaderMap) -> Result<A
 /// [`BODY_TIMEOUT`] (408).
 fn json_body(max: usize) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     warp::header::headers_cloned()
-        .and_then(move |headers: HeaderMap| async move {
-            check_content_headers(&headers, max).map_err(warp::reject::custom)
-        })
         .and(warp::body::stream())
-        .and_then(move |(), stream| async move {
-            match tokio::time::timeout(BODY_TIMEOUT, read_limited(stream, max)).await {
-                Ok(result) => result,
-                Err(_) => Err(reject(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body was not received in time",
-                )),
-            }
+        .and_then(move |headers: HeaderMap, stream| async move {
+            read_body(&headers, stream, max, BodyKind::Json).await
         })
 }
 
-fn check_content_headers(headers: &HeaderMap, max: usize) -> Result<(), ApiError> {
-    if let Some(value) = headers.get(http::header::CONTENT_TYPE) {
+/// What a body may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// JSON: a JSON content type or none (`415` otherwise).
+    Json,
+    /// Any content type (a rule file from the console).
+    Any,
+}
+
+/// Reads a request body: uncompressed (`415`), at most `max` bytes (`413`,
+/// refused from `Content-Length` before reading), received within
+/// [`BODY_TIMEOUT`] (`408`), and for [`BodyKind::Json`] with a JSON content
+/// type or none.
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    stream: impl Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+    max: usize,
+    kind: BodyKind,
+) -> Result<Bytes, Rejection> {
+    check_content_headers(headers, max, kind).map_err(warp::reject::custom)?;
+    match tokio::time::timeout(BODY_TIMEOUT, read_limited(stream, max)).await {
+        Ok(result) => result,
+        Err(_) => Err(reject(
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body was not received in time",
+        )),
+    }
+}
+
+fn check_content_headers(headers: &HeaderMap, max: usize, kind: BodyKind) -> Result<(), ApiError> {
+    if kind == BodyKind::Json
+        && let Some(value) = headers.get(http::header::CONTENT_TYPE)
+    {
         let text = value.to_str().unwrap_or("");
         if !is_json_content_type(text) {
             return Err(ApiError::new(

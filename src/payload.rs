@@ -53,7 +53,7 @@ impl Contact {
     /// Parses a contact from a JSON value (rule tests, inline contacts).
     pub fn from_value(value: &Value) -> Result<Self, String> {
         let text = value.to_string();
-        if nesting_depth(&text) > MAX_DEPTH {
+        if too_deep(&text) {
             return Err(PayloadError::TooDeep.to_string());
         }
         Self::from_raw(RawValue::from_string(text).map_err(|e| e.to_string())?)
@@ -100,16 +100,18 @@ pub enum PayloadError {
 /// `max_contacts` bounds the contacts of one body.
 pub fn parse_body(body: &[u8], max_contacts: usize) -> Result<Vec<Contact>, PayloadError> {
     let text = std::str::from_utf8(body).map_err(|e| PayloadError::InvalidUtf8(e.valid_up_to()))?;
-    if nesting_depth(text) > MAX_DEPTH {
+    if too_deep(text) {
         return Err(PayloadError::TooDeep);
     }
     let invalid = |e: serde_json::Error| PayloadError::InvalidJson(e.to_string());
-    let top: &RawValue = parse_json(text).map_err(invalid)?;
-    let items: Vec<Box<RawValue>> = match top.get().as_bytes().first() {
-        Some(b'[') => parse_json(top.get()).map_err(invalid)?,
-        Some(b'{') => vec![top.to_owned()],
+    // The first byte says what the body is; each element is then read once
+    // as raw text (which also checks the JSON) and once into a value.
+    let first = text.bytes().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    let items: Vec<Box<RawValue>> = match first {
+        Some(b'[') => parse_json(text).map_err(invalid)?,
+        Some(b'{') => vec![parse_json(text).map_err(invalid)?],
         _ => {
-            let value: Value = parse_json(top.get()).map_err(invalid)?;
+            let value: Value = parse_json(text).map_err(invalid)?;
             return Err(PayloadError::NotObjectOrArray(kind(&value)));
         }
     };
@@ -137,9 +139,7 @@ pub fn parse_body(body: &[u8], max_contacts: usize) -> Result<Vec<Contact>, Payl
 /// (A raw line break can only be layout: inside a JSON string it must be
 /// escaped, so text without one needs no change.)
 pub fn minify(text: &str) -> Option<String> {
-    if !text.as_bytes().iter().any(|&b| b == b'\n' || b == b'\r') {
-        return None;
-    }
+    memchr::memchr2(b'\n', b'\r', text.as_bytes())?;
     let bytes = text.as_bytes();
     let (mut in_string, mut escaped) = (false, false);
     let mut first_space = None;
@@ -189,6 +189,14 @@ pub fn parse_json<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, ser
     let value = T::deserialize(&mut de)?;
     de.end()?;
     Ok(value)
+}
+
+/// Whether `text` nests arrays and objects deeper than [`MAX_DEPTH`].
+pub fn too_deep(text: &str) -> bool {
+    // Most bodies hold fewer brackets in all than the limit allows in depth:
+    // counting them is a fast vectorised pass, the exact scan is not.
+    let brackets = text.bytes().filter(|&b| b == b'[' || b == b'{').count();
+    brackets > MAX_DEPTH && nesting_depth(text) > MAX_DEPTH
 }
 
 /// The deepest nesting of `[`/`{` outside strings. Run before parsing so that
@@ -300,5 +308,22 @@ mod tests {
             PayloadError::TooDeep
         );
         assert_eq!(nesting_depth(r#"{"a":"[[[{{{\"[["}"#), 1);
+    }
+
+    #[test]
+    fn many_brackets_are_not_depth() {
+        // More brackets than the limit, but side by side or inside strings:
+        // the quick count alone must not refuse the body.
+        let wide = format!(
+            r#"{{"id":1,"x":[{}],"s":"{}"}}"#,
+            vec!["[]"; 200].join(","),
+            "[{".repeat(100)
+        );
+        assert!(!too_deep(&wide));
+        assert_eq!(parse_body(wide.as_bytes(), 10).unwrap().len(), 1);
+        let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        assert!(too_deep(&deep));
+        let at_limit = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        assert!(!too_deep(&at_limit));
     }
 }

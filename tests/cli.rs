@@ -7,6 +7,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
+mod spec;
+
 const BIN: &str = env!("CARGO_BIN_EXE_leadscore");
 
 fn repo() -> &'static Path {
@@ -80,21 +82,7 @@ fn scored_lines(out: &Output) -> Vec<Value> {
         .lines()
         .map(|line| {
             let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
-            for key in [
-                "type",
-                "id",
-                "contact_id",
-                "score",
-                "tier",
-                "disqualified",
-                "reasons",
-                "disqualifications",
-                "tags",
-                "errors",
-                "rules_version",
-                "scored_at",
-                "contact",
-            ] {
+            for key in spec::SCORED_FIELDS {
                 assert!(v.get(key).is_some(), "{key} missing in {line}");
             }
             assert_eq!(v["type"], "contact.scored");

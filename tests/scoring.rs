@@ -9,6 +9,8 @@ use leadscore::payload::{Contact, parse_body};
 use leadscore::score::{Limits, Outcome, Points, RuleSet, RuleSources};
 use serde_json::{Value, json};
 
+mod spec;
+
 // ---------------------------------------------------------------- helpers
 
 fn sources(files: &[(&str, &str)], tiers: Option<&str>) -> RuleSources {
@@ -1196,21 +1198,7 @@ fn the_scored_contact_has_every_field_and_the_contact_as_received() {
     let json: Value = serde_json::from_str(&text).unwrap();
 
     let keys: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
-    for key in [
-        "type",
-        "id",
-        "contact_id",
-        "score",
-        "tier",
-        "disqualified",
-        "reasons",
-        "disqualifications",
-        "tags",
-        "errors",
-        "rules_version",
-        "scored_at",
-        "contact",
-    ] {
+    for key in spec::SCORED_FIELDS {
         assert!(keys.contains(&key), "missing {key} in {keys:?}");
     }
     assert_eq!(json["type"], "contact.scored");

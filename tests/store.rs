@@ -397,6 +397,58 @@ async fn the_sqlite_store_survives_a_reopen() {
 }
 
 #[tokio::test]
+async fn a_sqlite_store_of_schema_1_is_migrated_and_keeps_its_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let url = format!("sqlite://{}", path.display());
+    {
+        let store = store::open(&url, retention()).await.unwrap();
+        store.enqueue(vec![event("evt_1", 1, "k")], true).await.unwrap();
+    }
+    // Back to schema 1's indexes, as if the event had been stored by the
+    // version before.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX events_contact_key;
+             CREATE INDEX events_idempotency ON events (idempotency_key);
+             CREATE INDEX events_contact ON events (contact_key, seq);
+             UPDATE meta SET value = '1' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+    }
+    let store = store::open(&url, retention()).await.unwrap();
+    let again = store
+        .enqueue(vec![event("evt_2", 1, "k"), event("evt_3", 1, "other")], true)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1"),
+        "{again:?}"
+    );
+    assert!(
+        matches!(&again[1], Enqueued::Stored(s) if s.id == "evt_3"),
+        "{again:?}"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let mut indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events' AND sql IS NOT NULL ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, ["events_contact_key", "events_dead", "events_pending"]);
+    let version: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, "2");
+}
+
+#[tokio::test]
 async fn the_sqlite_log_is_copied_into_the_database_file_beside_the_writer() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store.db");

@@ -21,6 +21,7 @@ measure() { # name port -- command...
   local out; out=$(PAYLOADS="$WORK/p.jsonl" UNIQUE=1 taskset -c 1 wrk -t1 -c32 -d"$DURATION" --latency \
         -s "$SHARED/bench/post.lua" "http://127.0.0.1:$port/webhooks/iclosed")
   local t1; t1=$(awk '{print $14+$15}' /proc/$pid/stat)
+  local written; written=$(awk '/^write_bytes/ {print $2}' /proc/$pid/io)
   local hwm; hwm=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
   kill -TERM $pid; wait $pid 2>/dev/null || true
   local rps p50 p99 reqs non2xx
@@ -29,9 +30,9 @@ measure() { # name port -- command...
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-  printf '%-28s %10s req/s  p50 %8s  p99 %8s  cpu/req %6.1f us  peak RSS %6.1f MB  non-2xx %s\n' \
+  printf '%-28s %10s req/s  p50 %8s  p99 %8s  cpu/req %6.1f us  peak RSS %6.1f MB  written/req %6.1f KB  non-2xx %s\n' \
     "$name" "$rps" "$p50" "$p99" "$(echo "($t1-$t0)*1000000/$(getconf CLK_TCK)/$reqs" | bc -l)" \
-    "$(echo "$hwm/1024" | bc -l)" "${non2xx:-0}"
+    "$(echo "$hwm/1024" | bc -l)" "$(echo "$written/1000/$reqs" | bc -l)" "${non2xx:-0}"
 }
 
 measure bare-warp 8091 -- target/release/examples/bare_warp 127.0.0.1:8091

@@ -182,9 +182,15 @@ fn prepare(
         .collect())
 }
 
-/// A new event id: `evt_` and a time-ordered UUID (v7) in hex.
+/// A new event id: `evt_` and a time-ordered UUID (v7) in hex. Its random
+/// part comes from the thread's generator (`uuid::Uuid::now_v7` asks the
+/// kernel for it: a system call per event).
 pub fn new_event_id() -> String {
-    format!("evt_{}", uuid::Uuid::now_v7().simple())
+    let millis = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let uuid = uuid::Builder::from_unix_timestamp_millis(millis, &rand::random::<[u8; 10]>()).into_uuid();
+    format!("evt_{}", uuid.simple())
 }
 
 pub fn score_number(points: Points) -> serde_json::Number {
@@ -207,58 +213,48 @@ pub fn idempotency_key(contact: &Contact, contact_key: &str, delivery_id: Option
         }
         None => {
             hasher.update(b"content\0");
-            write_canonical(&contact.value, &mut hasher);
+            // Written out first and hashed in one call: hashing the many
+            // small pieces one by one cost several times as much.
+            let mut canonical = Vec::with_capacity(contact.raw.get().len());
+            write_canonical(&contact.value, &mut canonical);
+            hasher.update(&canonical);
         }
     }
     hex::encode(hasher.finalize())
 }
 
-/// Feeds the canonical JSON of a value (object keys sorted, no spaces) to a
-/// hasher, so that key order and layout do not change the digest.
-fn write_canonical(value: &Value, hasher: &mut Sha256) {
+/// Writes the canonical JSON of a value (object keys sorted, no spaces), so
+/// that key order and layout do not change the digest.
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            hasher.update(b"{");
-            for (i, key) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    hasher.update(b",");
+                    out.push(b',');
                 }
                 // serde_json escapes the key exactly as it would in a document.
-                let _ = serde_json::to_writer(HashWriter(hasher), key.as_str());
-                hasher.update(b":");
-                write_canonical(&map[key], hasher);
+                let _ = serde_json::to_writer(&mut *out, key.as_str());
+                out.push(b':');
+                write_canonical(item, out);
             }
-            hasher.update(b"}");
+            out.push(b'}');
         }
         Value::Array(items) => {
-            hasher.update(b"[");
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    hasher.update(b",");
+                    out.push(b',');
                 }
-                write_canonical(item, hasher);
+                write_canonical(item, out);
             }
-            hasher.update(b"]");
+            out.push(b']');
         }
         scalar => {
-            let _ = serde_json::to_writer(HashWriter(hasher), scalar);
+            let _ = serde_json::to_writer(&mut *out, scalar);
         }
-    }
-}
-
-/// Lets serde_json write straight into a hasher, without a string between.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -277,6 +273,21 @@ mod tests {
         let c = contact(r#"{"id": 1, "status": "QUALIFIED", "q": {"a": 1, "b": [1, 2]}}"#);
         assert_eq!(idempotency_key(&a, "1", None), idempotency_key(&b, "1", None));
         assert_ne!(idempotency_key(&a, "1", None), idempotency_key(&c, "1", None));
+    }
+
+    #[test]
+    fn event_ids_are_time_ordered_uuids() {
+        let before = uuid::Uuid::now_v7();
+        let id = new_event_id();
+        let parsed = uuid::Uuid::parse_str(id.strip_prefix("evt_").unwrap()).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+        let (secs, _) = parsed.get_timestamp().unwrap().to_unix();
+        let (before_secs, _) = before.get_timestamp().unwrap().to_unix();
+        assert!(
+            secs >= before_secs && secs <= before_secs + 5,
+            "{secs} vs {before_secs}"
+        );
+        assert_ne!(new_event_id(), new_event_id());
     }
 
     #[test]

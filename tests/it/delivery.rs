@@ -13,23 +13,6 @@ use crate::common::{
     run_binary, unix_seconds_now,
 };
 
-/// The fields of a scored contact (SPEC 3), all always present.
-const SCORED_FIELDS: [&str; 13] = [
-    "type",
-    "id",
-    "contact_id",
-    "score",
-    "tier",
-    "disqualified",
-    "reasons",
-    "disqualifications",
-    "tags",
-    "errors",
-    "rules_version",
-    "scored_at",
-    "contact",
-];
-
 /// The fields of a listed delivery (SPEC 4).
 const DELIVERY_FIELDS: [&str; 9] = [
     "id",
@@ -71,7 +54,11 @@ async fn downstream_receives_the_signed_scored_contact() {
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(keys, SCORED_FIELDS.into_iter().collect::<HashSet<_>>(), "{body}");
+    assert_eq!(
+        keys,
+        crate::spec::SCORED_FIELDS.into_iter().collect::<HashSet<_>>(),
+        "{body}"
+    );
     assert_eq!(body["type"], "contact.scored");
     assert_eq!(body["id"], event_id.as_str());
     assert_eq!(request.webhook_id(), event_id, "webhook-id is the event id");

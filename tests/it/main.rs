@@ -25,3 +25,5 @@ mod ingest;
 mod pg_support;
 mod process;
 mod reload;
+#[path = "../spec/mod.rs"]
+mod spec;
