@@ -3,6 +3,7 @@
 
 mod backtest;
 
+use std::ffi::OsString;
 use std::io::{BufRead, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -127,26 +128,21 @@ pub struct TestArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(with_default_command(std::env::args_os()));
+    let logging = match &cli.command {
+        Some(Command::Serve(_) | Command::Check(_)) | None => Ok(()),
+        Some(_) => init_cli_logging(),
+    };
+    if let Err(code) = logging {
+        return code;
+    }
     match cli.command {
         Some(Command::Serve(args)) => serve(*args),
-        Some(Command::Deliveries(command)) => {
-            init_cli_logging();
-            deliveries(command)
-        }
-        Some(Command::Score(args)) => {
-            init_cli_logging();
-            score(&args)
-        }
+        Some(Command::Deliveries(command)) => deliveries(command),
+        Some(Command::Score(args)) => score(&args),
         Some(Command::Check(args)) => check(&args),
-        Some(Command::Backtest(args)) => {
-            init_cli_logging();
-            backtest::run(&args)
-        }
-        Some(Command::Test(args)) => {
-            init_cli_logging();
-            test(&args)
-        }
+        Some(Command::Backtest(args)) => backtest::run(&args),
+        Some(Command::Test(args)) => test(&args),
         None => {
             // `leadscore` alone is `leadscore serve`, configured from flags' defaults and the environment.
             match Cli::try_parse_from(["leadscore", "serve"]) {
@@ -160,15 +156,34 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `leadscore` with no subcommand is `leadscore serve` (SPEC 7), flags
+/// included: `leadscore --listen 0.0.0.0:8080` reads as
+/// `leadscore serve --listen 0.0.0.0:8080`. Only the top-level `--help`
+/// and `--version` stay the top level's.
+pub fn with_default_command(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    let starts_with_flag = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.starts_with('-') && !matches!(a, "-h" | "--help" | "-V" | "--version"));
+    if starts_with_flag {
+        args.insert(1, "serve".into());
+    }
+    args
+}
+
 /// Logs for one-shot commands go to stderr, warnings and up unless
 /// `LEADSCORE_LOG` says otherwise (rules' `print` is at debug level).
-fn init_cli_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEADSCORE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+fn init_cli_logging() -> Result<(), ExitCode> {
+    let filter = crate::telemetry::log_filter("warn").map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+    Ok(())
 }
 
 fn check(args: &RuleArgs) -> ExitCode {
@@ -374,8 +389,9 @@ pub struct ServeArgs {
     /// Timeout of one delivery request.
     #[arg(long, env = "LEADSCORE_FORWARD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub forward_timeout: Duration,
-    /// Let the console save rule files (needs an admin token).
-    #[arg(long, env = "LEADSCORE_ALLOW_RULE_EDITS")]
+    /// Let the console save rule files (needs an admin token). The
+    /// variable takes true/false, 1/0, yes/no or on/off.
+    #[arg(long, env = "LEADSCORE_ALLOW_RULE_EDITS", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_rule_edits: bool,
     /// Most stored contacts one `POST /backtest` may score (a larger window is refused).
     #[arg(long, env = "LEADSCORE_BACKTEST_MAX_CONTACTS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -502,7 +518,10 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    crate::telemetry::init_logging(args.log_format);
+    if let Err(e) = crate::telemetry::init_logging(args.log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
     let config = match args.to_config() {
         Ok(config) => config,
         Err(e) => {
@@ -591,7 +610,7 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
         let store_args = match &command {
             DeliveriesCommand::List { store, .. } | DeliveriesCommand::Retry { store, .. } => store.clone(),
         };
-        let store = match store::open(&store_args.store, store_args.retention()).await {
+        let store = match store::open_existing(&store_args.store, store_args.retention()).await {
             Ok(store) => store,
             Err(e) => {
                 eprintln!("error: {e}");

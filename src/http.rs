@@ -41,6 +41,8 @@ pub struct App {
     pub max_body: usize,
     pub allow_rule_edits: bool,
     pub backtest_max_contacts: usize,
+    /// How far back stored history reaches (`--retention`).
+    pub retention: Duration,
     /// The backtest over stored history running now, if any.
     pub backtest_running: BacktestSlot,
 }
@@ -267,8 +269,16 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
-/// RFC 9110: a `405` lists the methods the resource supports in `Allow`.
+/// RFC 9110: a `405` lists the methods the resource supports in `Allow`;
+/// a `401` says how to authenticate in `WWW-Authenticate` (every token this
+/// server takes can be sent as a Bearer token).
 fn with_allow(path: &str, mut reply: Response) -> Response {
+    if reply.status() == StatusCode::UNAUTHORIZED {
+        reply.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer realm=\"leadscore\""),
+        );
+    }
     if reply.status() == StatusCode::METHOD_NOT_ALLOWED {
         let allowed = match route_label(path) {
             "/webhooks/iclosed"
@@ -425,11 +435,13 @@ async fn handle_webhook(
         tracing::warn!(reason = %failure, "webhook refused: authentication failed");
         return Err(reject(StatusCode::UNAUTHORIZED, failure.0));
     }
+    // The first of the headers with a value: an empty one counts as absent.
     let delivery_id = DELIVERY_ID_HEADERS
         .iter()
-        .find_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty());
+        .filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .find(|v| !v.is_empty())
+        .map(str::to_owned);
     let started = Instant::now();
     let reply = app
         .ingest
@@ -643,9 +655,7 @@ async fn handle_backtest(app: Arc<App>, body: Bytes) -> Result<Response, Rejecti
             })?;
             let source = Source::Store {
                 store: app.store.clone(),
-                since_ms: since
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
+                since_ms: backtest::window_start_ms(since, app.retention, SystemTime::now()),
                 all_events: request.all_events,
                 max_contacts: Some(app.backtest_max_contacts as u64),
             };
@@ -675,9 +685,10 @@ async fn handle_backtest(app: Arc<App>, body: Bytes) -> Result<Response, Rejecti
     }
 }
 
-/// The loaded rule set's `tiers.toml`, read again from its folder.
+/// The loaded rule set's `tiers.toml` (not the folder's, which may hold a
+/// change that failed to load).
 fn loaded_tiers(app: &App) -> Option<String> {
-    std::fs::read_to_string(app.rules.dir().join(crate::score::TIERS_FILE)).ok()
+    app.rules.current().tiers_source().map(str::to_owned)
 }
 
 #[derive(Debug, Deserialize)]
@@ -798,6 +809,52 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// SPEC 4: `GET /openapi.json` documents this interface: every route the
+    /// server answers is in it, and everything in it is a route.
+    #[test]
+    fn the_openapi_document_lists_every_route() {
+        let document: serde_json::Value = serde_json::from_str(OPENAPI).expect("docs/openapi.json is JSON");
+        let documented: std::collections::BTreeSet<String> = document["paths"]
+            .as_object()
+            .expect("paths")
+            .keys()
+            .map(|path| {
+                path.replace("{id}", "evt_1")
+                    .replace("{asset}", "app.js")
+                    .replace("{file}", "10-a.rhai")
+            })
+            .collect();
+        let routes = [
+            "/webhooks/iclosed",
+            "/score",
+            "/healthz",
+            "/readyz",
+            "/metrics",
+            "/openapi.json",
+            "/rules",
+            "/deliveries",
+            "/deliveries/evt_1/retry",
+            "/deliveries/retry-dead",
+            "/backtest",
+            "/contacts",
+            "/stats",
+            "/",
+            "/console/config",
+            "/assets/app.js",
+            "/rules/10-a.rhai",
+        ];
+        for route in routes {
+            assert!(documented.contains(route), "{route} is not in docs/openapi.json");
+        }
+        for path in &documented {
+            assert_ne!(route_label(path), "other", "{path} is documented but not a route");
+            assert!(
+                routes.contains(&path.as_str()),
+                "{path} is documented; add it to this test's routes"
+            );
+        }
+    }
 
     #[test]
     fn json_content_types() {

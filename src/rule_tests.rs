@@ -132,7 +132,7 @@ fn load_contacts(base: &Path, case: &TestCase) -> Result<Vec<Contact>, String> {
             Ok(contacts)
         }
         (None, Some(contact)) => {
-            let value = serde_json::to_value(contact).map_err(|e| format!("contact: {e}"))?;
+            let value = inline_contact_json(contact)?;
             Contact::from_value(&value)
                 .map(|c| vec![c])
                 .map_err(|e| format!("contact {e}"))
@@ -140,6 +140,25 @@ fn load_contacts(base: &Path, case: &TestCase) -> Result<Vec<Contact>, String> {
         (Some(_), Some(_)) => Err("give either `payload` or `contact`, not both".into()),
         (None, None) => Err("give a `payload` file or an inline `contact`".into()),
     }
+}
+
+/// An inline TOML contact as the JSON iClosed would send. A TOML date or
+/// time (`createdAt = 2026-11-20T15:28:40Z`, unquoted) is the string it is
+/// written as, as in a JSON payload, not serde's internal wrapper map.
+fn inline_contact_json(value: &toml::Value) -> Result<serde_json::Value, String> {
+    Ok(match value {
+        toml::Value::Datetime(at) => serde_json::Value::String(at.to_string()),
+        toml::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(inline_contact_json).collect::<Result<_, _>>()?)
+        }
+        toml::Value::Table(table) => serde_json::Value::Object(
+            table
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), inline_contact_json(v)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => serde_json::to_value(other).map_err(|e| format!("contact: {e}"))?,
+    })
 }
 
 /// Every unmet expectation, as "what: expected X, got Y".

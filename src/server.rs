@@ -149,6 +149,7 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         max_body: config.max_body,
         allow_rule_edits: config.allow_rule_edits,
         backtest_max_contacts: config.backtest_max_contacts,
+        retention: config.retention.retention,
         backtest_running: Default::default(),
     });
 

@@ -15,17 +15,28 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the log subscriber (`LEADSCORE_LOG` filter, default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("LEADSCORE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+/// The log filter from `LEADSCORE_LOG` (tracing's `EnvFilter` syntax, e.g.
+/// `info,leadscore::deliver=debug`), else `default`. A value that does not
+/// parse is an error naming the variable, like every other bad setting.
+pub fn log_filter(default: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    match std::env::var("LEADSCORE_LOG") {
+        Ok(value) if !value.trim().is_empty() => tracing_subscriber::EnvFilter::builder()
+            .parse(&value)
+            .map_err(|e| format!("invalid value {value:?} for LEADSCORE_LOG: {e}")),
+        _ => Ok(tracing_subscriber::EnvFilter::new(default)),
+    }
+}
+
+/// Installs the server's log subscriber (`LEADSCORE_LOG` filter, default `info`).
+pub fn init_logging(format: LogFormat) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter("info")?)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+    Ok(())
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every

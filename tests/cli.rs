@@ -197,6 +197,35 @@ fn check_reports_file_line_and_column_and_fails() {
 }
 
 #[test]
+fn check_reports_bytes_that_are_not_utf8_at_their_line_and_column() {
+    let dir = rules_dir(&[("10-good.rhai", "add(1, \"good\");\n")]);
+    std::fs::write(
+        dir.path().join("20-latin1.rhai"),
+        b"add(1, \"ok\");\nadd(2, \"caf\xe9\");\n",
+    )
+    .unwrap();
+    let out = run(leadscore().arg("check").arg("--rules").arg(dir.path()));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    let expected = format!(
+        "{}:2:12: not valid UTF-8",
+        dir.path().join("20-latin1.rhai").display()
+    );
+    assert!(text.contains(&expected), "expected {expected:?} in:\n{text}");
+}
+
+#[test]
+fn a_bad_log_filter_is_refused_naming_leadscore_log() {
+    let out = run_with_stdin(
+        leadscore().env("LEADSCORE_LOG", "[[bad").args(["score", "-"]),
+        "{\"id\": 1}\n",
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("LEADSCORE_LOG"), "{}", stderr(&out));
+    assert!(stdout(&out).is_empty(), "nothing scored: {}", stdout(&out));
+}
+
+#[test]
 fn check_passes_a_good_rules_folder() {
     let dir = rules_dir(&[
         ("10-good.rhai", "add(1, \"good\");\n"),
@@ -296,6 +325,42 @@ id = 2
     assert!(text.contains(r#"tier: expected "hot", got "cold""#), "{text}");
     assert!(text.contains("score: expected 90, got 25"), "{text}");
     assert!(text.contains(r#"expected to include "Founder""#), "{text}");
+}
+#[test]
+fn a_store_that_does_not_exist_is_an_error_not_a_new_database() {
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let missing = dir.path().join("typo").join("leadscore.db");
+    let url = format!("sqlite://{}", missing.display());
+    let out = run(leadscore().args(["backtest", "--candidate", "rules", "--store", &url]));
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(stderr(&out).contains("there is no store at"), "{}", stderr(&out));
+    let out = run(leadscore().args(["deliveries", "list", "--store", &url]));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("there is no store at"), "{}", stderr(&out));
+    assert!(!dir.path().join("typo").exists(), "nothing was created");
+}
+
+#[test]
+fn an_unquoted_toml_date_in_an_inline_contact_is_its_text() {
+    let dir = rules_dir(&[
+        (
+            "10-date.rhai",
+            "if contact.createdAt == \"2026-11-20T15:28:40Z\" { add(5, \"dated\"); }\n",
+        ),
+        (
+            "tests/date.toml",
+            "[[test]]\nname = \"date as text\"\nscore = 5\ncontact = { id = 1, createdAt = 2026-11-20T15:28:40Z }\n",
+        ),
+    ]);
+    let out = run(leadscore().arg("test").arg("--rules").arg(dir.path()));
+    assert_eq!(
+        counts(&last_line(&out)),
+        (1, 0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(out.status.success());
 }
 
 #[test]

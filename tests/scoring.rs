@@ -556,6 +556,39 @@ fn reading_a_missing_field_is_unit_but_a_property_of_unit_is_an_error_of_that_ru
 
 // ---------------------------------------------------------------- add(), score, tiers
 
+/// Points add up whatever their order, also past the 64-bit range: the
+/// exact sum, as an integer while it fits, else as the nearest float.
+#[test]
+fn huge_integer_points_add_up_in_any_order() {
+    let max = i64::MAX;
+    let files = [
+        ("10-a.rhai", format!(r#"add({max}, "max");"#)),
+        ("20-b.rhai", format!(r#"add({max}, "max again");"#)),
+        ("30-c.rhai", format!(r#"add(-{max}, "minus max");"#)),
+    ];
+    let refs = |picked: &[usize]| -> Vec<(&str, &str)> {
+        picked
+            .iter()
+            .map(|&i| (files[i].0, files[i].1.as_str()))
+            .collect()
+    };
+    // Back in range after passing beyond it: the exact integer.
+    let all = scored_json(&compile(&refs(&[0, 1, 2]), None), json!({"id": 1}));
+    assert_eq!(all["score"], json!(max), "{}", all["score"]);
+    // Beyond it: the float nearest the true sum (2^64 - 2), not a saturated integer.
+    let two = scored_json(&compile(&refs(&[0, 1]), None), json!({"id": 1}));
+    assert!(two["score"].is_f64(), "{}", two["score"]);
+    assert_eq!(two["score"].as_f64(), Some(2.0 * max as f64));
+    // The order of the rules does not change the sum.
+    let reordered = [
+        ("10-a.rhai", files[2].1.as_str()),
+        ("20-b.rhai", files[0].1.as_str()),
+        ("30-c.rhai", files[1].1.as_str()),
+    ];
+    let other = scored_json(&compile(&reordered, None), json!({"id": 1}));
+    assert_eq!(other["score"], json!(max), "{}", other["score"]);
+}
+
 #[test]
 fn integer_points_give_an_integer_score_and_one_float_makes_it_a_float() {
     let ints = compile(

@@ -731,6 +731,11 @@ async fn admin_endpoints_need_the_admin_token() {
             let reply = request(server.addr, method, path, &headers, body).await;
             assert_eq!(reply.status, 401, "{method} {path} with {what}: {reply:?}");
             reply.assert_error(401);
+            assert_eq!(
+                reply.header("www-authenticate"),
+                Some("Bearer realm=\"leadscore\""),
+                "RFC 9110: a 401 says how to authenticate; {method} {path}"
+            );
         }
         // The admin token in X-Webhook-Token or ?token= is not the admin check.
         let query_path = format!(

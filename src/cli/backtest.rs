@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 
@@ -106,15 +106,13 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
     };
     let rule_files = candidate.file_names().len();
     let result = runtime.block_on(async {
-        let store = store::open(&args.store.store, args.store.retention()).await?;
+        let store = store::open_existing(&args.store.store, args.store.retention()).await?;
         let progress = Arc::new(Progress::default());
         let bar = ProgressBar::start(progress.clone());
         let job = Backtest {
             source: Source::Store {
                 store,
-                since_ms: since
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64),
+                since_ms: backtest::window_start_ms(since, args.store.retention, SystemTime::now()),
                 all_events: args.all_events,
                 max_contacts: None,
             },

@@ -36,6 +36,18 @@ pub struct ForwardConfig {
     pub lease: Duration,
 }
 
+/// Headers every forwarded request carries already (SPEC 5) or that the
+/// HTTP client sets itself: an extra header must not send a second one.
+const OWN_HEADERS: [&str; 7] = [
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+];
+
 /// Parses `Name: value` extra headers.
 pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (name, value) = text
@@ -43,6 +55,11 @@ pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
         .ok_or_else(|| format!("{text:?} is not a header; write `Name: value`"))?;
     let name =
         HeaderName::try_from(name.trim()).map_err(|_| format!("{:?} is not a header name", name.trim()))?;
+    if OWN_HEADERS.contains(&name.as_str()) {
+        return Err(format!(
+            "{name} is set by leadscore on every forwarded request and cannot be added"
+        ));
+    }
     let mut value = HeaderValue::try_from(value.trim())
         .map_err(|_| format!("the value of header {name} is not valid"))?;
     value.set_sensitive(true);
@@ -71,7 +88,12 @@ pub fn outcome_of(
             return AttemptOutcome::Delivered { status: *status };
         }
         Response::Status { status, retry_after } => {
-            let retryable = matches!(status, 408 | 425 | 429) || *status >= 500 || *status < 200;
+            // SPEC 5: only a 4xx other than 408/425/429 is final. Anything
+            // else that is not a 2xx (a 3xx: redirects are not followed; an
+            // odd 1xx) is retried until the schedule runs out (SPEC 1:
+            // "with retries until the receiver answers 2xx").
+            let final_answer = (400..500).contains(status) && !matches!(status, 408 | 425 | 429);
+            let retryable = !final_answer;
             (
                 Some(*status),
                 retryable,
@@ -380,7 +402,7 @@ mod tests {
 
     #[test]
     fn retries_follow_the_schedule_with_jitter_then_die() {
-        for status in [408, 425, 429, 500, 503] {
+        for status in [301, 302, 307, 408, 425, 429, 500, 503] {
             let r = Response::Status {
                 status,
                 retry_after: None,
@@ -461,5 +483,14 @@ mod tests {
         assert_eq!(value, "Bearer abc");
         assert!(parse_header("no colon").is_err());
         assert!(parse_header("bad name: x").is_err());
+        for own in [
+            "Content-Type: text/plain",
+            "webhook-id: spoof",
+            "Webhook-Signature: v1,x",
+            "Host: a",
+        ] {
+            let error = parse_header(own).unwrap_err();
+            assert!(error.contains("cannot be added"), "{own}: {error}");
+        }
     }
 }

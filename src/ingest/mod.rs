@@ -252,6 +252,17 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
             }
             out.push(b']');
         }
+        // A number is its value, however it was written: `1`, `1.0`, `1e0`
+        // and `-0` are the integer they equal (exactly representable up to
+        // 2^53; larger floats keep serde_json's shortest form).
+        Value::Number(n) if n.is_f64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                out.extend_from_slice((f as i64).to_string().as_bytes());
+            }
+            _ => {
+                let _ = serde_json::to_writer(&mut *out, n);
+            }
+        },
         scalar => {
             let _ = serde_json::to_writer(&mut *out, scalar);
         }
@@ -273,6 +284,19 @@ mod tests {
         let c = contact(r#"{"id": 1, "status": "QUALIFIED", "q": {"a": 1, "b": [1, 2]}}"#);
         assert_eq!(idempotency_key(&a, "1", None), idempotency_key(&b, "1", None));
         assert_ne!(idempotency_key(&a, "1", None), idempotency_key(&c, "1", None));
+    }
+
+    #[test]
+    fn content_keys_compare_numbers_by_value() {
+        let key = |text: &str| idempotency_key(&contact(text), "1", None);
+        let one = key(r#"{"id": 1, "n": 1}"#);
+        assert_eq!(key(r#"{"id": 1, "n": 1.0}"#), one);
+        assert_eq!(key(r#"{"id": 1, "n": 1e0}"#), one);
+        assert_eq!(key(r#"{"id": 1, "n": 10e-1}"#), one);
+        assert_ne!(key(r#"{"id": 1, "n": 1.5}"#), one);
+        assert_eq!(key(r#"{"id": 1, "n": 1.5}"#), key(r#"{"id": 1, "n": 15e-1}"#));
+        assert_eq!(key(r#"{"id": 1, "n": -0.0}"#), key(r#"{"id": 1, "n": 0}"#));
+        assert_eq!(key(r#"{"id": 1, "n": 1e300}"#), key(r#"{"id": 1, "n": 1.0e300}"#));
     }
 
     #[test]

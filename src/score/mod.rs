@@ -87,17 +87,33 @@ impl RuleSources {
             if !is_rule_file_name(&name) || !entry.path().is_file() {
                 continue;
             }
-            let text = std::fs::read_to_string(entry.path()).map_err(|e| io_error(&entry.path(), e))?;
-            files.push((name, text));
+            let bytes = std::fs::read(entry.path()).map_err(|e| io_error(&entry.path(), e))?;
+            files.push((name, utf8_text(&entry.path(), bytes)?));
         }
         let tiers_path = dir.join(TIERS_FILE);
-        let tiers = match std::fs::read_to_string(&tiers_path) {
-            Ok(text) => Some(text),
+        let tiers = match std::fs::read(&tiers_path) {
+            Ok(bytes) => Some(utf8_text(&tiers_path, bytes)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io_error(&tiers_path, e)),
         };
         Ok(Self { files, tiers })
     }
+}
+
+/// A rule file's text; bytes that are not UTF-8 are reported at their line
+/// and column like any other compile error.
+fn utf8_text(file: &Path, bytes: Vec<u8>) -> Result<String, LoadError> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let text = String::from_utf8_lossy(&e.as_bytes()[..valid]);
+        let (line, column) = tiers::line_column(&text, valid);
+        LoadError(vec![CompileError {
+            file: file.display().to_string(),
+            line,
+            column,
+            message: "not valid UTF-8 text (rule files and tiers.toml are UTF-8)".into(),
+        }])
+    })
 }
 
 /// Whether a file name is a rule file of a rules folder.
@@ -111,6 +127,8 @@ pub struct RuleSet {
     engine: Engine,
     rules: Vec<Rule>,
     tiers: Tiers,
+    /// The text `tiers` was parsed from (backtests reuse the loaded tiers).
+    tiers_source: Option<Arc<str>>,
     version: String,
     limits: Limits,
     /// What the rules read of `contact`: decides how much of each contact is
@@ -210,6 +228,7 @@ impl RuleSet {
             engine,
             rules,
             tiers,
+            tiers_source: sources.tiers.as_deref().map(Arc::from),
             version: version_of(&sources),
             limits: limits.clone(),
             contact_use,
@@ -245,6 +264,11 @@ impl RuleSet {
 
     pub fn tiers(&self) -> &Tiers {
         &self.tiers
+    }
+
+    /// The `tiers.toml` text this set was compiled with, if it had one.
+    pub fn tiers_source(&self) -> Option<&str> {
+        self.tiers_source.as_deref()
     }
 
     pub fn limits(&self) -> &Limits {
@@ -471,12 +495,15 @@ impl Comparison {
     }
 }
 
-/// Sums integer points exactly; the sum turns float at the first float
-/// contribution. Both saturate instead of overflowing, so the score is
-/// always a finite JSON number of the documented type.
+/// Sums points in any order to the same result (SPEC 1: points add up to
+/// the score). Integer points are summed exactly (in 128 bits, which no
+/// number of 64-bit points can overflow); the score stays an integer while
+/// it fits in 64 bits and every contribution is one, else it is the float
+/// nearest the sum. A float sum saturates instead of becoming infinite, so
+/// the score is always a finite JSON number.
 #[derive(Default)]
 struct Total {
-    int: i64,
+    int: i128,
     float: Option<f64>,
 }
 
@@ -484,7 +511,7 @@ impl Total {
     fn add(&mut self, points: Points) {
         self.float = match (points, self.float) {
             (Points::Int(i), None) => {
-                self.int = self.int.saturating_add(i);
+                self.int = self.int.saturating_add(i128::from(i));
                 None
             }
             (p, None) => Some(self.int as f64 + p.as_f64()),
@@ -494,7 +521,11 @@ impl Total {
     }
 
     fn points(&self) -> Points {
-        self.float.map_or(Points::Int(self.int), Points::Float)
+        match (self.float, i64::try_from(self.int)) {
+            (Some(f), _) => Points::Float(f),
+            (None, Ok(i)) => Points::Int(i),
+            (None, Err(_)) => Points::Float(self.int as f64),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `tiers.toml` (SPEC 2.4): score clamping and the score → tier mapping.
 
 use serde::Deserialize;
+use toml::Spanned;
 
 use super::runtime::Points;
 
@@ -45,11 +46,13 @@ struct TiersFile {
     tiers: Vec<TierEntry>,
 }
 
+// Spans, so that a value that parses but makes no sense is reported at its
+// line like a syntax error.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ScoreSection {
-    min: Option<f64>,
-    max: Option<f64>,
+    min: Option<Spanned<f64>>,
+    max: Option<Spanned<f64>>,
     /// Where SPEC 2.4's example puts it: after `[score]`, so inside that table.
     disqualified_tier: Option<String>,
 }
@@ -57,8 +60,8 @@ struct ScoreSection {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TierEntry {
-    name: String,
-    min_score: Option<f64>,
+    name: Spanned<String>,
+    min_score: Option<Spanned<f64>>,
 }
 
 /// A `tiers.toml` problem, with the line and column when TOML gives one.
@@ -82,44 +85,87 @@ impl Tiers {
                 message: e.message().to_owned(),
             }
         })?;
-        let invalid = |message: String| TiersError {
-            line: 1,
-            column: 1,
-            message,
+        let invalid_at = |span: std::ops::Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            TiersError {
+                line,
+                column,
+                message,
+            }
         };
         let disqualified_tier = file
             .score
             .disqualified_tier
             .or(file.disqualified_tier)
             .unwrap_or_else(|| DEFAULT_DISQUALIFIED_TIER.to_owned());
-        if let (Some(min), Some(max)) = (file.score.min, file.score.max)
-            && min > max
-        {
-            return Err(invalid(format!(
-                "[score] min ({min}) is greater than max ({max})"
-            )));
+        for (key, bound) in [("min", &file.score.min), ("max", &file.score.max)] {
+            if let Some(bound) = bound
+                && !bound.get_ref().is_finite()
+            {
+                return Err(invalid_at(
+                    bound.span(),
+                    format!("[score] {key} must be a finite number"),
+                ));
+            }
         }
-        let mut thresholds = Vec::new();
+        if let (Some(min), Some(max)) = (&file.score.min, &file.score.max)
+            && min.get_ref() > max.get_ref()
+        {
+            return Err(invalid_at(
+                max.span(),
+                format!(
+                    "[score] min ({}) is greater than max ({})",
+                    min.get_ref(),
+                    max.get_ref()
+                ),
+            ));
+        }
+        let mut thresholds: Vec<(String, f64)> = Vec::new();
         let mut catch_all = None;
         let mut seen = std::collections::HashSet::new();
         for tier in file.tiers {
-            if tier.name.trim().is_empty() {
-                return Err(invalid("a [[tiers]] entry has an empty name".into()));
+            let name_span = tier.name.span();
+            let name = tier.name.into_inner();
+            if name.trim().is_empty() {
+                return Err(invalid_at(
+                    name_span,
+                    "a [[tiers]] entry has an empty name".into(),
+                ));
             }
-            if !seen.insert(tier.name.clone()) {
-                return Err(invalid(format!("tier {:?} is defined twice", tier.name)));
+            if !seen.insert(name.clone()) {
+                return Err(invalid_at(name_span, format!("tier {name:?} is defined twice")));
             }
             match tier.min_score {
-                Some(min) if min.is_finite() => thresholds.push((tier.name, min)),
-                Some(_) => return Err(invalid(format!("tier {:?}: min_score must be finite", tier.name))),
-                None if catch_all.is_some() => {
-                    return Err(invalid(format!(
-                        "tiers {:?} and {:?} both have no min_score; only one tier may catch every lower score",
-                        catch_all.unwrap_or_default(),
-                        tier.name
-                    )));
+                Some(min) if !min.get_ref().is_finite() => {
+                    return Err(invalid_at(
+                        min.span(),
+                        format!("tier {name:?}: min_score must be finite"),
+                    ));
                 }
-                None => catch_all = Some(tier.name),
+                Some(min) => {
+                    let value = *min.get_ref();
+                    // Two tiers on one threshold would leave the file's order
+                    // to decide, and SPEC 2.4 says the order does not matter.
+                    if let Some((other, _)) = thresholds.iter().find(|(_, m)| *m == value) {
+                        return Err(invalid_at(
+                            min.span(),
+                            format!(
+                                "tiers {other:?} and {name:?} both have min_score {value}; each tier needs its own threshold"
+                            ),
+                        ));
+                    }
+                    thresholds.push((name, value));
+                }
+                None if catch_all.is_some() => {
+                    return Err(invalid_at(
+                        name_span,
+                        format!(
+                            "tiers {:?} and {name:?} both have no min_score; only one tier may catch every lower score",
+                            catch_all.unwrap_or_default(),
+                        ),
+                    ));
+                }
+                None => catch_all = Some(name),
             }
         }
         thresholds.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -127,8 +173,8 @@ impl Tiers {
             catch_all = Some(DEFAULT_TIER.to_owned());
         }
         Ok(Self {
-            min: file.score.min,
-            max: file.score.max,
+            min: file.score.min.map(Spanned::into_inner),
+            max: file.score.max.map(Spanned::into_inner),
             disqualified_tier,
             thresholds,
             catch_all,
@@ -256,5 +302,32 @@ min_score = 40
         assert!(err.message.contains("only one tier"), "{err:?}");
         let err = Tiers::parse("[[tiers]]\nname = \"a\"\nmin_scroe = 3\n").unwrap_err();
         assert!(err.message.contains("min_scroe"), "{err:?}");
+        // Values that parse but make no sense are reported at their line too.
+        let err = Tiers::parse("[score]\nmin = 10\nmax = 5\n").unwrap_err();
+        assert_eq!((err.line, err.column), (3, 7), "{err:?}");
+        assert!(err.message.contains("greater than max"), "{err:?}");
+        let err = Tiers::parse("[score]\nmin = nan\n").unwrap_err();
+        assert_eq!(err.line, 2, "{err:?}");
+        assert!(err.message.contains("finite"), "{err:?}");
+        let err = Tiers::parse("[[tiers]]\nname = \"a\"\n[[tiers]]\nname = \"a\"\n").unwrap_err();
+        assert_eq!(err.line, 4, "{err:?}");
+        assert!(err.message.contains("defined twice"), "{err:?}");
+    }
+
+    #[test]
+    fn two_tiers_on_one_threshold_are_refused() {
+        // The file's order would decide between them (SPEC 2.4: it must not).
+        let text =
+            "[[tiers]]\nname = \"warm\"\nmin_score = 70\n\n[[tiers]]\nname = \"hot\"\nmin_score = 70\n";
+        let err = Tiers::parse(text).unwrap_err();
+        assert_eq!((err.line, err.column), (7, 13), "{err:?}");
+        assert!(
+            err.message
+                .contains("\"warm\" and \"hot\" both have min_score 70"),
+            "{err:?}"
+        );
+        // Equal as numbers counts too.
+        let text = "[[tiers]]\nname = \"a\"\nmin_score = 40\n[[tiers]]\nname = \"b\"\nmin_score = 40.0\n";
+        assert!(Tiers::parse(text).is_err());
     }
 }

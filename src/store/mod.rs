@@ -373,6 +373,22 @@ pub async fn open(url: &str, retention: Retention) -> StoreResult<Arc<dyn Store>
     })
 }
 
+/// Opens a store that must exist already: the one-shot commands read what
+/// `serve` stored, and a mistyped `sqlite://` path must be an error, not a
+/// new empty database.
+pub async fn open_existing(url: &str, retention: Retention) -> StoreResult<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://")
+        && !path.is_empty()
+        && !std::path::Path::new(path).exists()
+    {
+        return Err(StoreError::InvalidUrl {
+            url: url.into(),
+            reason: format!("there is no store at {path} (`leadscore serve` creates it)"),
+        });
+    }
+    open(url, retention).await
+}
+
 /// A URL without its password, for messages.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

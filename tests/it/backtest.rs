@@ -171,6 +171,34 @@ async fn an_identical_candidate_reports_no_change() {
     server.shutdown().await;
 }
 
+/// A candidate without `tiers` takes the loaded set's tiers, not the
+/// folder's `tiers.toml` when a change to it failed to load.
+#[tokio::test]
+async fn a_candidate_without_tiers_uses_the_loaded_tiers() {
+    let (server, contacts) = filled(40, Options::default()).await;
+    server.rules().write("tiers.toml", "[[tiers]]\nname = 5\n");
+    eventually(
+        "the broken tiers.toml to be refused",
+        Duration::from_secs(10),
+        async || {
+            let rules = server.rules_status().await;
+            (rules["last_error"]["file"] == "tiers.toml").then_some(())
+        },
+    )
+    .await;
+    let rules = rule_files(server.rules().path(), |_, text| Some(text));
+    let reply = backtest(&server, json!({ "rules": rules })).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let report = reply.json();
+    assert_eq!(report["contacts"], contacts.len());
+    assert_eq!(
+        report["candidate"]["rules_version"], report["baseline"]["rules_version"],
+        "the same rule files and the loaded tiers: the loaded set"
+    );
+    assert_eq!(report["transitions"], json!([]));
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn ten_more_points_for_one_answer_move_exactly_the_contacts_it_should() {
     let (server, contacts) = filled(300, Options::default()).await;

@@ -246,6 +246,21 @@ async fn delivery_id_headers_identify_retried_deliveries() {
         events.insert(id.as_str().unwrap().to_owned());
         events.insert(other["results"][0]["id"].as_str().unwrap().to_owned());
     }
+    // An empty delivery-id header counts as absent: the next header decides.
+    let body = json!([contact_with_id("potential", 150)]);
+    let with_empty = [("webhook-id", ""), ("Idempotency-Key", "msg_after_empty")];
+    let first = server.webhook_with(&body, &with_empty).await;
+    assert_eq!(first["accepted"], 1, "{first}");
+    let mut changed = body.clone();
+    changed[0]["updatedAt"] = json!("2026-11-21T11:00:00.000Z");
+    let retried = server.webhook_with(&changed, &with_empty).await;
+    assert_eq!(retried["results"][0]["duplicate"], true, "{retried}");
+    assert_eq!(
+        retried["results"][0]["id"], first["results"][0]["id"],
+        "{retried}"
+    );
+    events.insert(first["results"][0]["id"].as_str().unwrap().to_owned());
+
     // One delivery id for a batch: each contact is its own event.
     let batch = json!([
         contact_with_id("potential", 201),
@@ -845,11 +860,12 @@ async fn a_repeat_after_the_dedupe_window_is_a_new_event() {
     server.receiver().wait_for(2, WAIT).await;
 }
 
-/// SPEC 5: 408, 425, 429, 5xx are retried; other 4xx (and 3xx) are final.
+/// SPEC 5: 408, 425, 429, 5xx are retried; other 4xx are final. A 3xx
+/// is not a 2xx, so it is retried too (SPEC 1: retries until a 2xx).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retryable_and_final_statuses() {
-    let retried = [408u16, 425, 429, 500, 502, 503, 504];
-    let final_ = [400u16, 401, 403, 404, 409, 410, 422, 301];
+    let retried = [408u16, 425, 429, 500, 502, 503, 504, 301, 302, 307];
+    let final_ = [400u16, 401, 403, 404, 409, 410, 422];
     let server = TestServer::start(Options {
         retry_schedule: ms(&[50]),
         ..Options::default()

@@ -456,6 +456,15 @@ async fn no_subcommand_is_serve() {
     process.wait_healthy().await;
     process.signal("TERM");
     assert!(process.wait_exit(WAIT).await.success());
+
+    // Flags without the subcommand are serve's flags.
+    let port = free_port();
+    let mut args = serve_args(port, &store, rules.path(), None);
+    assert_eq!(args.remove(0), "serve");
+    let mut process = Process::spawn(&args, &[], addr(port), &logs.path().join("flags.log"));
+    process.wait_healthy().await;
+    process.signal("TERM");
+    assert!(process.wait_exit(WAIT).await.success(), "{}", process.log_text());
 }
 
 /// Environment variables of a test case.
@@ -518,6 +527,14 @@ async fn bad_configuration_exits_2_naming_the_setting() {
             "--retry-schedule",
         ),
         (vec!["--store", "mysql://db/leads"], vec![], "mysql://db/leads"),
+        (vec![], vec![("LEADSCORE_LOG", "[[bad")], "LEADSCORE_LOG"),
+        // `1` is read as true (the variable takes 1/0, yes/no, on/off too),
+        // so what is refused is rule edits without an admin token.
+        (
+            vec![],
+            vec![("LEADSCORE_ALLOW_RULE_EDITS", "1")],
+            "--allow-rule-edits needs --admin-token",
+        ),
     ];
     for (extra, env, named) in cases {
         let log = refused(&extra, &env).await;
