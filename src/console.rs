@@ -28,25 +28,27 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 /// (when one is configured).
 pub fn routes(app: Arc<App>, admin: BoxedFilter<(Arc<App>,)>) -> BoxedFilter<(Response,)> {
     let index = warp::path::end()
-        .and(warp::get())
+        .and(crate::http::get_or_head())
         .map(|| asset(INDEX_HTML.as_bytes(), "text/html; charset=utf-8", "no-cache"));
     let js = warp::path!("assets" / "app.js")
-        .and(warp::get())
+        .and(crate::http::get_or_head())
         .map(|| asset(APP_JS, "text/javascript; charset=utf-8", "no-cache"));
     let css = warp::path!("assets" / "app.css")
-        .and(warp::get())
+        .and(crate::http::get_or_head())
         .map(|| asset(APP_CSS, "text/css; charset=utf-8", "no-cache"));
-    let config = warp::path!("console" / "config").and(warp::get()).map(move || {
-        json_reply(
-            StatusCode::OK,
-            &json!({
-                "admin_token_required": app.admin_token.is_some(),
-                "allow_rule_edits": app.allow_rule_edits,
-            }),
-        )
-    });
+    let config = warp::path!("console" / "config")
+        .and(crate::http::get_or_head())
+        .map(move || {
+            json_reply(
+                StatusCode::OK,
+                &json!({
+                    "admin_token_required": app.admin_token.is_some(),
+                    "allow_rule_edits": app.allow_rule_edits,
+                }),
+            )
+        });
     let read = warp::path!("rules" / String)
-        .and(warp::get())
+        .and(crate::http::get_or_head())
         .and(admin.clone())
         .and_then(handle_read);
     let edit = admin.and_then(|app: Arc<App>| async move {

@@ -150,25 +150,25 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(json_body(app.max_body))
         .and_then(handle_score);
     let openapi = warp::path!("openapi.json")
-        .and(warp::get())
+        .and(get_or_head())
         .map(|| warp::reply::with_header(OPENAPI, "content-type", "application/json").into_response());
     let healthz = warp::path!("healthz")
-        .and(warp::get())
+        .and(get_or_head())
         .map(|| json_reply(StatusCode::OK, &json!({"status": "ok"})));
     let readyz = warp::path!("readyz")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app.clone())
         .then(handle_readyz);
     let metrics = warp::path!("metrics")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with_app.clone())
         .then(handle_metrics);
     let rules = warp::path!("rules")
-        .and(warp::get())
+        .and(get_or_head())
         .and(admin.clone())
         .map(handle_rules);
     let deliveries = warp::path!("deliveries")
-        .and(warp::get())
+        .and(get_or_head())
         .and(admin.clone())
         .and(warp::query::<ListQuery>().or_else(|_| async {
             Err::<(ListQuery,), _>(reject(
@@ -191,14 +191,14 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         .and(json_body(app.max_body))
         .and_then(handle_backtest);
     let contacts = warp::path!("contacts")
-        .and(warp::get())
+        .and(get_or_head())
         .and(admin.clone())
         .and(warp::query::<ContactsQuery>().or_else(|_| async {
             Err::<(ContactsQuery,), _>(reject(StatusCode::BAD_REQUEST, "invalid query: use limit=N"))
         }))
         .and_then(handle_contacts);
     let stats = warp::path!("stats")
-        .and(warp::get())
+        .and(get_or_head())
         .and(admin.clone())
         .and(warp::query::<StatsQuery>().or_else(|_| async {
             Err::<(StatsQuery,), _>(reject(
@@ -245,6 +245,13 @@ pub fn routes(app: Arc<App>) -> impl Filter<Extract = (impl Reply,), Error = Inf
         }))
 }
 
+/// `GET`, or `HEAD` for the same resource (RFC 9110: a server that serves
+/// GET serves HEAD; load balancers probe `/healthz` with either). hyper
+/// sends a HEAD answer's headers without its body.
+pub(crate) fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Copy {
+    warp::get().or(warp::head()).unify()
+}
+
 /// A bounded label for metrics (no ids in label values).
 fn route_label(path: &str) -> &'static str {
     match path {
@@ -286,9 +293,9 @@ fn with_allow(path: &str, mut reply: Response) -> Response {
             | "/deliveries/retry-dead"
             | "/deliveries/{id}/retry"
             | "/backtest" => "POST",
-            "/rules/{file}" => "GET, PUT, DELETE",
+            "/rules/{file}" => "GET, HEAD, PUT, DELETE",
             "other" => return reply,
-            _ => "GET",
+            _ => "GET, HEAD",
         };
         reply
             .headers_mut()

@@ -824,9 +824,16 @@ async fn wrong_methods_and_unknown_paths_are_json_errors() {
         reply.assert_error(expected);
         if expected == 405 {
             // RFC 9110: a 405 says which methods the resource supports.
-            let allowed = if path == "/healthz" { "GET" } else { "POST" };
+            let allowed = if path == "/healthz" { "GET, HEAD" } else { "POST" };
             assert_eq!(reply.header("allow"), Some(allowed), "{method} {path}: {reply:?}");
         }
+    }
+    // HEAD is GET without the body (RFC 9110), e.g. a load balancer's probe.
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/"] {
+        let reply = request(server.addr, "HEAD", path, &[], b"").await;
+        assert_eq!(reply.status, 200, "HEAD {path}: {reply:?}");
+        assert!(reply.header("content-type").is_some(), "HEAD {path}: {reply:?}");
+        assert!(reply.body.is_empty(), "HEAD {path} has no body: {reply:?}");
     }
     server.assert_healthy().await;
     server.stop().await;

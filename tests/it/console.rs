@@ -96,7 +96,7 @@ async fn the_console_is_served_with_its_types_and_a_strict_policy() {
         .assert_error(404);
     let post = server.request("POST", "/", None, &no_token).await;
     post.assert_error(405);
-    assert_eq!(header(&post, "allow"), "GET");
+    assert_eq!(header(&post, "allow"), "GET, HEAD");
 
     let config = server.request("GET", "/console/config", None, &no_token).await;
     assert_eq!(config.status, 200, "{}", config.text);
@@ -344,7 +344,7 @@ async fn names_outside_the_rules_folder_are_refused() {
     // Wrong method on a rule file: 405 with what is allowed.
     let reply = server.request("POST", "/rules/10-role.rhai", None, &[]).await;
     reply.assert_error(405);
-    assert_eq!(header(&reply, "allow"), "GET, PUT, DELETE");
+    assert_eq!(header(&reply, "allow"), "GET, HEAD, PUT, DELETE");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
