@@ -445,7 +445,109 @@ async fn a_sqlite_store_of_schema_1_is_migrated_and_keeps_its_duplicates() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "2");
+    assert_eq!(version, "3");
+    drop(conn);
+    drop(store);
+    // A file from a newer version is refused, not misread.
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'", [])
+        .unwrap();
+    let refused = store::open(&url, retention()).await.err().unwrap().to_string();
+    assert!(
+        refused.contains("written by a newer leadscore (store schema 4; this version knows up to 3)"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_bodies_are_packed_and_text_bodies_of_schema_2_still_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let url = format!("sqlite://{}", path.display());
+    let body_of = |id: &str, contact: i64| {
+        json!({"type": "contact.scored", "id": id, "contact_id": contact, "score": 42, "tier": "warm",
+               "contact": {"id": contact, "email": "raya.fleming@northwind-logistics.com", "status": "QUALIFIED",
+                           "questionsAndAnswers": {"4_question": "What is your role?", "4_response": "VP of Operations"}}})
+        .to_string()
+    };
+    let with_body = |id: &str, contact: i64| {
+        let mut e = event(id, contact, &format!("key-{id}"));
+        e.body = body_of(id, contact);
+        e
+    };
+    {
+        let store = store::open(&url, retention()).await.unwrap();
+        store
+            .enqueue(vec![with_body("evt_1", 1), with_body("evt_2", 2)], true)
+            .await
+            .unwrap();
+    }
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let (kind, stored): (String, i64) = conn
+            .query_row(
+                "SELECT typeof(body), length(body) FROM events WHERE id = 'evt_2'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(kind, "blob");
+        assert!(
+            (stored as usize) < body_of("evt_2", 2).len(),
+            "{stored} bytes stored for {}",
+            body_of("evt_2", 2).len()
+        );
+        // evt_1 as the version before stored it: the JSON text.
+        conn.execute(
+            "UPDATE events SET body = ?1 WHERE id = 'evt_1'",
+            [body_of("evt_1", 1)],
+        )
+        .unwrap();
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'", [])
+            .unwrap();
+    }
+    let store = store::open(&url, retention()).await.unwrap();
+    let recent = store.recent_events(10).await.unwrap();
+    let bodies: Vec<(&str, &str)> = recent.iter().map(|e| (e.id.as_str(), e.body.as_str())).collect();
+    assert_eq!(
+        bodies,
+        [
+            ("evt_2", body_of("evt_2", 2).as_str()),
+            ("evt_1", body_of("evt_1", 1).as_str())
+        ]
+    );
+    let claimed = store.claim_due(10, Duration::from_secs(30)).await.unwrap();
+    let claimed: Vec<(&str, &str)> = claimed
+        .iter()
+        .map(|d| (d.event_id.as_str(), d.body.as_str()))
+        .collect();
+    assert_eq!(
+        claimed,
+        [
+            ("evt_1", body_of("evt_1", 1).as_str()),
+            ("evt_2", body_of("evt_2", 2).as_str())
+        ]
+    );
+    let listed = store.list_deliveries(None, 10).await.unwrap();
+    assert_eq!(listed[1].contact_id, json!(1));
+    let again = store.enqueue(vec![with_body("evt_3", 1)], true).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert!(matches!(&again[0], Enqueued::Stored(s) if s.id == "evt_3"));
+    let mut duplicate = with_body("evt_4", 1);
+    duplicate.idempotency_key = "key-evt_1".into();
+    let again = store.enqueue(vec![duplicate], true).await.unwrap();
+    assert!(
+        matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1" && s.contact_id == json!(1)),
+        "{again:?}"
+    );
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: String = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(version, "3");
 }
 
 #[tokio::test]
@@ -458,7 +560,10 @@ async fn the_sqlite_log_is_copied_into_the_database_file_beside_the_writer() {
     let schema_only = std::fs::metadata(&path).unwrap().len();
     // 300 events of about 3 KB in 30 commits: some 900 KB that the writer
     // only appends to the log (it never checkpoints below 50,000 pages).
-    let padding = "x".repeat(3000);
+    // Random hex: stored bodies are compressed, and this must stay ~3 KB.
+    let padding: String = (0..1500)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
     for commit in 0..30 {
         let events = (0..10)
             .map(|i| {

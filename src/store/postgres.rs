@@ -49,7 +49,7 @@ use tokio_postgres::{Client, Config, NoTls, Row, Statement};
 use super::{
     AttemptOutcome, ClaimedDelivery, Counters, DeliveryCounts, DeliveryInfo, DeliveryStatus, Enqueued,
     EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreError, StoreResult,
-    StoredEvent, format_ms, now_ms, redact_url, tally,
+    StoredEvent, contact_id_of, format_ms, now_ms, redact_url, tally,
 };
 
 /// Connections of the pool (besides the writer's) unless `?pool_size=` says.
@@ -957,11 +957,6 @@ impl Store for PostgresStore {
 
 fn parse_number(text: &str) -> serde_json::Number {
     serde_json::from_str(text).unwrap_or_else(|_| 0.into())
-}
-
-/// The contact id from its key (the id's JSON text).
-fn contact_id_of(contact_key: &str) -> serde_json::Value {
-    serde_json::from_str(contact_key).unwrap_or_else(|_| serde_json::Value::String(contact_key.to_owned()))
 }
 
 fn stored_event(row: &Row) -> StoredEvent {

@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use super::{
     AttemptOutcome, ClaimedDelivery, Counters, DeliveryCounts, DeliveryInfo, DeliveryStatus, Enqueued,
     EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreError, StoreResult,
-    StoredEvent, format_ms, now_ms, tally,
+    StoredEvent, contact_id_of, format_ms, now_ms, packed, tally,
 };
 
 /// Most operations one transaction takes.
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS events (
     tier            TEXT NOT NULL,
     disqualified    INTEGER NOT NULL,
     rules_version   TEXT NOT NULL,
+    -- The scored contact, packed (store::packed); text in rows of schema 2.
     body            TEXT NOT NULL,
     -- NULL when the event is not forwarded; else 'pending', 'dead' or 'delivered'
     delivery        TEXT,
@@ -81,7 +82,8 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 "#;
 
-const SCHEMA_VERSION: &str = "2";
+/// 3: bodies are packed (store::packed); 2: one index per contact.
+const SCHEMA_VERSION: u32 = 3;
 
 type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -89,6 +91,8 @@ type Reply<T> = oneshot::Sender<StoreResult<T>>;
 enum Work {
     Enqueue {
         events: Vec<NewEvent>,
+        /// Each event's body, packed.
+        packed: Vec<Vec<u8>>,
         forward: bool,
     },
     Claim {
@@ -205,11 +209,25 @@ impl SqliteStore {
         }
         let open_error = |e: rusqlite::Error| unavailable(format!("cannot open {}: {e}", path.display()));
         let conn = connect(path).map_err(open_error)?;
+        // A file a newer version has written may hold rows this one cannot
+        // read (schema 3's packed bodies, for one): refuse it before touching it.
+        let existing: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+                r.get(0)
+            })
+            .ok();
+        if let Some(version) = existing.filter(|v| !v.parse::<u32>().is_ok_and(|v| v <= SCHEMA_VERSION)) {
+            return Err(unavailable(format!(
+                "{} was written by a newer leadscore (store schema {version}; this version knows up to \
+                 {SCHEMA_VERSION}): run that version, or point --store at another file",
+                path.display()
+            )));
+        }
         conn.execute_batch(SCHEMA).map_err(open_error)?;
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [SCHEMA_VERSION],
+            [SCHEMA_VERSION.to_string()],
         )
         .map_err(open_error)?;
         let reader = connect(path).map_err(open_error)?;
@@ -269,8 +287,17 @@ impl Store for SqliteStore {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(Work::Enqueue { events, forward }, ReplyTo::Enqueued)
-            .await
+        // Packed here, on the caller's thread, not on the one writer thread.
+        let packed = events.iter().map(|e| packed::pack(&e.body)).collect();
+        self.write(
+            Work::Enqueue {
+                events,
+                packed,
+                forward,
+            },
+            ReplyTo::Enqueued,
+        )
+        .await
     }
 
     async fn claim_due(&self, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>> {
@@ -292,7 +319,7 @@ impl Store for SqliteStore {
             // Newest first: the rowid order finds delivered ones, the
             // partial indexes pending and dead ones.
             let mut stmt = conn.prepare_cached(
-                "SELECT id, body, delivery, attempts, last_status, last_error, next_attempt_at,
+                "SELECT id, contact_key, delivery, attempts, last_status, last_error, next_attempt_at,
                         received_at, delivered_at
                  FROM events
                  WHERE delivery IS NOT NULL AND (?1 IS NULL OR delivery = ?1)
@@ -301,10 +328,10 @@ impl Store for SqliteStore {
             let rows = stmt.query_map(params![status.map(DeliveryStatus::as_str), limit as i64], |row| {
                 let status: String = row.get(2)?;
                 let status = DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending);
-                let body: String = row.get(1)?;
+                let contact_key: String = row.get(1)?;
                 Ok(DeliveryInfo {
                     id: row.get(0)?,
-                    contact_id: contact_id_of(&body),
+                    contact_id: contact_id_of(&contact_key),
                     status,
                     attempts: row.get(3)?,
                     last_status: row.get(4)?,
@@ -460,8 +487,8 @@ impl Store for SqliteStore {
 
 /// The first event with an idempotency key inside the dedupe window. Reads
 /// only the contact's entries of `events_contact_key`, and a row only for a
-/// matching key.
-const DUPLICATE_LOOKUP: &str = "SELECT id, body, score, tier, disqualified FROM events
+/// matching key. (The contact id is the new event's: same key, same id.)
+const DUPLICATE_LOOKUP: &str = "SELECT id, score, tier, disqualified FROM events
      WHERE contact_key = ?1 AND idempotency_key = ?2 AND received_at >= ?3
      ORDER BY seq LIMIT 1";
 
@@ -477,19 +504,26 @@ fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         seq: row.get(0)?,
         id: row.get(1)?,
         received_at: row.get(2)?,
-        body: row.get(3)?,
+        body: body_at(row, 3)?,
     })
 }
 
-/// The contact id inside a stored scored contact.
-fn contact_id_of(body: &str) -> serde_json::Value {
-    #[derive(serde::Deserialize)]
-    struct Head {
-        contact_id: serde_json::Value,
+/// The scored contact in column `index`: packed, or text in rows written
+/// before schema 3.
+fn body_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<String> {
+    use rusqlite::types::{FromSqlError, Type, ValueRef};
+    let damaged = |kind: Type, e: String| rusqlite::Error::FromSqlConversionFailure(index, kind, e.into());
+    match row.get_ref(index)? {
+        ValueRef::Blob(packed) => packed::unpack(packed).map_err(|e| damaged(Type::Blob, e)),
+        ValueRef::Text(text) => {
+            String::from_utf8(text.to_vec()).map_err(|e| damaged(Type::Text, e.to_string()))
+        }
+        other => Err(rusqlite::Error::FromSqlConversionFailure(
+            index,
+            other.data_type(),
+            Box::new(FromSqlError::InvalidType),
+        )),
     }
-    crate::payload::parse_json::<Head>(body)
-        .map(|h| h.contact_id)
-        .unwrap_or_default()
 }
 
 /// The stored form of an idempotency key: 16 bytes of its SHA-256, a dense
@@ -618,9 +652,11 @@ impl Writer {
 
     fn apply(&mut self, work: &Work) -> Done {
         match work {
-            Work::Enqueue { events, forward } => {
-                Done::from_result(self.enqueue(events, *forward), Done::Enqueued)
-            }
+            Work::Enqueue {
+                events,
+                packed,
+                forward,
+            } => Done::from_result(self.enqueue(events, packed, *forward), Done::Enqueued),
             Work::Claim { limit, lease } => Done::from_result(self.claim(*limit, *lease), Done::Claimed),
             Work::Record { event_id, outcome } => {
                 Done::from_result(self.record(event_id, outcome), |()| Done::Unit)
@@ -645,7 +681,12 @@ impl Writer {
         }
     }
 
-    fn enqueue(&self, events: &[NewEvent], forward: bool) -> rusqlite::Result<Vec<Enqueued>> {
+    fn enqueue(
+        &self,
+        events: &[NewEvent],
+        packed: &[Vec<u8>],
+        forward: bool,
+    ) -> rusqlite::Result<Vec<Enqueued>> {
         let window_start = now_ms() - self.retention.dedupe_window.as_millis() as i64;
         let mut find_key = self.conn.prepare_cached(DUPLICATE_LOOKUP)?;
         let mut put_event = self.conn.prepare_cached(
@@ -655,18 +696,17 @@ impl Writer {
         )?;
         let delivery = forward.then_some("pending");
         let mut results = Vec::with_capacity(events.len());
-        for event in events {
+        for (event, body) in events.iter().zip(packed) {
             let key = key_digest(&event.idempotency_key);
             let existing = find_key
                 .query_row(params![event.contact_key, key, window_start], |row| {
-                    let body: String = row.get(1)?;
-                    let score: String = row.get(2)?;
+                    let score: String = row.get(1)?;
                     Ok(EventSummary {
-                        contact_id: contact_id_of(&body),
+                        contact_id: event.contact_id.clone(),
                         id: row.get(0)?,
                         score: serde_json::from_str(&score).unwrap_or_else(|_| 0.into()),
-                        tier: row.get(3)?,
-                        disqualified: row.get(4)?,
+                        tier: row.get(2)?,
+                        disqualified: row.get(3)?,
                     })
                 })
                 .optional()?;
@@ -683,7 +723,7 @@ impl Writer {
                 event.tier,
                 event.disqualified,
                 event.rules_version,
-                event.body,
+                body,
                 delivery,
             ])?;
             results.push(Enqueued::Stored(EventSummary {
@@ -736,7 +776,7 @@ impl Writer {
                         event_id: row.get(1)?,
                         contact_key: row.get(2)?,
                         attempts: row.get(3)?,
-                        body: row.get(4)?,
+                        body: body_at(row, 4)?,
                     },
                 ))
             })?
