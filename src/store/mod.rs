@@ -404,12 +404,12 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Milliseconds since the Unix epoch.
 /// The contact id an event's `contact_key` (the id's JSON text) stands for.
 fn contact_id_of(contact_key: &str) -> serde_json::Value {
     serde_json::from_str(contact_key).unwrap_or_else(|_| serde_json::Value::String(contact_key.to_owned()))
 }
 
+/// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -5,7 +5,7 @@
 //! 4 KiB page: every event cost a page in the write-ahead log and another
 //! when the log was copied into the file. Field names and the scored
 //! contact's frame repeat from contact to contact, which is what a dictionary
-//! captures: bodies shrink to about a third (2,693 → ≈ 910 bytes on the
+//! captures: bodies shrink to about a third (2,693 → ≈ 950 bytes on the
 //! bench payloads), four rows to a page (BENCHMARKS.md, session 7).
 //!
 //! Layout: one format byte ([`LZ4_DICTIONARY_1`]), the body's length as a
