@@ -11,11 +11,12 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::{self, deliveries::DeliveryQuery};
 use crate::config::{parse_duration, parse_duration_list, parse_size};
 use crate::deliver::{ForwardConfig, parse_header};
 use crate::ingest::auth::InboundAuth;
 use crate::payload::{self, PayloadError};
-use crate::rule_tests;
+use crate::rule_test_runner;
 use crate::score::{Limits, RuleSet};
 use crate::server::ServeConfig;
 use crate::signature::WebhookSecret;
@@ -208,7 +209,7 @@ fn test(args: &TestArgs) -> ExitCode {
         Err(code) => return code,
     };
     let files = if args.files.is_empty() {
-        match rule_tests::test_files(&args.rules.rules) {
+        match rule_test_runner::test_files(&args.rules.rules) {
             Ok(files) => files,
             Err(e) => {
                 eprintln!(
@@ -223,7 +224,7 @@ fn test(args: &TestArgs) -> ExitCode {
     };
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
-        for outcome in rule_tests::run_file(&rules, file) {
+        for outcome in rule_test_runner::run_file(&rules, file) {
             if outcome.passed() {
                 passed += 1;
                 println!("ok   {} › {}", outcome.file.display(), outcome.name);
@@ -371,6 +372,11 @@ pub struct ServeArgs {
     /// Token the admin endpoints require as `Authorization: Bearer`.
     #[arg(long, env = "LEADSCORE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A host name the admin endpoints and the console answer without an
+    /// admin token, besides loopback names and the listen address
+    /// (repeatable; the variable is `,`-separated).
+    #[arg(long = "allowed-host", env = "LEADSCORE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Delays before each delivery retry.
     #[arg(long, env = "LEADSCORE_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = parse_duration_list)]
     pub retry_schedule: std::vec::Vec<Duration>,
@@ -498,6 +504,12 @@ impl ServeArgs {
                 standard_webhooks,
             },
             admin_token,
+            allowed_hosts: self
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
             retention: self.store.retention(),
             max_body: self.max_body,
             max_contacts: self.max_contacts as usize,
@@ -621,8 +633,12 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             DeliveriesCommand::List {
                 status, limit, json, ..
             } => {
-                let status = status.as_deref().and_then(DeliveryStatus::parse);
-                match store.list_deliveries(status, limit).await {
+                let listed =
+                    match DeliveryQuery::new(status.as_deref().and_then(DeliveryStatus::parse), limit) {
+                        Ok(query) => app::deliveries::list(store.as_ref(), query).await,
+                        Err(e) => Err(e),
+                    };
+                match listed {
                     Ok(list) if json => {
                         for d in list {
                             println!("{}", serde_json::to_string(&d).unwrap_or_default());
@@ -630,30 +646,7 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
                         ExitCode::SUCCESS
                     }
                     Ok(list) => {
-                        println!(
-                            "{:<36} {:<14} {:<9} {:>8} {:>6}  ERROR / NEXT ATTEMPT",
-                            "ID", "CONTACT", "STATUS", "ATTEMPTS", "LAST"
-                        );
-                        for d in list {
-                            let detail = match d.status {
-                                DeliveryStatus::Pending => {
-                                    format!("next {}", d.next_attempt_at.unwrap_or_default())
-                                }
-                                DeliveryStatus::Delivered => {
-                                    format!("delivered {}", d.delivered_at.unwrap_or_default())
-                                }
-                                DeliveryStatus::Dead => d.last_error.unwrap_or_default(),
-                            };
-                            println!(
-                                "{:<36} {:<14} {:<9} {:>8} {:>6}  {}",
-                                d.id,
-                                d.contact_id.to_string(),
-                                d.status.as_str(),
-                                d.attempts,
-                                d.last_status.map_or("-".into(), |s| s.to_string()),
-                                detail
-                            );
-                        }
+                        print!("{}", deliveries_table(list));
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
@@ -664,21 +657,13 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             }
             DeliveriesCommand::Retry { id, .. } => {
                 let result = match id {
-                    Some(id) => store.requeue(&id).await.map(|r| match r {
-                        store::Requeue::Requeued => Ok(1),
-                        store::Requeue::NotDead => Ok(0),
-                        store::Requeue::Unknown => Err(format!("no delivery with id {id:?}")),
-                    }),
-                    None => store.requeue_dead().await.map(Ok),
+                    Some(id) => app::deliveries::requeue(store.as_ref(), &id).await,
+                    None => app::deliveries::requeue_dead(store.as_ref()).await,
                 };
                 match result {
-                    Ok(Ok(n)) => {
+                    Ok(n) => {
                         println!("requeued {n} dead deliver{}", if n == 1 { "y" } else { "ies" });
                         ExitCode::SUCCESS
-                    }
-                    Ok(Err(e)) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
                     }
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -688,4 +673,33 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             }
         }
     })
+}
+
+/// Deliveries as a table for a terminal.
+fn deliveries_table(list: Vec<store::DeliveryInfo>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<36} {:<14} {:<9} {:>8} {:>6}  ERROR / NEXT ATTEMPT",
+        "ID", "CONTACT", "STATUS", "ATTEMPTS", "LAST"
+    );
+    for d in list {
+        let detail = match d.status {
+            DeliveryStatus::Pending => format!("next {}", d.next_attempt_at.unwrap_or_default()),
+            DeliveryStatus::Delivered => format!("delivered {}", d.delivered_at.unwrap_or_default()),
+            DeliveryStatus::Dead => d.last_error.unwrap_or_default(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<36} {:<14} {:<9} {:>8} {:>6}  {}",
+            d.id,
+            d.contact_id.to_string(),
+            d.status.as_str(),
+            d.attempts,
+            d.last_status.map_or("-".into(), |s| s.to_string()),
+            detail
+        );
+    }
+    out
 }

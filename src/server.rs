@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use crate::app::{Engine, EngineSettings};
 use crate::deliver::{Deliverer, ForwardConfig};
-use crate::http::{App, routes};
+use crate::http::{HttpSettings, routes};
 use crate::ingest::Ingest;
 use crate::ingest::auth::InboundAuth;
 use crate::reload::{self, LiveRules};
@@ -43,6 +44,8 @@ pub struct ServeConfig {
     pub forward: Option<ForwardConfig>,
     pub auth: InboundAuth,
     pub admin_token: Option<String>,
+    /// More `Host` names the admin endpoints answer without an admin token.
+    pub allowed_hosts: Vec<String>,
     pub retention: Retention,
     pub max_body: usize,
     pub max_contacts: usize,
@@ -132,9 +135,9 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         );
     }
 
-    let app = Arc::new(App {
-        ingest: Ingest {
-            rules: rules.clone(),
+    let engine = Arc::new(Engine::new(
+        Ingest {
+            rules,
             store: store.clone(),
             forward: config.forward.is_some(),
             wake,
@@ -142,16 +145,19 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
             pool: ScoringPool::new(ScoringPool::default_size())
                 .context("cannot start the scoring threads")?,
         },
-        store: store.clone(),
-        rules,
+        EngineSettings {
+            allow_rule_edits: config.allow_rule_edits,
+            backtest_max_contacts: config.backtest_max_contacts,
+            retention: config.retention.retention,
+        },
+    ));
+    let http = HttpSettings {
         auth: config.auth.clone(),
         admin_token: config.admin_token.clone(),
+        allowed_hosts: config.allowed_hosts.clone(),
+        listen: Some(addr),
         max_body: config.max_body,
-        allow_rule_edits: config.allow_rule_edits,
-        backtest_max_contacts: config.backtest_max_contacts,
-        retention: config.retention.retention,
-        backtest_running: Default::default(),
-    });
+    };
 
     let prune_store = store.clone();
     let mut prune_stop = shutdown_rx.clone();
@@ -172,7 +178,7 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
     });
 
     let delivery_task = deliverer.map(|d| tokio::spawn(d.run(shutdown_rx.clone())));
-    let filter = routes(app);
+    let filter = routes(engine, http);
     tracing::info!(%addr, "listening; point iClosed's webhook at http://{addr}/webhooks/iclosed");
     let task = tokio::spawn(async move {
         accept_loop(listener, filter, shutdown_rx).await;

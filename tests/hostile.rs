@@ -1175,3 +1175,52 @@ async fn many_short_connections_in_a_row() {
     assert_eq!(metrics.status, 200);
     server.stop().await;
 }
+
+/// issue 19 #3 (SPEC 4): admin query parameters out of range — overflowing,
+/// negative, a bucket that divided by zero, a date past the year 9999 that
+/// panicked while formatting — are `400` naming the parameter, never a 5xx,
+/// a dropped connection or an unbounded answer.
+#[tokio::test]
+async fn admin_parameters_out_of_range_are_refused_by_name() {
+    let server = Server::default().await;
+    let cases = [
+        ("/stats?bucket=9223372036854776s", "bucket"),
+        ("/stats?bucket=2305843009213693952s", "bucket"),
+        ("/stats?since=1970-01-01T00:00:00Z&bucket=1m", "bucket"),
+        ("/stats?since=10000-01-01T00:00:00Z", "since"),
+        ("/stats?since=9999-12-31T23:00:00-05:00", "since"),
+        ("/stats?since=99999999999999999999d", "since"),
+        ("/stats?since=1h&since=2h", "since"),
+        ("/deliveries?limit=18446744073709551616", "limit"),
+        ("/deliveries?limit=-1", "limit"),
+        ("/deliveries?limit=0", "limit"),
+        ("/deliveries?status=lost", "status"),
+        ("/contacts?limit=100000", "limit"),
+        ("/contacts?limit=1e3", "limit"),
+    ];
+    for (path, name) in cases {
+        let reply = get(server.addr, path, &[]).await;
+        reply.assert_error(400);
+        let message = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(message.starts_with(name), "{path}: {message}");
+    }
+    for (body, name) in [
+        (json!({"rules": {}, "since": "10000-01-01T00:00:00Z"}), "since"),
+        (json!({"rules": {}, "since": "9223372036854775807d"}), "since"),
+        (json!({"rules": {}, "top": 1_000_000}), "top"),
+        (json!({"rules": {}, "against": "yesterday"}), "against"),
+    ] {
+        let reply = post(
+            server.addr,
+            "/backtest",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        reply.assert_error(400);
+        let message = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(message.starts_with(name), "{body}: {message}");
+    }
+    server.assert_healthy().await;
+    server.stop().await;
+}

@@ -281,7 +281,7 @@ impl Deliverer {
         telemetry::delivery_attempt(
             &delivery.event_id,
             delivery.attempts + 1,
-            &outcome,
+            reported(&outcome),
             started.elapsed(),
         );
         // At-least-once: if this record is lost, the lease runs out and the
@@ -369,6 +369,26 @@ fn describe_error(e: &reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// An attempt's outcome as telemetry takes it (plain values).
+fn reported(outcome: &AttemptOutcome) -> telemetry::Attempt<'_> {
+    match outcome {
+        AttemptOutcome::Delivered { status } => telemetry::Attempt::Delivered { status: *status },
+        AttemptOutcome::Retry {
+            next_attempt_at,
+            status,
+            error,
+        } => telemetry::Attempt::Retry {
+            status: *status,
+            error,
+            next_attempt_at: *next_attempt_at,
+        },
+        AttemptOutcome::Dead { status, error } => telemetry::Attempt::Dead {
+            status: *status,
+            error,
+        },
+    }
 }
 
 #[cfg(test)]

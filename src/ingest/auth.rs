@@ -48,7 +48,65 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
+/// What the headers and query alone decide, before the body is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeforeBody {
+    /// A valid token: accepted whatever the body.
+    Passed,
+    /// Only the token check is configured and it failed: refuse without
+    /// reading the body (issue 19 #4: an unauthenticated sender cannot make
+    /// the server read and hold a large body).
+    Refused(AuthFailure),
+    /// A body check (HMAC, Standard Webhooks) may still pass.
+    NeedsBody,
+}
+
 impl InboundAuth {
+    /// What can be decided before the body is read.
+    pub fn check_before_body(&self, headers: &HeaderMap, query: Option<&str>) -> BeforeBody {
+        if self.is_open() {
+            return BeforeBody::Passed;
+        }
+        match self.check_token(headers, query) {
+            Some(Ok(())) => BeforeBody::Passed,
+            Some(Err(reason)) if self.hmac.is_none() && self.standard_webhooks.is_none() => {
+                BeforeBody::Refused(AuthFailure(format!("authentication failed: {reason}")))
+            }
+            _ => BeforeBody::NeedsBody,
+        }
+    }
+
+    /// The shared-token check (`None` when no token is configured).
+    fn check_token(&self, headers: &HeaderMap, query: Option<&str>) -> Option<Result<(), &'static str>> {
+        let expected = self.token.as_ref()?;
+        let header_token = headers
+            .get("x-webhook-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim);
+        let query_token = query.and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "token")
+                .map(|(_, v)| v.into_owned())
+        });
+        let candidates = [
+            bearer(headers).map(str::to_owned),
+            header_token.map(str::to_owned),
+            query_token,
+        ];
+        let present: Vec<String> = candidates.into_iter().flatten().collect();
+        if present
+            .iter()
+            .any(|t| secrets_equal(t.as_bytes(), expected.as_bytes()))
+        {
+            return Some(Ok(()));
+        }
+        Some(Err(if present.is_empty() {
+            "no token given"
+        } else {
+            "token does not match"
+        }))
+    }
+
     /// No check configured: ingest is open (a warning is logged at start).
     pub fn is_open(&self) -> bool {
         self.token.is_none() && self.hmac.is_none() && self.standard_webhooks.is_none()
@@ -65,33 +123,10 @@ impl InboundAuth {
             return Ok(());
         }
         let mut tried = Vec::new();
-        if let Some(expected) = &self.token {
-            let header_token = headers
-                .get("x-webhook-token")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim);
-            let query_token = query.and_then(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .find(|(k, _)| k == "token")
-                    .map(|(_, v)| v.into_owned())
-            });
-            let candidates = [
-                bearer(headers).map(str::to_owned),
-                header_token.map(str::to_owned),
-                query_token,
-            ];
-            let present: Vec<String> = candidates.into_iter().flatten().collect();
-            if present
-                .iter()
-                .any(|t| secrets_equal(t.as_bytes(), expected.as_bytes()))
-            {
-                return Ok(());
-            }
-            tried.push(if present.is_empty() {
-                "no token given"
-            } else {
-                "token does not match"
-            });
+        match self.check_token(headers, query) {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(reason)) => tried.push(reason),
+            None => {}
         }
         if let Some((header, secret)) = &self.hmac {
             match headers.get(header).and_then(|v| v.to_str().ok()) {

@@ -8,7 +8,7 @@ pub mod pool;
 pub mod runtime;
 pub mod tiers;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -71,6 +71,14 @@ impl RuleSources {
     /// Reads every `*.rhai` file directly inside `dir` (hidden files, such as
     /// editors' swap files, are skipped) and `tiers.toml`.
     pub fn read_dir(dir: &Path) -> Result<Self, LoadError> {
+        if !dir.is_dir() {
+            return Err(LoadError(vec![CompileError {
+                file: dir.display().to_string(),
+                line: 0,
+                column: 0,
+                message: "the rules folder does not exist or is not a folder".into(),
+            }]));
+        }
         let io_error = |file: &Path, e: std::io::Error| {
             LoadError(vec![CompileError {
                 file: file.display().to_string(),
@@ -97,6 +105,14 @@ impl RuleSources {
             Err(e) => return Err(io_error(&tiers_path, e)),
         };
         Ok(Self { files, tiers })
+    }
+
+    /// The `rules_version` a rule set compiled from these sources has: a
+    /// reload can tell that nothing changed without compiling.
+    pub fn version(&self) -> String {
+        let mut sorted = self.clone();
+        sorted.files.sort_by(|a, b| a.0.cmp(&b.0));
+        version_of(&sorted)
     }
 }
 
@@ -135,7 +151,6 @@ pub struct RuleSet {
     /// converted into a Rhai map.
     contact_use: ContactUse,
     caches: CachePool,
-    source_dir: Option<PathBuf>,
     /// Whether rules run natively where they can (on unless switched off
     /// with [`RuleSet::interpreted_only`]).
     native: bool,
@@ -153,17 +168,7 @@ impl std::fmt::Debug for RuleSet {
 impl RuleSet {
     /// Loads and compiles a rules folder.
     pub fn load(dir: &Path, limits: &Limits) -> Result<Self, LoadError> {
-        if !dir.is_dir() {
-            return Err(LoadError(vec![CompileError {
-                file: dir.display().to_string(),
-                line: 0,
-                column: 0,
-                message: "the rules folder does not exist or is not a folder".into(),
-            }]));
-        }
-        let mut set = Self::compile(RuleSources::read_dir(dir)?, limits)?;
-        set.source_dir = Some(dir.to_path_buf());
-        Ok(set)
+        Self::compile(RuleSources::read_dir(dir)?, limits)
     }
 
     /// Compiles a rule set from its sources; reports every error in it.
@@ -233,7 +238,6 @@ impl RuleSet {
             limits: limits.clone(),
             contact_use,
             caches: CachePool::default(),
-            source_dir: None,
             native: true,
         })
     }
@@ -273,10 +277,6 @@ impl RuleSet {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
-    }
-
-    pub fn source_dir(&self) -> Option<&Path> {
-        self.source_dir.as_deref()
     }
 
     /// Scores one contact. `event_id` is the stored event's id (`None` in a

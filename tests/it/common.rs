@@ -584,6 +584,7 @@ impl Options {
             forward,
             auth: self.auth.clone(),
             admin_token: self.admin_token.clone(),
+            allowed_hosts: Vec::new(),
             retention: Retention {
                 dedupe_window: self.dedupe_window,
                 retention: Duration::from_secs(90 * 86400),

@@ -80,6 +80,7 @@ impl Server {
             forward: None,
             auth: options.auth,
             admin_token: options.admin_token,
+            allowed_hosts: Vec::new(),
             retention: Retention {
                 dedupe_window: Duration::from_secs(7 * 86_400),
                 retention: Duration::from_secs(90 * 86_400),
