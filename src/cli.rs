@@ -515,6 +515,7 @@ impl ServeArgs {
             max_contacts: self.max_contacts as usize,
             allow_rule_edits: self.allow_rule_edits,
             backtest_max_contacts: self.backtest_max_contacts as usize,
+            max_connections_per_peer: crate::server::MAX_CONNECTIONS_PER_PEER,
         })
     }
 }

@@ -65,6 +65,13 @@ pub fn http_request(route: &'static str, status: u16, elapsed: Duration) {
     histogram!("leadscore_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
 }
 
+/// A connection closed at once: its peer holds its share of connections.
+pub fn connection_refused(peer: std::net::IpAddr) {
+    counter!("leadscore_connections_refused_total").increment(1);
+    // Debug, not warn: a flood of refusals must not become a flood of logs.
+    tracing::debug!(%peer, "connection refused: this peer holds the most connections one peer may");
+}
+
 /// One contact accepted by ingest.
 pub fn contact_ingested(
     contact_id: &str,

@@ -1224,3 +1224,49 @@ async fn admin_parameters_out_of_range_are_refused_by_name() {
     server.assert_healthy().await;
     server.stop().await;
 }
+
+/// issue 19 #4: one peer cannot hold every connection: past its share the
+/// server closes new connections at once, and a connection it gives back
+/// can be used again.
+#[tokio::test]
+async fn one_peer_cannot_hold_more_than_its_share_of_connections() {
+    let server = Server::start(Options {
+        max_connections_per_peer: 3,
+        ..Default::default()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The fourth is accepted by the kernel and closed by the server without
+    // an answer; reading it ends (EOF or reset) instead of hanging.
+    let mut extra = TcpStream::connect(server.addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(15), extra.read(&mut buf))
+        .await
+        .expect("the extra connection is closed, not left waiting");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "no answer on the extra connection: {read:?}"
+    );
+    // An idle one is given back: a request goes through again.
+    drop(idle.pop());
+    // The server frees the slot when it sees the close: poll briefly.
+    let request = build_request("GET", "/healthz", &[], b"");
+    let mut answered = None;
+    for _ in 0..200 {
+        if let Ok(reply) = send_raw(server.addr, &request).await {
+            answered = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = answered.expect("a freed slot takes a new connection");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    drop(idle);
+    server.stop().await;
+}

@@ -593,6 +593,7 @@ impl Options {
             max_contacts: self.max_contacts,
             allow_rule_edits: self.allow_rule_edits,
             backtest_max_contacts: self.backtest_max_contacts,
+            max_connections_per_peer: leadscore::server::MAX_CONNECTIONS_PER_PEER,
         }
     }
 }

@@ -49,6 +49,7 @@ pub struct Options {
     pub max_body: usize,
     pub max_contacts: usize,
     pub rules: PathBuf,
+    pub max_connections_per_peer: usize,
 }
 
 impl Default for Options {
@@ -59,6 +60,7 @@ impl Default for Options {
             max_body: 1024 * 1024,
             max_contacts: 1000,
             rules: PathBuf::from(RULES),
+            max_connections_per_peer: leadscore::server::MAX_CONNECTIONS_PER_PEER,
         }
     }
 }
@@ -89,6 +91,7 @@ impl Server {
             max_contacts: options.max_contacts,
             allow_rule_edits: false,
             backtest_max_contacts: 500_000,
+            max_connections_per_peer: options.max_connections_per_peer,
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
