@@ -29,9 +29,10 @@ RUN apt-get update \
  && install -d -m 0755 /etc/leadscore/rules
 COPY --from=build /out/leadscore /usr/local/bin/leadscore
 COPY --chmod=0755 packaging/docker/healthcheck /usr/local/bin/leadscore-healthcheck
-# The example rules, until a volume or bind mount brings yours. Owned by
-# root: the engine reads its rules, it does not rewrite them.
-COPY rules/ /etc/leadscore/rules/
+# The example rules (not their tests, which read files from tests/), until
+# a volume or bind mount brings yours. Owned by root: the engine reads its
+# rules, it does not rewrite them.
+COPY rules/*.rhai rules/tiers.toml /etc/leadscore/rules/
 
 ENV LEADSCORE_LISTEN=0.0.0.0:8080 \
     LEADSCORE_RULES=/etc/leadscore/rules \
