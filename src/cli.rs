@@ -2,6 +2,7 @@
 //! environment variable; flags win (SPEC section 7).
 
 mod backtest;
+mod demo;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufWriter, Read, Write};
@@ -49,6 +50,8 @@ pub enum Command {
     Test(TestArgs),
     /// Try a candidate rules folder on the stored contacts: which would change tier?
     Backtest(Box<backtest::BacktestArgs>),
+    /// Generate realistic demo contacts: post them to a running engine (--url) or write JSON lines.
+    Demo(demo::DemoArgs),
 }
 
 /// Where the rules are and the limits they run under.
@@ -144,6 +147,7 @@ pub fn main() -> ExitCode {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Backtest(args)) => backtest::run(&args),
         Some(Command::Test(args)) => test(&args),
+        Some(Command::Demo(args)) => demo::run(&args),
         None => {
             // `leadscore` alone is `leadscore serve`, configured from flags' defaults and the environment.
             match Cli::try_parse_from(["leadscore", "serve"]) {

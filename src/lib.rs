@@ -15,6 +15,7 @@ pub mod backtest;
 pub mod cli;
 pub mod config;
 pub mod deliver;
+pub mod demo;
 pub mod http;
 pub mod ingest;
 pub mod payload;

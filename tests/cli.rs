@@ -7,7 +7,10 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
-mod spec;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::spec;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leadscore");
 

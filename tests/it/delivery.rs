@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use leadscore::signature::WebhookSecret;
 use serde_json::{Map, Value, json};
 
-use crate::common::{
+use crate::support::{
     Answer, FORWARD_SECRET, Options, TestServer, WAIT, contact, contact_with_id, eventually, ms, rfc3339_ms,
     run_binary, unix_seconds_now,
 };
@@ -56,7 +56,9 @@ async fn downstream_receives_the_signed_scored_contact() {
         .collect();
     assert_eq!(
         keys,
-        crate::spec::SCORED_FIELDS.into_iter().collect::<HashSet<_>>(),
+        crate::support::spec::SCORED_FIELDS
+            .into_iter()
+            .collect::<HashSet<_>>(),
         "{body}"
     );
     assert_eq!(body["type"], "contact.scored");
@@ -321,7 +323,7 @@ async fn duplicate_detection_survives_a_restart() {
 }
 
 /// The `status` field of the contact inside forwarded requests, in arrival order.
-fn statuses(requests: &[crate::common::Received]) -> Vec<(String, u16)> {
+fn statuses(requests: &[crate::support::Received]) -> Vec<(String, u16)> {
     requests
         .iter()
         .map(|r| {
