@@ -1,0 +1,147 @@
+//! Faults the service must survive (issue 19): receivers that accept a
+//! connection and never answer, or trickle their answer. The forward timeout
+//! holds, slots are freed, and other contacts keep flowing.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{Options, TestServer, WAIT, contact_with_id, eventually, ms};
+
+/// A raw downstream on 127.0.0.1: for contact `never` it keeps the
+/// connection open and never answers; for `trickle` it sends a `200` head
+/// and then one body byte every half second; everyone else gets `200` at
+/// once. Records the contacts answered at once.
+struct SlowReceiver {
+    addr: std::net::SocketAddr,
+    answered: Arc<Mutex<HashSet<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SlowReceiver {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answered = Arc::new(Mutex::new(HashSet::new()));
+        let record = answered.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, record.clone()));
+            }
+        });
+        Self { addr, answered, task }
+    }
+
+    fn answered(&self) -> HashSet<String> {
+        self.answered.lock().unwrap().clone()
+    }
+}
+
+impl Drop for SlowReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// One request per connection (the request is read to its Content-Length).
+async fn serve(mut stream: TcpStream, answered: Arc<Mutex<HashSet<String>>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let body = loop {
+        let Ok(n) = stream.read(&mut chunk).await else {
+            return;
+        };
+        if n == 0 {
+            return;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if buf.len() >= end + 4 + length {
+            break buf[end + 4..end + 4 + length].to_vec();
+        }
+    };
+    let contact = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["contact_id"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    match contact.as_str() {
+        "never" => tokio::time::sleep(Duration::from_secs(3600)).await,
+        "trickle" => {
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                .await;
+            for _ in 0..7200 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if stream.write_all(b"x").await.is_err() {
+                    return;
+                }
+            }
+        }
+        _ => {
+            answered.lock().unwrap().insert(contact);
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_receivers_cannot_hold_the_delivery_slots() {
+    let receiver = SlowReceiver::start().await;
+    let server = TestServer::start(Options {
+        forward_url: Some(format!("http://{}/hook", receiver.addr)),
+        forward_concurrency: 2,
+        forward_timeout: Duration::from_secs(1),
+        // The hanging contact keeps coming back; the others must still pass.
+        retry_schedule: ms(&[100, 100, 100, 100, 100, 100, 100, 100]),
+        ..Options::default()
+    })
+    .await;
+    let never = server
+        .webhook(&json!([contact_with_id("qualified", "never")]))
+        .await;
+    let never_id = never["results"][0]["id"].as_str().unwrap().to_owned();
+    let trickle = server
+        .webhook(&json!([contact_with_id("qualified", "trickle")]))
+        .await;
+    let trickle_id = trickle["results"][0]["id"].as_str().unwrap().to_owned();
+    let others: HashSet<String> = (0..20).map(|i| format!("normal-{i}")).collect();
+    for id in &others {
+        server
+            .webhook(&json!([contact_with_id("potential", id.as_str())]))
+            .await;
+    }
+    // Every other contact reaches the receiver although two slots of two
+    // are taken, again and again, by receivers that never finish.
+    eventually("the other contacts delivered", WAIT * 3, async || {
+        others.is_subset(&receiver.answered()).then_some(())
+    })
+    .await;
+    // The trickling answer counts by its status (the body read is bounded);
+    // the silent one is cut by the forward timeout and retried.
+    server.wait_for_delivery(&trickle_id, "delivered").await;
+    let hanging = eventually("the silent receiver timed out", WAIT * 3, async || {
+        let listed = server.deliveries(None).await;
+        listed
+            .into_iter()
+            .find(|d| d["id"] == never_id.as_str() && d["attempts"].as_u64().unwrap_or(0) >= 2)
+    })
+    .await;
+    assert_eq!(hanging["last_status"], Value::Null, "no HTTP answer: {hanging}");
+    let error = hanging["last_error"].as_str().unwrap_or("");
+    assert!(error.contains("tim"), "the error says it timed out: {hanging}");
+    server.shutdown().await;
+}
