@@ -145,3 +145,134 @@ async fn slow_receivers_cannot_hold_the_delivery_slots() {
     assert!(error.contains("tim"), "the error says it timed out: {hanging}");
     server.shutdown().await;
 }
+
+/// A small tmpfs of our own (root only), unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().ok()?;
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .ok()?;
+        mounted.status.success().then_some(Self { dir })
+    }
+
+    fn resize(&self, size: &str) {
+        let resized = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.dir.path())
+            .status()
+            .expect("mount");
+        assert!(resized.success(), "remount of the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// issue 19: the store's disk fills up. Ingest answers `503` (the sender
+/// retries; nothing is half-accepted), `/readyz` fails, nothing already
+/// acknowledged is lost, and when space returns the engine takes webhooks
+/// again by itself and delivers every acknowledged contact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_503_and_the_engine_recovers_when_space_returns() {
+    // An SQLite file on a disk of its own: run once, in the suite's SQLite pass.
+    if !matches!(
+        crate::support::store::StoreKind::from_env(),
+        crate::support::store::StoreKind::Sqlite
+    ) {
+        return;
+    }
+    let Some(disk) = Tmpfs::mount("3m") else {
+        crate::support::skipped(
+            "a_full_disk_is_503_and_the_engine_recovers_when_space_returns",
+            "cannot mount a tmpfs (needs root)",
+        );
+        return;
+    };
+    let mut store = crate::support::TestStore::sqlite();
+    store.url = format!("sqlite://{}/leadscore.db", disk.dir.path().display());
+    let server = TestServer::start(Options {
+        store: Some(store),
+        ..Options::default()
+    })
+    .await;
+    // Contacts that do not compress: the disk fills after a few dozen.
+    let mut acknowledged = Vec::new();
+    let mut refused = None;
+    for i in 0..400 {
+        let mut contact = contact_with_id("qualified", format!("disk-{i}"));
+        // Pseudo-random hex (a multiplicative hash): LZ4 cannot shrink it.
+        let padding: String = (0..4000u64)
+            .map(|j| {
+                format!(
+                    "{:016x}",
+                    (i as u64 * 4001 + j).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                )
+            })
+            .collect();
+        contact["padding"] = json!(padding);
+        let reply = server
+            .post_json("/webhooks/iclosed", &json!([contact]), &[])
+            .await;
+        match reply.status {
+            200 => acknowledged.push(format!("disk-{i}")),
+            503 => {
+                refused = Some(reply);
+                break;
+            }
+            other => panic!("a full disk is 200 or 503, never {other}: {}", reply.text),
+        }
+    }
+    let refused = refused.expect("the 3 MB disk fills up");
+    assert!(refused.json()["error"].is_string(), "{}", refused.text);
+    assert!(
+        !acknowledged.is_empty(),
+        "some contacts fit before the disk filled"
+    );
+    let ready = server.get("/readyz").await;
+    assert_eq!(
+        ready.status, 503,
+        "not ready while the store cannot write: {}",
+        ready.text
+    );
+
+    disk.resize("256m");
+    let ready = eventually("/readyz once space returns", WAIT * 3, async || {
+        let reply = server.get("/readyz").await;
+        (reply.status == 200).then_some(reply)
+    })
+    .await;
+    assert_eq!(ready.json()["status"], "ready");
+    let after = server
+        .webhook(&json!([contact_with_id("qualified", "after-the-disk-was-full")]))
+        .await;
+    assert_eq!(after["accepted"], 1, "{after}");
+    acknowledged.push("after-the-disk-was-full".into());
+    // Every acknowledged contact reaches the receiver.
+    let delivered = server
+        .receiver()
+        .wait_until("every acknowledged contact delivered", WAIT * 6, |requests| {
+            let got: HashSet<String> = requests
+                .iter()
+                .filter(|r| r.accepted())
+                .filter_map(|r| r.contact_id().as_str().map(str::to_owned))
+                .collect();
+            acknowledged.iter().all(|id| got.contains(id))
+        })
+        .await;
+    assert!(delivered.len() >= acknowledged.len());
+    server.shutdown().await;
+    drop(disk);
+}
