@@ -16,6 +16,7 @@
 //! - [`store`]: [`TestStore`], a fresh store of the kind the environment
 //!   selects (SQLite, or PostgreSQL with `LEADSCORE_TEST_POSTGRES_URL`);
 //! - [`pg`]: a PostgreSQL schema per test, dropped afterwards;
+//! - [`pg_server`]: a throwaway PostgreSQL server a test may restart;
 //! - [`rules`]: [`RulesDir`], a rules folder in a temporary folder;
 //! - [`raw`]: an HTTP/1.1 client that sends exactly the bytes a test gives;
 //! - [`spec`]: names the product contract fixes, written out once.
@@ -33,6 +34,7 @@
 #![allow(dead_code, unused_imports)] // each test binary uses a part of this module
 
 pub mod pg;
+pub mod pg_server;
 pub mod process;
 pub mod raw;
 pub mod receiver;
