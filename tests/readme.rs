@@ -362,7 +362,10 @@ fn parse_leadscore(words: &[String]) -> Result<(), String> {
     let args = leadscore::cli::with_default_command(words.iter().map(OsString::from));
     let cli = Cli::try_parse_from(args).map_err(|e| e.render().to_string())?;
     if let Some(Command::Serve(serve)) = &cli.command {
-        serve.to_config().map(drop)?;
+        // Settings come from LEADSCORE_* variables too, as for a user.
+        serve
+            .to_config()
+            .map_err(|e| format!("{e} (LEADSCORE_* variables in the environment count too)"))?;
     }
     Ok(())
 }
