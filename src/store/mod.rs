@@ -4,6 +4,7 @@
 
 mod packed;
 pub mod postgres;
+mod reply;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// A scored event ready to be stored.
 #[derive(Debug, Clone)]
@@ -99,6 +101,42 @@ pub struct DeliveryInfo {
     pub next_attempt_at: Option<String>,
     pub created_at: String,
     pub delivered_at: Option<String>,
+}
+
+/// A delivery as a store reads it, times raw (unix ms): every store turns
+/// its rows into [`DeliveryInfo`] the same way, through [`Self::into_info`].
+pub(crate) struct DeliveryRow {
+    pub id: String,
+    pub contact_key: String,
+    /// The stored status text.
+    pub status: String,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+impl DeliveryRow {
+    pub(crate) fn into_info(self) -> DeliveryInfo {
+        let status = DeliveryStatus::parse(&self.status).unwrap_or(DeliveryStatus::Pending);
+        DeliveryInfo {
+            id: self.id,
+            contact_id: contact_id_of(&self.contact_key),
+            status,
+            attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
+            last_status: self.last_status.map(|s| s.clamp(0, u16::MAX as i64) as u16),
+            last_error: self.last_error,
+            // Only a pending delivery has a next attempt.
+            next_attempt_at: match status {
+                DeliveryStatus::Pending => self.next_attempt_at.map(format_ms),
+                _ => None,
+            },
+            created_at: format_ms(self.created_at),
+            delivered_at: self.delivered_at.map(format_ms),
+        }
+    }
 }
 
 /// The result of one delivery attempt.
@@ -340,6 +378,20 @@ pub fn redact_url(url: &str) -> String {
         }
         _ => url.to_owned(),
     }
+}
+
+/// A store error the caller may retry: `Unavailable` (503 at ingest).
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// The stored form of an idempotency key: 16 bytes of its SHA-256, a dense
+/// index entry with a negligible collision chance (the same in every store).
+pub(crate) fn key_digest(key: &str) -> [u8; 16] {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
 }
 
 /// The contact id an event's `contact_key` (the id's JSON text) stands for.
