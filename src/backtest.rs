@@ -3,6 +3,9 @@
 //! stored at ingest — and the difference as a report. Nothing is stored or
 //! forwarded. Independent of HTTP and the command line.
 //!
+//! One file on purpose: the scan, the scoring workers and the report
+//! builder share the page and order invariants described here.
+//!
 //! The store is read page by page (keyset on `seq`) into a bounded channel;
 //! worker threads score the pages; one aggregator folds the results, in
 //! store order, into counters, a histogram of score deltas and a top-N
