@@ -60,7 +60,7 @@ pub struct RuleArgs {
     /// The rules folder.
     #[arg(long, env = "LEADSCORE_RULES", default_value = "./rules")]
     pub rules: PathBuf,
-    /// Wall-clock budget of the whole rule set per contact.
+    /// CPU-time budget of the whole rule set per contact (a wall-clock guard of 10 times it stays as a last resort).
     #[arg(long, env = "LEADSCORE_RULE_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
     pub rule_timeout: Duration,
     /// Operations allowed per rule and contact.
@@ -186,6 +186,7 @@ fn init_cli_logging() -> Result<(), ExitCode> {
     })?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(crate::telemetry::colour_stderr())
         .with_writer(std::io::stderr)
         .try_init();
     Ok(())
@@ -455,6 +456,20 @@ impl ServeArgs {
                 let secret = empty(&self.forward_secret)
                     .map(|s| WebhookSecret::parse(&s).map_err(|e| format!("--forward-secret: {e}")))
                     .transpose()?;
+                // A delivery still in flight when its lease runs out can be
+                // claimed and sent again by another worker: the lease must
+                // cover the request (at most the forward timeout) with as much
+                // again to spare for waiting for a slot and recording the
+                // attempt (issue 19 #7).
+                if self.delivery_lease < self.forward_timeout.saturating_mul(2) {
+                    return Err(format!(
+                        "--delivery-lease ({}) must be at least twice --forward-timeout ({}): a delivery still \
+                         in flight when its lease runs out could be sent again at the same time; raise \
+                         --delivery-lease or lower --forward-timeout",
+                        humantime::format_duration(self.delivery_lease),
+                        humantime::format_duration(self.forward_timeout),
+                    ));
+                }
                 let mut headers = reqwest::header::HeaderMap::new();
                 for text in self.forward_headers.iter().filter(|h| !h.trim().is_empty()) {
                     let (name, value) = parse_header(text).map_err(|e| format!("--forward-header: {e}"))?;
@@ -707,4 +722,46 @@ fn deliveries_table(list: Vec<store::DeliveryInfo>) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let argv = ["leadscore", "serve", "--forward-url", "http://127.0.0.1:9/hook"]
+            .iter()
+            .chain(flags);
+        match Cli::try_parse_from(argv).expect("the flags parse").command {
+            Some(Command::Serve(args)) => *args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    /// Issue 19 #7: a delivery still in flight when its lease runs out can be
+    /// claimed and sent again, so a forward timeout that does not fit well
+    /// inside the lease is refused at start, naming both settings.
+    #[test]
+    fn a_forward_timeout_too_close_to_the_delivery_lease_is_refused() {
+        for (timeout, lease) in [("40s", "30s"), ("30s", "30s"), ("16s", "30s"), ("2s", "3s")] {
+            let error = serve_args(&["--forward-timeout", timeout, "--delivery-lease", lease])
+                .to_config()
+                .expect_err("refused");
+            assert!(
+                error.contains("--forward-timeout") && error.contains("--delivery-lease"),
+                "{timeout}/{lease}: {error}"
+            );
+            assert!(error.contains(timeout) && error.contains(lease), "{error}");
+        }
+        for (timeout, lease) in [("10s", "30s"), ("15s", "30s"), ("1s", "2s"), ("300ms", "30s")] {
+            let config = serve_args(&["--forward-timeout", timeout, "--delivery-lease", lease])
+                .to_config()
+                .unwrap_or_else(|e| panic!("{timeout}/{lease}: {e}"));
+            let forward = config.forward.expect("forwarding");
+            assert_eq!(forward.timeout, parse_duration(timeout).unwrap());
+            assert_eq!(forward.lease, parse_duration(lease).unwrap());
+        }
+        // The defaults fit.
+        assert!(serve_args(&[]).to_config().is_ok());
+    }
 }

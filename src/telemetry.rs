@@ -27,10 +27,18 @@ pub fn log_filter(default: &str) -> Result<tracing_subscriber::EnvFilter, String
     }
 }
 
+/// Whether logs on stderr get ANSI colours: only on a terminal, and not
+/// with `NO_COLOR` set (a log written to a file or a pipe stays plain text).
+pub fn colour_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the server's log subscriber (`LEADSCORE_LOG` filter, default `info`).
 pub fn init_logging(format: LogFormat) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(log_filter("info")?)
+        .with_ansi(colour_stderr())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),

@@ -9,25 +9,33 @@ use crate::app::Engine;
 use crate::http::error::{HttpError, json_reply};
 use crate::http::{BodyKind, Handled, HttpSettings, Request};
 use crate::ingest::DELIVERY_ID_HEADERS;
-use crate::ingest::auth::BeforeBody;
+use crate::ingest::auth::HeadCheck;
 
 pub async fn webhook(engine: &Engine, settings: &HttpSettings, request: Request) -> Handled {
-    // A sender that can only prove itself with a token is refused before
-    // its body is read (issue 19 #4).
-    let before = settings
+    // The headers decide first: a right token passes, and a request that no
+    // configured check could pass is refused before its body is read
+    // (issue 19 #4); a body signature is checked once the body is in.
+    let head = settings
         .auth
-        .check_before_body(&request.headers, request.query.as_deref());
-    if let BeforeBody::Refused(failure) = &before {
+        .check_head(&request.headers, request.query.as_deref(), SystemTime::now());
+    if let HeadCheck::Refused(failure) = &head {
         return Err(refused(failure));
     }
-    let query = request.query.clone();
     let (body, headers) = request.body(settings.max_body, BodyKind::Json).await?;
-    if before == BeforeBody::NeedsBody
-        && let Err(failure) = settings
-            .auth
-            .check(&headers, query.as_deref(), &body, SystemTime::now())
-    {
-        return Err(refused(&failure));
+    if let HeadCheck::NeedsBody(check) = head {
+        // At most one MAC per check, however many signatures were sent; a
+        // large body's MAC runs on a blocking thread, not an async worker.
+        let verdict = if check.should_run_blocking(body.len()) {
+            let body = body.clone();
+            tokio::task::spawn_blocking(move || check.verify(&body))
+                .await
+                .map_err(|e| HttpError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        } else {
+            check.verify(&body)
+        };
+        if let Err(failure) = verdict {
+            return Err(refused(&failure));
+        }
     }
     // The first of the headers with a value: an empty one counts as absent.
     let delivery_id = DELIVERY_ID_HEADERS
