@@ -2,6 +2,7 @@
 //! environment variable; flags win (SPEC section 7).
 
 mod backtest;
+mod demo;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufWriter, Read, Write};
@@ -11,11 +12,12 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::app::{self, deliveries::DeliveryQuery};
 use crate::config::{parse_duration, parse_duration_list, parse_size};
 use crate::deliver::{ForwardConfig, parse_header};
 use crate::ingest::auth::InboundAuth;
 use crate::payload::{self, PayloadError};
-use crate::rule_tests;
+use crate::rule_test_runner;
 use crate::score::{Limits, RuleSet};
 use crate::server::ServeConfig;
 use crate::signature::WebhookSecret;
@@ -48,6 +50,8 @@ pub enum Command {
     Test(TestArgs),
     /// Try a candidate rules folder on the stored contacts: which would change tier?
     Backtest(Box<backtest::BacktestArgs>),
+    /// Generate realistic demo contacts: post them to a running engine (--url) or write JSON lines.
+    Demo(demo::DemoArgs),
 }
 
 /// Where the rules are and the limits they run under.
@@ -56,7 +60,7 @@ pub struct RuleArgs {
     /// The rules folder.
     #[arg(long, env = "LEADSCORE_RULES", default_value = "./rules")]
     pub rules: PathBuf,
-    /// Wall-clock budget of the whole rule set per contact.
+    /// CPU-time budget of the whole rule set per contact (a wall-clock guard of 10 times it stays as a last resort).
     #[arg(long, env = "LEADSCORE_RULE_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
     pub rule_timeout: Duration,
     /// Operations allowed per rule and contact.
@@ -143,6 +147,7 @@ pub fn main() -> ExitCode {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Backtest(args)) => backtest::run(&args),
         Some(Command::Test(args)) => test(&args),
+        Some(Command::Demo(args)) => demo::run(&args),
         None => {
             // `leadscore` alone is `leadscore serve`, configured from flags' defaults and the environment.
             match Cli::try_parse_from(["leadscore", "serve"]) {
@@ -181,6 +186,7 @@ fn init_cli_logging() -> Result<(), ExitCode> {
     })?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(crate::telemetry::colour_stderr())
         .with_writer(std::io::stderr)
         .try_init();
     Ok(())
@@ -208,7 +214,7 @@ fn test(args: &TestArgs) -> ExitCode {
         Err(code) => return code,
     };
     let files = if args.files.is_empty() {
-        match rule_tests::test_files(&args.rules.rules) {
+        match rule_test_runner::test_files(&args.rules.rules) {
             Ok(files) => files,
             Err(e) => {
                 eprintln!(
@@ -223,7 +229,7 @@ fn test(args: &TestArgs) -> ExitCode {
     };
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
-        for outcome in rule_tests::run_file(&rules, file) {
+        for outcome in rule_test_runner::run_file(&rules, file) {
             if outcome.passed() {
                 passed += 1;
                 println!("ok   {} › {}", outcome.file.display(), outcome.name);
@@ -371,6 +377,11 @@ pub struct ServeArgs {
     /// Token the admin endpoints require as `Authorization: Bearer`.
     #[arg(long, env = "LEADSCORE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A host name the admin endpoints and the console answer without an
+    /// admin token, besides loopback names and the listen address
+    /// (repeatable; the variable is `,`-separated).
+    #[arg(long = "allowed-host", env = "LEADSCORE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Delays before each delivery retry.
     #[arg(long, env = "LEADSCORE_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = parse_duration_list)]
     pub retry_schedule: std::vec::Vec<Duration>,
@@ -445,6 +456,20 @@ impl ServeArgs {
                 let secret = empty(&self.forward_secret)
                     .map(|s| WebhookSecret::parse(&s).map_err(|e| format!("--forward-secret: {e}")))
                     .transpose()?;
+                // A delivery still in flight when its lease runs out can be
+                // claimed and sent again by another worker: the lease must
+                // cover the request (at most the forward timeout) with as much
+                // again to spare for waiting for a slot and recording the
+                // attempt (issue 19 #7).
+                if self.delivery_lease < self.forward_timeout.saturating_mul(2) {
+                    return Err(format!(
+                        "--delivery-lease ({}) must be at least twice --forward-timeout ({}): a delivery still \
+                         in flight when its lease runs out could be sent again at the same time; raise \
+                         --delivery-lease or lower --forward-timeout",
+                        humantime::format_duration(self.delivery_lease),
+                        humantime::format_duration(self.forward_timeout),
+                    ));
+                }
                 let mut headers = reqwest::header::HeaderMap::new();
                 for text in self.forward_headers.iter().filter(|h| !h.trim().is_empty()) {
                     let (name, value) = parse_header(text).map_err(|e| format!("--forward-header: {e}"))?;
@@ -498,11 +523,18 @@ impl ServeArgs {
                 standard_webhooks,
             },
             admin_token,
+            allowed_hosts: self
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
             retention: self.store.retention(),
             max_body: self.max_body,
             max_contacts: self.max_contacts as usize,
             allow_rule_edits: self.allow_rule_edits,
             backtest_max_contacts: self.backtest_max_contacts as usize,
+            max_connections_per_peer: crate::server::MAX_CONNECTIONS_PER_PEER,
         })
     }
 }
@@ -621,8 +653,12 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             DeliveriesCommand::List {
                 status, limit, json, ..
             } => {
-                let status = status.as_deref().and_then(DeliveryStatus::parse);
-                match store.list_deliveries(status, limit).await {
+                let listed =
+                    match DeliveryQuery::new(status.as_deref().and_then(DeliveryStatus::parse), limit) {
+                        Ok(query) => app::deliveries::list(store.as_ref(), query).await,
+                        Err(e) => Err(e),
+                    };
+                match listed {
                     Ok(list) if json => {
                         for d in list {
                             println!("{}", serde_json::to_string(&d).unwrap_or_default());
@@ -630,30 +666,7 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
                         ExitCode::SUCCESS
                     }
                     Ok(list) => {
-                        println!(
-                            "{:<36} {:<14} {:<9} {:>8} {:>6}  ERROR / NEXT ATTEMPT",
-                            "ID", "CONTACT", "STATUS", "ATTEMPTS", "LAST"
-                        );
-                        for d in list {
-                            let detail = match d.status {
-                                DeliveryStatus::Pending => {
-                                    format!("next {}", d.next_attempt_at.unwrap_or_default())
-                                }
-                                DeliveryStatus::Delivered => {
-                                    format!("delivered {}", d.delivered_at.unwrap_or_default())
-                                }
-                                DeliveryStatus::Dead => d.last_error.unwrap_or_default(),
-                            };
-                            println!(
-                                "{:<36} {:<14} {:<9} {:>8} {:>6}  {}",
-                                d.id,
-                                d.contact_id.to_string(),
-                                d.status.as_str(),
-                                d.attempts,
-                                d.last_status.map_or("-".into(), |s| s.to_string()),
-                                detail
-                            );
-                        }
+                        print!("{}", deliveries_table(list));
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
@@ -664,21 +677,13 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             }
             DeliveriesCommand::Retry { id, .. } => {
                 let result = match id {
-                    Some(id) => store.requeue(&id).await.map(|r| match r {
-                        store::Requeue::Requeued => Ok(1),
-                        store::Requeue::NotDead => Ok(0),
-                        store::Requeue::Unknown => Err(format!("no delivery with id {id:?}")),
-                    }),
-                    None => store.requeue_dead().await.map(Ok),
+                    Some(id) => app::deliveries::requeue(store.as_ref(), &id).await,
+                    None => app::deliveries::requeue_dead(store.as_ref()).await,
                 };
                 match result {
-                    Ok(Ok(n)) => {
+                    Ok(n) => {
                         println!("requeued {n} dead deliver{}", if n == 1 { "y" } else { "ies" });
                         ExitCode::SUCCESS
-                    }
-                    Ok(Err(e)) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
                     }
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -688,4 +693,75 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             }
         }
     })
+}
+
+/// Deliveries as a table for a terminal.
+fn deliveries_table(list: Vec<store::DeliveryInfo>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<36} {:<14} {:<9} {:>8} {:>6}  ERROR / NEXT ATTEMPT",
+        "ID", "CONTACT", "STATUS", "ATTEMPTS", "LAST"
+    );
+    for d in list {
+        let detail = match d.status {
+            DeliveryStatus::Pending => format!("next {}", d.next_attempt_at.unwrap_or_default()),
+            DeliveryStatus::Delivered => format!("delivered {}", d.delivered_at.unwrap_or_default()),
+            DeliveryStatus::Dead => d.last_error.unwrap_or_default(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<36} {:<14} {:<9} {:>8} {:>6}  {}",
+            d.id,
+            d.contact_id.to_string(),
+            d.status.as_str(),
+            d.attempts,
+            d.last_status.map_or("-".into(), |s| s.to_string()),
+            detail
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let argv = ["leadscore", "serve", "--forward-url", "http://127.0.0.1:9/hook"]
+            .iter()
+            .chain(flags);
+        match Cli::try_parse_from(argv).expect("the flags parse").command {
+            Some(Command::Serve(args)) => *args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    /// Issue 19 #7: a delivery still in flight when its lease runs out can be
+    /// claimed and sent again, so a forward timeout that does not fit well
+    /// inside the lease is refused at start, naming both settings.
+    #[test]
+    fn a_forward_timeout_too_close_to_the_delivery_lease_is_refused() {
+        for (timeout, lease) in [("40s", "30s"), ("30s", "30s"), ("16s", "30s"), ("2s", "3s")] {
+            let error = serve_args(&["--forward-timeout", timeout, "--delivery-lease", lease])
+                .to_config()
+                .expect_err("refused");
+            assert!(
+                error.contains("--forward-timeout") && error.contains("--delivery-lease"),
+                "{timeout}/{lease}: {error}"
+            );
+            assert!(error.contains(timeout) && error.contains(lease), "{error}");
+        }
+        for (timeout, lease) in [("10s", "30s"), ("15s", "30s"), ("1s", "2s"), ("300ms", "30s")] {
+            let config = serve_args(&["--forward-timeout", timeout, "--delivery-lease", lease])
+                .to_config()
+                .unwrap_or_else(|e| panic!("{timeout}/{lease}: {e}"));
+            let forward = config.forward.expect("forwarding");
+            assert_eq!(forward.timeout, parse_duration(timeout).unwrap());
+            assert_eq!(forward.lease, parse_duration(lease).unwrap());
+        }
+        // The defaults fit.
+        assert!(serve_args(&[]).to_config().is_ok());
+    }
 }

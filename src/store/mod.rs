@@ -8,7 +8,7 @@ mod reply;
 pub mod sqlite;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -263,68 +263,6 @@ pub(crate) fn tally<'a>(
         .collect()
 }
 
-/// `GET /stats` (SPEC 9): counts per time bucket since a point in time.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Stats {
-    pub buckets: Vec<StatsBucket>,
-    pub deliveries: DeliveryCounts,
-    pub rule_errors: std::collections::BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatsBucket {
-    /// RFC 3339.
-    pub start: String,
-    pub received: u64,
-    pub duplicates: u64,
-    pub tiers: std::collections::BTreeMap<String, u64>,
-}
-
-impl Stats {
-    /// Buckets `bucket_ms` wide from `since_ms` to `until_ms` (every bucket
-    /// present, empty ones with zeros), filled from per-minute counters.
-    pub fn from_counters(
-        counters: &Counters,
-        since_ms: i64,
-        until_ms: i64,
-        bucket_ms: i64,
-        deliveries: DeliveryCounts,
-    ) -> Self {
-        let bucket_ms = bucket_ms.max(MINUTE_MS);
-        let start = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-        let count = ((until_ms - start).max(0) / bucket_ms + 1) as usize;
-        let mut buckets: Vec<StatsBucket> = (0..count)
-            .map(|i| StatsBucket {
-                start: format_ms(start + i as i64 * bucket_ms),
-                received: 0,
-                duplicates: 0,
-                tiers: Default::default(),
-            })
-            .collect();
-        let mut rule_errors = std::collections::BTreeMap::new();
-        for (minute, what, name, n) in &counters.rows {
-            if *minute < start || *minute > until_ms {
-                continue;
-            }
-            let bucket = &mut buckets[(((minute - start) / bucket_ms) as usize).min(count - 1)];
-            match what.as_str() {
-                COUNT_RECEIVED => {
-                    bucket.received += n;
-                    *bucket.tiers.entry(name.clone()).or_default() += n;
-                }
-                COUNT_DUPLICATE => bucket.duplicates += n,
-                COUNT_RULE_ERROR => *rule_errors.entry(name.clone()).or_default() += n,
-                _ => {}
-            }
-        }
-        Self {
-            buckets,
-            deliveries,
-            rule_errors,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot take the write now (the sender should retry).
@@ -461,27 +399,15 @@ fn contact_id_of(contact_key: &str) -> serde_json::Value {
     serde_json::from_str(contact_key).unwrap_or_else(|_| serde_json::Value::String(contact_key.to_owned()))
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// RFC 3339 with milliseconds, UTC.
-pub fn format_ms(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
-}
+pub use crate::time::{format_ms, now_ms};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_redacted_and_times_formatted() {
+    fn urls_are_redacted() {
         assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }

@@ -1,5 +1,8 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
+//! One file on purpose: every statement and the one writer thread that runs
+//! them share the transaction rules described here.
+//!
 //! Every write goes through one writer thread that takes all the operations
 //! queued when it is free, applies them in one transaction and commits once
 //! (`synchronous=FULL`: the commit is on disk before anyone is answered).
