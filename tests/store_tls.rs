@@ -12,54 +12,19 @@ use std::time::Duration;
 
 use leadscore::store::{self, Enqueued};
 
-mod pg_support;
+#[path = "support/mod.rs"]
+mod support;
 
-use pg_support::{event, retention};
+use support::pg::{event, retention};
+use support::pg_server::{PgServer, is_root};
 
-/// The PostgreSQL server's programs (`initdb`, `pg_ctl`), newest version first.
-fn postgres_bin() -> Option<PathBuf> {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
-
-fn skip(why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED: store_tls: {why}");
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-/// Runs a command (as `postgres` when we are root: initdb refuses root),
-/// panicking with its output when it fails.
-fn run(as_postgres: bool, program: &Path, args: &[&str]) {
-    let mut command = if as_postgres {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    };
-    let output = command
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    assert!(
-        output.status.success(),
-        "{} {args:?} failed:\n{}{}",
-        program.display(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+/// Whether this machine has the server's programs `PgServer` runs.
+fn has_postgres_server() -> bool {
+    std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.path().join("bin/initdb").is_file())
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -152,98 +117,55 @@ fn make_server_cert(dir: &Path, ca: &str) {
     );
 }
 
-/// A running throwaway server; stopped (and its folder removed) on drop.
+/// The test's throwaway server (`PgServer`) with `ssl = on`, its
+/// certificates in `certs/` of its folder, TLS connections only.
 struct Server {
-    bin: PathBuf,
-    data: PathBuf,
-    as_postgres: bool,
-    port: u16,
+    pg: PgServer,
     certs: PathBuf,
-    _dir: tempfile::TempDir,
 }
 
 impl Server {
-    fn start(bin: PathBuf) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let as_postgres = running_as_root();
-        let certs = dir.path().join("certs");
-        std::fs::create_dir(&certs).unwrap();
-        make_ca(&certs, "ca");
-        make_ca(&certs, "other_ca");
-        make_server_cert(&certs, "ca");
-        if as_postgres {
-            run(
-                false,
-                Path::new("chown"),
-                &["-R", "postgres", &dir.path().display().to_string()],
-            );
-        }
-        run(
-            false,
-            Path::new("chmod"),
-            &["0600", &certs.join("server.key").display().to_string()],
-        );
-        let data = dir.path().join("data");
-        let data_arg = data.display().to_string();
-        run(
-            as_postgres,
-            &bin.join("initdb"),
-            &[
-                "-D",
-                &data_arg,
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-            ],
-        );
-        let port = {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let mut conf = std::fs::OpenOptions::new()
-            .append(true)
-            .open(data.join("postgresql.conf"))
-            .unwrap();
-        writeln!(
-            conf,
-            "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
-             ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nfsync = off\n",
-            dir.path().display(),
-            certs.join("server.crt").display(),
-            certs.join("server.key").display()
-        )
-        .unwrap();
-        // TLS connections only: a plain one finds no pg_hba.conf entry.
-        std::fs::write(
-            data.join("pg_hba.conf"),
-            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
-        )
-        .unwrap();
-        let log = dir.path().join("server.log").display().to_string();
-        let server = Self {
-            bin,
-            data,
-            as_postgres,
-            port,
-            certs,
-            _dir: dir,
-        };
-        run(
-            as_postgres,
-            &server.bin.join("pg_ctl"),
-            &["-D", &data_arg, "-l", &log, "-w", "-t", "60", "start"],
-        );
-        server
+    fn start() -> Self {
+        let pg = PgServer::start_with(|dir| {
+            let certs = dir.join("certs");
+            std::fs::create_dir(&certs).map_err(|e| e.to_string())?;
+            make_ca(&certs, "ca");
+            make_ca(&certs, "other_ca");
+            make_server_cert(&certs, "ca");
+            // PostgreSQL refuses a key others may read.
+            std::fs::set_permissions(
+                certs.join("server.key"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o600),
+            )
+            .map_err(|e| e.to_string())?;
+            let data = dir.join("data");
+            let mut conf = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("postgresql.conf"))
+                .map_err(|e| e.to_string())?;
+            writeln!(
+                conf,
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'",
+                certs.join("server.crt").display(),
+                certs.join("server.key").display()
+            )
+            .map_err(|e| e.to_string())?;
+            // TLS connections only: a plain one finds no pg_hba.conf entry.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .map_err(|e| e.to_string())
+        })
+        .unwrap_or_else(|e| panic!("the TLS test server does not start: {e}"));
+        let certs = pg.path().join("certs");
+        Self { pg, certs }
     }
 
     fn url(&self, host: &str, params: &str) -> String {
         format!(
             "postgres://postgres@{host}:{}/postgres?hostaddr=127.0.0.1&connect_timeout=10&{params}",
-            self.port
+            self.pg.port
         )
     }
 
@@ -252,34 +174,27 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let data = self.data.display().to_string();
-        let _ = Command::new(if self.as_postgres { "runuser" } else { "true" })
-            .args(if self.as_postgres {
-                vec!["-u", "postgres", "--"]
-            } else {
-                vec![]
-            })
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", &data, "-m", "immediate", "-w", "-t", "30", "stop"])
-            .stdin(Stdio::null())
-            .output();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_postgres_is_verified_as_sslmode_says() {
-    let Some(bin) = postgres_bin() else {
-        return skip("no initdb under /usr/lib/postgresql/*/bin (install the postgresql package)");
-    };
+    if !has_postgres_server() {
+        return support::skipped(
+            "tls_to_postgres_is_verified_as_sslmode_says",
+            "no initdb under /usr/lib/postgresql/*/bin (install the postgresql package)",
+        );
+    }
     if Command::new("openssl").arg("version").output().is_err() {
-        return skip("no openssl command to make test certificates");
+        return support::skipped(
+            "tls_to_postgres_is_verified_as_sslmode_says",
+            "no openssl command to make test certificates",
+        );
     }
-    if running_as_root() && Command::new("runuser").arg("--help").output().is_err() {
-        return skip("running as root without runuser: initdb would refuse to run");
+    if is_root() && Command::new("runuser").arg("--help").output().is_err() {
+        return support::skipped(
+            "tls_to_postgres_is_verified_as_sslmode_says",
+            "running as root without runuser: initdb would refuse to run",
+        );
     }
-    let server = Server::start(bin);
+    let server = Server::start();
     let ca = server.cert("ca.crt");
     let other_ca = server.cert("other_ca.crt");
     let open = |url: String| async move {

@@ -16,7 +16,9 @@ pub(super) struct Settings {
     /// `?schema=`: created when missing and put first in the search path.
     pub(super) schema: Option<String>,
     pub(super) pool_size: usize,
-    /// `sslmode` (libpq's default: `prefer`).
+    /// `sslmode` (libpq's default: `prefer`); `tls` carries it into the
+    /// connections, this copy is for the tests that check the reading.
+    #[cfg_attr(not(test), expect(dead_code, reason = "read by the unit tests"))]
     pub(super) ssl_mode: SslMode,
     /// TLS as `sslmode` and `sslrootcert` say.
     pub(super) tls: MakeRustls,
@@ -210,8 +212,8 @@ mod tests {
             mode("postgres://u@h/db?sslrootcert=system"),
             Ok(SslMode::VerifyFull)
         );
-        let dir = tempfile_dir();
-        let not_pem = dir.join("not.pem");
+        let dir = tempfile::tempdir().unwrap();
+        let not_pem = dir.path().join("not.pem");
         std::fs::write(&not_pem, "hello").unwrap();
         let e = mode(&format!(
             "postgres://u:secret@h/db?sslmode=verify-full&sslrootcert={}",
@@ -227,12 +229,5 @@ mod tests {
         assert_eq!(s.config.get_ssl_mode(), tokio_postgres::config::SslMode::Disable);
         let s = parse_url("postgres://u@h/db?sslmode=verify-full").unwrap();
         assert_eq!(s.config.get_ssl_mode(), tokio_postgres::config::SslMode::Require);
-    }
-
-    /// A folder of this test's own under the system's temporary folder.
-    fn tempfile_dir() -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("leadscore-url-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
     }
 }
