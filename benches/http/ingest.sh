@@ -2,6 +2,9 @@
 # Ingest load benchmark (BENCHMARKS.md): bare warp vs `leadscore serve`, same run.
 # Server pinned to core 0, wrk to core 1; 32 connections, 10 s each; loopback only.
 #   bash benches/http/ingest.sh            (needs wrk; builds release binaries)
+# Before/after in one run: BIN=new/leadscore BASE_BIN=old/leadscore BARE=…/bare_warp
+# RUNS=3 bash benches/http/ingest.sh measures bare warp once, then the two
+# builds alternately RUNS times each (nothing is built when BIN is given).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -9,7 +12,14 @@ SHARED=${SHARED:-$ROOT/../shared}
 DURATION=${DURATION:-10s}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-cargo build --release --quiet --bin leadscore --example bare_warp
+BIN=${BIN:-}
+BASE_BIN=${BASE_BIN:-}
+RUNS=${RUNS:-1}
+if [ -z "$BIN" ]; then
+  cargo build --release --quiet --bin leadscore --example bare_warp
+  BIN=target/release/leadscore
+fi
+BARE=${BARE:-target/release/examples/bare_warp}
 "$SHARED/tools/gen-contacts" -n 20000 --seed 7 --jsonl > "$WORK/p.jsonl"
 
 measure() { # name port -- command...
@@ -35,6 +45,12 @@ measure() { # name port -- command...
     "$(echo "$hwm/1024" | bc -l)" "$(echo "$written/1000/$reqs" | bc -l)" "${non2xx:-0}"
 }
 
-measure bare-warp 8091 -- target/release/examples/bare_warp 127.0.0.1:8091
-LEADSCORE_LOG=warn measure leadscore-sqlite 8092 -- target/release/leadscore serve \
-  --rules "$ROOT/benches/rules" --store "sqlite://$WORK/store/ls.db" --listen 127.0.0.1:8092
+measure bare-warp 8091 -- "$BARE" 127.0.0.1:8091
+for run in $(seq "$RUNS"); do
+  if [ -n "$BASE_BIN" ]; then
+    LEADSCORE_LOG=warn measure "base-$run" 8093 -- "$BASE_BIN" serve \
+      --rules "$ROOT/benches/rules" --store "sqlite://$WORK/base-$run/ls.db" --listen 127.0.0.1:8093
+  fi
+  LEADSCORE_LOG=warn measure "leadscore-sqlite-$run" 8092 -- "$BIN" serve \
+    --rules "$ROOT/benches/rules" --store "sqlite://$WORK/store-$run/ls.db" --listen 127.0.0.1:8092
+done
