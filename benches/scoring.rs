@@ -1,8 +1,8 @@
 //! Scoring benchmarks (BENCHMARKS.md, "Scoring"): the benchmark rule set of
-//! `../shared/bench/rules` against
+//! `benches/rules` against
 //!
 //! * `qualified`: the documented qualified contact of the iClosed fixtures;
-//! * `mix`: 1,000 generated payloads (`gen-contacts -n 1000 --seed 7`).
+//! * `mix`: 1,000 generated payloads (`benches/data/contacts-1000-seed7.jsonl`).
 //!
 //! Every bench times one contact per iteration, so criterion's figures are
 //! per contact. The `mix` benches walk the payloads round-robin in flat
@@ -19,8 +19,7 @@
 //! `(Ir with N=3 − Ir with N=1) / 2000`, whatever else the machine runs.
 
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, SamplingMode, criterion_group};
@@ -39,42 +38,12 @@ fn manifest_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn shared_dir() -> PathBuf {
-    manifest_dir().join("../shared")
-}
-
-/// The mix as JSON lines: generated into the target folder (once; the
-/// generator is deterministic), or the copy committed in `benches/data/` when
-/// the generator cannot run here.
+/// The mix as JSON lines: the copy committed in `benches/data/` (the output
+/// of the project's first generator, kept so that figures stay comparable
+/// across sessions).
 fn mix_payloads() -> Vec<Vec<u8>> {
     let name = format!("contacts-{MIX_SIZE}-seed{MIX_SEED}.jsonl");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest_dir().join("target"));
-    let generated = target.join("bench-data").join(&name);
-    if !generated.is_file() {
-        let output = Command::new(shared_dir().join("tools/gen-contacts"))
-            .args([
-                "-n",
-                &MIX_SIZE.to_string(),
-                "--seed",
-                &MIX_SEED.to_string(),
-                "--jsonl",
-            ])
-            .output();
-        match output {
-            Ok(out) if out.status.success() && !out.stdout.is_empty() => {
-                std::fs::create_dir_all(generated.parent().unwrap()).expect("create target/bench-data");
-                std::fs::write(&generated, &out.stdout).expect("write the generated mix");
-            }
-            other => eprintln!("gen-contacts did not run ({other:?}); using the committed mix"),
-        }
-    }
-    let path = if generated.is_file() {
-        generated
-    } else {
-        manifest_dir().join("benches/data").join(&name)
-    };
+    let path = manifest_dir().join("benches/data").join(&name);
     let text = std::fs::read(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     text.split(|&b| b == b'\n')
         .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
@@ -87,7 +56,7 @@ fn parse(body: &[u8]) -> Vec<Contact> {
 }
 
 fn load_rules(limits: &Limits) -> RuleSet {
-    RuleSet::load(&shared_dir().join("bench/rules"), limits).expect("the bench rules load")
+    RuleSet::load(&manifest_dir().join("benches/rules"), limits).expect("the bench rules load")
 }
 
 // The measured steps, kept out of line so that a profiler finds them by name.
@@ -134,7 +103,7 @@ impl<'a, T> Cycle<'a, T> {
 
 fn bench_qualified(c: &mut Criterion) {
     let rules = load_rules(&Limits::default());
-    let body = std::fs::read(shared_dir().join("fixtures/iclosed/contact-created-qualified.json"))
+    let body = std::fs::read(manifest_dir().join("tests/fixtures/contact-created-qualified.json"))
         .expect("read the qualified fixture");
     let contact = parse(&body).remove(0);
     // Guard against benchmarking a rule set that errors out early.

@@ -3,6 +3,9 @@
 //! stored at ingest — and the difference as a report. Nothing is stored or
 //! forwarded. Independent of HTTP and the command line.
 //!
+//! One file on purpose: the scan, the scoring workers and the report
+//! builder share the page and order invariants described here.
+//!
 //! The store is read page by page (keyset on `seq`) into a bounded channel;
 //! worker threads score the pages; one aggregator folds the results, in
 //! store order, into counters, a histogram of score deltas and a top-N
@@ -20,7 +23,8 @@ use serde_json::value::RawValue;
 
 use crate::payload::{Contact, parse_json};
 use crate::score::{Comparison, Outcome, Points, Reason, RuleSet, ScoredContact};
-use crate::store::{EventWindow, Store, StoreError, StoredEvent, format_ms};
+use crate::store::{EventWindow, Store, StoreError, StoredEvent};
+use crate::time::format_ms;
 
 /// Sees every compared contact, in order (e.g. writes a CSV row).
 pub type RowSink = Box<dyn FnMut(&Compared) + Send>;
@@ -211,63 +215,6 @@ pub struct ScoreCount {
 pub struct PairResult {
     pub baseline: ScoredContact,
     pub candidate: ScoredContact,
-}
-
-/// A duration (`30d`) back from now, or an RFC 3339 time.
-pub fn parse_since(text: &str, now: SystemTime) -> Result<SystemTime, String> {
-    let text = text.trim();
-    if let Some(time) = parse_rfc3339(text) {
-        return Ok(time);
-    }
-    let back = crate::config::parse_duration(text)
-        .map_err(|_| format!("{text:?} is neither a duration (30d, 12h) nor an RFC 3339 time"))?;
-    Ok(now.checked_sub(back).unwrap_or(SystemTime::UNIX_EPOCH))
-}
-
-/// An RFC 3339 time with any offset (`Z`, `+01:00`, `-05:00`; `T` and `Z`
-/// in either case). humantime reads UTC times only, so an offset is taken
-/// off first and applied after.
-fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let upper = text.to_ascii_uppercase();
-    let offset_at = upper.len().checked_sub(6).filter(|&i| upper.is_char_boundary(i));
-    let (utc_text, offset_secs) = match offset_at.map(|i| upper.split_at(i)) {
-        Some((local, offset))
-            if local.contains('T') && matches!(offset.as_bytes(), [b'+' | b'-', _, _, b':', _, _]) =>
-        {
-            let hours: u64 = offset[1..3].parse().ok()?;
-            let minutes: u64 = offset[4..6].parse().ok()?;
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            let secs = hours * 3600 + minutes * 60;
-            (
-                format!("{local}Z"),
-                if offset.starts_with('-') {
-                    -(secs as i64)
-                } else {
-                    secs as i64
-                },
-            )
-        }
-        _ => (upper, 0),
-    };
-    let local = humantime::parse_rfc3339_weak(&utc_text).ok()?;
-    // The text is local time at the offset: UTC is that minus the offset.
-    match offset_secs {
-        ahead if ahead >= 0 => local.checked_sub(Duration::from_secs(ahead as u64)),
-        behind => local.checked_add(Duration::from_secs(behind.unsigned_abs())),
-    }
-}
-
-/// The start of a backtest window: `since`, but never before the
-/// retention period (SPEC 8: history reaches back `--retention`; events
-/// that outlived it, such as never-pruned dead deliveries, are not history).
-pub fn window_start_ms(since: SystemTime, retention: Duration, now: SystemTime) -> i64 {
-    let ms = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64)
-    };
-    ms(since).max(ms(now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH)))
 }
 
 /// Threads a backtest uses by default: one per core.
@@ -892,55 +839,6 @@ mod tests {
         assert_eq!(stats.p90, Value::from(5));
         assert_eq!(stats.min, Value::from(-10));
         assert_eq!(stats.max, Value::from(25));
-    }
-
-    #[test]
-    fn since_takes_durations_and_times() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100 * 86400);
-        assert_eq!(
-            parse_since("30d", now).unwrap(),
-            SystemTime::UNIX_EPOCH + Duration::from_secs(70 * 86400)
-        );
-        assert_eq!(
-            parse_since("1970-01-02T00:00:00Z", now).unwrap(),
-            SystemTime::UNIX_EPOCH + Duration::from_secs(86400)
-        );
-        assert!(parse_since("last tuesday", now).unwrap_err().contains("neither"));
-        // Any offset, and T/Z in either case: all the same instant.
-        let instant = SystemTime::UNIX_EPOCH + Duration::from_secs(86400 + 3600);
-        for text in [
-            "1970-01-02T01:00:00Z",
-            "1970-01-02T02:00:00+01:00",
-            "1970-01-01T20:00:00-05:00",
-            "1970-01-02t01:00:00z",
-            "1970-01-02T01:00:00+00:00",
-            "1970-01-02T06:30:00+05:30",
-        ] {
-            assert_eq!(parse_since(text, now).unwrap(), instant, "{text}");
-        }
-        assert_eq!(
-            parse_since("1970-01-02T01:00:00.250+01:00", now).unwrap(),
-            instant - Duration::from_secs(3600) + Duration::from_millis(250)
-        );
-        for bad in [
-            "1970-01-02T01:00:00+24:00",
-            "1970-01-02T01:00:00+1:000",
-            "1970-01-02+01:00",
-            "é1970-01-02T01:00:00+01:00",
-        ] {
-            assert!(parse_since(bad, now).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn the_window_starts_no_earlier_than_the_retention() {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(100 * 86400);
-        let day_ms = 86_400_000;
-        let ninety_days = Duration::from_secs(90 * 86400);
-        let since = parse_since("365d", now).unwrap();
-        assert_eq!(window_start_ms(since, ninety_days, now), 10 * day_ms);
-        let since = parse_since("30d", now).unwrap();
-        assert_eq!(window_start_ms(since, ninety_days, now), 70 * day_ms);
     }
 
     /// The nice value of the calling thread, from /proc (Linux).

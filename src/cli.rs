@@ -3,6 +3,7 @@
 //! environment, then file, then default (SPEC section 7, `crate::config`).
 
 mod backtest;
+mod demo;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufWriter, Read, Write};
@@ -12,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
+use crate::app::{self, deliveries::DeliveryQuery};
 use crate::config::layers::{self, Failure, Parsed};
 use crate::config::{
     check_log_filter, check_store_url, parse_duration, parse_duration_list, parse_listen,
@@ -20,7 +22,7 @@ use crate::config::{
 use crate::deliver::{ForwardConfig, parse_header};
 use crate::ingest::auth::InboundAuth;
 use crate::payload::{self, PayloadError};
-use crate::rule_tests;
+use crate::rule_test_runner;
 use crate::score::{Limits, RuleSet};
 use crate::server::ServeConfig;
 use crate::store::{self, DeliveryStatus, Retention};
@@ -58,6 +60,8 @@ pub enum Command {
     Backtest(Box<backtest::BacktestArgs>),
     /// Print the settings `serve` would run with, where each comes from, secrets masked.
     Config(Box<ServeArgs>),
+    /// Generate realistic demo contacts: post them to a running engine (--url) or write JSON lines.
+    Demo(demo::DemoArgs),
 }
 
 /// Where the rules are and the limits they run under.
@@ -66,7 +70,7 @@ pub struct RuleArgs {
     /// The rules folder.
     #[arg(long, env = "LEADSCORE_RULES", default_value = "./rules")]
     pub rules: PathBuf,
-    /// Wall-clock budget of the whole rule set per contact.
+    /// CPU-time budget of the whole rule set per contact (a wall-clock guard of 10 times it stays as a last resort).
     #[arg(long, env = "LEADSCORE_RULE_TIMEOUT", default_value = "100ms", value_parser = parse_positive_duration)]
     pub rule_timeout: Duration,
     /// Operations allowed per rule and contact.
@@ -173,6 +177,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Some(Command::Backtest(args)) => backtest::run(&args),
         Some(Command::Test(args)) => test(&args),
         Some(Command::Config(args)) => show_config(&args, &parsed),
+        Some(Command::Demo(args)) => demo::run(&args),
         // `with_default_command` names `serve` whenever no subcommand is given.
         None => run([
             args.first().cloned().unwrap_or_else(|| "leadscore".into()),
@@ -226,6 +231,7 @@ fn init_cli_logging() -> Result<(), ExitCode> {
     })?;
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(crate::telemetry::colour_stderr())
         .with_writer(std::io::stderr)
         .try_init();
     Ok(())
@@ -253,7 +259,7 @@ fn test(args: &TestArgs) -> ExitCode {
         Err(code) => return code,
     };
     let files = if args.files.is_empty() {
-        match rule_tests::test_files(&args.rules.rules) {
+        match rule_test_runner::test_files(&args.rules.rules) {
             Ok(files) => files,
             Err(e) => {
                 eprintln!(
@@ -275,7 +281,7 @@ fn test(args: &TestArgs) -> ExitCode {
     }
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
-        for outcome in rule_tests::run_file(&rules, file) {
+        for outcome in rule_test_runner::run_file(&rules, file) {
             if outcome.passed() {
                 passed += 1;
                 println!("ok   {} › {}", outcome.file.display(), outcome.name);
@@ -430,6 +436,11 @@ pub struct ServeArgs {
     /// Token the admin endpoints require as `Authorization: Bearer`.
     #[arg(long, env = "LEADSCORE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A host name the admin endpoints and the console answer without an
+    /// admin token, besides loopback names and the listen address
+    /// (repeatable; the variable is `,`-separated).
+    #[arg(long = "allowed-host", env = "LEADSCORE_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Delays before each delivery retry.
     #[arg(long, env = "LEADSCORE_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = parse_duration_list)]
     pub retry_schedule: std::vec::Vec<Duration>,
@@ -554,6 +565,20 @@ impl ServeArgs {
                         "--forward-url {url}: only http and https URLs can be forwarded to"
                     ));
                 }
+                // A delivery still in flight when its lease runs out can be
+                // claimed and sent again by another worker: the lease must
+                // cover the request (at most the forward timeout) with as much
+                // again to spare for waiting for a slot and recording the
+                // attempt (issue 19 #7).
+                if self.delivery_lease < self.forward_timeout.saturating_mul(2) {
+                    return Err(format!(
+                        "--delivery-lease ({}) must be at least twice --forward-timeout ({}): a delivery still \
+                         in flight when its lease runs out could be sent again at the same time; raise \
+                         --delivery-lease or lower --forward-timeout",
+                        humantime::format_duration(self.delivery_lease),
+                        humantime::format_duration(self.forward_timeout),
+                    ));
+                }
                 let (secret, headers) = (forward_secret, forward_headers);
                 Some(ForwardConfig {
                     url,
@@ -603,11 +628,18 @@ impl ServeArgs {
                 standard_webhooks,
             },
             admin_token,
+            allowed_hosts: self
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .collect(),
             retention: self.kept.retention(),
             max_body: self.max_body,
             max_contacts: self.max_contacts as usize,
             allow_rule_edits: self.allow_rule_edits,
             backtest_max_contacts: self.backtest_max_contacts as usize,
+            max_connections_per_peer: crate::server::MAX_CONNECTIONS_PER_PEER,
         })
     }
 }
@@ -757,8 +789,12 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             DeliveriesCommand::List {
                 status, limit, json, ..
             } => {
-                let status = status.as_deref().and_then(DeliveryStatus::parse);
-                match store.list_deliveries(status, limit).await {
+                let listed =
+                    match DeliveryQuery::new(status.as_deref().and_then(DeliveryStatus::parse), limit) {
+                        Ok(query) => app::deliveries::list(store.as_ref(), query).await,
+                        Err(e) => Err(e),
+                    };
+                match listed {
                     Ok(list) if json => {
                         for d in list {
                             println!("{}", serde_json::to_string(&d).unwrap_or_default());
@@ -766,30 +802,7 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
                         ExitCode::SUCCESS
                     }
                     Ok(list) => {
-                        println!(
-                            "{:<36} {:<14} {:<9} {:>8} {:>6}  ERROR / NEXT ATTEMPT",
-                            "ID", "CONTACT", "STATUS", "ATTEMPTS", "LAST"
-                        );
-                        for d in list {
-                            let detail = match d.status {
-                                DeliveryStatus::Pending => {
-                                    format!("next {}", d.next_attempt_at.unwrap_or_default())
-                                }
-                                DeliveryStatus::Delivered => {
-                                    format!("delivered {}", d.delivered_at.unwrap_or_default())
-                                }
-                                DeliveryStatus::Dead => d.last_error.unwrap_or_default(),
-                            };
-                            println!(
-                                "{:<36} {:<14} {:<9} {:>8} {:>6}  {}",
-                                d.id,
-                                d.contact_id.to_string(),
-                                d.status.as_str(),
-                                d.attempts,
-                                d.last_status.map_or("-".into(), |s| s.to_string()),
-                                detail
-                            );
-                        }
+                        print!("{}", deliveries_table(list));
                         ExitCode::SUCCESS
                     }
                     Err(e) => {
@@ -800,21 +813,13 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             }
             DeliveriesCommand::Retry { id, .. } => {
                 let result = match id {
-                    Some(id) => store.requeue(&id).await.map(|r| match r {
-                        store::Requeue::Requeued => Ok(1),
-                        store::Requeue::NotDead => Ok(0),
-                        store::Requeue::Unknown => Err(format!("no delivery with id {id:?}")),
-                    }),
-                    None => store.requeue_dead().await.map(Ok),
+                    Some(id) => app::deliveries::requeue(store.as_ref(), &id).await,
+                    None => app::deliveries::requeue_dead(store.as_ref()).await,
                 };
                 match result {
-                    Ok(Ok(n)) => {
+                    Ok(n) => {
                         println!("requeued {n} dead deliver{}", if n == 1 { "y" } else { "ies" });
                         ExitCode::SUCCESS
-                    }
-                    Ok(Err(e)) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
                     }
                     Err(e) => {
                         eprintln!("error: {e}");
@@ -824,4 +829,75 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
             }
         }
     })
+}
+
+/// Deliveries as a table for a terminal.
+fn deliveries_table(list: Vec<store::DeliveryInfo>) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<36} {:<14} {:<9} {:>8} {:>6}  ERROR / NEXT ATTEMPT",
+        "ID", "CONTACT", "STATUS", "ATTEMPTS", "LAST"
+    );
+    for d in list {
+        let detail = match d.status {
+            DeliveryStatus::Pending => format!("next {}", d.next_attempt_at.unwrap_or_default()),
+            DeliveryStatus::Delivered => format!("delivered {}", d.delivered_at.unwrap_or_default()),
+            DeliveryStatus::Dead => d.last_error.unwrap_or_default(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<36} {:<14} {:<9} {:>8} {:>6}  {}",
+            d.id,
+            d.contact_id.to_string(),
+            d.status.as_str(),
+            d.attempts,
+            d.last_status.map_or("-".into(), |s| s.to_string()),
+            detail
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let argv = ["leadscore", "serve", "--forward-url", "http://127.0.0.1:9/hook"]
+            .iter()
+            .chain(flags);
+        match Cli::try_parse_from(argv).expect("the flags parse").command {
+            Some(Command::Serve(args)) => *args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    /// Issue 19 #7: a delivery still in flight when its lease runs out can be
+    /// claimed and sent again, so a forward timeout that does not fit well
+    /// inside the lease is refused at start, naming both settings.
+    #[test]
+    fn a_forward_timeout_too_close_to_the_delivery_lease_is_refused() {
+        for (timeout, lease) in [("40s", "30s"), ("30s", "30s"), ("16s", "30s"), ("2s", "3s")] {
+            let error = serve_args(&["--forward-timeout", timeout, "--delivery-lease", lease])
+                .to_config()
+                .expect_err("refused");
+            assert!(
+                error.contains("--forward-timeout") && error.contains("--delivery-lease"),
+                "{timeout}/{lease}: {error}"
+            );
+            assert!(error.contains(timeout) && error.contains(lease), "{error}");
+        }
+        for (timeout, lease) in [("10s", "30s"), ("15s", "30s"), ("1s", "2s"), ("300ms", "30s")] {
+            let config = serve_args(&["--forward-timeout", timeout, "--delivery-lease", lease])
+                .to_config()
+                .unwrap_or_else(|e| panic!("{timeout}/{lease}: {e}"));
+            let forward = config.forward.expect("forwarding");
+            assert_eq!(forward.timeout, parse_duration(timeout).unwrap());
+            assert_eq!(forward.lease, parse_duration(lease).unwrap());
+        }
+        // The defaults fit.
+        assert!(serve_args(&[]).to_config().is_ok());
+    }
 }

@@ -2,6 +2,11 @@
 //! A change is debounced, the whole folder is compiled, and only a set that
 //! compiles replaces the current one; scoring in progress finishes on the
 //! set it started with (it holds an `Arc` to it).
+//!
+//! Reloads and changes made through the API are serialised, so an older set
+//! can never replace a newer one; a change made through the API compiles
+//! once and puts that compiled set in force, and the watcher then finds the
+//! folder at the version already loaded and does nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -12,7 +17,8 @@ use notify::{RecursiveMode, Watcher};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::score::{CompileError, Limits, LoadError, RuleSet};
+use crate::rule_files::{self, RuleFileError};
+use crate::score::{CompileError, Limits, LoadError, RuleSet, RuleSources};
 use crate::telemetry;
 
 /// Quiet time after the last file event before reloading: editors write a
@@ -62,13 +68,15 @@ pub struct LiveRules {
     status: Mutex<Status>,
     dir: PathBuf,
     limits: Limits,
+    /// Held while a reload or a change decides what is in force.
+    changing: Mutex<()>,
 }
 
 impl LiveRules {
     /// Loads the folder once; the engine does not start without a valid set.
     pub fn load(dir: &Path, limits: Limits) -> Result<Arc<Self>, LoadError> {
         let rules = RuleSet::load(dir, &limits)?;
-        telemetry::rules_reloaded(rules.version(), rules.file_names().len());
+        telemetry::rules_loaded(rules.version(), rules.file_names().len());
         Ok(Arc::new(Self {
             current: ArcSwap::from_pointee(rules),
             status: Mutex::new(Status {
@@ -77,6 +85,7 @@ impl LiveRules {
             }),
             dir: dir.to_path_buf(),
             limits,
+            changing: Mutex::new(()),
         }))
     }
 
@@ -105,23 +114,32 @@ impl LiveRules {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Compiles the folder again and swaps it in if it compiles and differs.
-    /// Blocking: call from a blocking thread.
+    /// Reads the folder again and, if it differs from the set in force,
+    /// compiles it and swaps it in when it compiles. Blocking: call from a
+    /// blocking thread.
     pub fn reload(&self) -> Result<bool, Vec<CompileError>> {
-        match RuleSet::load(&self.dir, &self.limits) {
-            Ok(rules) => {
-                let changed = rules.version() != self.current.load().version();
-                let mut status = self.lock_status();
-                status.last_error = None;
-                if changed {
-                    telemetry::rules_reloaded(rules.version(), rules.file_names().len());
-                    self.current.store(Arc::new(rules));
-                    status.loaded_at = SystemTime::now();
-                }
-                Ok(changed)
+        let _serial = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let compiled = RuleSources::read_dir(&self.dir).and_then(|sources| {
+            if sources.version() == self.current.load().version() {
+                return Ok(None);
+            }
+            RuleSet::compile(sources, &self.limits).map(Some)
+        });
+        match compiled {
+            Ok(None) => {
+                self.lock_status().last_error = None;
+                Ok(false)
+            }
+            Ok(Some(rules)) => {
+                self.put_in_force(rules);
+                Ok(true)
             }
             Err(LoadError(errors)) => {
-                telemetry::rules_reload_failed(&errors);
+                telemetry::rules_reload_failed(
+                    errors
+                        .iter()
+                        .map(|e| (e.file.as_str(), e.line, e.column, e.message.as_str())),
+                );
                 let first = errors.first().cloned().unwrap_or(CompileError {
                     file: String::new(),
                     line: 0,
@@ -133,11 +151,36 @@ impl LiveRules {
                     line: first.line,
                     column: first.column,
                     message: first.message,
-                    at: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                    at: crate::time::format_time(SystemTime::now()),
                 });
                 Err(errors)
             }
         }
+    }
+
+    /// Saves (`Some(text)`) or deletes (`None`) one file of the folder if the
+    /// resulting set compiles, and puts that compiled set in force before
+    /// returning. A refused change writes nothing and leaves the set in
+    /// force and its status as they were. Blocking.
+    pub fn change(&self, name: &str, text: Option<&str>) -> Result<Arc<RuleSet>, RuleFileError> {
+        let _serial = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let rules = match text {
+            Some(text) => rule_files::save(&self.dir, name, text, &self.limits)?,
+            None => rule_files::delete(&self.dir, name, &self.limits)?,
+        };
+        if rules.version() != self.current.load().version() {
+            self.put_in_force(rules);
+        }
+        self.lock_status().last_error = None;
+        Ok(self.current())
+    }
+
+    fn put_in_force(&self, rules: RuleSet) {
+        telemetry::rules_loaded(rules.version(), rules.file_names().len());
+        self.current.store(Arc::new(rules));
+        let mut status = self.lock_status();
+        status.last_error = None;
+        status.loaded_at = SystemTime::now();
     }
 }
 

@@ -9,6 +9,9 @@
 //! see the old or the new content. Changes are serialised within the process,
 //! so two saves cannot each compile against a folder the other is changing.
 //!
+//! Both return the rule set they compiled, so the caller can put that very
+//! set in force (`LiveRules::change`) instead of compiling it again.
+//!
 //! Blocking (file I/O and compilation): call from a blocking thread.
 
 use std::io::Write;
@@ -80,8 +83,8 @@ pub fn read(dir: &Path, name: &str) -> Result<String, RuleFileError> {
 }
 
 /// Writes `text` as `name` (a new file or a replacement) if the resulting rule
-/// set compiles.
-pub fn save(dir: &Path, name: &str, text: &str, limits: &Limits) -> Result<(), RuleFileError> {
+/// set compiles; returns that rule set.
+pub fn save(dir: &Path, name: &str, text: &str, limits: &Limits) -> Result<RuleSet, RuleFileError> {
     check_name(name)?;
     let _guard = CHANGES.lock().unwrap_or_else(|p| p.into_inner());
     let mut sources = read_sources(dir)?;
@@ -93,12 +96,14 @@ pub fn save(dir: &Path, name: &str, text: &str, limits: &Limits) -> Result<(), R
             None => sources.files.push((name.to_owned(), text.to_owned())),
         }
     }
-    compiles(sources, limits)?;
-    write_atomically(dir, name, text.as_bytes())
+    let compiled = compile(sources, limits)?;
+    write_atomically(dir, name, text.as_bytes())?;
+    Ok(compiled)
 }
 
-/// Removes `name` if it exists and the rule set without it compiles.
-pub fn delete(dir: &Path, name: &str, limits: &Limits) -> Result<(), RuleFileError> {
+/// Removes `name` if it exists and the rule set without it compiles;
+/// returns that rule set.
+pub fn delete(dir: &Path, name: &str, limits: &Limits) -> Result<RuleSet, RuleFileError> {
     check_name(name)?;
     let _guard = CHANGES.lock().unwrap_or_else(|p| p.into_inner());
     let path = dir.join(name);
@@ -111,23 +116,21 @@ pub fn delete(dir: &Path, name: &str, limits: &Limits) -> Result<(), RuleFileErr
     } else {
         sources.files.retain(|(n, _)| n != name);
     }
-    compiles(sources, limits)?;
+    let compiled = compile(sources, limits)?;
     std::fs::remove_file(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => RuleFileError::NotFound(name.to_owned()),
         _ => RuleFileError::Io(format!("cannot delete {name}: {e}")),
     })?;
     sync_dir(dir);
-    Ok(())
+    Ok(compiled)
 }
 
 fn read_sources(dir: &Path) -> Result<RuleSources, RuleFileError> {
     RuleSources::read_dir(dir).map_err(|LoadError(errors)| RuleFileError::Io(first_error(&errors)))
 }
 
-fn compiles(sources: RuleSources, limits: &Limits) -> Result<(), RuleFileError> {
-    RuleSet::compile(sources, limits)
-        .map(drop)
-        .map_err(|LoadError(errors)| RuleFileError::Compile(errors))
+fn compile(sources: RuleSources, limits: &Limits) -> Result<RuleSet, RuleFileError> {
+    RuleSet::compile(sources, limits).map_err(|LoadError(errors)| RuleFileError::Compile(errors))
 }
 
 /// A temporary file beside the target (hidden, so neither the watcher's

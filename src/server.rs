@@ -12,8 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use crate::app::{Engine, EngineSettings};
 use crate::deliver::{Deliverer, ForwardConfig};
-use crate::http::{App, routes};
+use crate::http::{HttpSettings, routes};
 use crate::ingest::Ingest;
 use crate::ingest::auth::InboundAuth;
 use crate::reload::{self, LiveRules};
@@ -23,6 +24,10 @@ use crate::store::{self, Retention};
 
 /// Connections served at once; more wait in the kernel's accept queue.
 pub const MAX_CONNECTIONS: usize = 4096;
+/// Connections one peer address may hold at once (issue 19 #4): one client
+/// cannot take every slot with idle or slow connections. A reverse proxy on
+/// the same host is one peer for all its clients, hence a quarter of all.
+pub const MAX_CONNECTIONS_PER_PEER: usize = MAX_CONNECTIONS / 4;
 /// A client must send a request's headers within this time, idle
 /// keep-alive connections included.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,6 +48,8 @@ pub struct ServeConfig {
     pub forward: Option<ForwardConfig>,
     pub auth: InboundAuth,
     pub admin_token: Option<String>,
+    /// More `Host` names the admin endpoints answer without an admin token.
+    pub allowed_hosts: Vec<String>,
     pub retention: Retention,
     pub max_body: usize,
     pub max_contacts: usize,
@@ -50,6 +57,8 @@ pub struct ServeConfig {
     pub allow_rule_edits: bool,
     /// Most stored contacts one `POST /backtest` may score.
     pub backtest_max_contacts: usize,
+    /// Connections one peer address may hold at once ([`MAX_CONNECTIONS_PER_PEER`]).
+    pub max_connections_per_peer: usize,
 }
 
 /// A running server.
@@ -132,9 +141,9 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         );
     }
 
-    let app = Arc::new(App {
-        ingest: Ingest {
-            rules: rules.clone(),
+    let engine = Arc::new(Engine::new(
+        Ingest {
+            rules,
             store: store.clone(),
             forward: config.forward.is_some(),
             wake,
@@ -142,16 +151,19 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
             pool: ScoringPool::new(ScoringPool::default_size())
                 .context("cannot start the scoring threads")?,
         },
-        store: store.clone(),
-        rules,
+        EngineSettings {
+            allow_rule_edits: config.allow_rule_edits,
+            backtest_max_contacts: config.backtest_max_contacts,
+            retention: config.retention.retention,
+        },
+    ));
+    let http = HttpSettings {
         auth: config.auth.clone(),
         admin_token: config.admin_token.clone(),
+        allowed_hosts: config.allowed_hosts.clone(),
+        listen: Some(addr),
         max_body: config.max_body,
-        allow_rule_edits: config.allow_rule_edits,
-        backtest_max_contacts: config.backtest_max_contacts,
-        retention: config.retention.retention,
-        backtest_running: Default::default(),
-    });
+    };
 
     let prune_store = store.clone();
     let mut prune_stop = shutdown_rx.clone();
@@ -172,10 +184,10 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
     });
 
     let delivery_task = deliverer.map(|d| tokio::spawn(d.run(shutdown_rx.clone())));
-    let filter = routes(app);
+    let filter = routes(engine, http);
     tracing::info!(%addr, "listening; point iClosed's webhook at http://{addr}/webhooks/iclosed");
     let task = tokio::spawn(async move {
-        accept_loop(listener, filter, shutdown_rx).await;
+        accept_loop(listener, filter, shutdown_rx, config.max_connections_per_peer).await;
         if let Some(task) = delivery_task {
             let _ = task.await;
         }
@@ -191,19 +203,24 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
     })
 }
 
-async fn accept_loop<F>(listener: TcpListener, filter: F, mut shutdown: watch::Receiver<bool>)
-where
+async fn accept_loop<F>(
+    listener: TcpListener,
+    filter: F,
+    mut shutdown: watch::Receiver<bool>,
+    max_per_peer: usize,
+) where
     F: warp::Filter + Clone + Send + Sync + 'static,
     F::Extract: warp::Reply,
 {
     let connections = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_peer = Arc::new(PeerConnections::default());
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let permit = tokio::select! {
             permit = connections.clone().acquire_owned() => permit.expect("never closed"),
             _ = shutdown.changed() => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -214,6 +231,12 @@ where
                 }
             },
             _ = shutdown.changed() => break,
+        };
+        let Some(peer_slot) = per_peer.take(peer.ip(), max_per_peer) else {
+            // Closed at once: the peer already holds its share of connections.
+            crate::telemetry::connection_refused(peer.ip());
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
@@ -228,6 +251,7 @@ where
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(peer_slot);
             drop(permit);
         });
     }
@@ -237,5 +261,37 @@ where
         .is_err()
     {
         tracing::warn!("some requests were still running at shutdown");
+    }
+}
+
+/// Open connections per peer address.
+#[derive(Default)]
+struct PeerConnections(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+impl PeerConnections {
+    /// One more connection of `peer`, unless it holds `max` already.
+    fn take(self: &Arc<Self>, peer: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(peer).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(PeerSlot(self.clone(), peer))
+    }
+}
+
+/// Gives the connection back when it ends.
+struct PeerSlot(Arc<PeerConnections>, std::net::IpAddr);
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.1);
+            }
+        }
     }
 }

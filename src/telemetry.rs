@@ -1,13 +1,13 @@
 //! Logs and metrics. A notable occurrence is logged and counted in one
-//! function here, so the log line and the metric never drift apart.
+//! function here, so the log line and the metric never drift apart. The
+//! functions take plain values: every stage can report without the stages
+//! depending on each other through this module.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::store::{AttemptOutcome, DeliveryCounts};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -27,10 +27,18 @@ pub fn log_filter(default: &str) -> Result<tracing_subscriber::EnvFilter, String
     }
 }
 
+/// Whether logs on stderr get ANSI colours: only on a terminal, and not
+/// with `NO_COLOR` set (a log written to a file or a pipe stays plain text).
+pub fn colour_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// Installs the server's log subscriber (`LEADSCORE_LOG` filter, default `info`).
 pub fn init_logging(format: LogFormat) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(log_filter("info")?)
+        .with_ansi(colour_stderr())
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
@@ -65,6 +73,13 @@ pub fn http_request(route: &'static str, status: u16, elapsed: Duration) {
     histogram!("leadscore_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
 }
 
+/// A connection closed at once: its peer holds its share of connections.
+pub fn connection_refused(peer: std::net::IpAddr) {
+    counter!("leadscore_connections_refused_total").increment(1);
+    // Debug, not warn: a flood of refusals must not become a flood of logs.
+    tracing::debug!(%peer, "connection refused: this peer holds the most connections one peer may");
+}
+
 /// One contact accepted by ingest.
 pub fn contact_ingested(
     contact_id: &str,
@@ -95,42 +110,66 @@ pub fn rule_error(rule: &str, contact_id: &str, error: &str) {
     tracing::warn!(rule, contact_id, error, "rule failed for a contact");
 }
 
-/// A new rule set was loaded.
-pub fn rules_reloaded(version: &str, files: usize) {
+/// A new rule set was put in force.
+pub fn rules_loaded(version: &str, files: usize) {
     counter!("leadscore_rule_reloads_total").increment(1);
     tracing::info!(rules_version = version, files, "rule set loaded");
 }
 
-/// A changed rule set did not compile; the previous one stays.
-pub fn rules_reload_failed(errors: &[crate::score::CompileError]) {
+/// A changed rule folder did not compile; the previous set stays. Each
+/// error is `(file, line, column, message)`.
+pub fn rules_reload_failed<'a>(errors: impl IntoIterator<Item = (&'a str, usize, usize, &'a str)>) {
     counter!("leadscore_rule_reload_errors_total").increment(1);
-    for e in errors {
-        tracing::error!(file = %e.file, line = e.line, column = e.column, message = %e.message,
-            "rule change rejected; the previous rule set stays loaded");
+    for (file, line, column, message) in errors {
+        tracing::error!(
+            file,
+            line,
+            column,
+            message,
+            "rule change rejected; the previous rule set stays loaded"
+        );
     }
 }
 
+/// How a delivery attempt ended, as telemetry reports it.
+#[derive(Debug, Clone, Copy)]
+pub enum Attempt<'a> {
+    Delivered {
+        status: u16,
+    },
+    Retry {
+        status: Option<u16>,
+        error: &'a str,
+        /// Unix ms.
+        next_attempt_at: i64,
+    },
+    Dead {
+        status: Option<u16>,
+        error: &'a str,
+    },
+}
+
 /// A delivery attempt finished.
-pub fn delivery_attempt(event_id: &str, attempt: u32, outcome: &AttemptOutcome, elapsed: Duration) {
+pub fn delivery_attempt(event_id: &str, attempt: u32, outcome: Attempt<'_>, elapsed: Duration) {
     let label = match outcome {
-        AttemptOutcome::Delivered { .. } => "delivered",
-        AttemptOutcome::Retry { .. } => "retry",
-        AttemptOutcome::Dead { .. } => "dead",
+        Attempt::Delivered { .. } => "delivered",
+        Attempt::Retry { .. } => "retry",
+        Attempt::Dead { .. } => "dead",
     };
     counter!("leadscore_delivery_attempts_total", "outcome" => label).increment(1);
     histogram!("leadscore_delivery_duration_seconds").record(elapsed.as_secs_f64());
     match outcome {
-        AttemptOutcome::Delivered { status } => {
+        Attempt::Delivered { status } => {
             tracing::info!(event_id, attempt, status, "delivered")
         }
-        AttemptOutcome::Retry {
+        Attempt::Retry {
             status,
             error,
             next_attempt_at,
         } => tracing::warn!(
-            event_id, attempt, status, error, retry_at = %crate::store::format_ms(*next_attempt_at),
+            event_id, attempt, status, error, retry_at = %crate::time::format_ms(next_attempt_at),
             "delivery failed; will retry"),
-        AttemptOutcome::Dead { status, error } => tracing::error!(
+        Attempt::Dead { status, error } => tracing::error!(
             event_id,
             attempt,
             status,
@@ -141,7 +180,7 @@ pub fn delivery_attempt(event_id: &str, attempt: u32, outcome: &AttemptOutcome, 
 }
 
 /// Current delivery backlog, set when metrics are scraped.
-pub fn delivery_backlog(counts: DeliveryCounts) {
-    gauge!("leadscore_deliveries_pending").set(counts.pending as f64);
-    gauge!("leadscore_deliveries_dead").set(counts.dead as f64);
+pub fn delivery_backlog(pending: u64, dead: u64) {
+    gauge!("leadscore_deliveries_pending").set(pending as f64);
+    gauge!("leadscore_deliveries_dead").set(dead as f64);
 }

@@ -1,22 +1,26 @@
-//! The benchmark rule set (`../shared/bench/rules`) scored by the engine must
+//! The benchmark rule set (`benches/rules`) scored by the engine must
 //! agree, contact for contact, with an independent Rust reimplementation of
 //! its 8 rules written straight from SPEC section 2 — over thousands of
-//! realistic payloads from `../shared/tools/gen-contacts`.
+//! realistic contacts from the demo generator (`leadscore::demo`) and the
+//! 1,000 committed payloads of `benches/data`.
 //!
 //! Nothing here calls the library's helpers: the reference reads the JSON
 //! itself, so a bug in `answer`, `utm`, `parse_number`, ... shows up as a
 //! mismatch.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use leadscore::payload::parse_body;
 use leadscore::score::{Limits, Points, RuleSet};
 use serde_json::Value;
 
-const TOOL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tools/gen-contacts");
-const BENCH_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/bench/rules");
+const BENCH_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/rules");
+/// The benchmark mix: payloads of the project's first generator, kept in the repository.
+const BENCH_MIX: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/benches/data/contacts-1000-seed7.jsonl"
+);
 const CONTACTS_PER_SEED: usize = 3000;
 const SEEDS: [u64; 3] = [7, 1, 2026];
 
@@ -341,34 +345,14 @@ fn reference(c: &Value) -> Expected {
 
 // ------------------------------------------------ the comparison
 
-/// The tool's JSON lines, or `None` (with a message) when it cannot run here.
-fn generate(seed: u64) -> Option<String> {
-    if !Path::new(TOOL).is_file() {
-        println!("SKIPPED: {TOOL} not found; the bench reference comparison needs ../shared");
-        return None;
+/// The contacts of `seed` as JSON lines, one contact per line.
+fn generate(seed: u64) -> String {
+    let mut lines = String::new();
+    for contact in leadscore::demo::contacts(seed, CONTACTS_PER_SEED) {
+        lines.push_str(&serde_json::Value::Array(vec![contact]).to_string());
+        lines.push('\n');
     }
-    let output = Command::new("python3")
-        .arg(TOOL)
-        .args([
-            "-n",
-            &CONTACTS_PER_SEED.to_string(),
-            "--seed",
-            &seed.to_string(),
-            "--jsonl",
-        ])
-        .output();
-    match output {
-        Ok(out) if out.status.success() => Some(String::from_utf8(out.stdout).expect("UTF-8 JSON lines")),
-        Ok(out) => panic!(
-            "gen-contacts failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => {
-            println!("SKIPPED: cannot run python3 for {TOOL}: {e}");
-            None
-        }
-    }
+    lines
 }
 
 fn points(p: Points) -> i64 {
@@ -390,18 +374,25 @@ fn the_engine_agrees_with_a_reference_implementation_of_the_bench_rules() {
 
     let mut seen_tiers = std::collections::BTreeMap::<String, usize>::new();
     let mut seen_reasons = std::collections::BTreeSet::<String>::new();
-    for seed in SEEDS {
-        let Some(lines) = generate(seed) else { return };
+    let sources = SEEDS
+        .into_iter()
+        .map(|seed| (format!("seed {seed}"), generate(seed), CONTACTS_PER_SEED))
+        .chain([(
+            "benches/data".to_owned(),
+            std::fs::read_to_string(BENCH_MIX).expect("the benchmark mix"),
+            1000,
+        )]);
+    for (source, lines, expected_count) in sources {
         let mut scored = 0usize;
         for (line_no, line) in lines.lines().enumerate() {
             let contacts = parse_body(line.as_bytes(), 1000)
-                .unwrap_or_else(|e| panic!("seed {seed} line {}: {e}", line_no + 1));
+                .unwrap_or_else(|e| panic!("{source} line {}: {e}", line_no + 1));
             for contact in contacts {
                 let expected = reference(&contact.value);
                 let got = rules.evaluate(&contact);
                 assert!(
                     got.errors.is_empty(),
-                    "seed {seed} contact {}: rule errors {:?}",
+                    "{source} contact {}: rule errors {:?}",
                     contact.id,
                     got.errors
                 );
@@ -419,7 +410,7 @@ fn the_engine_agrees_with_a_reference_implementation_of_the_bench_rules() {
                 };
                 assert_eq!(
                     actual, expected,
-                    "seed {seed} contact {} differs (left: engine, right: reference)\n{}",
+                    "{source} contact {} differs (left: engine, right: reference)\n{}",
                     contact.id, contact.value
                 );
                 *seen_tiers.entry(actual.tier).or_default() += 1;
@@ -427,7 +418,7 @@ fn the_engine_agrees_with_a_reference_implementation_of_the_bench_rules() {
                 scored += 1;
             }
         }
-        assert_eq!(scored, CONTACTS_PER_SEED, "seed {seed}");
+        assert_eq!(scored, expected_count, "{source}");
     }
     // The data must actually exercise the rules.
     for tier in ["hot", "warm", "cold", "disqualified"] {
@@ -461,6 +452,6 @@ fn the_engine_agrees_with_a_reference_implementation_of_the_bench_rules() {
     );
     println!(
         "compared {} contacts: {seen_tiers:?}",
-        SEEDS.len() * CONTACTS_PER_SEED
+        SEEDS.len() * CONTACTS_PER_SEED + 1000
     );
 }

@@ -7,7 +7,10 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 
-mod spec;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::spec;
 
 const BIN: &str = env!("CARGO_BIN_EXE_leadscore");
 
@@ -402,4 +405,74 @@ fn the_rules_folder_comes_from_leadscore_rules_unless_the_flag_says_otherwise() 
         .arg("--rules")
         .arg(from_flag.path()));
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+/// Issue 19 #10: logs written to a pipe (or a file) carry no ANSI colour
+/// codes; only a terminal gets colours. Covers the server's log and a
+/// one-shot command's.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("a temporary folder");
+    let store = format!("sqlite://{}", dir.path().join("ls.db").display());
+    let mut child = leadscore()
+        .env_remove("NO_COLOR")
+        .env("LEADSCORE_LOG", "debug")
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--rules",
+            "rules",
+            "--store",
+            &store,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the leadscore binary starts");
+    let pipe = child.stderr.take().expect("stderr is piped");
+    let (lines_tx, lines_rx) = mpsc::channel::<Vec<u8>>();
+    let reader = std::thread::spawn(move || {
+        let mut pipe = BufReader::new(pipe);
+        let mut line = Vec::new();
+        while pipe.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            if lines_tx.send(std::mem::take(&mut line)).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !String::from_utf8_lossy(&log).contains("listening") && Instant::now() < deadline {
+        if let Ok(line) = lines_rx.recv_timeout(Duration::from_millis(200)) {
+            log.extend(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    reader.join().expect("the reader thread");
+    log.extend(lines_rx.try_iter().flatten());
+    let text = String::from_utf8_lossy(&log);
+    assert!(text.contains("listening"), "the server logged its start:\n{text}");
+    assert!(!log.contains(&0x1b), "ESC in the server's log:\n{text:?}");
+
+    // A one-shot command's log (a rule's print() at debug level).
+    let rules = rules_dir(&[("10-a.rhai", "print(\"hello from the rule\"); add(1, \"x\");\n")]);
+    let out = run_with_stdin(
+        leadscore()
+            .env_remove("NO_COLOR")
+            .env("LEADSCORE_LOG", "debug")
+            .args(["score", "--rules"])
+            .arg(rules.path())
+            .arg("-"),
+        "{\"id\": 1}\n",
+    );
+    let log = stderr(&out);
+    assert!(log.contains("hello from the rule"), "{log}");
+    assert!(!log.contains('\u{1b}'), "ESC in the command's log: {log:?}");
 }

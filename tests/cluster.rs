@@ -7,26 +7,25 @@
 //! of its own, dropped afterwards. Unset: every test says it skipped.
 //! Loopback only; every wait is bounded.
 
-mod pg_support;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use leadscore::store::{self, AttemptOutcome, Enqueued, NewEvent, Store, StoreError};
-use pg_support::Schema;
 use serde_json::{Value, json};
-use warp::Filter;
+use support::pg::Schema;
+use support::{Answer, Process, Receiver};
 
 /// The longest any one wait of these tests takes.
 const WAIT: Duration = Duration::from_secs(60);
 
-use pg_support::{event, retention};
+use support::pg::{event, retention};
 
 async fn open(url: &str) -> Arc<dyn Store> {
     store::open(url, retention())
@@ -335,134 +334,61 @@ struct Delivered {
     body: Value,
 }
 
-/// An in-process downstream on 127.0.0.1 that accepts everything.
-struct Downstream {
-    url: String,
-    received: Arc<Mutex<Vec<Delivered>>>,
-    task: tokio::task::JoinHandle<()>,
+/// An in-process downstream on 127.0.0.1 that accepts everything; deliveries
+/// stay in flight a moment, so a kill catches some.
+async fn downstream() -> Receiver {
+    let receiver = Receiver::start().await;
+    receiver.answer_by_default(Answer {
+        delay: Some(Duration::from_millis(5)),
+        ..Answer::status(200)
+    });
+    receiver
 }
 
-impl Downstream {
-    async fn start() -> Self {
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let log = received.clone();
-        let route = warp::post()
-            .and(warp::header::<String>("webhook-id"))
-            .and(warp::body::bytes())
-            .then(move |webhook_id: String, body: Bytes| {
-                let log = log.clone();
-                async move {
-                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    log.lock().unwrap().push(Delivered { webhook_id, body });
-                    // Deliveries stay in flight a moment, so a kill catches some.
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    warp::reply()
-                }
-            });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
-        let task = tokio::spawn(warp::serve(route).incoming(listener).run());
-        Self { url, received, task }
-    }
-
-    fn received(&self) -> Vec<Delivered> {
-        self.received.lock().unwrap().clone()
-    }
+/// What the downstream got so far, in arrival order.
+fn delivered(downstream: &Receiver) -> Vec<Delivered> {
+    downstream
+        .requests()
+        .iter()
+        .map(|r| Delivered {
+            webhook_id: r.webhook_id(),
+            body: r.json(),
+        })
+        .collect()
 }
 
-impl Drop for Downstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// A `leadscore serve` process, SIGKILLed on drop.
-struct Instance {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Instance {
-    async fn start(store_url: &str, forward_url: &str, log: PathBuf) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_leadscore"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("LEADSCORE_") {
-                command.env_remove(key);
-            }
-        }
-        let out = std::fs::File::create(&log).unwrap();
-        command
-            .args(["serve", "--listen", &addr.to_string()])
-            .args(["--rules", concat!(env!("CARGO_MANIFEST_DIR"), "/rules")])
-            .args(["--store", store_url, "--forward-url", forward_url])
-            .args([
-                "--delivery-lease",
-                "2s",
-                "--retry-schedule",
-                "100ms,200ms,500ms,1s,2s,5s",
-            ])
-            .args(["--forward-timeout", "1s"])
-            .env("LEADSCORE_LOG", "warn")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let mut instance = Self {
-            child: command.spawn().expect("the binary starts"),
-            addr,
-            log,
-        };
-        let client = http_client();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = instance.child.try_wait().unwrap() {
-                panic!("leadscore exited with {status}:\n{}", instance.log_text());
-            }
-            if let Ok(reply) = client.get(instance.url("/readyz")).send().await
-                && reply.status() == 200
-            {
-                return instance;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "leadscore did not become ready:\n{}",
-                instance.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `kill -9`.
-    fn kill_hard(&mut self) {
-        let status = Command::new("kill")
-            .args(["-9", &self.child.id().to_string()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A `leadscore serve` process on the example rules, ready (its store
+/// reachable); SIGKILLed on drop.
+async fn instance(store_url: &str, forward_url: &str, log: PathBuf) -> Process {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let args: Vec<String> = [
+        "serve",
+        "--listen",
+        &addr.to_string(),
+        "--rules",
+        support::RULES,
+        "--store",
+        store_url,
+        "--forward-url",
+        forward_url,
+        "--delivery-lease",
+        "2s",
+        "--retry-schedule",
+        "100ms,200ms,500ms,1s,2s,5s",
+        "--forward-timeout",
+        "1s",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect();
+    let mut process = Process::spawn(&args, &[("LEADSCORE_LOG", "warn")], addr, &log);
+    process.wait_ready(WAIT).await;
+    process
 }
 
 fn http_client() -> reqwest::Client {
@@ -521,9 +447,14 @@ async fn two_instances_share_the_load_and_one_dies_without_losing_a_contact() {
         return;
     };
     let logs = tempfile::tempdir().unwrap();
-    let downstream = Downstream::start().await;
-    let a = Instance::start(&schema.url(), &downstream.url, logs.path().join("a.log")).await;
-    let b = Instance::start(&schema.options_url(), &downstream.url, logs.path().join("b.log")).await;
+    let downstream = downstream().await;
+    let a = instance(&schema.url(), &downstream.url(), logs.path().join("a.log")).await;
+    let b = instance(
+        &schema.options_url(),
+        &downstream.url(),
+        logs.path().join("b.log"),
+    )
+    .await;
     let hooks = [a.url("/webhooks/iclosed"), b.url("/webhooks/iclosed")];
     let a = Arc::new(Mutex::new(a));
 
@@ -582,7 +513,7 @@ async fn two_instances_share_the_load_and_one_dies_without_losing_a_contact() {
     // Every acknowledged event arrives downstream (B takes over A's leases).
     let deadline = Instant::now() + WAIT;
     let received = loop {
-        let received = downstream.received();
+        let received = delivered(&downstream);
         let ids: HashSet<&str> = received.iter().map(|d| d.webhook_id.as_str()).collect();
         let missing = acknowledged
             .keys()
@@ -640,9 +571,9 @@ async fn the_same_body_posted_to_both_instances_at_once_is_stored_once() {
         return;
     };
     let logs = tempfile::tempdir().unwrap();
-    let downstream = Downstream::start().await;
-    let a = Instance::start(&schema.url(), &downstream.url, logs.path().join("a.log")).await;
-    let b = Instance::start(&schema.url(), &downstream.url, logs.path().join("b.log")).await;
+    let downstream = downstream().await;
+    let a = instance(&schema.url(), &downstream.url(), logs.path().join("a.log")).await;
+    let b = instance(&schema.url(), &downstream.url(), logs.path().join("b.log")).await;
     let client = http_client();
     let (hook_a, hook_b) = (a.url("/webhooks/iclosed"), b.url("/webhooks/iclosed"));
     let mut stored_ids = HashSet::new();
@@ -667,7 +598,7 @@ async fn the_same_body_posted_to_both_instances_at_once_is_stored_once() {
     // Each stored once, and forwarded once.
     let deadline = Instant::now() + WAIT;
     loop {
-        let received = downstream.received();
+        let received = delivered(&downstream);
         if received.len() >= 50 {
             let ids: HashSet<String> = received.into_iter().map(|d| d.webhook_id).collect();
             assert_eq!(ids, stored_ids);
@@ -677,7 +608,7 @@ async fn the_same_body_posted_to_both_instances_at_once_is_stored_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(downstream.received().len(), 50, "nothing forwarded twice");
+    assert_eq!(delivered(&downstream).len(), 50, "nothing forwarded twice");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -687,8 +618,8 @@ async fn an_instance_without_its_database_answers_503_then_recovers() {
     };
     let (relay, url) = relayed(&schema).await;
     let logs = tempfile::tempdir().unwrap();
-    let downstream = Downstream::start().await;
-    let a = Instance::start(&url, &downstream.url, logs.path().join("a.log")).await;
+    let downstream = downstream().await;
+    let a = instance(&url, &downstream.url(), logs.path().join("a.log")).await;
     let client = http_client();
     let hook = a.url("/webhooks/iclosed");
     let first = post_json(&client, &hook, &contact("qualified", 1)).await.unwrap();
@@ -724,7 +655,7 @@ async fn an_instance_without_its_database_answers_503_then_recovers() {
     let ready = client.get(a.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let deadline = Instant::now() + WAIT;
-    while downstream.received().len() < 2 {
+    while delivered(&downstream).len() < 2 {
         assert!(
             Instant::now() < deadline,
             "both contacts forwarded:\n{}",

@@ -4,16 +4,17 @@
 //! says, never with a 5xx, and the server stays healthy afterwards
 //! (`/healthz` 200 and a normal ingest 200).
 
+#[path = "support/mod.rs"]
 mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::{
-    Options, Reply, Server, assert_healthy, build_request, contact_body, fixture_contact, get, ingest, post,
-    read_reply, request, send_raw,
+use support::raw::{
+    Reply, assert_healthy, build_request, contact_body, get, ingest, post, read_reply, request, send_raw,
 };
+use support::{Options, TestServer as Server, contact as fixture_contact};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
@@ -54,7 +55,7 @@ fn unique(prefix: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_and_lone_surrogates_are_400() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         (
             "an invalid byte in a string",
@@ -151,7 +152,7 @@ async fn invalid_utf8_and_lone_surrogates_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn not_json_or_not_contacts_is_400() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("an empty body", bytes(""), 400),
         ("only whitespace", bytes(" \r\n\t"), 400),
@@ -196,7 +197,7 @@ async fn not_json_or_not_contacts_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_numbers_that_parse_are_kept_and_out_of_range_ones_are_400() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     let big = "123456789012345678901234567890";
     // Numbers that parse (as a 64-bit integer or a double) are fine
     // anywhere; they are kept exactly as received in the scored contact.
@@ -268,7 +269,7 @@ async fn huge_numbers_that_parse_are_kept_and_out_of_range_ones_are_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_keys_the_last_one_counts() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     let id = unique("dup");
     // The rules and the id read the last occurrence of a key (as most JSON
     // parsers do); the contact is kept as received, with both.
@@ -325,7 +326,7 @@ fn nested(levels: usize, open: &str, close: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nesting_128_is_accepted_and_129_is_400() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     // The contact object and `levels - 1` objects inside it.
     let objects = |levels: usize| {
         let mut text = String::from(r#"{"id":1,"x":"#);
@@ -403,7 +404,7 @@ async fn nesting_128_is_accepted_and_129_is_400() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ids_of_every_json_type() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     for id in [
         json!(1),
         json!(-7),
@@ -473,7 +474,7 @@ async fn ids_of_every_json_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_contact_field_with_the_wrong_type_still_scores() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     let wrong: Vec<(&str, Value)> = vec![
         ("questionsAndAnswers", json!([])),
         (
@@ -563,7 +564,7 @@ async fn every_contact_field_with_the_wrong_type_still_scores() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_but_valid_bodies_are_accepted() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     // One string of 900 KB, longer than a rule may build (256 KiB).
     let mut contact = fixture_contact("qualified");
     contact["id"] = json!(unique("long"));
@@ -612,7 +613,7 @@ fn many_contacts(n: usize) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_contacts_than_max_contacts_is_413() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     for n in [1001, 5000] {
         let body = many_contacts(n);
         assert!(
@@ -636,7 +637,7 @@ async fn five_thousand_contacts_with_raised_limits() {
     let server = Server::start(Options {
         max_contacts: 5000,
         max_body: 32 * 1024 * 1024,
-        ..Default::default()
+        ..Options::plain()
     })
     .await;
     let body = many_contacts(5000);
@@ -655,7 +656,7 @@ async fn five_thousand_contacts_with_raised_limits() {
 async fn bodies_over_max_body_are_413() {
     let server = Server::start(Options {
         max_body: 64 * 1024,
-        ..Default::default()
+        ..Options::plain()
     })
     .await;
     let mut contact = fixture_contact("qualified");
@@ -703,7 +704,7 @@ async fn bodies_over_max_body_are_413() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_types_and_encodings() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     for content_type in [
         "text/plain",
         "text/json",
@@ -802,7 +803,7 @@ async fn content_types_and_encodings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_methods_and_unknown_paths_are_json_errors() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     for (method, path, expected) in [
         ("GET", "/webhooks/iclosed", 405),
         ("PUT", "/webhooks/iclosed", 405),
@@ -864,7 +865,7 @@ async fn raw_case(addr: SocketAddr, what: &str, bytes: &[u8], allowed: &[u16]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn huge_heads_are_431_or_closed_and_the_server_stays_healthy() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     let addr = server.addr;
     // The head limit is 64 KiB of hyper's read buffer (MAX_HEADER_BYTES);
     // hyper checks it between reads, so a head a little over 64 KiB may get
@@ -934,7 +935,7 @@ async fn huge_heads_are_431_or_closed_and_the_server_stays_healthy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_http_never_causes_a_5xx() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     let addr = server.addr;
     let body = contact_body(json!(unique("http")));
     let len = body.len();
@@ -1060,7 +1061,7 @@ async fn malformed_http_never_causes_a_5xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_and_idle_connections_do_not_starve_others_and_are_closed() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     let addr = server.addr;
     let opened = Instant::now();
     // 200 connections that send nothing.
@@ -1148,7 +1149,7 @@ async fn slow_and_idle_connections_do_not_starve_others_and_are_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_short_connections_in_a_row() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     // Connections opened and dropped at once, or dropped in the middle of a
     // head or a body: none of them may hurt the server.
     for i in 0..300 {
@@ -1173,5 +1174,100 @@ async fn many_short_connections_in_a_row() {
     server.assert_healthy().await;
     let metrics = get(server.addr, "/metrics", &[]).await;
     assert_eq!(metrics.status, 200);
+    server.stop().await;
+}
+
+/// issue 19 #3 (SPEC 4): admin query parameters out of range — overflowing,
+/// negative, a bucket that divided by zero, a date past the year 9999 that
+/// panicked while formatting — are `400` naming the parameter, never a 5xx,
+/// a dropped connection or an unbounded answer.
+#[tokio::test]
+async fn admin_parameters_out_of_range_are_refused_by_name() {
+    let server = Server::start(Options::plain()).await;
+    let cases = [
+        ("/stats?bucket=9223372036854776s", "bucket"),
+        ("/stats?bucket=2305843009213693952s", "bucket"),
+        ("/stats?since=1970-01-01T00:00:00Z&bucket=1m", "bucket"),
+        ("/stats?since=10000-01-01T00:00:00Z", "since"),
+        ("/stats?since=9999-12-31T23:00:00-05:00", "since"),
+        ("/stats?since=99999999999999999999d", "since"),
+        ("/stats?since=1h&since=2h", "since"),
+        ("/deliveries?limit=18446744073709551616", "limit"),
+        ("/deliveries?limit=-1", "limit"),
+        ("/deliveries?limit=0", "limit"),
+        ("/deliveries?status=lost", "status"),
+        ("/contacts?limit=100000", "limit"),
+        ("/contacts?limit=1e3", "limit"),
+    ];
+    for (path, name) in cases {
+        let reply = get(server.addr, path, &[]).await;
+        reply.assert_error(400);
+        let message = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(message.starts_with(name), "{path}: {message}");
+    }
+    for (body, name) in [
+        (json!({"rules": {}, "since": "10000-01-01T00:00:00Z"}), "since"),
+        (json!({"rules": {}, "since": "9223372036854775807d"}), "since"),
+        (json!({"rules": {}, "top": 1_000_000}), "top"),
+        (json!({"rules": {}, "against": "yesterday"}), "against"),
+    ] {
+        let reply = post(
+            server.addr,
+            "/backtest",
+            &[("Content-Type", "application/json")],
+            body.to_string().as_bytes(),
+        )
+        .await;
+        reply.assert_error(400);
+        let message = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(message.starts_with(name), "{body}: {message}");
+    }
+    server.assert_healthy().await;
+    server.stop().await;
+}
+
+/// issue 19 #4: one peer cannot hold every connection: past its share the
+/// server closes new connections at once, and a connection it gives back
+/// can be used again.
+#[tokio::test]
+async fn one_peer_cannot_hold_more_than_its_share_of_connections() {
+    let server = Server::start(Options {
+        max_connections_per_peer: 3,
+        ..Options::plain()
+    })
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The fourth is accepted by the kernel and closed by the server without
+    // an answer; reading it ends (EOF or reset) instead of hanging.
+    let mut extra = TcpStream::connect(server.addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(15), extra.read(&mut buf))
+        .await
+        .expect("the extra connection is closed, not left waiting");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "no answer on the extra connection: {read:?}"
+    );
+    // An idle one is given back: a request goes through again.
+    drop(idle.pop());
+    // The server frees the slot when it sees the close: poll briefly.
+    let request = build_request("GET", "/healthz", &[], b"");
+    let mut answered = None;
+    for _ in 0..200 {
+        if let Ok(reply) = send_raw(server.addr, &request).await {
+            answered = Some(reply);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let reply = answered.expect("a freed slot takes a new connection");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    drop(idle);
     server.stop().await;
 }

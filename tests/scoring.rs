@@ -9,7 +9,10 @@ use leadscore::payload::{Contact, parse_body};
 use leadscore::score::{Limits, Outcome, Points, RuleSet, RuleSources};
 use serde_json::{Value, json};
 
-mod spec;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::spec;
 
 // ---------------------------------------------------------------- helpers
 
@@ -1400,14 +1403,8 @@ fn native_evaluation_agrees_with_rhai_on_generated_contacts() {
         .map(|c| contact(odd(&c.value, 0)))
         .collect();
     contacts.extend(odd_contacts);
-    let bench_rules = root.join("../shared/bench/rules");
-    let mut folders = vec![root.join("rules")];
-    if bench_rules.is_dir() {
-        folders.push(bench_rules.clone());
-    } else {
-        println!("SKIPPED the bench rules: {} not found", bench_rules.display());
-    }
-    for folder in folders {
+    let bench_rules = root.join("benches/rules");
+    for folder in [root.join("rules"), bench_rules.clone()] {
         let native = RuleSet::load(&folder, &relaxed()).unwrap();
         let rhai = RuleSet::load(&folder, &relaxed()).unwrap().interpreted_only();
         assert!(native.native_rule_count() > 0);

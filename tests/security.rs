@@ -5,6 +5,7 @@
 //! the admin endpoints need the admin token while health and metrics stay
 //! open; and no secret or signature ever reaches the log or an error body.
 
+#[path = "support/mod.rs"]
 mod support;
 
 use std::process::{Command, Stdio};
@@ -17,7 +18,8 @@ use leadscore::ingest::auth::InboundAuth;
 use leadscore::signature::WebhookSecret;
 use serde_json::{Value, json};
 use sha2::Sha256;
-use support::{Options, Process, Reply, Server, contact_body, get, post, request};
+use support::raw::{Reply, contact_body, get, post, request};
+use support::{Options, Process, TestServer as Server};
 
 const TOKEN: &str = "tok_Zr4T9qLm2XcV8bN1";
 const HMAC_HEADER: &str = "X-Leadscore-Signature";
@@ -82,11 +84,8 @@ type TokenCase<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shared_token_in_bearer_header_or_query() {
     let server = Server::start(Options {
-        auth: InboundAuth {
-            token: Some(TOKEN.into()),
-            ..Default::default()
-        },
-        ..Default::default()
+        webhook_token: Some(TOKEN.into()),
+        ..Options::plain()
     })
     .await;
     let bearer = format!("Bearer {TOKEN}");
@@ -144,11 +143,8 @@ async fn zapier_style_token_urls_are_percent_decoded() {
     // secrets often have: `?token=` is form-decoded before comparing.
     let token = "a+b/c=d&e f";
     let server = Server::start(Options {
-        auth: InboundAuth {
-            token: Some(token.into()),
-            ..Default::default()
-        },
-        ..Default::default()
+        webhook_token: Some(token.into()),
+        ..Options::plain()
     })
     .await;
     let reply = ingest_with(
@@ -169,14 +165,8 @@ async fn zapier_style_token_urls_are_percent_decoded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn body_hmac_in_hex_or_base64_with_optional_prefix() {
     let server = Server::start(Options {
-        auth: InboundAuth {
-            hmac: Some((
-                http::HeaderName::from_static("x-leadscore-signature"),
-                HMAC_SECRET.as_bytes().to_vec(),
-            )),
-            ..Default::default()
-        },
-        ..Default::default()
+        webhook_hmac: Some(("x-leadscore-signature".into(), HMAC_SECRET.into())),
+        ..Options::plain()
     })
     .await;
     for (what, encode) in [
@@ -242,11 +232,8 @@ type SignatureList = fn(&str, &str) -> String;
 
 async fn standard_server() -> Server {
     Server::start(Options {
-        auth: InboundAuth {
-            standard_webhooks: Some(secret()),
-            ..Default::default()
-        },
-        ..Default::default()
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
+        ..Options::plain()
     })
     .await
 }
@@ -485,11 +472,8 @@ async fn the_live_server_refuses_the_replayed_vector_as_stale() {
     )
     .expect("JSON");
     let server = Server::start(Options {
-        auth: InboundAuth {
-            standard_webhooks: Some(WebhookSecret::parse(vector["secret"].as_str().unwrap()).unwrap()),
-            ..Default::default()
-        },
-        ..Default::default()
+        webhook_secret: Some(vector["secret"].as_str().unwrap().into()),
+        ..Options::plain()
     })
     .await;
     let reply = post_standard(
@@ -559,13 +543,14 @@ fn python(args: &[&str], stdin: &[u8]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reference_library_signature_is_accepted_by_the_real_server() {
     if !python_has_standardwebhooks() {
-        println!(
-            "SKIPPED reference_library_signature_is_accepted_by_the_real_server: python3 cannot import \
-             `standardwebhooks` (install it with `python3 -m pip install standardwebhooks`)"
+        support::skipped(
+            "reference_library_signature_is_accepted_by_the_real_server",
+            "python3 cannot import `standardwebhooks` (install it with \
+             `python3 -m pip install standardwebhooks`)",
         );
         return;
     }
-    let process = Process::spawn(&["--webhook-secret", WEBHOOK_SECRET], &[]);
+    let process = Process::serve(&["--webhook-secret", WEBHOOK_SECRET], &[]);
     // Non-ASCII text: both sides must sign the same UTF-8 bytes.
     let body = serde_json::to_vec(&json!([{
         "id": "py-1", "firstName": "Zoë", "lastName": "Ångström", "email": "zoe@example.com",
@@ -620,15 +605,10 @@ async fn reference_library_signature_is_accepted_by_the_real_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_every_mode_configured_any_one_passing_is_enough() {
     let server = Server::start(Options {
-        auth: InboundAuth {
-            token: Some(TOKEN.into()),
-            hmac: Some((
-                http::HeaderName::from_static("x-leadscore-signature"),
-                HMAC_SECRET.as_bytes().to_vec(),
-            )),
-            standard_webhooks: Some(secret()),
-        },
-        ..Default::default()
+        webhook_token: Some(TOKEN.into()),
+        webhook_hmac: Some(("x-leadscore-signature".into(), HMAC_SECRET.into())),
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
+        ..Options::plain()
     })
     .await;
     let body = unique_body();
@@ -669,7 +649,7 @@ async fn with_every_mode_configured_any_one_passing_is_enough() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_secret_ingest_is_open() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     let reply = ingest_with(&server, "/webhooks/iclosed", &[], &unique_body()).await;
     assert_accepted(&reply, "no secret configured");
     let reply = ingest_with(
@@ -705,11 +685,8 @@ const ADMIN_ENDPOINTS: [(&str, &str, &[u8]); 12] = [
 async fn admin_endpoints_need_the_admin_token() {
     let server = Server::start(Options {
         admin_token: Some(ADMIN_TOKEN.into()),
-        auth: InboundAuth {
-            token: Some(TOKEN.into()),
-            ..Default::default()
-        },
-        ..Default::default()
+        webhook_token: Some(TOKEN.into()),
+        ..Options::plain()
     })
     .await;
     let right = format!("Bearer {ADMIN_TOKEN}");
@@ -799,7 +776,7 @@ async fn admin_endpoints_need_the_admin_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_admin_token_admin_endpoints_are_open() {
-    let server = Server::default().await;
+    let server = Server::start(Options::plain()).await;
     for (method, path, body) in ADMIN_ENDPOINTS {
         let reply = request(
             server.addr,
@@ -821,7 +798,7 @@ async fn without_an_admin_token_admin_endpoints_are_open() {
 async fn failed_checks_log_no_secret_and_no_signature() {
     // The real binary at debug level, secrets given by flag and by
     // environment variable.
-    let process = Process::spawn(
+    let process = Process::serve(
         &[
             "--webhook-token",
             TOKEN,
@@ -949,4 +926,123 @@ async fn failed_checks_log_no_secret_and_no_signature() {
             );
         }
     }
+}
+
+/// issue 19 #4: with token authentication only, a sender without the token
+/// is refused from its headers: the server does not wait for (or hold) a
+/// body it announced. The old server read the whole body first and, with no
+/// body coming, answered only after its 30 s body timeout.
+#[tokio::test]
+async fn a_token_only_server_refuses_before_reading_the_body() {
+    use tokio::io::AsyncWriteExt as _;
+    let server = Server::start(Options {
+        webhook_token: Some(TOKEN.into()),
+        ..Options::plain()
+    })
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(
+            b"POST /webhooks/iclosed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 1000000\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    // Never sends a body byte; a server that waits for it does not answer
+    // within this bound (it is a hang detector, not a timing check).
+    let reply = tokio::time::timeout(Duration::from_secs(15), support::raw::read_reply(&mut stream))
+        .await
+        .expect("the refusal comes without the body")
+        .unwrap();
+    reply.assert_error(401);
+    let bearer = format!("Bearer {TOKEN}");
+    let accepted = ingest_with(
+        &server,
+        "/webhooks/iclosed",
+        &[("Authorization", &bearer)],
+        &unique_body(),
+    )
+    .await;
+    assert_accepted(&accepted, "the token in the header, after the refusal");
+    server.stop().await;
+}
+
+/// Sends `GET path` with exactly the `Host` given (or none).
+async fn get_with_host(
+    addr: std::net::SocketAddr,
+    path: &str,
+    host: Option<&str>,
+    admin: Option<&str>,
+) -> Reply {
+    let mut head = format!("GET {path} HTTP/1.1\r\nConnection: close\r\n");
+    if let Some(host) = host {
+        head.push_str(&format!("Host: {host}\r\n"));
+    }
+    if let Some(token) = admin {
+        head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    }
+    head.push_str("\r\n");
+    support::raw::send_raw(addr, head.as_bytes()).await.unwrap()
+}
+
+/// SPEC 4.2 (issue 19 #10): without an admin token, the admin endpoints and
+/// the console answer `403` to a `Host` that is not this machine (a web page
+/// reaching them through DNS rebinding); loopback names, the listen address
+/// and `--allowed-host` names pass, and health and metrics stay open.
+#[tokio::test]
+async fn without_an_admin_token_a_foreign_host_is_refused() {
+    let server = Server::start(Options::plain()).await;
+    let port = server.addr.port();
+    for path in [
+        "/contacts",
+        "/rules",
+        "/stats",
+        "/deliveries",
+        "/",
+        "/console/config",
+        "/assets/app.js",
+    ] {
+        let refused = get_with_host(server.addr, path, Some("evil.example"), None).await;
+        refused.assert_error(403);
+        assert!(
+            refused.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("--allowed-host"),
+            "{refused:?}"
+        );
+        for host in [
+            "localhost",
+            &format!("localhost:{port}"),
+            &format!("127.0.0.1:{port}"),
+            "[::1]:80",
+        ] {
+            let reply = get_with_host(server.addr, path, Some(host), None).await;
+            assert_eq!(reply.status, 200, "{path} with Host {host}: {reply:?}");
+        }
+    }
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let reply = get_with_host(server.addr, path, Some("evil.example"), None).await;
+        assert_eq!(reply.status, 200, "{path} stays open: {reply:?}");
+    }
+    server.stop().await;
+
+    // With an admin token the token decides, whatever the Host.
+    let server = Server::start(Options {
+        admin_token: Some(ADMIN_TOKEN.into()),
+        ..Options::plain()
+    })
+    .await;
+    let reply = get_with_host(
+        server.addr,
+        "/contacts",
+        Some("leads.example.com"),
+        Some(ADMIN_TOKEN),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    get_with_host(server.addr, "/contacts", Some("leads.example.com"), None)
+        .await
+        .assert_error(401);
+    server.stop().await;
 }

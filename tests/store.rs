@@ -7,9 +7,10 @@ use std::time::Duration;
 use leadscore::store::{self, AttemptOutcome, DeliveryStatus, Enqueued, Requeue, Store, now_ms};
 use serde_json::json;
 
-mod pg_support;
+#[path = "support/mod.rs"]
+mod support;
 
-use pg_support::{event, retention};
+use support::pg::{self, event, retention};
 
 /// What keeps a test's store alive and cleans it up afterwards.
 #[allow(dead_code)]
@@ -17,7 +18,7 @@ enum Scratch {
     /// The SQLite file's folder, removed on drop.
     Dir(tempfile::TempDir),
     /// A PostgreSQL schema of the test's own, dropped on drop.
-    Schema(pg_support::Schema),
+    Schema(pg::Schema),
 }
 
 /// Every backend under test; each test gets a fresh store: SQLite in a
@@ -31,7 +32,7 @@ async fn backends() -> Vec<(String, Arc<dyn Store>, Scratch)> {
         store::open(&url, retention()).await.unwrap(),
         Scratch::Dir(dir),
     )];
-    if let Some(schema) = pg_support::Schema::fresh("store") {
+    if let Some(schema) = pg::Schema::fresh("store") {
         let store = store::open(&schema.url(), retention())
             .await
             .unwrap_or_else(|e| panic!("PostgreSQL store at {}: {e}", schema.url()));

@@ -21,7 +21,7 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 cargo build --release --quiet --bin leadscore --example bare_warp  # one feature set for every script: no rebuilds between them
 BIN=$ROOT/target/release/leadscore
 STORE="sqlite://$WORK/store/ls.db"
-RULES=$SHARED/bench/rules
+RULES=$ROOT/benches/rules
 
 # The history: N generated contacts through the webhook, 200 per request.
 LEADSCORE_LOG=warn "$BIN" serve --rules "$RULES" --store "$STORE" --listen 127.0.0.1:$PORT \

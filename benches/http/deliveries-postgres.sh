@@ -39,7 +39,7 @@ done
 
 start() { # port -> pid (waits until ready)
   LEADSCORE_LOG=${LEADSCORE_LOG:-error} taskset -c 0 "$BIN" serve \
-    --rules "$SHARED/bench/rules" --store "$STORE" --listen "127.0.0.1:$1" \
+    --rules "$ROOT/benches/rules" --store "$STORE" --listen "127.0.0.1:$1" \
     --forward-url "http://127.0.0.1:$PORT/webhooks/iclosed" --retry-schedule 1h \
     --forward-concurrency "$CONCURRENCY" >> "$WORK/$1.log" 2>&1 &
   local pid=$!

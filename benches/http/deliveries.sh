@@ -16,7 +16,7 @@ CONCURRENCY=${CONCURRENCY:-16}
 cargo build --release --quiet --example bare_warp
 [ "$BIN" = target/release/leadscore ] && cargo build --release --quiet --bin leadscore --example bare_warp
 "$SHARED/tools/gen-contacts" -n "$N" --seed 11 --batch 1 --jsonl > "$WORK/p.jsonl"
-ARGS=(--rules "$SHARED/bench/rules" --store "sqlite://$WORK/ls.db" --listen 127.0.0.1:8093
+ARGS=(--rules "$ROOT/benches/rules" --store "sqlite://$WORK/ls.db" --listen 127.0.0.1:8093
       --forward-url http://127.0.0.1:8094/webhooks/iclosed --retry-schedule 1h
       --forward-concurrency "$CONCURRENCY")
 # 1. Store N contacts while the receiver is down: each first attempt fails at once

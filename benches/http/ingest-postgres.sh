@@ -29,7 +29,7 @@ sep() { case "$PG" in *\?*) echo '&';; *) echo '?';; esac; }
 
 start() { # port schema -> pid
   if curl -s -o /dev/null "http://127.0.0.1:$1/"; then echo "port $1 is taken (set PORT=)" >&2; exit 1; fi
-  LEADSCORE_LOG=warn taskset -c 0 target/release/leadscore serve --rules "$SHARED/bench/rules" \
+  LEADSCORE_LOG=warn taskset -c 0 target/release/leadscore serve --rules "$ROOT/benches/rules" \
     --store "$PG$(sep)schema=$2" --listen "127.0.0.1:$1" > "$WORK/$1.log" 2>&1 &
   local pid=$!
   for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/readyz" && break; sleep 0.1; done

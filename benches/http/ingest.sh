@@ -37,4 +37,4 @@ measure() { # name port -- command...
 
 measure bare-warp 8091 -- target/release/examples/bare_warp 127.0.0.1:8091
 LEADSCORE_LOG=warn measure leadscore-sqlite 8092 -- target/release/leadscore serve \
-  --rules "$SHARED/bench/rules" --store "sqlite://$WORK/store/ls.db" --listen 127.0.0.1:8092
+  --rules "$ROOT/benches/rules" --store "sqlite://$WORK/store/ls.db" --listen 127.0.0.1:8092

@@ -9,7 +9,7 @@ SHARED=${SHARED:-$ROOT/../shared}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 cargo build --release --quiet --bin leadscore --example bare_warp  # one feature set for every script: no rebuilds between them
-cp -r "$SHARED/bench/rules" "$WORK/rules"
+cp -r "$ROOT/benches/rules" "$WORK/rules"
 LEADSCORE_LOG=error target/release/leadscore serve --rules "$WORK/rules" --store "sqlite://$WORK/ls.db" --listen 127.0.0.1:8095 & 
 sleep 1
 python3 - "$WORK/rules" <<'PY'

@@ -11,16 +11,9 @@ use std::time::{Duration, SystemTime};
 use clap::{Args, ValueEnum};
 
 use super::{RuleArgs, StoreRetentionArgs, runtime};
-use crate::backtest::{self, Backtest, Baseline, Compared, Progress, Report, Source};
+use crate::app::backtest::{self as use_case, Against};
+use crate::backtest::{self, Backtest, Baseline, Compared, Progress, Report};
 use crate::store;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Against {
-    /// Score the contacts with the loaded rules (--rules) too.
-    Rules,
-    /// Compare with the scores stored when the contacts arrived.
-    Stored,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -78,13 +71,14 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
         },
         Against::Stored => Baseline::Stored,
     };
-    let since = match backtest::parse_since(&args.since, SystemTime::now()) {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("error: --since: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    if let Err(e) = crate::time::parse_since(&args.since, SystemTime::now()) {
+        eprintln!("error: --since: {e}");
+        return ExitCode::from(2);
+    }
+    if let Err(e) = use_case::check_top(Some(args.top)) {
+        eprintln!("error: --{e}");
+        return ExitCode::from(2);
+    }
     let csv = match &args.csv {
         None => None,
         Some(path) => match CsvFile::create(path) {
@@ -108,15 +102,12 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
     let rule_files = candidate.file_names().len();
     let result = runtime.block_on(async {
         let store = store::open_existing(&args.store.store, args.store.retention()).await?;
+        let source =
+            use_case::stored_history(store, &args.since, args.all_events, args.store.retention, None)?;
         let progress = Arc::new(Progress::default());
         let bar = ProgressBar::start(progress.clone());
         let job = Backtest {
-            source: Source::Store {
-                store,
-                since_ms: backtest::window_start_ms(since, args.store.retention, SystemTime::now()),
-                all_events: args.all_events,
-                max_contacts: None,
-            },
+            source,
             baseline,
             candidate,
             top: args.top,
@@ -126,7 +117,7 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
             background: false,
         };
         let on_row = csv.as_ref().map(|csv| csv.writer());
-        let report = job.run(progress, on_row).await;
+        let report = use_case::run(job, progress, on_row).await;
         bar.finish();
         anyhow::Ok(report?)
     });

@@ -21,8 +21,11 @@ use crate::telemetry;
 
 /// How often the worker looks for due deliveries when nothing wakes it.
 const POLL: Duration = Duration::from_millis(200);
-/// The longest `Retry-After` honoured.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// The longest `Retry-After` honoured: a day, about the whole default
+/// schedule. A receiver asking for longer (a far-future date, an absurd
+/// number of seconds) gets its retry after a day; a longer entry of the
+/// schedule itself still counts in full.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
@@ -113,30 +116,39 @@ pub fn outcome_of(
             error: format!("{error}; no retries left"),
         };
     };
+    // SPEC 5: `Retry-After` can lengthen the wait, never shorten it, so a
+    // receiver answering `429` with `Retry-After: 1` cannot use up the
+    // schedule in seconds.
+    let scheduled = jitter(*delay);
     let delay = match retry_after {
-        Some(wait) => wait.min(MAX_RETRY_AFTER),
-        None => jitter(*delay),
+        Some(wait) => scheduled.max(wait.min(MAX_RETRY_AFTER)),
+        None => scheduled,
     };
+    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
     AttemptOutcome::Retry {
-        next_attempt_at: now_ms + delay.as_millis() as i64,
+        next_attempt_at: now_ms.saturating_add(delay_ms),
         status,
         error,
     }
 }
 
-/// ±20 % jitter.
+/// ±20 % jitter (saturating: an absurd schedule entry must not panic).
 fn jitter(delay: Duration) -> Duration {
-    delay.mul_f64(rand::rng().random_range(0.8..=1.2))
+    let factor = rand::rng().random_range(0.8..=1.2);
+    Duration::try_from_secs_f64(delay.as_secs_f64() * factor).unwrap_or(Duration::MAX)
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` as seconds or an HTTP date, at most [`MAX_RETRY_AFTER`].
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(SystemTime::now()).unwrap_or_default())
+    let wait = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // Too many seconds for a u64 is still a (very) long wait.
+        value.parse::<u64>().map_or(MAX_RETRY_AFTER, Duration::from_secs)
+    } else {
+        let at = httpdate::parse_http_date(value).ok()?;
+        at.duration_since(SystemTime::now()).unwrap_or_default()
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
 }
 
 pub struct Deliverer {
@@ -281,7 +293,7 @@ impl Deliverer {
         telemetry::delivery_attempt(
             &delivery.event_id,
             delivery.attempts + 1,
-            &outcome,
+            reported(&outcome),
             started.elapsed(),
         );
         // At-least-once: if this record is lost, the lease runs out and the
@@ -371,6 +383,26 @@ fn describe_error(e: &reqwest::Error) -> String {
     text
 }
 
+/// An attempt's outcome as telemetry takes it (plain values).
+fn reported(outcome: &AttemptOutcome) -> telemetry::Attempt<'_> {
+    match outcome {
+        AttemptOutcome::Delivered { status } => telemetry::Attempt::Delivered { status: *status },
+        AttemptOutcome::Retry {
+            next_attempt_at,
+            status,
+            error,
+        } => telemetry::Attempt::Retry {
+            status: *status,
+            error,
+            next_attempt_at: *next_attempt_at,
+        },
+        AttemptOutcome::Dead { status, error } => telemetry::Attempt::Dead {
+            status: *status,
+            error,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -440,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_replaces_the_scheduled_delay() {
+    fn a_longer_retry_after_replaces_the_scheduled_delay() {
         let r = Response::Status {
             status: 429,
             retry_after: Some(Duration::from_secs(42)),
@@ -491,6 +523,107 @@ mod tests {
         ] {
             let error = parse_header(own).unwrap_err();
             assert!(error.contains("cannot be added"), "{own}: {error}");
+        }
+    }
+
+    /// The earliest and latest next attempt (ms after `now`) over many
+    /// draws of the jitter.
+    fn next_attempt_range(response: &Response, attempts_before: u32, schedule: &[Duration]) -> (i64, i64) {
+        let now = 1_000_000_000;
+        let mut range = (i64::MAX, i64::MIN);
+        for _ in 0..200 {
+            match outcome_of(response, attempts_before, schedule, now) {
+                AttemptOutcome::Retry { next_attempt_at, .. } => {
+                    range.0 = range.0.min(next_attempt_at - now);
+                    range.1 = range.1.max(next_attempt_at - now);
+                }
+                other => panic!("expected a retry: {other:?}"),
+            }
+        }
+        range
+    }
+
+    #[test]
+    fn a_short_retry_after_never_shortens_the_schedule() {
+        // SPEC 5: the wait is the longer of the schedule's delay and Retry-After.
+        let schedule = [Duration::from_secs(300), Duration::from_secs(7200)];
+        for (attempts_before, scheduled) in [(0, 300_000), (1, 7_200_000)] {
+            for seconds in [0, 1, 5] {
+                let response = Response::Status {
+                    status: 429,
+                    retry_after: Some(Duration::from_secs(seconds)),
+                };
+                let (earliest, latest) = next_attempt_range(&response, attempts_before, &schedule);
+                assert!(
+                    earliest >= scheduled * 8 / 10,
+                    "Retry-After: {seconds} made retry {attempts_before} wait only {earliest} ms"
+                );
+                assert!(latest <= scheduled * 12 / 10, "{latest}");
+            }
+        }
+        // A longer Retry-After lengthens the wait, as asked (no jitter).
+        let response = Response::Status {
+            status: 503,
+            retry_after: Some(Duration::from_secs(3600)),
+        };
+        assert_eq!(
+            next_attempt_range(&response, 0, &schedule),
+            (3_600_000, 3_600_000)
+        );
+    }
+
+    #[test]
+    fn an_absurd_retry_after_is_capped() {
+        let schedule = [Duration::from_secs(5)];
+        for wait in [
+            MAX_RETRY_AFTER + Duration::from_secs(1),
+            Duration::from_secs(10 * 365 * 86400),
+            Duration::from_secs(u64::MAX),
+            Duration::MAX,
+        ] {
+            let response = Response::Status {
+                status: 429,
+                retry_after: Some(wait),
+            };
+            let cap = MAX_RETRY_AFTER.as_millis() as i64;
+            assert_eq!(
+                next_attempt_range(&response, 0, &schedule),
+                (cap, cap),
+                "{wait:?}"
+            );
+        }
+        // A schedule entry longer than the cap still counts in full.
+        let long = [Duration::from_secs(48 * 3600)];
+        let response = Response::Status {
+            status: 429,
+            retry_after: Some(Duration::from_secs(u64::MAX)),
+        };
+        let (earliest, _) = next_attempt_range(&response, 0, &long);
+        assert!(earliest >= 48 * 3600 * 1000 * 8 / 10, "{earliest}");
+        // An HTTP date far ahead (or past the end of time) is capped too.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "retry-after",
+            HeaderValue::from_static("Fri, 31 Dec 9999 23:59:59 GMT"),
+        );
+        assert_eq!(retry_after(&headers), Some(MAX_RETRY_AFTER));
+        headers.insert("retry-after", HeaderValue::from_static("99999999999999999999999"));
+        assert_eq!(
+            retry_after(&headers),
+            Some(MAX_RETRY_AFTER),
+            "too many seconds for a u64"
+        );
+    }
+
+    #[test]
+    fn a_huge_schedule_entry_does_not_wrap_the_next_attempt() {
+        let schedule = [Duration::MAX];
+        let network = Response::Failed("could not connect".into());
+        match outcome_of(&network, 0, &schedule, 1_000) {
+            AttemptOutcome::Retry { next_attempt_at, .. } => {
+                assert!(next_attempt_at > 1_000, "{next_attempt_at}")
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

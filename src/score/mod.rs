@@ -2,15 +2,16 @@
 //! scored contact of SPEC section 3. Pure library code: no I/O beyond reading
 //! the rules folder, no HTTP types.
 
+mod budget;
 pub mod helpers;
 mod native;
 pub mod pool;
 pub mod runtime;
 pub mod tiers;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use rhai::{AST, Caches, Dynamic, Engine, ImmutableString, Scope};
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::payload::Contact;
+use budget::Budget;
 use runtime::{CachePool, ContactUse, RunGuard, describe_runtime_error};
 pub use runtime::{Limits, Points};
 pub use tiers::Tiers;
@@ -71,6 +73,14 @@ impl RuleSources {
     /// Reads every `*.rhai` file directly inside `dir` (hidden files, such as
     /// editors' swap files, are skipped) and `tiers.toml`.
     pub fn read_dir(dir: &Path) -> Result<Self, LoadError> {
+        if !dir.is_dir() {
+            return Err(LoadError(vec![CompileError {
+                file: dir.display().to_string(),
+                line: 0,
+                column: 0,
+                message: "the rules folder does not exist or is not a folder".into(),
+            }]));
+        }
         let io_error = |file: &Path, e: std::io::Error| {
             LoadError(vec![CompileError {
                 file: file.display().to_string(),
@@ -97,6 +107,14 @@ impl RuleSources {
             Err(e) => return Err(io_error(&tiers_path, e)),
         };
         Ok(Self { files, tiers })
+    }
+
+    /// The `rules_version` a rule set compiled from these sources has: a
+    /// reload can tell that nothing changed without compiling.
+    pub fn version(&self) -> String {
+        let mut sorted = self.clone();
+        sorted.files.sort_by(|a, b| a.0.cmp(&b.0));
+        version_of(&sorted)
     }
 }
 
@@ -135,7 +153,6 @@ pub struct RuleSet {
     /// converted into a Rhai map.
     contact_use: ContactUse,
     caches: CachePool,
-    source_dir: Option<PathBuf>,
     /// Whether rules run natively where they can (on unless switched off
     /// with [`RuleSet::interpreted_only`]).
     native: bool,
@@ -153,17 +170,7 @@ impl std::fmt::Debug for RuleSet {
 impl RuleSet {
     /// Loads and compiles a rules folder.
     pub fn load(dir: &Path, limits: &Limits) -> Result<Self, LoadError> {
-        if !dir.is_dir() {
-            return Err(LoadError(vec![CompileError {
-                file: dir.display().to_string(),
-                line: 0,
-                column: 0,
-                message: "the rules folder does not exist or is not a folder".into(),
-            }]));
-        }
-        let mut set = Self::compile(RuleSources::read_dir(dir)?, limits)?;
-        set.source_dir = Some(dir.to_path_buf());
-        Ok(set)
+        Self::compile(RuleSources::read_dir(dir)?, limits)
     }
 
     /// Compiles a rule set from its sources; reports every error in it.
@@ -233,7 +240,6 @@ impl RuleSet {
             limits: limits.clone(),
             contact_use,
             caches: CachePool::default(),
-            source_dir: None,
             native: true,
         })
     }
@@ -273,10 +279,6 @@ impl RuleSet {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
-    }
-
-    pub fn source_dir(&self) -> Option<&Path> {
-        self.source_dir.as_deref()
     }
 
     /// Scores one contact. `event_id` is the stored event's id (`None` in a
@@ -320,8 +322,8 @@ impl RuleSet {
     /// native path itself, not only the combined result.
     #[doc(hidden)]
     pub fn evaluate_native_only(&self, contact: &Contact) -> Option<Outcome> {
-        let deadline = Instant::now() + self.limits.timeout;
-        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), deadline);
+        let budget = Budget::start(&self.limits);
+        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget);
         let mut native_run = native::Run::new(&contact.value, &self.limits);
         let mut runs = Vec::with_capacity(self.rules.len());
         for rule in &self.rules {
@@ -339,8 +341,8 @@ impl RuleSet {
         if runs.iter().all(Option::is_some) {
             return runs.into_iter().flatten().collect();
         }
-        let deadline = Instant::now() + self.limits.timeout;
-        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), deadline);
+        let budget = Budget::start(&self.limits);
+        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget);
         let mut native_run = native::Run::new(&contact.value, &self.limits);
         // Rhai's scope and caches only when a rule needs Rhai.
         let mut rhai: Option<(Scope, usize, Vec<Caches>)> = None;
@@ -348,11 +350,8 @@ impl RuleSet {
             if slot.is_some() {
                 continue;
             }
-            if run.timed_out() {
-                *slot = Some(Err(format!(
-                    "not run: the rule set's time budget of {} per contact ran out",
-                    humantime::format_duration(self.limits.timeout)
-                )));
+            if let Some(why) = run.exhausted() {
+                *slot = Some(Err(format!("not run: {}", why.describe(&self.limits))));
                 continue;
             }
             run.begin_rule(&rule.name);
@@ -629,5 +628,168 @@ impl<'de> Deserialize<'de> for Points {
             Some(i) => Points::Int(i),
             None => Points::Float(n.as_f64().unwrap_or(0.0)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::payload::parse_body;
+
+    /// The example rules (`rules/`) plus a rule that burns a few
+    /// milliseconds of CPU for every contact: far inside the budget, but
+    /// long enough that a thread kept waiting for a core runs past it in
+    /// wall-clock time.
+    fn rules_with_a_burner(limits: &Limits) -> RuleSet {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let mut sources = RuleSources::read_dir(&dir).expect("the example rules");
+        sources.files.push((
+            "95-burn.rhai".into(),
+            "let i = 0; let sum = 0; while i < 3000 { sum += i % 7; i += 1; } if sum < 0 { add(1, \"never\") }"
+                .into(),
+        ));
+        RuleSet::compile(sources, limits).expect("the rules compile")
+    }
+
+    fn mix(n: usize) -> Vec<Contact> {
+        let text = include_str!("../../benches/data/contacts-1000-seed7.jsonl");
+        text.lines()
+            .take(n)
+            .flat_map(|line| parse_body(line.as_bytes(), usize::MAX).expect("a mix payload"))
+            .collect()
+    }
+
+    fn outcomes(rules: &RuleSet, contacts: &[Contact]) -> Vec<Outcome> {
+        contacts.iter().map(|c| rules.evaluate(c)).collect()
+    }
+
+    /// Pins the current thread to `cpu`; false where the system refuses.
+    #[cfg(target_os = "linux")]
+    fn pin_to(cpu: usize) -> bool {
+        let mut set = rustix::thread::CpuSet::new();
+        set.set(cpu);
+        rustix::thread::sched_setaffinity(None, &set).is_ok()
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn pin_to(_cpu: usize) -> bool {
+        false
+    }
+
+    /// A CPU this process may run on.
+    #[cfg(target_os = "linux")]
+    fn some_cpu() -> usize {
+        rustix::thread::sched_getaffinity(None)
+            .ok()
+            .and_then(|set| (0..rustix::thread::CpuSet::MAX_CPU).find(|&i| set.is_set(i)))
+            .unwrap_or(0)
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn some_cpu() -> usize {
+        0
+    }
+
+    /// Scoring under a CPU hog gives exactly the quiet run's results (issue
+    /// 19 #9): the scoring thread runs at the lowest priority, pinned to one
+    /// core with busy threads of normal priority, so it gets a sliver of
+    /// that core and each contact takes far longer in wall-clock time than
+    /// the budget, while its CPU time stays the same. Nothing is timed: the
+    /// outputs are compared.
+    #[test]
+    fn results_under_a_cpu_hog_are_those_of_a_quiet_run() {
+        let limits = Limits {
+            // Only the CPU budget is under test here; the wall-clock guard
+            // is pushed out of reach.
+            wall_clock_factor: 1000,
+            ..Limits::default()
+        };
+        let rules = Arc::new(rules_with_a_burner(&limits));
+        let contacts = Arc::new(mix(12));
+        let quiet = outcomes(&rules, &contacts);
+        for (contact, outcome) in contacts.iter().zip(&quiet) {
+            assert!(
+                outcome.errors.is_empty(),
+                "{:?}: {:?}",
+                contact.id,
+                outcome.errors
+            );
+        }
+
+        let cpu = some_cpu();
+        let stop = Arc::new(AtomicBool::new(false));
+        let hogs: Vec<_> = (0..3)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    pin_to(cpu);
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        n = std::hint::black_box(n.wrapping_mul(31).wrapping_add(7));
+                    }
+                })
+            })
+            .collect();
+        let loaded = std::thread::spawn({
+            let (rules, contacts) = (rules.clone(), contacts.clone());
+            move || {
+                pin_to(cpu);
+                let _ = thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+                outcomes(&rules, &contacts)
+            }
+        })
+        .join();
+        stop.store(true, Ordering::Relaxed);
+        for hog in hogs {
+            hog.join().expect("a hog thread");
+        }
+        let loaded = loaded.expect("the scoring thread");
+        for ((contact, quiet), loaded) in contacts.iter().zip(&quiet).zip(&loaded) {
+            assert_eq!(loaded, quiet, "contact {:?}", contact.id);
+        }
+    }
+
+    #[test]
+    fn a_rule_that_burns_cpu_is_stopped_by_the_cpu_budget() {
+        let limits = Limits {
+            timeout: Duration::from_millis(30),
+            max_operations: u64::MAX,
+            ..Limits::default()
+        };
+        let sources = RuleSources {
+            files: vec![
+                ("10-spin.rhai".into(), "add(1, \"lost\"); loop { }".into()),
+                ("20-after.rhai".into(), "add(2, \"after\");".into()),
+            ],
+            tiers: None,
+        };
+        let rules = RuleSet::compile(sources, &limits).unwrap();
+        let contact = &parse_body(br#"{"id": 1}"#, 1).unwrap()[0];
+        let outcome = rules.evaluate(contact);
+        assert_eq!(outcome.score, Points::Int(0), "{outcome:?}");
+        let errors: Vec<(&str, &str)> = outcome
+            .errors
+            .iter()
+            .map(|e| (e.rule.as_str(), e.error.as_str()))
+            .collect();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[0].0, "10-spin.rhai");
+        assert!(
+            errors[0]
+                .1
+                .starts_with("stopped: the rule set's CPU time budget of 30ms per contact"),
+            "{}",
+            errors[0].1
+        );
+        assert!(
+            errors[1]
+                .1
+                .starts_with("not run: the rule set's CPU time budget of 30ms per contact"),
+            "{}",
+            errors[1].1
+        );
     }
 }

@@ -1,5 +1,8 @@
 //! Native evaluation of the common rule shapes, with Rhai as the reference.
 //!
+//! One file on purpose: the translation and the evaluator must agree on
+//! every operator with Rhai, and read best side by side.
+//!
 //! Why: a rule like `let role = answer("Role").to_lower(); if role.contains("vp") { add(20, "VP") }`
 //! spends almost all of its time in Rhai's generic machinery — about a
 //! thousand instructions per call for argument `Dynamic`s, call hashing and

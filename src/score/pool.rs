@@ -13,7 +13,6 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 #[derive(Clone)]
 pub struct ScoringPool {
     jobs: mpsc::Sender<Job>,
-    threads: usize,
 }
 
 /// The pool ran a job that panicked (or the pool is gone).
@@ -42,7 +41,7 @@ impl ScoringPool {
                     }
                 })?;
         }
-        Ok(Self { jobs, threads })
+        Ok(Self { jobs })
     }
 
     /// Twice the cores (at least 4): enough that a slow rule on one request
@@ -52,10 +51,6 @@ impl ScoringPool {
             .map_or(2, |n| n.get())
             .saturating_mul(2)
             .max(4)
-    }
-
-    pub fn threads(&self) -> usize {
-        self.threads
     }
 
     /// Runs `job` on the pool and waits for its result without blocking the

@@ -11,7 +11,7 @@ use std::any::TypeId;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rhai::{
     AST, ASTNode, Array, Caches, Dynamic, Engine, EvalAltResult, Expr, FLOAT, INT, ImmutableString, Map,
@@ -19,6 +19,7 @@ use rhai::{
 };
 use serde_json::Value;
 
+use super::budget::{Budget, Exhausted};
 use super::helpers::{self, Answers, Touch};
 
 /// Run-time limits of a rule (SPEC 2.3), documented in the README.
@@ -26,8 +27,15 @@ use super::helpers::{self, Answers, Touch};
 pub struct Limits {
     /// Operations per rule and contact (`--rule-max-operations`).
     pub max_operations: u64,
-    /// Wall-clock budget of the whole rule set per contact (`--rule-timeout`).
+    /// Budget of the whole rule set per contact (`--rule-timeout`), in CPU
+    /// time of the scoring thread: the same contact and rules give the same
+    /// result however loaded the machine is (SPEC 2.3).
     pub timeout: Duration,
+    /// The last-resort wall-clock guard, as a multiple of `timeout`: a rule
+    /// set still running after `timeout × wall_clock_factor` of real time is
+    /// stopped whatever CPU time it used (only a thread starved of a core for
+    /// that long gets there).
+    pub wall_clock_factor: u32,
     pub max_call_levels: usize,
     pub max_expr_depth: usize,
     pub max_function_expr_depth: usize,
@@ -42,6 +50,7 @@ impl Default for Limits {
         Self {
             max_operations: 1_000_000,
             timeout: Duration::from_millis(100),
+            wall_clock_factor: 10,
             max_call_levels: 32,
             max_expr_depth: 64,
             max_function_expr_depth: 32,
@@ -119,8 +128,10 @@ struct RunState {
     /// The contact's `id`, formatted only when a rule logs.
     contact_id: Value,
     rule: Arc<str>,
-    deadline: Instant,
-    timed_out: bool,
+    budget: Budget,
+    /// Set once a limit of the budget has run out: the rest of the contact's
+    /// rules do not run.
+    exhausted: Option<Exhausted>,
     answers: Option<Answers>,
     email_domain: Option<ImmutableString>,
     effects: RuleEffects,
@@ -135,14 +146,14 @@ thread_local! {
 pub(crate) struct RunGuard(());
 
 impl RunGuard {
-    pub fn install(contact: Arc<Value>, contact_id: Value, deadline: Instant) -> Self {
+    pub fn install(contact: Arc<Value>, contact_id: Value, budget: Budget) -> Self {
         RUN.with(|run| {
             *run.borrow_mut() = Some(RunState {
                 contact,
                 contact_id,
                 rule: Arc::from(""),
-                deadline,
-                timed_out: false,
+                budget,
+                exhausted: None,
                 answers: None,
                 email_domain: None,
                 effects: RuleEffects::default(),
@@ -163,8 +174,9 @@ impl RunGuard {
         with_state(|s| std::mem::take(&mut s.effects)).unwrap_or_default()
     }
 
-    pub fn timed_out(&self) -> bool {
-        with_state(|s| s.timed_out || Instant::now() >= s.deadline).unwrap_or(false)
+    /// Which limit of the contact's budget has run out, if one has.
+    pub fn exhausted(&self) -> Option<Exhausted> {
+        with_state(check_budget).flatten()
     }
 }
 
@@ -176,6 +188,13 @@ impl Drop for RunGuard {
 
 fn with_state<R>(f: impl FnOnce(&mut RunState) -> R) -> Option<R> {
     RUN.with(|run| run.borrow_mut().as_mut().map(f))
+}
+
+fn check_budget(state: &mut RunState) -> Option<Exhausted> {
+    if state.exhausted.is_none() {
+        state.exhausted = state.budget.exhausted();
+    }
+    state.exhausted
 }
 
 pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
@@ -345,8 +364,10 @@ pub fn to_dynamic(value: &Value) -> Dynamic {
     }
 }
 
-/// Why a run stopped when `on_progress` terminated it.
-const TIMEOUT_TOKEN: &str = "leadscore:timeout";
+/// Why a run stopped when `on_progress` terminated it: the CPU budget or
+/// the wall-clock guard.
+const CPU_BUDGET_TOKEN: &str = "leadscore:cpu-budget";
+const WALL_CLOCK_TOKEN: &str = "leadscore:wall-clock";
 
 /// Builds the sandboxed engine with the rule API registered.
 pub fn build_engine(limits: &Limits) -> Engine {
@@ -363,18 +384,16 @@ pub fn build_engine(limits: &Limits) -> Engine {
     engine.set_max_map_size(limits.max_map_size);
     engine.set_max_variables(limits.max_variables);
     engine.on_progress(|ops| {
-        // Reading the clock every operation would cost more than the rules.
+        // Reading a clock every operation would cost more than the rules.
         if ops % 512 != 0 {
             return None;
         }
-        let expired = with_state(|s| {
-            if Instant::now() >= s.deadline {
-                s.timed_out = true;
-            }
-            s.timed_out
+        with_state(check_budget).flatten().map(|why| {
+            Dynamic::from(match why {
+                Exhausted::Cpu => CPU_BUDGET_TOKEN,
+                Exhausted::WallClock => WALL_CLOCK_TOKEN,
+            })
         })
-        .unwrap_or(false);
-        expired.then(|| Dynamic::from(TIMEOUT_TOKEN))
     });
     engine.on_print(|text| {
         with_state(|s| tracing::debug!(contact_id = %id_text(&s.contact_id), rule = %s.rule, "{text}"));
@@ -542,10 +561,12 @@ fn register_write_api(engine: &mut Engine) {
 /// in the rule file it happened.
 pub fn describe_runtime_error(error: &EvalAltResult, limits: &Limits) -> String {
     let message = match error {
-        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == TIMEOUT_TOKEN => format!(
-            "stopped: the rule set's time budget of {} per contact ran out",
-            humantime::format_duration(limits.timeout)
-        ),
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == CPU_BUDGET_TOKEN => {
+            format!("stopped: {}", Exhausted::Cpu.describe(limits))
+        }
+        EvalAltResult::ErrorTerminated(token, _) if token.to_string() == WALL_CLOCK_TOKEN => {
+            format!("stopped: {}", Exhausted::WallClock.describe(limits))
+        }
         EvalAltResult::ErrorTooManyOperations(_) => format!(
             "stopped: more than {} operations (--rule-max-operations)",
             limits.max_operations

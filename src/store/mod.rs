@@ -4,14 +4,16 @@
 
 mod packed;
 pub mod postgres;
+mod reply;
 pub mod sqlite;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 /// A scored event ready to be stored.
 #[derive(Debug, Clone)]
@@ -99,6 +101,42 @@ pub struct DeliveryInfo {
     pub next_attempt_at: Option<String>,
     pub created_at: String,
     pub delivered_at: Option<String>,
+}
+
+/// A delivery as a store reads it, times raw (unix ms): every store turns
+/// its rows into [`DeliveryInfo`] the same way, through [`Self::into_info`].
+pub(crate) struct DeliveryRow {
+    pub id: String,
+    pub contact_key: String,
+    /// The stored status text.
+    pub status: String,
+    pub attempts: i64,
+    pub last_status: Option<i64>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub delivered_at: Option<i64>,
+}
+
+impl DeliveryRow {
+    pub(crate) fn into_info(self) -> DeliveryInfo {
+        let status = DeliveryStatus::parse(&self.status).unwrap_or(DeliveryStatus::Pending);
+        DeliveryInfo {
+            id: self.id,
+            contact_id: contact_id_of(&self.contact_key),
+            status,
+            attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
+            last_status: self.last_status.map(|s| s.clamp(0, u16::MAX as i64) as u16),
+            last_error: self.last_error,
+            // Only a pending delivery has a next attempt.
+            next_attempt_at: match status {
+                DeliveryStatus::Pending => self.next_attempt_at.map(format_ms),
+                _ => None,
+            },
+            created_at: format_ms(self.created_at),
+            delivered_at: self.delivered_at.map(format_ms),
+        }
+    }
 }
 
 /// The result of one delivery attempt.
@@ -225,68 +263,6 @@ pub(crate) fn tally<'a>(
         .collect()
 }
 
-/// `GET /stats` (SPEC 9): counts per time bucket since a point in time.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Stats {
-    pub buckets: Vec<StatsBucket>,
-    pub deliveries: DeliveryCounts,
-    pub rule_errors: std::collections::BTreeMap<String, u64>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StatsBucket {
-    /// RFC 3339.
-    pub start: String,
-    pub received: u64,
-    pub duplicates: u64,
-    pub tiers: std::collections::BTreeMap<String, u64>,
-}
-
-impl Stats {
-    /// Buckets `bucket_ms` wide from `since_ms` to `until_ms` (every bucket
-    /// present, empty ones with zeros), filled from per-minute counters.
-    pub fn from_counters(
-        counters: &Counters,
-        since_ms: i64,
-        until_ms: i64,
-        bucket_ms: i64,
-        deliveries: DeliveryCounts,
-    ) -> Self {
-        let bucket_ms = bucket_ms.max(MINUTE_MS);
-        let start = since_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-        let count = ((until_ms - start).max(0) / bucket_ms + 1) as usize;
-        let mut buckets: Vec<StatsBucket> = (0..count)
-            .map(|i| StatsBucket {
-                start: format_ms(start + i as i64 * bucket_ms),
-                received: 0,
-                duplicates: 0,
-                tiers: Default::default(),
-            })
-            .collect();
-        let mut rule_errors = std::collections::BTreeMap::new();
-        for (minute, what, name, n) in &counters.rows {
-            if *minute < start || *minute > until_ms {
-                continue;
-            }
-            let bucket = &mut buckets[(((minute - start) / bucket_ms) as usize).min(count - 1)];
-            match what.as_str() {
-                COUNT_RECEIVED => {
-                    bucket.received += n;
-                    *bucket.tiers.entry(name.clone()).or_default() += n;
-                }
-                COUNT_DUPLICATE => bucket.duplicates += n,
-                COUNT_RULE_ERROR => *rule_errors.entry(name.clone()).or_default() += n,
-                _ => {}
-            }
-        }
-        Self {
-            buckets,
-            deliveries,
-            rule_errors,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot take the write now (the sender should retry).
@@ -404,32 +380,34 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// A store error the caller may retry: `Unavailable` (503 at ingest).
+pub(crate) fn unavailable(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+/// The stored form of an idempotency key: 16 bytes of its SHA-256, a dense
+/// index entry with a negligible collision chance (the same in every store).
+pub(crate) fn key_digest(key: &str) -> [u8; 16] {
+    let digest = Sha256::digest(key.as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&digest[..16]);
+    out
+}
+
 /// The contact id an event's `contact_key` (the id's JSON text) stands for.
 fn contact_id_of(contact_key: &str) -> serde_json::Value {
     serde_json::from_str(contact_key).unwrap_or_else(|_| serde_json::Value::String(contact_key.to_owned()))
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// RFC 3339 with milliseconds, UTC.
-pub fn format_ms(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_millis(time).to_string()
-}
+pub use crate::time::{format_ms, now_ms};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn urls_are_redacted_and_times_formatted() {
+    fn urls_are_redacted() {
         assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(format_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }

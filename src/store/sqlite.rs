@@ -1,5 +1,8 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
+//! One file on purpose: every statement and the one writer thread that runs
+//! them share the transaction rules described here.
+//!
 //! Every write goes through one writer thread that takes all the operations
 //! queued when it is free, applies them in one transaction and commits once
 //! (`synchronous=FULL`: the commit is on disk before anyone is answered).
@@ -18,13 +21,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, named_params, params};
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use super::reply::{Done, Reply, ReplyTo};
 use super::{
-    AttemptOutcome, ClaimedDelivery, Counters, DeliveryCounts, DeliveryInfo, DeliveryStatus, Enqueued,
-    EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreError, StoreResult,
-    StoredEvent, contact_id_of, format_ms, now_ms, packed, tally,
+    AttemptOutcome, ClaimedDelivery, Counters, DeliveryCounts, DeliveryInfo, DeliveryRow, DeliveryStatus,
+    Enqueued, EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreResult,
+    StoredEvent, key_digest, now_ms, packed, tally, unavailable,
 };
 
 /// Most operations one transaction takes.
@@ -85,8 +88,6 @@ CREATE TABLE IF NOT EXISTS meta (
 /// 3: bodies are packed (store::packed); 2: one index per contact.
 const SCHEMA_VERSION: u32 = 3;
 
-type Reply<T> = oneshot::Sender<StoreResult<T>>;
-
 /// What one queued write does.
 enum Work {
     Enqueue {
@@ -109,74 +110,15 @@ enum Work {
     ReleaseClaims,
 }
 
-/// Where its result goes.
-enum ReplyTo {
-    Enqueued(Reply<Vec<Enqueued>>),
-    Claimed(Reply<Vec<ClaimedDelivery>>),
-    Unit(Reply<()>),
-    Count(Reply<u64>),
-    Pruned(Reply<Pruned>),
-}
-
 /// One queued write.
 struct WriteOp {
     work: Work,
     reply: ReplyTo,
 }
 
-/// The result of one operation, sent once its transaction committed.
-enum Done {
-    Enqueued(Vec<Enqueued>),
-    Claimed(Vec<ClaimedDelivery>),
-    Unit,
-    Count(u64),
-    Pruned(Pruned),
-    Failed(String),
-}
-
-impl Done {
-    fn from_result<T>(result: rusqlite::Result<T>, ok: impl FnOnce(T) -> Done) -> Done {
-        result.map_or_else(|e| Done::Failed(e.to_string()), ok)
-    }
-
-    fn failed(&self) -> bool {
-        matches!(self, Done::Failed(_))
-    }
-
-    fn send(self, reply: ReplyTo) {
-        fn answer<T>(reply: Reply<T>, value: Result<T, String>) {
-            let _ = reply.send(value.map_err(unavailable));
-        }
-        match (reply, self) {
-            (ReplyTo::Enqueued(r), Done::Enqueued(v)) => answer(r, Ok(v)),
-            (ReplyTo::Claimed(r), Done::Claimed(v)) => answer(r, Ok(v)),
-            (ReplyTo::Unit(r), Done::Unit) => answer(r, Ok(())),
-            (ReplyTo::Count(r), Done::Count(v)) => answer(r, Ok(v)),
-            (ReplyTo::Pruned(r), Done::Pruned(v)) => answer(r, Ok(v)),
-            (reply, done) => {
-                let error = match done {
-                    Done::Failed(e) => e,
-                    _ => "internal error: a reply of the wrong kind".to_owned(),
-                };
-                match reply {
-                    ReplyTo::Enqueued(r) => answer(r, Err(error)),
-                    ReplyTo::Claimed(r) => answer(r, Err(error)),
-                    ReplyTo::Unit(r) => answer(r, Err(error)),
-                    ReplyTo::Count(r) => answer(r, Err(error)),
-                    ReplyTo::Pruned(r) => answer(r, Err(error)),
-                }
-            }
-        }
-    }
-}
-
 pub struct SqliteStore {
     writer: std_mpsc::Sender<WriteOp>,
     reader: Arc<Mutex<Connection>>,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(e.to_string())
 }
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
@@ -315,23 +257,18 @@ impl Store for SqliteStore {
                  ORDER BY seq DESC LIMIT ?2",
             )?;
             let rows = stmt.query_map(params![status.map(DeliveryStatus::as_str), limit as i64], |row| {
-                let status: String = row.get(2)?;
-                let status = DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending);
-                let contact_key: String = row.get(1)?;
-                Ok(DeliveryInfo {
+                Ok(DeliveryRow {
                     id: row.get(0)?,
-                    contact_id: contact_id_of(&contact_key),
-                    status,
+                    contact_key: row.get(1)?,
+                    status: row.get(2)?,
                     attempts: row.get(3)?,
                     last_status: row.get(4)?,
                     last_error: row.get(5)?,
-                    next_attempt_at: match status {
-                        DeliveryStatus::Pending => row.get::<_, Option<i64>>(6)?.map(format_ms),
-                        _ => None,
-                    },
-                    created_at: format_ms(row.get(7)?),
-                    delivered_at: row.get::<_, Option<i64>>(8)?.map(format_ms),
-                })
+                    next_attempt_at: row.get(6)?,
+                    created_at: row.get(7)?,
+                    delivered_at: row.get(8)?,
+                }
+                .into_info())
             })?;
             rows.collect()
         })
@@ -513,12 +450,6 @@ fn body_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<String> {
             Box::new(FromSqlError::InvalidType),
         )),
     }
-}
-
-/// The stored form of an idempotency key: 16 bytes of its SHA-256, a dense
-/// index entry with a negligible collision chance.
-fn key_digest(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes())[..16].to_vec()
 }
 
 /// The writer thread: owns the write connection.

@@ -7,31 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::common::*;
-
-const GEN_CONTACTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tools/gen-contacts");
-
-/// `n` generated contacts (`gen-contacts --seed`), one object each.
-pub fn generated(n: usize, seed: u64) -> Vec<Value> {
-    let out = std::process::Command::new("python3")
-        .arg(GEN_CONTACTS)
-        .args(["-n", &n.to_string(), "--seed", &seed.to_string(), "--jsonl"])
-        .output()
-        .expect("python3 runs gen-contacts");
-    assert!(
-        out.status.success(),
-        "gen-contacts failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut contacts = Vec::new();
-    for line in String::from_utf8(out.stdout).expect("UTF-8").lines() {
-        match serde_json::from_str::<Value>(line).expect("a JSON line") {
-            Value::Array(list) => contacts.extend(list),
-            one => contacts.push(one),
-        }
-    }
-    contacts
-}
+use crate::support::*;
 
 /// Posts contacts to the webhook in batches; all must be accepted.
 pub async fn ingest(server: &TestServer, contacts: &[Value]) {
@@ -475,11 +451,8 @@ async fn one_backtest_over_history_at_a_time() {
     let (server, _) = filled(
         8,
         Options {
-            limits: leadscore::score::Limits {
-                max_operations: 10_000_000,
-                timeout: Duration::from_secs(10),
-                ..Default::default()
-            },
+            rule_max_operations: 10_000_000,
+            rule_timeout: Duration::from_secs(10),
             ..Options::default()
         },
     )

@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::common::{Options, RulesDir, TestServer, contact};
+use crate::support::{Options, RulesDir, TestServer, contact};
 
 const TOKEN: &str = "console-admin-token-7f3a";
 
@@ -23,7 +23,7 @@ async fn server(allow_rule_edits: bool) -> TestServer {
     .await
 }
 
-fn header<'a>(reply: &'a crate::common::Reply, name: &str) -> &'a str {
+fn header<'a>(reply: &'a crate::support::Reply, name: &str) -> &'a str {
     reply
         .headers
         .get(name)
@@ -32,7 +32,7 @@ fn header<'a>(reply: &'a crate::common::Reply, name: &str) -> &'a str {
         .expect("a text header")
 }
 
-async fn put(server: &TestServer, file: &str, text: &str) -> crate::common::Reply {
+async fn put(server: &TestServer, file: &str, text: &str) -> crate::support::Reply {
     server
         .request(
             "PUT",

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use leadscore::signature::WebhookSecret;
 use serde_json::{Map, Value, json};
 
-use crate::common::{
+use crate::support::{
     Answer, FORWARD_SECRET, Options, TestServer, WAIT, contact, contact_with_id, eventually, ms, rfc3339_ms,
     run_binary, unix_seconds_now,
 };
@@ -56,7 +56,9 @@ async fn downstream_receives_the_signed_scored_contact() {
         .collect();
     assert_eq!(
         keys,
-        crate::spec::SCORED_FIELDS.into_iter().collect::<HashSet<_>>(),
+        crate::support::spec::SCORED_FIELDS
+            .into_iter()
+            .collect::<HashSet<_>>(),
         "{body}"
     );
     assert_eq!(body["type"], "contact.scored");
@@ -321,7 +323,7 @@ async fn duplicate_detection_survives_a_restart() {
 }
 
 /// The `status` field of the contact inside forwarded requests, in arrival order.
-fn statuses(requests: &[crate::common::Received]) -> Vec<(String, u16)> {
+fn statuses(requests: &[crate::support::Received]) -> Vec<(String, u16)> {
     requests
         .iter()
         .map(|r| {
@@ -491,6 +493,45 @@ async fn retry_after_is_honoured() {
     );
     let delivery = server.wait_for_delivery(&id, "delivered").await;
     assert_eq!(delivery["attempts"], 2, "{delivery}");
+}
+
+/// Issue 19 #2 (SPEC 5): `Retry-After` lengthens a wait, never shortens
+/// it. A receiver answering `429` with `Retry-After: 1` to every attempt
+/// cannot use up a schedule of 1.5 s waits in 1 s steps: the delivery goes
+/// dead only after the schedule's own delays (each at least 80 % of its
+/// entry, the jitter's lower bound). Lower bounds only: a slow machine can
+/// only lengthen the gaps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_retry_after_does_not_shorten_the_schedule() {
+    let server = TestServer::start(Options {
+        retry_schedule: ms(&[1500, 1500]),
+        ..Options::default()
+    })
+    .await;
+    server.receiver().answer_by_default(Answer {
+        retry_after: Some("1".into()),
+        ..Answer::status(429)
+    });
+    let reply = server.webhook(&json!([contact("qualified")])).await;
+    let id = reply["results"][0]["id"].as_str().expect("id").to_owned();
+    let dead = eventually("the delivery to be dead", Duration::from_secs(30), async || {
+        server
+            .deliveries(Some("dead"))
+            .await
+            .into_iter()
+            .find(|d| d["id"] == id.as_str())
+    })
+    .await;
+    assert_eq!(dead["attempts"], 3, "the first attempt and two retries: {dead}");
+    let attempts = server.receiver().requests();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    for pair in attempts.windows(2) {
+        let gap = pair[1].at.duration_since(pair[0].at).unwrap_or_default();
+        assert!(
+            gap >= Duration::from_millis(1200),
+            "a retry {gap:?} after the previous attempt; the schedule says 1.5 s ± 20 %"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

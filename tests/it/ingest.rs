@@ -4,12 +4,10 @@
 
 use std::time::Duration;
 
-use leadscore::ingest::auth::InboundAuth;
-use leadscore::score::Limits;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{Options, RulesDir, TestServer, WAIT, contact, contact_with_id, eventually, fixture};
+use crate::support::{Options, RulesDir, TestServer, WAIT, contact, contact_with_id, eventually, fixture};
 
 /// Checks one line of an ingest answer.
 #[track_caller]
@@ -433,7 +431,8 @@ async fn runaway_rule_is_cut_off_and_the_rest_still_scores() {
     let server = TestServer::start(Options {
         rules: Some(rules),
         // SPEC defaults: 1,000,000 operations per rule, 100ms per contact.
-        limits: Limits::default(),
+        rule_max_operations: 1_000_000,
+        rule_timeout: Duration::from_millis(100),
         ..Options::default()
     })
     .await;
@@ -584,10 +583,7 @@ async fn admin_endpoints_need_the_admin_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_token_is_required_when_configured() {
     let server = TestServer::start(Options {
-        auth: InboundAuth {
-            token: Some("tok-123".into()),
-            ..InboundAuth::default()
-        },
+        webhook_token: Some("tok-123".into()),
         ..Options::default()
     })
     .await;
@@ -694,11 +690,8 @@ async fn rule_time_budget_stops_a_rule_the_operation_limit_does_not() {
     rules.write("96-loop.rhai", "let n = 0;\nloop { n += 1; }\n");
     let server = TestServer::start(Options {
         rules: Some(rules),
-        limits: Limits {
-            max_operations: u64::MAX,
-            timeout: Duration::from_millis(100),
-            ..Limits::default()
-        },
+        rule_max_operations: u64::MAX,
+        rule_timeout: Duration::from_millis(100),
         ..Options::default()
     })
     .await;

@@ -2,28 +2,29 @@
 //! server on an ephemeral port against an in-process downstream receiver
 //! whose answers the tests switch, plus a few tests of the real binary.
 //!
-//! - [`common`]: the harness ([`common::TestServer`], [`common::Receiver`],
-//!   rules folders and stores in temporary folders, polling waits);
+//! - [`support`]: the harness shared by every integration suite
+//!   (`tests/support/`: [`support::TestServer`], [`support::Receiver`],
+//!   [`support::Process`], rules folders and stores in temporary folders,
+//!   polling waits);
 //! - [`ingest`]: the webhook, `POST /score`, refusals, admin token, metrics;
 //! - [`delivery`]: forwarding, retries, dead deliveries, order, duplicates;
+//! - [`faults`]: receivers that never answer or trickle their answer;
 //! - [`reload`]: hot reload of the rules folder;
 //! - [`process`]: the binary under SIGKILL, SIGTERM, SIGHUP and bad config.
 //!
 //! Run with `cargo test --test it`. The store under test is SQLite in a
 //! temporary folder; the harness takes the store as a parameter
-//! ([`common::TestStore`]) so that the same suite runs against PostgreSQL
+//! ([`support::TestStore`]) so that the same suite runs against PostgreSQL
 //! when `LEADSCORE_TEST_POSTGRES_URL` is set (a schema per test, dropped
 //! afterwards); `LEADSCORE_TEST_STORE=sqlite` keeps SQLite even then, so CI
 //! runs the suite once per store. Test logs: `LEADSCORE_LOG=debug`.
 
 mod backtest;
-mod common;
 mod console;
 mod delivery;
+mod faults;
 mod ingest;
-#[path = "../pg_support/mod.rs"]
-mod pg_support;
 mod process;
 mod reload;
-#[path = "../spec/mod.rs"]
-mod spec;
+#[path = "../support/mod.rs"]
+mod support;

@@ -3,10 +3,8 @@
 //! configuration with exit code 2 and a message naming the setting.
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,9 +13,9 @@ use tempfile::TempDir;
 
 use leadscore::signature::WebhookSecret;
 
-use crate::common::{
-    FORWARD_SECRET, Receiver, RulesDir, TestStore, WAIT, client, contact, contact_with_id, eventually,
-    leadscore,
+use crate::support::{
+    FORWARD_SECRET, Process, Receiver, RulesDir, TestStore, WAIT, client, contact, contact_with_id,
+    eventually,
 };
 
 fn json_text(value: &Value) -> String {
@@ -28,106 +26,6 @@ fn json_text(value: &Value) -> String {
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
-}
-
-/// A running `leadscore` process whose output goes to a log file.
-struct Process {
-    child: Child,
-    log: PathBuf,
-    addr: SocketAddr,
-}
-
-impl Process {
-    fn spawn(args: &[String], env: &[(&str, &str)], addr: SocketAddr, log: &Path) -> Self {
-        let out = File::create(log).expect("create the log file");
-        let err = out.try_clone().expect("clone the log file");
-        let mut command = leadscore();
-        command
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
-        let child = command.spawn().expect("the binary starts");
-        Self {
-            child,
-            log: log.to_path_buf(),
-            addr,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn pid(&self) -> String {
-        self.child.id().to_string()
-    }
-
-    /// Waits until `/healthz` answers; fails if the process exits first.
-    async fn wait_healthy(&mut self) {
-        let client = client();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "leadscore exited with {status} before serving:\n{}",
-                    self.log_text()
-                );
-            }
-            if let Ok(reply) = client.get(self.url("/healthz")).send().await
-                && reply.status() == 200
-            {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!("leadscore did not become healthy:\n{}", self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Waits for the process to exit; kills it and fails after `timeout`.
-    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            if Instant::now() >= deadline {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                panic!("leadscore did not exit within {timeout:?}:\n{}", self.log_text());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Sends a signal by name (`TERM`, `HUP`) with `kill`.
-    fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args(["-s", name, &self.pid()])
-            .status()
-            .expect("kill runs");
-        assert!(status.success(), "kill -s {name} failed");
-    }
-
-    fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("try_wait").is_none()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 }
 
 /// `serve` flags for a process on `port`.
@@ -220,8 +118,7 @@ async fn acknowledged_contacts_survive_sigkill() {
         async || (acked_ref.lock().unwrap().len() >= KILL_AFTER).then_some(()),
     )
     .await;
-    first.child.kill().expect("SIGKILL");
-    first.child.wait().expect("reaped");
+    first.kill_hard();
     let at_kill = acked.lock().unwrap().len();
 
     let mut second = Process::spawn(&args, &[], addr(port), &logs.path().join("second.log"));

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::common::{Options, RulesDir, TestServer, WAIT, contact, contact_with_id, eventually, rfc3339_ms};
+use crate::support::{Options, RulesDir, TestServer, WAIT, contact, contact_with_id, eventually, rfc3339_ms};
 
 /// SPEC: a saved change is live within one second. Waits allow more, so
 /// that a loaded machine does not fail them; nothing asserts on timing.

@@ -1,439 +1,189 @@
-//! Shared by the security, hostile-input and property suites: a server on
-//! `127.0.0.1:0` (the library's `serve`, or the real binary) with a fresh
-//! SQLite store, and a raw HTTP/1.1 client that sends exactly the bytes a
-//! test gives it, so that malformed requests reach the server unchanged.
+//! The one test harness of every integration suite. A suite includes it with
+//!
+//! ```ignore
+//! #[path = "support/mod.rs"] // `../support/mod.rs` from tests/it/
+//! mod support;
+//! ```
+//!
+//! and uses the part it needs:
+//!
+//! - [`server`]: [`TestServer`], the library's `serve` on `127.0.0.1:0`,
+//!   configured through the same flags and validation users go through
+//!   (`leadscore::cli::ServeArgs` parsed by clap, then `to_config()`);
+//! - [`process`]: [`Process`], the real binary, its output in a log file;
+//! - [`receiver`]: [`Receiver`], an in-process downstream whose answers a
+//!   test switches at run time;
+//! - [`store`]: [`TestStore`], a fresh store of the kind the environment
+//!   selects (SQLite, or PostgreSQL with `LEADSCORE_TEST_POSTGRES_URL`);
+//! - [`pg`]: a PostgreSQL schema per test, dropped afterwards;
+//! - [`pg_server`]: a throwaway PostgreSQL server a test may restart;
+//! - [`rules`]: [`RulesDir`], a rules folder in a temporary folder;
+//! - [`raw`]: an HTTP/1.1 client that sends exactly the bytes a test gives;
+//! - [`spec`]: names the product contract fixes, written out once.
+//!
+//! Nothing here reads outside the repository: the default rules are the
+//! repository's benchmark rule set (`benches/rules`) or its example rules
+//! (`rules/`), and generated contacts come from `leadscore::demo`.
+//!
+//! Skips: a part of a suite that cannot run here (no PostgreSQL, no Python
+//! package) calls [`skipped`], which writes one `SKIPPED: …` line straight
+//! to the process's standard error. The test harness captures only what
+//! `print!`/`eprint!` write, so the line shows in a plain `cargo test`
+//! (and the test still counts as passed, which is why the line matters).
 
-#![allow(dead_code)] // each test binary uses a part of this module
+#![allow(dead_code, unused_imports)] // each test binary uses a part of this module
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+pub mod pg;
+pub mod pg_server;
+pub mod process;
+pub mod raw;
+pub mod receiver;
+pub mod rules;
+pub mod server;
+pub mod spec;
+pub mod store;
 
-use leadscore::ingest::auth::InboundAuth;
-use leadscore::score::Limits;
-use leadscore::server::{Running, ServeConfig};
-use leadscore::store::Retention;
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant, SystemTime};
+
 use serde_json::Value;
-use tempfile::TempDir;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 
-/// The example rules of the repository.
+pub use process::Process;
+pub use receiver::{Answer, Received, Receiver};
+pub use rules::RulesDir;
+pub use server::{Options, Reply, TestServer, ms};
+pub use store::{StoreKind, TestStore};
+
+/// The repository's benchmark rule set: deterministic scores for the fixtures.
+pub const BENCH_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/rules");
+/// The repository's example rules.
 pub const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
-/// iClosed payloads.
+/// iClosed `newContactCreated` payloads.
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
-/// The real binary.
+/// The real binary, for the tests that run it.
 pub const BIN: &str = env!("CARGO_BIN_EXE_leadscore");
-/// The longest a single request may take in these tests.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest one wait for a condition may take.
+pub const WAIT: Duration = Duration::from_secs(10);
+/// A Standard Webhooks secret for signing forwarded requests.
+pub const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
-/// The contact of a fixture (`qualified`, `potential`, ...).
-pub fn fixture_contact(name: &str) -> Value {
+/// Test logs (`LEADSCORE_LOG` filter, default `warn`), shown for failing tests.
+pub fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("LEADSCORE_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+/// Says once per test binary and `what` that something was skipped, as a
+/// `SKIPPED: <suite>: <what>: <why>` line on standard error, past the test
+/// harness's output capture (so a person sees it in a plain `cargo test`).
+pub fn skipped(what: &str, why: &str) {
+    static SAID: Mutex<Option<HashSet<String>>> = Mutex::new(None);
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if said.get_or_insert_with(HashSet::new).insert(what.to_owned()) {
+        let suite = env!("CARGO_CRATE_NAME");
+        let _ = writeln!(std::io::stderr(), "SKIPPED: {suite}: {what}: {why}");
+    }
+}
+
+// ------------------------------------------------------------------ fixtures
+
+/// A fixture file parsed: `qualified`, `potential`, `disqualified`,
+/// `single-object`, `batch`.
+pub fn fixture(name: &str) -> Value {
     let path = Path::new(FIXTURES).join(format!("contact-created-{name}.json"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    match serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The (first) contact object of a fixture.
+pub fn contact(name: &str) -> Value {
+    match fixture(name) {
         Value::Array(mut items) => items.remove(0),
         object => object,
     }
 }
 
-// -------------------------------------------------------------------- server
-
-/// What a test server is started with; the defaults are `serve`'s.
-#[derive(Clone)]
-pub struct Options {
-    pub auth: InboundAuth,
-    pub admin_token: Option<String>,
-    pub max_body: usize,
-    pub max_contacts: usize,
-    pub rules: PathBuf,
+/// A contact of a fixture under another id (number or string).
+pub fn contact_with_id(name: &str, id: impl Into<Value>) -> Value {
+    let mut c = contact(name);
+    c["id"] = id.into();
+    c
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            auth: InboundAuth::default(),
-            admin_token: None,
-            max_body: 1024 * 1024,
-            max_contacts: 1000,
-            rules: PathBuf::from(RULES),
-        }
-    }
+/// `n` generated contacts of `seed` (`leadscore::demo`), one object each.
+pub fn generated(n: usize, seed: u64) -> Vec<Value> {
+    leadscore::demo::contacts(seed, n)
 }
 
-/// The library's server on an ephemeral loopback port.
-pub struct Server {
-    running: Option<Running>,
-    pub addr: SocketAddr,
-    _store: TempDir,
+/// Milliseconds since the epoch of an RFC 3339 time as the server writes it.
+pub fn rfc3339_ms(text: &str) -> i64 {
+    let time = humantime::parse_rfc3339(text).unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"));
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as i64
 }
 
-impl Server {
-    pub async fn start(options: Options) -> Self {
-        let store = tempfile::tempdir().expect("a temporary folder");
-        let config = ServeConfig {
-            rules_dir: options.rules,
-            limits: Limits::default(),
-            store_url: format!("sqlite://{}", store.path().join("leadscore.db").display()),
-            forward: None,
-            auth: options.auth,
-            admin_token: options.admin_token,
-            retention: Retention {
-                dedupe_window: Duration::from_secs(7 * 86_400),
-                retention: Duration::from_secs(90 * 86_400),
-            },
-            max_body: options.max_body,
-            max_contacts: options.max_contacts,
-            allow_rule_edits: false,
-            backtest_max_contacts: 500_000,
-        };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind 127.0.0.1:0");
-        let running = leadscore::server::start(config, listener)
-            .await
-            .expect("the server starts");
-        Self {
-            addr: running.local_addr(),
-            running: Some(running),
-            _store: store,
-        }
-    }
-
-    pub async fn default() -> Self {
-        Self::start(Options::default()).await
-    }
-
-    /// Stops the server (bounded: idle connections a test left open must
-    /// not keep it waiting).
-    pub async fn stop(mut self) {
-        if let Some(running) = self.running.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), running.shutdown()).await;
-        }
-    }
-
-    /// `/healthz` answers 200 and a normal ingest is accepted: what every
-    /// hostile case must leave behind.
-    pub async fn assert_healthy(&self) {
-        assert_healthy(self.addr).await;
-    }
+pub fn unix_seconds_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
 }
 
-pub async fn assert_healthy(addr: SocketAddr) {
-    let health = get(addr, "/healthz", &[]).await;
-    assert_eq!(health.status, 200, "/healthz after the hostile case: {health:?}");
-    let mut contact = fixture_contact("qualified");
-    contact["id"] = Value::from(format!("healthy-{}", uuid::Uuid::now_v7().simple()));
-    let body = serde_json::to_vec(&Value::Array(vec![contact])).expect("serialise");
-    let reply = post(
-        addr,
-        "/webhooks/iclosed",
-        &[("Content-Type", "application/json")],
-        &body,
-    )
-    .await;
-    assert_eq!(
-        reply.status, 200,
-        "a normal ingest after the hostile case: {reply:?}"
-    );
-    assert_eq!(reply.json()["accepted"], 1, "{reply:?}");
-}
+// ------------------------------------------------------------------- waiting
 
-/// The real binary, `leadscore serve` on an ephemeral port, its log (stderr
-/// and stdout) in a file.
-pub struct Process {
-    child: Child,
-    pub addr: SocketAddr,
-    log: PathBuf,
-    _dir: TempDir,
-}
-
-impl Process {
-    /// Starts `leadscore serve --listen 127.0.0.1:0 <args>` with a fresh
-    /// store and waits for the address it logs.
-    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let log = dir.path().join("leadscore.log");
-        let out = std::fs::File::create(&log).expect("create the log file");
-        let err = out.try_clone().expect("clone the log file");
-        let store = format!("sqlite://{}", dir.path().join("leadscore.db").display());
-        let mut child = Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--rules",
-                RULES,
-                "--store",
-                &store,
-            ])
-            .args(args)
-            .env_remove("LEADSCORE_LOG")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("the binary starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(addr) = listening_addr(&text) {
-                break addr;
-            }
-            if let Some(status) = child.try_wait().expect("try_wait") {
-                panic!("leadscore exited with {status} before listening:\n{text}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("leadscore did not log its address within 20 s:\n{text}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        Self {
-            child,
-            addr,
-            log,
-            _dir: dir,
-        }
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The address of the "listening; point iClosed's webhook at http://…" line.
-fn listening_addr(log: &str) -> Option<SocketAddr> {
-    let reader = BufReader::new(log.as_bytes());
-    reader.lines().map_while(Result::ok).find_map(|line| {
-        let rest = &line[line.find("webhook at http://")? + "webhook at http://".len()..];
-        rest[..rest.find('/')?].parse().ok()
-    })
-}
-
-// -------------------------------------------------------------------- client
-
-/// An HTTP answer as read off the wire.
-#[derive(Clone)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl std::fmt::Debug for Reply {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let body = String::from_utf8_lossy(&self.body);
-        let body: String = body.chars().take(600).collect();
-        write!(f, "{} {:?} {body}", self.status, self.headers)
-    }
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON (without serde_json's recursion limit: a scored
-    /// contact may nest 128 levels inside the answer).
-    pub fn json(&self) -> Value {
-        let text = std::str::from_utf8(&self.body)
-            .unwrap_or_else(|e| panic!("the body is not UTF-8 ({e}): {self:?}"));
-        leadscore::payload::parse_json(text)
-            .unwrap_or_else(|e| panic!("the body is not JSON ({e}): {self:?}"))
-    }
-
-    /// SPEC 4: every error body is a JSON object `{"error": "…"}`.
-    pub fn assert_error(&self, status: u16) {
-        assert_eq!(self.status, status, "{self:?}");
-        assert!(
-            self.header("content-type")
-                .is_some_and(|t| t.starts_with("application/json")),
-            "an error is JSON: {self:?}"
-        );
-        let body = self.json();
-        assert!(
-            body["error"].is_string(),
-            "an error body is {{\"error\": …}}: {self:?}"
-        );
-    }
-}
-
-/// Sends `request` as is on a new connection and reads the answer until the
-/// server closes it (requests built here say `Connection: close`).
-pub async fn send_raw(addr: SocketAddr, request: &[u8]) -> std::io::Result<Reply> {
-    tokio::time::timeout(REQUEST_TIMEOUT, async {
-        let mut stream = TcpStream::connect(addr).await?;
-        // The server may answer (413, 431) and close before the whole
-        // request is written: a failed write still leaves an answer to read.
-        let _ = stream.write_all(request).await;
-        read_reply(&mut stream).await
-    })
-    .await
-    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer in time"))?
-}
-
-/// Reads one answer: up to the end of the body (Content-Length or chunked)
-/// or until the connection closes.
-pub async fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16 * 1024];
-    let head_end = loop {
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            break i;
-        }
-        let n = match stream.read(&mut chunk).await {
-            Ok(n) => n,
-            Err(e) if buf.is_empty() => return Err(e),
-            Err(_) => 0,
-        };
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!(
-                    "connection closed before an answer: {:?}",
-                    String::from_utf8_lossy(&buf)
-                ),
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut rest = buf[head_end + 4..].to_vec();
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let chunked = header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
-    let length: Option<usize> = header("content-length").and_then(|v| v.parse().ok());
+/// Polls `probe` until it returns `Some`, at most `timeout`; panics naming
+/// `what` otherwise.
+pub async fn eventually<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
     loop {
-        if let Some(length) = length
-            && rest.len() >= length
-        {
-            rest.truncate(length);
-            break;
+        if let Some(value) = probe().await {
+            return value;
         }
-        if chunked && let Some(body) = dechunk(&rest) {
-            rest = body;
-            break;
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
         }
-        let n = stream.read(&mut chunk).await.unwrap_or(0);
-        if n == 0 {
-            if chunked {
-                rest = dechunk(&rest).unwrap_or(rest);
-            }
-            break;
-        }
-        rest.extend_from_slice(&chunk[..n]);
-    }
-    Ok(Reply {
-        status,
-        headers,
-        body: rest,
-    })
-}
-
-/// The body of a complete chunked message, `None` while incomplete.
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = find(data, b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        if data.len() < size + 2 {
-            return None;
-        }
-        body.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+// -------------------------------------------------------------------- clients
+
+/// An HTTP client for loopback only (no proxy), with a bound on every request.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("an HTTP client")
 }
 
-/// A request with `Host`, `Content-Length` (when there is a body) and
-/// `Connection: close`, plus the given headers.
-pub fn build_request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+/// The binary with no `LEADSCORE_*` setting inherited from the environment.
+pub fn leadscore() -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LEADSCORE_") {
+            cmd.env_remove(key);
+        }
     }
-    if !body.is_empty() || method == "POST" {
-        request.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
-    request.push_str("\r\n");
-    let mut bytes = request.into_bytes();
-    bytes.extend_from_slice(body);
-    bytes
+    cmd.env("NO_COLOR", "1");
+    cmd
 }
 
-pub async fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Reply {
-    let bytes = build_request(method, path, headers, body);
-    send_raw(addr, &bytes)
+/// Runs a one-shot command of the binary off the async threads.
+pub async fn run_binary(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || leadscore().args(&args).output().expect("the binary runs"))
         .await
-        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
-}
-
-pub async fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Reply {
-    request(addr, "GET", path, headers, b"").await
-}
-
-pub async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    request(addr, "POST", path, headers, body).await
-}
-
-/// `POST /webhooks/iclosed` with `Content-Type: application/json`.
-pub async fn ingest(addr: SocketAddr, body: &[u8]) -> Reply {
-    post(
-        addr,
-        "/webhooks/iclosed",
-        &[("Content-Type", "application/json")],
-        body,
-    )
-    .await
-}
-
-/// A JSON body of the qualified fixture's contact under `id`.
-pub fn contact_body(id: Value) -> Vec<u8> {
-    let mut contact = fixture_contact("qualified");
-    contact["id"] = id;
-    serde_json::to_vec(&Value::Array(vec![contact])).expect("serialise")
+        .expect("the command finished")
 }

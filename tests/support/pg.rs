@@ -1,9 +1,8 @@
-//! PostgreSQL for the store and cluster suites: a fresh schema per test in
-//! the database `LEADSCORE_TEST_POSTGRES_URL` names (e.g.
+//! PostgreSQL for the store, cluster and serve suites: a fresh schema per
+//! test in the database `LEADSCORE_TEST_POSTGRES_URL` names (e.g.
 //! `postgres://postgres@127.0.0.1:5432/test`), dropped when the test ends.
-//! Unset: the PostgreSQL part of a suite is skipped, and says so once.
-
-#![allow(dead_code)] // each test binary uses a part of this module
+//! Unset: the PostgreSQL part of a suite is skipped, and says so once
+//! ([`super::skipped`]).
 
 use std::io::Write as _;
 use std::sync::Once;
@@ -15,14 +14,10 @@ pub fn base_url() -> Option<String> {
     match std::env::var(ENV) {
         Ok(url) if !url.trim().is_empty() => Some(url.trim().to_owned()),
         _ => {
-            static SAID: Once = Once::new();
-            SAID.call_once(|| {
-                // Straight to the stream, past the test harness's capture.
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "skipping PostgreSQL: {ENV} is not set (e.g. {ENV}=postgres://postgres@127.0.0.1:5432/test)"
-                );
-            });
+            super::skipped(
+                "the PostgreSQL tests",
+                &format!("{ENV} is not set (e.g. {ENV}=postgres://postgres@127.0.0.1:5432/test)"),
+            );
             None
         }
     }
@@ -145,7 +140,6 @@ impl Drop for Schema {
 }
 
 /// A short dedupe window and a week of retention, for store tests.
-#[allow(dead_code)]
 pub fn retention() -> leadscore::store::Retention {
     leadscore::store::Retention {
         dedupe_window: std::time::Duration::from_secs(3600),
@@ -154,7 +148,6 @@ pub fn retention() -> leadscore::store::Retention {
 }
 
 /// A scored event of `contact` with idempotency key `key`, received now.
-#[allow(dead_code)]
 pub fn event(id: &str, contact: i64, key: &str) -> leadscore::store::NewEvent {
     leadscore::store::NewEvent {
         event_id: id.into(),

@@ -1,5 +1,5 @@
 //! Names the product contract (`../shared/SPEC.md`) fixes, written out once
-//! for the test targets that check them (`mod spec;`). Kept apart from the
+//! for the test targets that check them (`support::spec`). Kept apart from the
 //! library's own definitions on purpose: a test that took its expectations
 //! from the code under test could not fail.
 

@@ -1,0 +1,124 @@
+//! The use cases, free of any transport: the HTTP API (`http`), the command
+//! line (`cli`) and the console all call these and only translate requests
+//! and answers. The [`Engine`] is the running service (live rules, store,
+//! ingest, the delivery worker's wake-up); the one-shot CLI commands call
+//! the same functions of the submodules with a store they opened.
+//!
+//! Data flow stays in the domain modules (`ingest` → `score` → `store` →
+//! `deliver`); this layer decides what a request means, validates its
+//! parameters into bounded ranges, and returns one [`AppError`].
+
+pub mod backtest;
+pub mod contacts;
+pub mod deliveries;
+mod error;
+pub mod rules;
+pub mod stats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use error::AppError;
+
+use crate::ingest::{Ingest, IngestReply};
+use crate::reload::LiveRules;
+use crate::score::ScoredContact;
+use crate::store::Store;
+
+/// What the use cases need besides the domain parts.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The console may write rule files (`--allow-rule-edits`).
+    pub allow_rule_edits: bool,
+    /// Most stored contacts one backtest over history may score.
+    pub backtest_max_contacts: usize,
+    /// How far back stored history reaches (`--retention`).
+    pub retention: Duration,
+}
+
+/// The running service: every use case of `serve`.
+pub struct Engine {
+    ingest: Ingest,
+    settings: EngineSettings,
+    backtest_slot: backtest::Slot,
+}
+
+impl Engine {
+    pub fn new(ingest: Ingest, settings: EngineSettings) -> Self {
+        Self {
+            ingest,
+            settings,
+            backtest_slot: Default::default(),
+        }
+    }
+
+    pub fn rules(&self) -> &Arc<LiveRules> {
+        &self.ingest.rules
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.ingest.store
+    }
+
+    pub fn settings(&self) -> &EngineSettings {
+        &self.settings
+    }
+
+    /// Scores and durably stores every contact of a webhook body (SPEC 1, 4).
+    pub async fn ingest(&self, body: Bytes, delivery_id: Option<String>) -> Result<IngestReply, AppError> {
+        Ok(self.ingest.ingest(body, delivery_id).await?)
+    }
+
+    /// `POST /score`: scored with the live rules, nothing stored.
+    pub async fn dry_run(&self, body: Bytes) -> Result<Vec<ScoredContact>, AppError> {
+        Ok(self.ingest.dry_run(body).await?)
+    }
+
+    /// Ready when the store takes a write; answers the live rules' version.
+    pub async fn readiness(&self) -> Result<String, AppError> {
+        self.store()
+            .check_writable()
+            .await
+            .map_err(|e| AppError::Unavailable(format!("not ready: {e}")))?;
+        Ok(self.rules().current().version().to_owned())
+    }
+
+    /// The Prometheus text, with the delivery backlog read now.
+    pub async fn metrics(&self) -> String {
+        if let Ok(counts) = self.store().delivery_counts().await {
+            crate::telemetry::delivery_backlog(counts.pending, counts.dead);
+        }
+        crate::telemetry::metrics_handle().render()
+    }
+
+    /// Wakes the delivery worker: new or requeued deliveries are due.
+    fn wake_deliveries(&self) {
+        self.ingest.wake.notify_one();
+    }
+
+    pub async fn list_deliveries(
+        &self,
+        query: deliveries::DeliveryQuery,
+    ) -> Result<Vec<crate::store::DeliveryInfo>, AppError> {
+        deliveries::list(self.store().as_ref(), query).await
+    }
+
+    /// Requeues one dead delivery; `0` when it is not dead.
+    pub async fn requeue(&self, id: &str) -> Result<u64, AppError> {
+        let n = deliveries::requeue(self.store().as_ref(), id).await?;
+        if n > 0 {
+            self.wake_deliveries();
+        }
+        Ok(n)
+    }
+
+    pub async fn requeue_dead(&self) -> Result<u64, AppError> {
+        let n = deliveries::requeue_dead(self.store().as_ref()).await?;
+        if n > 0 {
+            self.wake_deliveries();
+        }
+        Ok(n)
+    }
+}

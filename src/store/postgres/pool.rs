@@ -1,0 +1,160 @@
+//! Connections: opening one (with a timeout), a few pooled ones for
+//! claims, listings and maintenance, and the wording of their errors.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use super::{CONNECT_TIMEOUT, OP_TIMEOUT, POOL_WAIT};
+use crate::store::{StoreResult, unavailable};
+
+pub(super) type PgError = tokio_postgres::Error;
+
+/// A database error in words: the server's message when there is one.
+pub(super) fn describe(e: &PgError) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!(
+            "PostgreSQL {} ({}): {}",
+            db.severity(),
+            db.code().code(),
+            db.message()
+        );
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// A deadlock or serialization failure: the transaction may simply run again.
+pub(super) fn transient(e: &PgError) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
+pub(super) async fn connect(config: &Config) -> Result<Client, String> {
+    let connecting = config.connect(NoTls);
+    let limit = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT) + Duration::from_secs(1);
+    let (client, connection) = match tokio::time::timeout(limit, connecting).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(format!("cannot connect to PostgreSQL: {}", describe(&e))),
+        Err(_) => return Err("cannot connect to PostgreSQL: timed out".into()),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %describe(&e), "a PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// A connection with its prepared statements.
+pub(super) struct Conn {
+    pub(super) client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    pub(super) async fn prepare(&mut self, sql: &str) -> Result<Statement, PgError> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql).await?;
+        self.statements.insert(sql.to_owned(), statement.clone());
+        Ok(statement)
+    }
+}
+
+/// A few connections, opened when needed and dropped when broken.
+pub(super) struct Pool {
+    config: Config,
+    idle: Mutex<Vec<Conn>>,
+    permits: Semaphore,
+}
+
+struct Pooled<'a> {
+    conn: Option<Conn>,
+    pool: &'a Pool,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take().filter(|c| !c.client.is_closed()) {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+    }
+}
+
+impl Pool {
+    pub(super) fn new(config: Config, size: usize) -> Self {
+        Self {
+            config,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size),
+        }
+    }
+
+    async fn get(&self) -> StoreResult<Pooled<'_>> {
+        let permit = tokio::time::timeout(POOL_WAIT, self.permits.acquire())
+            .await
+            .map_err(|_| unavailable("no PostgreSQL connection became free in time"))?
+            .map_err(unavailable)?;
+        let idle = loop {
+            let next = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match next {
+                Some(conn) if conn.client.is_closed() => continue,
+                other => break other,
+            }
+        };
+        let conn = match idle {
+            Some(conn) => conn,
+            None => Conn {
+                client: connect(&self.config).await.map_err(unavailable)?,
+                statements: HashMap::new(),
+            },
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            pool: self,
+            _permit: permit,
+        })
+    }
+
+    /// Runs `work` on a pooled connection within [`OP_TIMEOUT`]; a
+    /// connection that failed or timed out is dropped, not reused.
+    pub(super) async fn run<T>(
+        &self,
+        what: &str,
+        work: impl for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, PgError>>,
+    ) -> StoreResult<T> {
+        let mut pooled = self.get().await?;
+        let conn = pooled.conn.as_mut().expect("present until dropped");
+        let result = tokio::time::timeout(OP_TIMEOUT, work(conn)).await;
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                pooled.conn = None;
+                Err(unavailable(format!("{what}: {}", describe(&e))))
+            }
+            Err(_) => {
+                pooled.conn = None;
+                Err(unavailable(format!("{what}: PostgreSQL did not answer in time")))
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The schema: versioned migrations applied at open.
+
+use std::collections::HashSet;
+
+use super::LOCK_MIGRATIONS;
+use super::pool::{Conn, PgError};
+
+/// with the bookkeeping row. Never edit a released entry: add one.
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "events, idempotency keys, instances",
+        r#"
+CREATE TABLE leadscore_events (
+    seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id              text NOT NULL UNIQUE,
+    contact_key     text NOT NULL,
+    received_at     bigint NOT NULL,
+    score           text NOT NULL,
+    tier            text NOT NULL,
+    disqualified    boolean NOT NULL,
+    rules_version   text NOT NULL,
+    body            text NOT NULL,
+    -- NULL when the event is not forwarded
+    delivery        text CHECK (delivery IN ('pending', 'dead', 'delivered')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at bigint,
+    last_status     integer,
+    last_error      text,
+    delivered_at    bigint,
+    claimed_until   bigint
+);
+CREATE INDEX leadscore_events_pending_contact ON leadscore_events (contact_key, seq) WHERE delivery = 'pending';
+CREATE INDEX leadscore_events_pending_due ON leadscore_events (next_attempt_at, seq) WHERE delivery = 'pending';
+CREATE INDEX leadscore_events_dead ON leadscore_events (seq) WHERE delivery = 'dead';
+CREATE INDEX leadscore_events_delivered ON leadscore_events (seq) WHERE delivery = 'delivered';
+CREATE INDEX leadscore_events_received ON leadscore_events USING brin (received_at);
+-- One row per idempotency key (16 bytes of its SHA-256): the event stored
+-- first, and when (the event's received_at). Older than the dedupe window:
+-- expired, taken over by the next event with the key.
+CREATE TABLE leadscore_idempotency_keys (
+    key        bytea PRIMARY KEY,
+    event_id   text NOT NULL,
+    created_at bigint NOT NULL
+);
+CREATE INDEX leadscore_idempotency_keys_created ON leadscore_idempotency_keys USING brin (created_at);
+-- The instances using this schema, for operators (seen_at: last readiness check).
+CREATE TABLE leadscore_instances (
+    id         text PRIMARY KEY,
+    started_at bigint NOT NULL,
+    seen_at    bigint NOT NULL
+);
+"#,
+    ),
+    (
+        2,
+        "backtest index, per-minute counters",
+        r#"
+-- A contact's latest event (backtests, SPEC 8) for delivered ones too.
+CREATE INDEX leadscore_events_contact ON leadscore_events (contact_key, seq);
+-- Per-minute counts behind GET /stats, one row set per instance so that
+-- instances never wait for each other's counter rows.
+CREATE TABLE leadscore_counters (
+    minute   bigint NOT NULL,
+    what     text NOT NULL,
+    name     text NOT NULL,
+    instance text NOT NULL,
+    count    bigint NOT NULL,
+    PRIMARY KEY (minute, what, name, instance)
+);
+"#,
+    ),
+];
+
+/// `"name"`, for SQL.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The first schema of a `search_path` value, unquoted; `None` for `$user`.
+fn first_in_search_path(path: &str) -> Option<String> {
+    let first = path.split(',').next()?.trim();
+    let name = match first.strip_prefix('"').and_then(|f| f.strip_suffix('"')) {
+        Some(quoted) => quoted.replace("\"\"", "\""),
+        None => first.to_lowercase(),
+    };
+    (!name.is_empty() && name != "$user").then_some(name)
+}
+
+/// Creates the schema when missing and applies the migrations not yet
+/// applied, in one transaction under an advisory lock (instances starting
+/// together wait for each other).
+pub(super) async fn migrate(conn: &mut Conn, schema: Option<String>) -> Result<(), PgError> {
+    let path: String = conn
+        .client
+        .query_one("SELECT current_setting('search_path')", &[])
+        .await?
+        .get(0);
+    let target = schema.or_else(|| first_in_search_path(&path));
+    let tx = conn.client.transaction().await?;
+    let lock_name = match &target {
+        Some(name) => name.clone(),
+        None => tx
+            .query_one("SELECT coalesce(current_schema(), '')", &[])
+            .await?
+            .get(0),
+    };
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+        &[&LOCK_MIGRATIONS, &lock_name],
+    )
+    .await?;
+    if let Some(name) = &target {
+        let exists: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)",
+                &[name],
+            )
+            .await?
+            .get(0);
+        if !exists {
+            tx.batch_execute(&format!("CREATE SCHEMA {}", quote_ident(name)))
+                .await?;
+            tracing::info!(schema = %name, "created the PostgreSQL schema");
+        }
+    }
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS leadscore_schema_migrations (
+             version     integer PRIMARY KEY,
+             description text NOT NULL,
+             applied_at  timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let applied: HashSet<i32> = tx
+        .query("SELECT version FROM leadscore_schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let newest = MIGRATIONS.last().map_or(0, |m| m.0);
+    if let Some(unknown) = applied.iter().copied().filter(|v| *v > newest).max() {
+        // Surfaces as `Unavailable` with this text through `describe`'s caller.
+        tracing::error!(
+            version = unknown,
+            known = newest,
+            "the database schema is newer than this build; upgrade leadscore"
+        );
+        tx.batch_execute(&format!(
+            "DO $$ BEGIN RAISE EXCEPTION 'the leadscore schema is at version {unknown}, newer than this build knows ({newest}); run a newer leadscore'; END $$"
+        ))
+        .await?;
+    }
+    for (version, description, sql) in MIGRATIONS {
+        if applied.contains(version) {
+            continue;
+        }
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO leadscore_schema_migrations (version, description) VALUES ($1, $2)",
+            &[version, description],
+        )
+        .await?;
+        tracing::info!(version, description, "applied a schema migration");
+    }
+    tx.commit().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_paths_name_their_first_schema() {
+        assert_eq!(first_in_search_path("xyz, public").as_deref(), Some("xyz"));
+        assert_eq!(
+            first_in_search_path("\"My \"\"S\"\"\", public").as_deref(),
+            Some("My \"S\"")
+        );
+        assert_eq!(first_in_search_path("\"$user\", public"), None);
+        assert_eq!(first_in_search_path("Upper").as_deref(), Some("upper"));
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+}

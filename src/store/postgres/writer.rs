@@ -1,0 +1,565 @@
+//! The writer task: every ingest and delivery record of this instance in
+//! group commits (see the module doc of [`super`]).
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+
+use futures_util::future::{try_join, try_join_all};
+use tokio::sync::mpsc;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, Config, Row, Statement};
+
+use super::pool::{PgError, connect, describe, transient};
+use super::sql::{
+    COUNT, FIND_FIRST_EVENTS, HEARTBEAT, INSERT_EVENTS, RECORD_ATTEMPTS, REPAIR_KEY, UPSERT_KEYS,
+};
+use super::{MAX_GROUP, OP_TIMEOUT, TRANSIENT_RETRIES};
+use crate::store::reply::{Done, ReplyTo};
+use crate::store::{
+    AttemptOutcome, Enqueued, EventSummary, NewEvent, Retention, contact_id_of, key_digest, now_ms, tally,
+};
+
+/// What one queued write does.
+pub(super) enum Work {
+    Enqueue {
+        events: Vec<NewEvent>,
+        forward: bool,
+    },
+    Record {
+        event_id: String,
+        outcome: AttemptOutcome,
+    },
+    Touch,
+}
+
+pub(super) struct WriteOp {
+    pub(super) work: Work,
+    pub(super) reply: ReplyTo,
+}
+
+/// Splits items into layers such that no layer holds one key twice: the
+/// n-th occurrence of a key goes to layer n. Each layer lists item indexes
+/// sorted by key (the order locks are taken in, the same on every instance).
+fn layers<K: Ord + Hash + Clone>(keys: &[K]) -> Vec<Vec<usize>> {
+    let mut seen: HashMap<K, usize> = HashMap::new();
+    let mut layers: Vec<Vec<usize>> = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        let n = seen.entry(key.clone()).or_insert(0);
+        if layers.len() <= *n {
+            layers.push(Vec::new());
+        }
+        layers[*n].push(i);
+        *n += 1;
+    }
+    for layer in &mut layers {
+        layer.sort_by(|a, b| keys[*a].cmp(&keys[*b]));
+    }
+    layers
+}
+
+/// The writer's connection and its statements.
+pub(super) struct WriterConn {
+    client: Client,
+    upsert_keys: Statement,
+    insert_events: Statement,
+    find_first: Statement,
+    repair_key: Statement,
+    record: Statement,
+    heartbeat: Statement,
+    count: Statement,
+}
+
+impl WriterConn {
+    async fn open(config: &Config) -> Result<Self, String> {
+        let client = connect(config).await?;
+        let prepared = try_join_all(
+            [
+                UPSERT_KEYS,
+                INSERT_EVENTS,
+                FIND_FIRST_EVENTS,
+                REPAIR_KEY,
+                RECORD_ATTEMPTS,
+                HEARTBEAT,
+                COUNT,
+            ]
+            .map(|sql| client.prepare(sql)),
+        )
+        .await
+        .map_err(|e| format!("cannot prepare the writer's statements: {}", describe(&e)))?;
+        let mut it = prepared.into_iter();
+        let mut next = || it.next().expect("seven statements");
+        Ok(Self {
+            upsert_keys: next(),
+            insert_events: next(),
+            find_first: next(),
+            repair_key: next(),
+            record: next(),
+            heartbeat: next(),
+            count: next(),
+            client,
+        })
+    }
+}
+
+/// Why a transaction failed.
+enum TxError {
+    /// The connection is gone or unusable: every operation fails now.
+    Connection(String),
+    /// A deadlock or serialization failure: run it again.
+    Transient(String),
+    /// A statement failed: one of the operations is at fault.
+    Statement(String),
+}
+
+pub(super) struct Writer {
+    pub(super) config: Config,
+    pub(super) conn: Option<WriterConn>,
+    pub(super) retention: Retention,
+    pub(super) instance: String,
+    pub(super) started_at: i64,
+}
+
+/// One event of a group, flattened.
+struct Flat<'a> {
+    op: usize,
+    event: &'a NewEvent,
+    forward: bool,
+    key: [u8; 16],
+}
+
+fn parse_number(text: &str) -> serde_json::Number {
+    serde_json::from_str(text).unwrap_or_else(|_| 0.into())
+}
+
+/// The event stored first under a key.
+fn summary_of(row: &Row) -> EventSummary {
+    EventSummary {
+        id: row.get(1),
+        contact_id: contact_id_of(row.get(2)),
+        score: parse_number(row.get(3)),
+        tier: row.get(4),
+        disqualified: row.get(5),
+    }
+}
+
+fn summary_of_new(event: &NewEvent) -> EventSummary {
+    EventSummary {
+        contact_id: event.contact_id.clone(),
+        id: event.event_id.clone(),
+        score: event.score.clone(),
+        tier: event.tier.clone(),
+        disqualified: event.disqualified,
+    }
+}
+
+/// The columns of [`INSERT_EVENTS`].
+#[derive(Default)]
+struct EventColumns<'a> {
+    id: Vec<&'a str>,
+    contact_key: Vec<&'a str>,
+    received_at: Vec<i64>,
+    score: Vec<String>,
+    tier: Vec<&'a str>,
+    disqualified: Vec<bool>,
+    rules_version: Vec<&'a str>,
+    body: Vec<&'a str>,
+    delivery: Vec<Option<&'static str>>,
+}
+
+impl<'a> EventColumns<'a> {
+    fn push(&mut self, flat: &Flat<'a>) {
+        let e = flat.event;
+        self.id.push(&e.event_id);
+        self.contact_key.push(&e.contact_key);
+        self.received_at.push(e.received_at);
+        self.score.push(e.score.to_string());
+        self.tier.push(&e.tier);
+        self.disqualified.push(e.disqualified);
+        self.rules_version.push(&e.rules_version);
+        self.body.push(&e.body);
+        self.delivery.push(flat.forward.then_some("pending"));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+        [
+            &self.id,
+            &self.contact_key,
+            &self.received_at,
+            &self.score,
+            &self.tier,
+            &self.disqualified,
+            &self.rules_version,
+            &self.body,
+            &self.delivery,
+        ]
+    }
+}
+
+/// The columns of [`RECORD_ATTEMPTS`].
+#[derive(Default)]
+struct RecordColumns<'a> {
+    id: Vec<&'a str>,
+    delivery: Vec<&'static str>,
+    status: Vec<Option<i32>>,
+    error: Vec<Option<&'a str>>,
+    next_attempt_at: Vec<Option<i64>>,
+    delivered_at: Vec<Option<i64>>,
+}
+
+impl<'a> RecordColumns<'a> {
+    fn push(&mut self, id: &'a str, outcome: &'a AttemptOutcome, now: i64) {
+        self.id.push(id);
+        match outcome {
+            AttemptOutcome::Delivered { status } => {
+                self.delivery.push("delivered");
+                self.status.push(Some(i32::from(*status)));
+                self.error.push(None);
+                self.next_attempt_at.push(None);
+                self.delivered_at.push(Some(now));
+            }
+            AttemptOutcome::Retry {
+                next_attempt_at,
+                status,
+                error,
+            } => {
+                self.delivery.push("pending");
+                self.status.push(status.map(i32::from));
+                self.error.push(Some(error));
+                self.next_attempt_at.push(Some(*next_attempt_at));
+                self.delivered_at.push(None);
+            }
+            AttemptOutcome::Dead { status, error } => {
+                self.delivery.push("dead");
+                self.status.push(status.map(i32::from));
+                self.error.push(Some(error));
+                self.next_attempt_at.push(None);
+                self.delivered_at.push(None);
+            }
+        }
+    }
+
+    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+        [
+            &self.id,
+            &self.delivery,
+            &self.status,
+            &self.error,
+            &self.next_attempt_at,
+            &self.delivered_at,
+        ]
+    }
+}
+
+impl Writer {
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<WriteOp>) {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while let Some(first) = rx.recv().await {
+            group.push(first);
+            // Whatever queued while the last transaction ran joins this one.
+            while group.len() < MAX_GROUP {
+                match rx.try_recv() {
+                    Ok(op) => group.push(op),
+                    Err(_) => break,
+                }
+            }
+            // A caller that gave up (its deadline passed) is not written for.
+            group.retain(|op| !op.reply.is_closed());
+            if !group.is_empty() {
+                self.apply_group(&mut group).await;
+            }
+            group.clear();
+        }
+    }
+
+    /// Applies the group in one transaction; should a statement fail, each
+    /// operation is applied again alone, so that one bad operation never
+    /// fails the others.
+    async fn apply_group(&mut self, group: &mut Vec<WriteOp>) {
+        let works: Vec<&Work> = group.iter().map(|op| &op.work).collect();
+        let result = self.transaction_with_retries(&works).await;
+        let failure = match result {
+            Ok(done) => {
+                for (op, done) in group.drain(..).zip(done) {
+                    done.send(op.reply);
+                }
+                return;
+            }
+            Err(TxError::Statement(e)) if group.len() > 1 => {
+                tracing::warn!(error = %e, operations = group.len(), "a grouped write failed; applying its operations one by one");
+                None
+            }
+            Err(TxError::Connection(e) | TxError::Transient(e) | TxError::Statement(e)) => Some(e),
+        };
+        if let Some(e) = failure {
+            for op in group.drain(..) {
+                Done::Failed(e.clone()).send(op.reply);
+            }
+            return;
+        }
+        for op in group.drain(..) {
+            let result = self.transaction_with_retries(&[&op.work]).await;
+            let done = match result {
+                Ok(mut done) => done.pop().unwrap_or(Done::Unit),
+                Err(TxError::Connection(e) | TxError::Transient(e) | TxError::Statement(e)) => {
+                    Done::Failed(e)
+                }
+            };
+            done.send(op.reply);
+        }
+    }
+
+    async fn transaction_with_retries(&mut self, works: &[&Work]) -> Result<Vec<Done>, TxError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.transaction(works).await {
+                Err(TxError::Transient(e)) if attempt < TRANSIENT_RETRIES => {
+                    tracing::debug!(error = %e, attempt, "a write transaction lost a lock race; running it again");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn transaction(&mut self, works: &[&Work]) -> Result<Vec<Done>, TxError> {
+        if self.conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+            self.conn = None;
+        }
+        if self.conn.is_none() {
+            self.conn = Some(
+                WriterConn::open(&self.config)
+                    .await
+                    .map_err(TxError::Connection)?,
+            );
+        }
+        let conn = self.conn.as_ref().expect("connected above");
+        let window_start = now_ms() - self.retention.dedupe_window.as_millis().min(i64::MAX as u128) as i64;
+        let heartbeat = (self.instance.as_str(), self.started_at);
+        let result = tokio::time::timeout(OP_TIMEOUT, apply(conn, works, window_start, heartbeat)).await;
+        match result {
+            Ok(Ok(done)) => Ok(done),
+            Ok(Err(e)) => {
+                let text = describe(&e);
+                if conn.client.is_closed() || e.as_db_error().is_none() {
+                    self.conn = None;
+                    return Err(TxError::Connection(format!(
+                        "lost the connection to PostgreSQL: {text}"
+                    )));
+                }
+                if conn.client.batch_execute("ROLLBACK").await.is_err() {
+                    self.conn = None;
+                    return Err(TxError::Connection(text));
+                }
+                Err(if transient(&e) {
+                    TxError::Transient(text)
+                } else {
+                    TxError::Statement(text)
+                })
+            }
+            Err(_) => {
+                // The transaction's state is unknown: drop the connection
+                // (the server rolls back what did not commit).
+                self.conn = None;
+                Err(TxError::Connection("PostgreSQL did not answer in time".into()))
+            }
+        }
+    }
+}
+
+/// One transaction for a group of operations; see the module doc.
+async fn apply(
+    conn: &WriterConn,
+    works: &[&Work],
+    window_start: i64,
+    heartbeat: (&str, i64),
+) -> Result<Vec<Done>, PgError> {
+    let now = now_ms();
+    let client = &conn.client;
+
+    // Flatten: records, events, touches.
+    let mut records: Vec<(&str, &AttemptOutcome)> = Vec::new();
+    let mut flats: Vec<Flat> = Vec::new();
+    let mut touch = false;
+    for (op, work) in works.iter().enumerate() {
+        match work {
+            Work::Enqueue { events, forward } => flats.extend(events.iter().map(|event| Flat {
+                op,
+                event,
+                forward: *forward,
+                key: key_digest(&event.idempotency_key),
+            })),
+            Work::Record { event_id, outcome } => records.push((event_id.as_str(), outcome)),
+            Work::Touch => touch = true,
+        }
+    }
+
+    // Round trip 1: BEGIN, the delivery records (event rows locked in id
+    // order), the idempotency keys (key rows locked in key order).
+    let record_ids: Vec<&str> = records.iter().map(|(id, _)| *id).collect();
+    let record_columns: Vec<RecordColumns> = layers(&record_ids)
+        .into_iter()
+        .map(|layer| {
+            let mut columns = RecordColumns::default();
+            for i in layer {
+                columns.push(records[i].0, records[i].1, now);
+            }
+            columns
+        })
+        .collect();
+    let record_params: Vec<[&(dyn ToSql + Sync); 6]> =
+        record_columns.iter().map(RecordColumns::params).collect();
+    let flat_keys: Vec<[u8; 16]> = flats.iter().map(|f| f.key).collect();
+    let key_layers = layers(&flat_keys);
+    type KeyColumns<'a> = (Vec<&'a [u8]>, Vec<&'a str>, Vec<i64>);
+    let key_columns: Vec<KeyColumns> = key_layers
+        .iter()
+        .map(|layer| {
+            (
+                layer.iter().map(|&i| &flats[i].key[..]).collect(),
+                layer.iter().map(|&i| flats[i].event.event_id.as_str()).collect(),
+                layer.iter().map(|&i| flats[i].event.received_at).collect(),
+            )
+        })
+        .collect();
+    let key_params: Vec<[&(dyn ToSql + Sync); 4]> = key_columns
+        .iter()
+        .map(|(k, e, c)| -> [&(dyn ToSql + Sync); 4] { [k, e, c, &window_start] })
+        .collect();
+    let mut round_one = Vec::new();
+    for params in &record_params {
+        round_one.push(client.query(&conn.record, params));
+    }
+    for params in &key_params {
+        round_one.push(client.query(&conn.upsert_keys, params));
+    }
+    let (_, results) = try_join(client.batch_execute("BEGIN"), try_join_all(round_one)).await?;
+    let mut owned = vec![false; flats.len()];
+    for (layer, rows) in key_layers.iter().zip(&results[record_params.len()..]) {
+        let taken: HashSet<&[u8]> = rows.iter().map(|r| r.get::<_, &[u8]>(0)).collect();
+        for &i in layer {
+            owned[i] = taken.contains(&flats[i].key[..]);
+        }
+    }
+
+    // Round trip 2: the new events (in arrival order: per-contact order),
+    // the first events of the duplicates, the heartbeat; COMMIT too when
+    // no duplicate can need a repair.
+    let mut columns = EventColumns::default();
+    for (i, flat) in flats.iter().enumerate() {
+        if owned[i] {
+            columns.push(flat);
+        }
+    }
+    let dup_keys: Vec<[u8; 16]> = {
+        let mut seen = HashSet::new();
+        flats
+            .iter()
+            .zip(&owned)
+            .filter(|(f, owned)| !**owned && seen.insert(f.key))
+            .map(|(f, _)| f.key)
+            .collect()
+    };
+    let event_params = columns.params();
+    let dup_key_refs: Vec<&[u8]> = dup_keys.iter().map(|k| &k[..]).collect();
+    let dup_params: [&(dyn ToSql + Sync); 1] = [&dup_key_refs];
+    let heartbeat_params: [&(dyn ToSql + Sync); 3] = [&heartbeat.0, &heartbeat.1, &now];
+    let counts = tally(flats.iter().zip(&owned).map(|(f, owned)| (f.event, *owned)), now);
+    let count_columns: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<i64>) = (
+        counts.iter().map(|c| c.0).collect(),
+        counts.iter().map(|c| c.1).collect(),
+        counts.iter().map(|c| c.2.as_str()).collect(),
+        counts.iter().map(|c| c.3).collect(),
+    );
+    let count_params: [&(dyn ToSql + Sync); 5] = [
+        &count_columns.0,
+        &count_columns.1,
+        &count_columns.2,
+        &count_columns.3,
+        &heartbeat.0,
+    ];
+    let mut round_two = Vec::new();
+    if !columns.is_empty() {
+        round_two.push(client.query(&conn.insert_events, &event_params));
+    }
+    if touch {
+        round_two.push(client.query(&conn.heartbeat, &heartbeat_params));
+    }
+    if !counts.is_empty() {
+        round_two.push(client.query(&conn.count, &count_params));
+    }
+    let find_index = round_two.len();
+    if !dup_keys.is_empty() {
+        round_two.push(client.query(&conn.find_first, &dup_params));
+    }
+    let results = if dup_keys.is_empty() {
+        try_join(try_join_all(round_two), client.batch_execute("COMMIT"))
+            .await?
+            .0
+    } else {
+        try_join_all(round_two).await?
+    };
+    let mut firsts: HashMap<[u8; 16], EventSummary> = HashMap::new();
+    if !dup_keys.is_empty() {
+        for row in &results[find_index] {
+            if let Ok(key) = <[u8; 16]>::try_from(row.get::<_, &[u8]>(0)) {
+                firsts.insert(key, summary_of(row));
+            }
+        }
+        // A key whose first event is gone (only when the retention was set
+        // shorter than the dedupe window): the first such event takes it.
+        let mut repaired = EventColumns::default();
+        let mut repairs: Vec<([u8; 16], &str, i64)> = Vec::new();
+        for (i, flat) in flats.iter().enumerate() {
+            if !owned[i] && !firsts.contains_key(&flat.key) {
+                owned[i] = true;
+                firsts.insert(flat.key, summary_of_new(flat.event));
+                repaired.push(flat);
+                repairs.push((flat.key, &flat.event.event_id, flat.event.received_at));
+            }
+        }
+        if !repairs.is_empty() {
+            for (key, event_id, created_at) in &repairs {
+                let key = &key[..];
+                let params: [&(dyn ToSql + Sync); 3] = [&key, event_id, created_at];
+                client.execute(&conn.repair_key, &params).await?;
+            }
+            client.query(&conn.insert_events, &repaired.params()).await?;
+        }
+        client.batch_execute("COMMIT").await?;
+    }
+
+    // The answers, per operation and in input order.
+    let mut done: Vec<Done> = works
+        .iter()
+        .map(|w| match w {
+            Work::Enqueue { events, .. } => Done::Enqueued(Vec::with_capacity(events.len())),
+            _ => Done::Unit,
+        })
+        .collect();
+    for (i, flat) in flats.iter().enumerate() {
+        let answer = match firsts.get(&flat.key) {
+            Some(first) if !owned[i] => Enqueued::Duplicate(first.clone()),
+            _ => Enqueued::Stored(summary_of_new(flat.event)),
+        };
+        if let Done::Enqueued(list) = &mut done[flat.op] {
+            list.push(answer);
+        }
+    }
+    Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_separate_repeated_keys_and_sort_each() {
+        let keys = ["b", "a", "b", "c", "b", "a"];
+        assert_eq!(layers(&keys), vec![vec![1, 0, 3], vec![5, 2], vec![4]]);
+        assert!(layers::<u8>(&[]).is_empty());
+    }
+}
