@@ -541,7 +541,7 @@ mod tests {
             errors[0]
         );
         assert!(
-            errors[1].starts_with("leadscore.toml:2: forward-concurrency: \"5000\": 5000 is not in 1..=1024"),
+            errors[1] == "leadscore.toml:2: forward-concurrency: 5000 is not in 1..=1024",
             "{}",
             errors[1]
         );
@@ -555,7 +555,8 @@ mod tests {
             errors[3]
         );
         assert!(
-            errors[4].starts_with("leadscore.toml:5: retry-schedule: \"soon\" is not a duration"),
+            errors[4]
+                .starts_with("leadscore.toml:5: retry-schedule: \"5s,soon\": \"soon\" is not a duration"),
             "{}",
             errors[4]
         );
@@ -584,7 +585,13 @@ mod tests {
         let path = vec!["check".to_owned()];
         assert!(apply_file(Cli::command(), &path, &file(text), &no_env).is_ok());
         // A secret from the file is a default that help never shows.
-        let command = apply_file(Cli::command(), &["serve".to_owned()], &file(&text[..40]), &env).unwrap();
+        let command = apply_file(
+            Cli::command(),
+            &["serve".to_owned()],
+            &file(text.lines().next().unwrap()),
+            &env,
+        )
+        .unwrap();
         let serve = command.find_subcommand("serve").unwrap();
         let secret = setting(serve, "webhook-secret").unwrap();
         assert_eq!(
@@ -642,6 +649,43 @@ mod tests {
             "forward-concurrency = 16  # from default"
         );
         assert_eq!(line("forward-url"), "# forward-url is not set");
+    }
+
+    /// `--allowed-host` is repeatable: the file takes an array, and a flag
+    /// replaces the file's list rather than adding to it.
+    #[test]
+    fn allowed_hosts_come_from_the_file_unless_a_flag_names_them() {
+        let text = "allowed-host = [\"leadscore.internal\", \"10.0.0.5\"]\n";
+        let serve_args = |parsed: &Parsed| match Cli::from_arg_matches(&parsed.matches).unwrap().command {
+            Some(crate::cli::Command::Config(args)) => args,
+            other => panic!("the config command, not {other:?}"),
+        };
+        let parsed = parse_with(text, &["leadscore", "config"]);
+        let args = serve_args(&parsed);
+        assert_eq!(args.allowed_hosts, ["leadscore.internal", "10.0.0.5"]);
+        let config = args.to_config().expect("valid settings");
+        assert_eq!(config.allowed_hosts, ["leadscore.internal", "10.0.0.5"]);
+        let (matches, command) = parsed.leaf();
+        let lines = effective(matches, command, parsed.file.as_ref());
+        assert!(
+            lines
+                .contains(&"allowed-host = [\"leadscore.internal\", \"10.0.0.5\"]  # from file:1".to_owned()),
+            "{lines:#?}"
+        );
+
+        let parsed = parse_with(
+            text,
+            &["leadscore", "config", "--allowed-host", "ops.example.com"],
+        );
+        assert_eq!(serve_args(&parsed).allowed_hosts, ["ops.example.com"]);
+
+        let errors = errors_of(&["serve"], "allowed-host = \"leadscore.internal\"\n", &no_env);
+        assert_eq!(
+            errors,
+            vec![
+                "leadscore.toml:1: allowed-host: expected an array of strings, e.g. [\"…\"], found a string"
+            ]
+        );
     }
 
     #[test]

@@ -9,10 +9,11 @@ pub mod layers;
 
 use std::time::Duration;
 
-/// The longest duration any setting takes. Far beyond any sensible value,
+/// The longest duration any setting takes: 100 years as humantime counts
+/// them (`100y`, a year of 365.25 days). Far beyond any sensible value,
 /// and short enough that adding it to a clock or counting it in
 /// milliseconds never overflows.
-const LONGEST: Duration = Duration::from_secs(100 * 365 * 86400);
+const LONGEST: Duration = Duration::from_secs(100 * 31_557_600);
 
 /// A duration such as `500ms`, `5s`, `5m`, `2h` or `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -274,7 +275,12 @@ mod tests {
     fn durations_are_bounded_and_some_must_be_positive() {
         assert_eq!(
             parse_duration("100y").unwrap(),
-            Duration::from_secs(100 * 365 * 86400)
+            Duration::from_secs(100 * 31_557_600)
+        );
+        assert!(
+            parse_duration("36525d 1s")
+                .unwrap_err()
+                .contains("at most 100 years")
         );
         assert!(parse_duration("101y").unwrap_err().contains("at most 100 years"));
         assert!(
