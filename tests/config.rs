@@ -499,3 +499,27 @@ fn the_example_config_file_is_accepted() {
         );
     }
 }
+
+/// `--allowed-host` is a key of the file like any repeatable flag, and its
+/// variable (a `,`-separated list) wins over the file.
+#[test]
+fn allowed_hosts_come_from_the_file_and_the_variable_wins() {
+    let file = config_file("allowed-host = [\"leadscore.internal\", \"10.0.0.5\"]\n");
+    let out = run(leadscore().arg("config").arg("--config").arg(&file.path));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        line_of(&out, "allowed-host"),
+        "allowed-host = [\"leadscore.internal\", \"10.0.0.5\"]  # from file:1"
+    );
+
+    let out = run(leadscore()
+        .arg("config")
+        .arg("--config")
+        .arg(&file.path)
+        .env("LEADSCORE_ALLOWED_HOSTS", "ops.example.com,leads.example.com"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        line_of(&out, "allowed-host"),
+        "allowed-host = [\"ops.example.com\", \"leads.example.com\"]  # from env LEADSCORE_ALLOWED_HOSTS"
+    );
+}
