@@ -357,9 +357,12 @@ fn leadscore_config_masks_every_secret() {
     );
 }
 
+/// One refused start: the flags, the variables, and what the message says.
+type RefusedStart<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+
 #[test]
 fn every_setting_is_checked_at_start_with_a_message_naming_it() {
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<RefusedStart> = vec![
         (
             vec![],
             vec![("LEADSCORE_LOG", "debugg")],
