@@ -700,6 +700,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async move {
+        // Before the port opens: a SIGTERM that comes as soon as the engine
+        // answers must stop it cleanly, not kill it with the default action.
+        let mut signals = match Signals::install() {
+            Ok(signals) => signals,
+            Err(e) => {
+                eprintln!("error: cannot install the signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         let listener = match tokio::net::TcpListener::bind(&args.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -714,27 +723,41 @@ fn serve(args: ServeArgs) -> ExitCode {
                 return ExitCode::from(2);
             }
         };
-        wait_for_signals(&running).await;
+        signals.wait(&running).await;
         tracing::info!("shutting down: no new requests; finishing requests and deliveries in flight");
         running.shutdown().await;
         ExitCode::SUCCESS
     })
 }
 
-/// Returns on SIGTERM or SIGINT; SIGHUP reloads the rules.
-async fn wait_for_signals(running: &crate::server::Running) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = tokio::signal::ctrl_c() => return,
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading rules");
-                running.reload_rules();
+/// The signals `serve` handles: SIGTERM and SIGINT stop it, SIGHUP reloads
+/// the rules. Installed once, before the port opens.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// Returns on SIGTERM or SIGINT; SIGHUP reloads the rules meanwhile.
+    async fn wait(&mut self, running: &crate::server::Running) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP: reloading rules");
+                    running.reload_rules();
+                }
             }
         }
     }

@@ -611,9 +611,17 @@ async fn bad_store_urls_are_clear_errors() {
             "postgres://u@127.0.0.1/db?schema=No-Good",
             "not a plain lower-case name",
         ),
-        ("postgresql://u:pw@127.0.0.1/db?sslmode=require", "without TLS"),
+        (
+            "postgresql://u:pw@127.0.0.1/db?sslmode=verify",
+            "sslmode \"verify\" is not one of disable, allow, prefer, require, verify-ca, verify-full",
+        ),
+        (
+            "postgresql://u:pw@127.0.0.1/db?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+            "sslrootcert /nonexistent/ca.pem: cannot read it",
+        ),
     ] {
         let err = store::open(url, retention()).await.err().unwrap().to_string();
         assert!(err.contains(expected), "{url}: {err}");
+        assert!(!err.contains(":pw@"), "the password stays hidden: {err}");
     }
 }

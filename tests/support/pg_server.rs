@@ -16,6 +16,15 @@ impl PgServer {
     /// Starts a new server; `None` (with the reason) when this machine
     /// cannot: no PostgreSQL binaries, or no way to run them.
     pub fn start() -> Result<Self, String> {
+        Self::start_with(|_| Ok(()))
+    }
+
+    /// Starts a new server after `configure` has adjusted it: it runs after
+    /// `initdb`, before the first start, and may write files into the
+    /// server's folder ([`Self::path`]; the data folder is `data` in it),
+    /// such as lines appended to `data/postgresql.conf`, a `data/pg_hba.conf`
+    /// or certificates. Those files are handed to the `postgres` user too.
+    pub fn start_with(configure: impl FnOnce(&Path) -> Result<(), String>) -> Result<Self, String> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .map_err(|e| format!("no PostgreSQL binaries in /usr/lib/postgresql ({e})"))?
             .flatten()
@@ -28,16 +37,7 @@ impl PgServer {
             .map_err(|e| e.to_string())?
             .port();
         let server = Self { dir, bin, port };
-        if is_root() {
-            let chown = Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(server.dir.path())
-                .status()
-                .map_err(|e| e.to_string())?;
-            if !chown.success() {
-                return Err("cannot hand the data folder to the postgres user".into());
-            }
-        }
+        server.chown_to_postgres()?;
         server.run(
             "initdb",
             &[
@@ -52,8 +52,28 @@ impl PgServer {
                 "UTF8",
             ],
         )?;
+        configure(server.dir.path())?;
+        server.chown_to_postgres()?;
         server.ctl("start")?;
         Ok(server)
+    }
+
+    /// When the tests run as root, the server runs as `postgres`: its folder
+    /// must be that user's.
+    fn chown_to_postgres(&self) -> Result<(), String> {
+        if !is_root() {
+            return Ok(());
+        }
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(self.dir.path())
+            .status()
+            .map_err(|e| e.to_string())?;
+        if chown.success() {
+            Ok(())
+        } else {
+            Err("cannot hand the data folder to the postgres user".into())
+        }
     }
 
     fn data(&self) -> String {
@@ -136,7 +156,7 @@ impl Drop for PgServer {
     }
 }
 
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()

@@ -29,17 +29,19 @@
 //! - **Connections**: the writer's own connection plus a small pool for
 //!   claims, listings and maintenance; a lost connection fails the requests
 //!   it carried (`Unavailable`, 503) and is replaced on the next use.
-
+//! - **TLS** as libpq's `sslmode` and `sslrootcert` say, with rustls
+//!   ([`tls`]).
 //!
 //! The parts: [`url`] reads the store URL, [`pool`] holds the connections
 //! (and the error wording), [`schema`] the migrations, [`sql`] the
-//! statements, [`writer`] the group-committing writer task and [`store`]
+//! statements, [`tls`] the encryption, [`writer`] the group-committing writer task and [`store`]
 //! the `Store` methods that run on the pool.
 
 mod pool;
 mod schema;
 mod sql;
 mod store;
+mod tls;
 mod url;
 mod writer;
 

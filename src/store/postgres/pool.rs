@@ -8,8 +8,9 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls, Statement};
+use tokio_postgres::{Client, Config, Statement};
 
+use super::tls::MakeRustls;
 use super::{CONNECT_TIMEOUT, OP_TIMEOUT, POOL_WAIT};
 use crate::store::{StoreResult, unavailable};
 
@@ -42,8 +43,9 @@ pub(super) fn transient(e: &PgError) -> bool {
     )
 }
 
-pub(super) async fn connect(config: &Config) -> Result<Client, String> {
-    let connecting = config.connect(NoTls);
+/// Opens a connection, TLS as the URL's `sslmode` says.
+pub(super) async fn connect(config: &Config, tls: &MakeRustls) -> Result<Client, String> {
+    let connecting = config.connect(tls.clone());
     let limit = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT) + Duration::from_secs(1);
     let (client, connection) = match tokio::time::timeout(limit, connecting).await {
         Ok(Ok(pair)) => pair,
@@ -78,6 +80,7 @@ impl Conn {
 /// A few connections, opened when needed and dropped when broken.
 pub(super) struct Pool {
     config: Config,
+    tls: MakeRustls,
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
 }
@@ -101,9 +104,10 @@ impl Drop for Pooled<'_> {
 }
 
 impl Pool {
-    pub(super) fn new(config: Config, size: usize) -> Self {
+    pub(super) fn new(config: Config, tls: MakeRustls, size: usize) -> Self {
         Self {
             config,
+            tls,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size),
         }
@@ -124,7 +128,7 @@ impl Pool {
         let conn = match idle {
             Some(conn) => conn,
             None => Conn {
-                client: connect(&self.config).await.map_err(unavailable)?,
+                client: connect(&self.config, &self.tls).await.map_err(unavailable)?,
                 statements: HashMap::new(),
             },
         };

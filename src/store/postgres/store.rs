@@ -32,7 +32,11 @@ impl PostgresStore {
     /// Connects, creates or migrates the schema, and starts the writer.
     pub async fn open(url: &str, retention: Retention) -> StoreResult<Self> {
         let settings = parse_url(url)?;
-        let pool = Arc::new(Pool::new(settings.config.clone(), settings.pool_size));
+        let pool = Arc::new(Pool::new(
+            settings.config.clone(),
+            settings.tls.clone(),
+            settings.pool_size,
+        ));
         let schema = settings.schema.clone();
         pool.run("cannot prepare the schema", move |conn| {
             migrate(conn, schema).boxed()
@@ -41,6 +45,7 @@ impl PostgresStore {
         let (tx, rx) = mpsc::unbounded_channel();
         let writer = Writer {
             config: settings.config,
+            tls: settings.tls,
             conn: None,
             retention,
             instance: format!("{}-{}", hostname(), uuid::Uuid::now_v7().simple()),

@@ -13,6 +13,7 @@ use super::pool::{PgError, connect, describe, transient};
 use super::sql::{
     COUNT, FIND_FIRST_EVENTS, HEARTBEAT, INSERT_EVENTS, RECORD_ATTEMPTS, REPAIR_KEY, UPSERT_KEYS,
 };
+use super::tls::MakeRustls;
 use super::{MAX_GROUP, OP_TIMEOUT, TRANSIENT_RETRIES};
 use crate::store::reply::{Done, ReplyTo};
 use crate::store::{
@@ -70,8 +71,8 @@ pub(super) struct WriterConn {
 }
 
 impl WriterConn {
-    async fn open(config: &Config) -> Result<Self, String> {
-        let client = connect(config).await?;
+    async fn open(config: &Config, tls: &MakeRustls) -> Result<Self, String> {
+        let client = connect(config, tls).await?;
         let prepared = try_join_all(
             [
                 UPSERT_KEYS,
@@ -113,6 +114,7 @@ enum TxError {
 
 pub(super) struct Writer {
     pub(super) config: Config,
+    pub(super) tls: MakeRustls,
     pub(super) conn: Option<WriterConn>,
     pub(super) retention: Retention,
     pub(super) instance: String,
@@ -331,7 +333,7 @@ impl Writer {
         }
         if self.conn.is_none() {
             self.conn = Some(
-                WriterConn::open(&self.config)
+                WriterConn::open(&self.config, &self.tls)
                     .await
                     .map_err(TxError::Connection)?,
             );
