@@ -1,5 +1,6 @@
-//! The `leadscore` command line (clap). Every setting has a flag and an
-//! environment variable; flags win (SPEC section 7).
+//! The `leadscore` command line (clap). Every setting has a flag, an
+//! environment variable and a key in the config file; flag, then
+//! environment, then file, then default (SPEC section 7, `crate::config`).
 
 mod backtest;
 mod demo;
@@ -10,17 +11,20 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::app::{self, deliveries::DeliveryQuery};
-use crate::config::{parse_duration, parse_duration_list, parse_size};
+use crate::config::layers::{self, Failure, Parsed};
+use crate::config::{
+    check_log_filter, check_store_url, parse_duration, parse_duration_list, parse_listen,
+    parse_positive_duration, parse_size, parse_whsec,
+};
 use crate::deliver::{ForwardConfig, parse_header};
 use crate::ingest::auth::InboundAuth;
 use crate::payload::{self, PayloadError};
 use crate::rule_test_runner;
 use crate::score::{Limits, RuleSet};
 use crate::server::ServeConfig;
-use crate::signature::WebhookSecret;
 use crate::store::{self, DeliveryStatus, Retention};
 use crate::telemetry::LogFormat;
 
@@ -31,6 +35,10 @@ use crate::telemetry::LogFormat;
     about = "Rules-based lead scoring for iClosed.io webhooks"
 )]
 pub struct Cli {
+    /// Read settings from this TOML file, each under its flag's name
+    /// (`listen = "0.0.0.0:8080"`); flags and variables win over it.
+    #[arg(long, global = true, env = "LEADSCORE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -50,6 +58,8 @@ pub enum Command {
     Test(TestArgs),
     /// Try a candidate rules folder on the stored contacts: which would change tier?
     Backtest(Box<backtest::BacktestArgs>),
+    /// Print the settings `serve` would run with, where each comes from, secrets masked.
+    Config(Box<ServeArgs>),
     /// Generate realistic demo contacts: post them to a running engine (--url) or write JSON lines.
     Demo(demo::DemoArgs),
 }
@@ -61,7 +71,7 @@ pub struct RuleArgs {
     #[arg(long, env = "LEADSCORE_RULES", default_value = "./rules")]
     pub rules: PathBuf,
     /// CPU-time budget of the whole rule set per contact (a wall-clock guard of 10 times it stays as a last resort).
-    #[arg(long, env = "LEADSCORE_RULE_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "LEADSCORE_RULE_TIMEOUT", default_value = "100ms", value_parser = parse_positive_duration)]
     pub rule_timeout: Duration,
     /// Operations allowed per rule and contact.
     #[arg(long, env = "LEADSCORE_RULE_MAX_OPERATIONS", default_value_t = 1_000_000,
@@ -132,9 +142,28 @@ pub struct TestArgs {
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse_from(with_default_command(std::env::args_os()));
+    run(std::env::args_os())
+}
+
+/// Runs the command line `args` (program name first).
+pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args = with_default_command(args);
+    let parsed = match layers::parse(Cli::command(), &args, &|name| std::env::var_os(name)) {
+        Ok(parsed) => parsed,
+        Err(Failure::Clap(e)) => e.exit(),
+        Err(Failure::Config(errors)) => {
+            for error in errors {
+                eprintln!("error: {error}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let cli = match Cli::from_arg_matches(&parsed.matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let logging = match &cli.command {
-        Some(Command::Serve(_) | Command::Check(_)) | None => Ok(()),
+        Some(Command::Serve(_) | Command::Check(_) | Command::Config(_)) | None => Ok(()),
         Some(_) => init_cli_logging(),
     };
     if let Err(code) = logging {
@@ -147,17 +176,13 @@ pub fn main() -> ExitCode {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Backtest(args)) => backtest::run(&args),
         Some(Command::Test(args)) => test(&args),
+        Some(Command::Config(args)) => show_config(&args, &parsed),
         Some(Command::Demo(args)) => demo::run(&args),
-        None => {
-            // `leadscore` alone is `leadscore serve`, configured from flags' defaults and the environment.
-            match Cli::try_parse_from(["leadscore", "serve"]) {
-                Ok(Cli {
-                    command: Some(Command::Serve(args)),
-                }) => serve(*args),
-                Ok(_) => ExitCode::from(2),
-                Err(e) => e.exit(),
-            }
-        }
+        // `with_default_command` names `serve` whenever no subcommand is given.
+        None => run([
+            args.first().cloned().unwrap_or_else(|| "leadscore".into()),
+            "serve".into(),
+        ]),
     }
 }
 
@@ -167,20 +192,40 @@ pub fn main() -> ExitCode {
 /// and `--version` stay the top level's.
 pub fn with_default_command(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
     let mut args: Vec<OsString> = args.into_iter().collect();
-    let starts_with_flag = args
-        .get(1)
-        .and_then(|a| a.to_str())
-        .is_some_and(|a| a.starts_with('-') && !matches!(a, "-h" | "--help" | "-V" | "--version"));
-    if starts_with_flag {
-        args.insert(1, "serve".into());
+    let text = |i: usize| args.get(i).and_then(|a| a.to_str());
+    let starts_with_flag =
+        text(1).is_some_and(|a| a.starts_with('-') && !matches!(a, "-h" | "--help" | "-V" | "--version"));
+    // `leadscore --config FILE deliveries list`: the global flag comes first.
+    let after_config = match text(1) {
+        Some("--config") => text(3),
+        Some(a) if a.starts_with("--config=") => text(2),
+        _ => None,
+    };
+    let names_a_command =
+        after_config.is_some_and(|name| name == "help" || Cli::command().find_subcommand(name).is_some());
+    if (starts_with_flag && !names_a_command) || args.len() == 1 {
+        args.insert(1.min(args.len()), "serve".into());
     }
     args
+}
+
+/// `LEADSCORE_LOG`, checked strictly (`crate::config::check_log_filter`).
+fn check_env_log_filter() -> Result<(), String> {
+    match std::env::var_os("LEADSCORE_LOG") {
+        None => Ok(()),
+        Some(value) => match value.to_str() {
+            Some(text) if text.trim().is_empty() => Ok(()),
+            Some(text) => check_log_filter(text),
+            None => Err("LEADSCORE_LOG is not valid UTF-8".into()),
+        },
+    }
 }
 
 /// Logs for one-shot commands go to stderr, warnings and up unless
 /// `LEADSCORE_LOG` says otherwise (rules' `print` is at debug level).
 fn init_cli_logging() -> Result<(), ExitCode> {
-    let filter = crate::telemetry::log_filter("warn").map_err(|e| {
+    let filter = check_env_log_filter().and_then(|()| crate::telemetry::log_filter("warn"));
+    let filter = filter.map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })?;
@@ -227,6 +272,13 @@ fn test(args: &TestArgs) -> ExitCode {
     } else {
         args.files.clone()
     };
+    if files.is_empty() {
+        eprintln!(
+            "error: no rule tests in {}: write them in *.toml files there (see \"Testing rules\" in the README)",
+            args.rules.rules.join("tests").display()
+        );
+        return ExitCode::from(2);
+    }
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
         for outcome in rule_test_runner::run_file(&rules, file) {
@@ -243,6 +295,11 @@ fn test(args: &TestArgs) -> ExitCode {
         }
     }
     println!("{passed} passed, {failed} failed");
+    if passed + failed == 0 {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        eprintln!("error: no tests in {}", names.join(", "));
+        return ExitCode::from(2);
+    }
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
@@ -343,11 +400,13 @@ fn write_scored(rules: &RuleSet, contacts: &[payload::Contact], out: &mut impl W
 pub struct ServeArgs {
     #[command(flatten)]
     pub rules: RuleArgs,
-    /// Address to listen on.
-    #[arg(long, env = "LEADSCORE_LISTEN", default_value = "127.0.0.1:8080")]
+    /// Address to listen on: IP:PORT (`0.0.0.0:8080`, `[::]:8080`) or HOST:PORT.
+    #[arg(long, env = "LEADSCORE_LISTEN", default_value = "127.0.0.1:8080", value_parser = parse_listen)]
     pub listen: String,
     #[command(flatten)]
     pub store: StoreArgs,
+    #[command(flatten)]
+    pub kept: RetentionArgs,
     /// Where scored contacts are POSTed (CRM, n8n, Zapier, ...). Without it nothing is forwarded.
     #[arg(long, env = "LEADSCORE_FORWARD_URL")]
     pub forward_url: Option<String>,
@@ -386,7 +445,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LEADSCORE_RETRY_SCHEDULE", default_value = "5s,5m,30m,2h,5h,10h,10h", value_parser = parse_duration_list)]
     pub retry_schedule: std::vec::Vec<Duration>,
     /// How long a claimed delivery stays with one instance before another may take it.
-    #[arg(long, env = "LEADSCORE_DELIVERY_LEASE", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, env = "LEADSCORE_DELIVERY_LEASE", default_value = "30s", value_parser = parse_positive_duration)]
     pub delivery_lease: Duration,
     /// Largest request body.
     #[arg(long, env = "LEADSCORE_MAX_BODY", default_value = "1MiB", value_parser = parse_size)]
@@ -398,7 +457,7 @@ pub struct ServeArgs {
     #[arg(long, env = "LEADSCORE_FORWARD_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub forward_concurrency: u64,
     /// Timeout of one delivery request.
-    #[arg(long, env = "LEADSCORE_FORWARD_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "LEADSCORE_FORWARD_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub forward_timeout: Duration,
     /// Let the console save rule files (needs an admin token). The
     /// variable takes true/false, 1/0, yes/no or on/off.
@@ -407,17 +466,37 @@ pub struct ServeArgs {
     /// Most stored contacts one `POST /backtest` may score (a larger window is refused).
     #[arg(long, env = "LEADSCORE_BACKTEST_MAX_CONTACTS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub backtest_max_contacts: u64,
-    /// Log format.
+    /// Log format: `pretty` (for people) or `json` (one object per line).
     #[arg(long, env = "LEADSCORE_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
 }
 
-/// The store and how long it keeps things.
+const DEFAULT_DEDUPE_WINDOW: Duration = Duration::from_secs(7 * 86400);
+const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 86400);
+
+/// The store.
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// `sqlite://PATH` (embedded) or `postgres://...` (shared by several instances).
     #[arg(long, env = "LEADSCORE_STORE", default_value = "sqlite://./data/leadscore.db")]
     pub store: String,
+}
+
+impl StoreArgs {
+    /// What the `deliveries` commands open the store with: they neither
+    /// take contacts in nor prune, so the dedupe window and the retention
+    /// play no part there and have no flags.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            dedupe_window: DEFAULT_DEDUPE_WINDOW,
+            retention: DEFAULT_RETENTION,
+        }
+    }
+}
+
+/// How long the store keeps things (`serve`).
+#[derive(Debug, Clone, Args)]
+pub struct RetentionArgs {
     /// A repeated delivery inside this window is a duplicate.
     #[arg(long, env = "LEADSCORE_DEDUPE_WINDOW", default_value = "7d", value_parser = parse_duration)]
     pub dedupe_window: Duration,
@@ -426,10 +505,32 @@ pub struct StoreArgs {
     pub retention: Duration,
 }
 
-impl StoreArgs {
+impl RetentionArgs {
     pub fn retention(&self) -> Retention {
         Retention {
             dedupe_window: self.dedupe_window,
+            retention: self.retention,
+        }
+    }
+}
+
+/// The store and its retention, which bounds how far back a backtest reaches.
+#[derive(Debug, Clone, Args)]
+pub struct StoreRetentionArgs {
+    /// `sqlite://PATH` (embedded) or `postgres://...` (shared by several instances).
+    #[arg(long, env = "LEADSCORE_STORE", default_value = "sqlite://./data/leadscore.db")]
+    pub store: String,
+    /// How long the store keeps received contacts (`serve --retention`): a
+    /// backtest reaches no further back.
+    #[arg(long, env = "LEADSCORE_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub retention: Duration,
+}
+
+impl StoreRetentionArgs {
+    /// A backtest only reads, so the dedupe window plays no part.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            dedupe_window: DEFAULT_DEDUPE_WINDOW.min(self.retention),
             retention: self.retention,
         }
     }
@@ -444,6 +545,17 @@ impl ServeArgs {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
         };
+        check_store_url(&self.store.store).map_err(|e| format!("--store {e}"))?;
+        // The signing secret and the headers are checked even without
+        // --forward-url, so that a mistake shows before it matters.
+        let forward_secret = empty(&self.forward_secret)
+            .map(|s| parse_whsec(&s).map_err(|e| format!("--forward-secret: {e}")))
+            .transpose()?;
+        let mut forward_headers = reqwest::header::HeaderMap::new();
+        for text in self.forward_headers.iter().filter(|h| !h.trim().is_empty()) {
+            let (name, value) = parse_header(text).map_err(|e| format!("--forward-header: {e}"))?;
+            forward_headers.append(name, value);
+        }
         let forward = match empty(&self.forward_url) {
             None => None,
             Some(url) => {
@@ -453,9 +565,6 @@ impl ServeArgs {
                         "--forward-url {url}: only http and https URLs can be forwarded to"
                     ));
                 }
-                let secret = empty(&self.forward_secret)
-                    .map(|s| WebhookSecret::parse(&s).map_err(|e| format!("--forward-secret: {e}")))
-                    .transpose()?;
                 // A delivery still in flight when its lease runs out can be
                 // claimed and sent again by another worker: the lease must
                 // cover the request (at most the forward timeout) with as much
@@ -470,11 +579,7 @@ impl ServeArgs {
                         humantime::format_duration(self.forward_timeout),
                     ));
                 }
-                let mut headers = reqwest::header::HeaderMap::new();
-                for text in self.forward_headers.iter().filter(|h| !h.trim().is_empty()) {
-                    let (name, value) = parse_header(text).map_err(|e| format!("--forward-header: {e}"))?;
-                    headers.append(name, value);
-                }
+                let (secret, headers) = (forward_secret, forward_headers);
                 Some(ForwardConfig {
                     url,
                     secret,
@@ -497,16 +602,16 @@ impl ServeArgs {
             (None, Some(_)) => return Err("--webhook-hmac-secret needs --webhook-hmac-header".into()),
         };
         let standard_webhooks = empty(&self.webhook_secret)
-            .map(|s| WebhookSecret::parse(&s).map_err(|e| format!("--webhook-secret: {e}")))
+            .map(|s| parse_whsec(&s).map_err(|e| format!("--webhook-secret: {e}")))
             .transpose()?;
         let admin_token = empty(&self.admin_token);
         if self.allow_rule_edits && admin_token.is_none() {
             return Err("--allow-rule-edits needs --admin-token: rule edits must never be open".into());
         }
-        if self.store.dedupe_window.is_zero() {
+        if self.kept.dedupe_window.is_zero() {
             return Err("--dedupe-window must be longer than 0".into());
         }
-        if self.store.retention < self.store.dedupe_window {
+        if self.kept.retention < self.kept.dedupe_window {
             return Err("--retention must be at least as long as --dedupe-window".into());
         }
         if self.rules.rule_timeout.is_zero() {
@@ -529,13 +634,41 @@ impl ServeArgs {
                 .map(|h| h.trim().to_owned())
                 .filter(|h| !h.is_empty())
                 .collect(),
-            retention: self.store.retention(),
+            retention: self.kept.retention(),
             max_body: self.max_body,
             max_contacts: self.max_contacts as usize,
             allow_rule_edits: self.allow_rule_edits,
             backtest_max_contacts: self.backtest_max_contacts as usize,
             max_connections_per_peer: crate::server::MAX_CONNECTIONS_PER_PEER,
         })
+    }
+}
+
+/// `leadscore config`: the settings `serve` would run with and where each
+/// comes from, secrets masked; then the checks `serve` makes at start.
+fn show_config(args: &ServeArgs, parsed: &Parsed) -> ExitCode {
+    let (matches, command) = parsed.leaf();
+    match &parsed.file {
+        Some(file) => println!("# leadscore serve, config file {}", file.path.display()),
+        None => println!("# leadscore serve, no config file"),
+    }
+    for line in layers::effective(matches, command, parsed.file.as_ref()) {
+        println!("{line}");
+    }
+    // The log filter is a variable only: no flag, no key in the file.
+    match std::env::var_os("LEADSCORE_LOG").filter(|v| !v.is_empty()) {
+        Some(filter) => println!(
+            "# LEADSCORE_LOG = {}  # from env LEADSCORE_LOG",
+            toml::Value::String(filter.to_string_lossy().into_owned())
+        ),
+        None => println!("# LEADSCORE_LOG = \"info\"  # from default"),
+    }
+    match check_env_log_filter().and_then(|()| args.to_config().map(drop)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -550,7 +683,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    if let Err(e) = crate::telemetry::init_logging(args.log_format) {
+    let logging = check_env_log_filter().and_then(|()| crate::telemetry::init_logging(args.log_format));
+    if let Err(e) = logging {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
@@ -638,6 +772,7 @@ pub enum DeliveriesCommand {
         /// Only deliveries with this status: pending, dead or delivered.
         #[arg(long, value_parser = ["pending", "dead", "delivered"])]
         status: Option<String>,
+        /// Most deliveries to list.
         #[arg(long, default_value_t = 100)]
         limit: usize,
         /// Print JSON lines instead of a table.
@@ -651,6 +786,7 @@ pub enum DeliveriesCommand {
         /// The delivery (event) id, `evt_...`.
         #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
         id: Option<String>,
+        /// Requeue every dead delivery.
         #[arg(long)]
         all_dead: bool,
     },

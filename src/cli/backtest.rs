@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use clap::{Args, ValueEnum};
 
-use super::{RuleArgs, StoreArgs, runtime};
+use super::{RuleArgs, StoreRetentionArgs, runtime};
 use crate::app::backtest::{self as use_case, Against};
 use crate::backtest::{self, Backtest, Baseline, Compared, Progress, Report};
 use crate::store;
@@ -30,7 +30,7 @@ pub struct BacktestArgs {
     #[command(flatten)]
     pub rules: RuleArgs,
     #[command(flatten)]
-    pub store: StoreArgs,
+    pub store: StoreRetentionArgs,
     /// Contacts received since this long ago (`30d`) or this RFC 3339 time.
     #[arg(long, default_value = "30d")]
     pub since: String,
@@ -43,6 +43,7 @@ pub struct BacktestArgs {
     /// How many changed contacts to list.
     #[arg(long, default_value_t = 20)]
     pub top: usize,
+    /// Output: a table for people, or one JSON document.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
     /// Also write one row per contact to this CSV file.

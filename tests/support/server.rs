@@ -166,6 +166,7 @@ impl Options {
         let serve = match Cli::try_parse_from(&args) {
             Ok(Cli {
                 command: Some(Command::Serve(serve)),
+                ..
             }) => serve,
             Ok(other) => panic!("{args:?} parsed as {other:?}"),
             Err(e) => panic!("the test's serve flags do not parse: {e}\n{args:?}"),
