@@ -188,10 +188,7 @@ impl Drop for Tmpfs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_is_503_and_the_engine_recovers_when_space_returns() {
     // An SQLite file on a disk of its own: run once, in the suite's SQLite pass.
-    if !matches!(
-        crate::support::store::StoreKind::from_env(),
-        crate::support::store::StoreKind::Sqlite
-    ) {
+    if !in_the_sqlite_pass() {
         return;
     }
     let Some(disk) = Tmpfs::mount("3m") else {
@@ -261,18 +258,7 @@ async fn a_full_disk_is_503_and_the_engine_recovers_when_space_returns() {
     assert_eq!(after["accepted"], 1, "{after}");
     acknowledged.push("after-the-disk-was-full".into());
     // Every acknowledged contact reaches the receiver.
-    let delivered = server
-        .receiver()
-        .wait_until("every acknowledged contact delivered", WAIT * 6, |requests| {
-            let got: HashSet<String> = requests
-                .iter()
-                .filter(|r| r.accepted())
-                .filter_map(|r| r.contact_id().as_str().map(str::to_owned))
-                .collect();
-            acknowledged.iter().all(|id| got.contains(id))
-        })
-        .await;
-    assert!(delivered.len() >= acknowledged.len());
+    assert_every_contact_delivered(&server, acknowledged.iter().cloned()).await;
     server.shutdown().await;
     drop(disk);
 }
@@ -285,10 +271,7 @@ async fn a_full_disk_is_503_and_the_engine_recovers_when_space_returns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_load_loses_nothing_and_recovers() {
     // A server of its own: run once, in the suite's SQLite pass.
-    if !matches!(
-        crate::support::store::StoreKind::from_env(),
-        crate::support::store::StoreKind::Sqlite
-    ) {
+    if !in_the_sqlite_pass() {
         return;
     }
     let database = match crate::support::pg_server::PgServer::start() {
@@ -382,6 +365,25 @@ async fn postgres_restarted_under_load_loses_nothing_and_recovers() {
         acknowledged.len(),
         outcomes.iter().filter(|o| o.1 == 503).count()
     );
+    assert_every_contact_delivered(&server, acknowledged.iter().cloned()).await;
+    match Arc::try_unwrap(server) {
+        Ok(server) => server.shutdown().await,
+        Err(_) => panic!("the server is still shared"),
+    }
+}
+
+/// The suites run twice in CI (PostgreSQL, then SQLite); tests that bring
+/// their own store run in the SQLite pass only.
+fn in_the_sqlite_pass() -> bool {
+    matches!(
+        crate::support::store::StoreKind::from_env(),
+        crate::support::store::StoreKind::Sqlite
+    )
+}
+
+/// Waits until the receiver accepted every one of these contact ids.
+async fn assert_every_contact_delivered(server: &TestServer, contacts: impl IntoIterator<Item = String>) {
+    let wanted: HashSet<String> = contacts.into_iter().collect();
     server
         .receiver()
         .wait_until("every acknowledged contact delivered", WAIT * 6, |requests| {
@@ -390,11 +392,7 @@ async fn postgres_restarted_under_load_loses_nothing_and_recovers() {
                 .filter(|r| r.accepted())
                 .filter_map(|r| r.contact_id().as_str().map(str::to_owned))
                 .collect();
-            acknowledged.is_subset(&got)
+            wanted.is_subset(&got)
         })
         .await;
-    match Arc::try_unwrap(server) {
-        Ok(server) => server.shutdown().await,
-        Err(_) => panic!("the server is still shared"),
-    }
 }
