@@ -36,7 +36,7 @@ use body::BodyStream;
 use routes::{Access, Endpoint};
 
 /// What the transport itself checks.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct HttpSettings {
     /// The webhook's sender checks (SPEC 4.2).
     pub auth: InboundAuth,
@@ -48,6 +48,19 @@ pub struct HttpSettings {
     /// The address the server listens on (its `Host` is allowed too).
     pub listen: Option<SocketAddr>,
     pub max_body: usize,
+}
+
+impl std::fmt::Debug for HttpSettings {
+    /// Never prints the admin token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSettings")
+            .field("auth", &self.auth)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "********"))
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("listen", &self.listen)
+            .field("max_body", &self.max_body)
+            .finish()
+    }
 }
 
 /// One request as the handlers see it.
