@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The leadscore engine as a container image (README "Run in production"):
 #   docker build -t leadscore .
-#   docker run -d -p 8080:8080 -v leadscore-data:/var/lib/leadscore leadscore
+#   docker run -d -p 8080:8080 --stop-timeout 45 -v leadscore-data:/var/lib/leadscore leadscore
 
 # Build: Rust's Debian image; bundled SQLite, mimalloc and ring need only
 # its C compiler (TLS is rustls, no OpenSSL).
