@@ -116,16 +116,22 @@ pub fn signature_headers(data: &[u8]) {
                 ) {
                     (Some(id), Some(ts), Some(list)) => {
                         let right = secret.sign(id, ts.trim(), body);
-                        let sent: i64 = ts.trim().parse().expect("a passing timestamp is a number");
-                        assert!((NOW as i64).abs_diff(sent) <= 300, "a stale timestamp passed");
-                        list.len() <= MAX_SIGNATURE_HEADER_BYTES
+                        // Explains the pass only with a fresh timestamp: a
+                        // stale one left alone makes the assert below fail.
+                        let fresh = ts
+                            .trim()
+                            .parse::<i64>()
+                            .is_ok_and(|sent| (NOW as i64).abs_diff(sent) <= 300);
+                        fresh
+                            && list.len() <= MAX_SIGNATURE_HEADER_BYTES
                             && list.split_whitespace().count() <= MAX_SIGNATURES
                             && list.split_whitespace().any(|entry| entry == right)
                     }
                     _ => false,
                 };
+            // With no check configured ingest is open (SPEC 4.2): every request passes.
             assert!(
-                token || hmac || standard,
+                auth.is_open() || token || hmac || standard,
                 "a pass no check explains: {mode:#b} {headers:?}"
             );
         }
