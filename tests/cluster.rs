@@ -116,6 +116,92 @@ async fn a_key_posted_to_two_instances_at_once_is_stored_once() {
     assert_eq!(counts.pending, 50);
 }
 
+/// issue 19 (8): a contact's events are delivered in commit order across
+/// instances. Instance A's write is held after it has inserted its event
+/// (a row its counters need is locked) while instance B writes an event of
+/// the same contact: B's must not commit first yet be ordered after A's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contacts_events_are_delivered_in_commit_order_across_instances() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let a = open(&schema.url()).await;
+    let b = open(&schema.url()).await;
+    // The counters' rows are per minute: keep the test inside one.
+    let into_minute = store::now_ms() % 60_000;
+    if into_minute > 50_000 {
+        tokio::time::sleep(Duration::from_millis((61_000 - into_minute) as u64)).await;
+    }
+    // A's counter rows for this minute exist; lock them.
+    a.enqueue(vec![event("evt_warmup", 99, "warmup")], false)
+        .await
+        .unwrap();
+    let blocker = schema.client().await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    let locked = blocker
+        .query("SELECT 1 FROM leadscore_counters FOR UPDATE", &[])
+        .await
+        .unwrap();
+    assert!(!locked.is_empty());
+    let blocker_pid: i32 = blocker
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    // Sessions waiting for the blocker, directly or through one that does
+    // (other tests share the server: count only these).
+    let watcher = schema.client().await;
+    let waiting = async || -> i64 {
+        watcher
+            .query_one(
+                "WITH held AS (SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))
+                 SELECT (SELECT count(*) FROM held)
+                      + (SELECT count(*) FROM pg_stat_activity
+                         WHERE pg_blocking_pids(pid) && ARRAY(SELECT pid FROM held))",
+                &[&blocker_pid],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    };
+    let committed = Arc::new(Mutex::new(Vec::new()));
+    let write = |store: Arc<dyn Store>, id: &'static str| {
+        let committed = committed.clone();
+        tokio::spawn(async move {
+            let stored = store.enqueue(vec![event(id, 1, id)], true).await;
+            committed.lock().unwrap().push(id);
+            stored
+        })
+    };
+    let first = write(a.clone(), "evt_a");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while waiting().await < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "A's write never waited for the locked counters"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let second = write(b.clone(), "evt_b");
+    // B either commits (the defect) or waits behind A's contact lock.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while committed.lock().unwrap().is_empty() && waiting().await < 2 {
+        assert!(Instant::now() < deadline, "B neither committed nor waited");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    blocker.batch_execute("ROLLBACK").await.unwrap();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    let committed = committed.lock().unwrap().clone();
+    let claimed = a.claim_due(10, Duration::from_secs(30)).await.unwrap();
+    let claimed: Vec<&str> = claimed.iter().map(|d| d.event_id.as_str()).collect();
+    assert_eq!(
+        claimed,
+        [committed[0]],
+        "the event committed first ({committed:?}) goes first"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_claim_each_contact_in_order_and_one_at_a_time() {
     let Some(schema) = Schema::fresh("cluster") else {
@@ -186,7 +272,7 @@ async fn two_instances_claim_each_contact_in_order_and_one_at_a_time() {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     shared.in_flight.lock().unwrap().remove(&contact);
                     store
-                        .record_attempt(&d.event_id, AttemptOutcome::Delivered { status: 200 })
+                        .record_attempt(&d, AttemptOutcome::Delivered { status: 200 })
                         .await
                         .unwrap();
                     shared.delivered.fetch_add(1, Ordering::SeqCst);

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use leadscore::store::{self, AttemptOutcome, DeliveryStatus, Enqueued, Requeue, Store, now_ms};
+use leadscore::store::{
+    self, AttemptOutcome, ClaimedDelivery, DeliveryStatus, Enqueued, Requeue, Store, now_ms,
+};
 use serde_json::json;
 
 #[path = "support/mod.rs"]
@@ -41,8 +43,16 @@ async fn backends() -> Vec<(String, Arc<dyn Store>, Scratch)> {
     all
 }
 
-fn ids(list: &[leadscore::store::ClaimedDelivery]) -> Vec<&str> {
+fn ids(list: &[ClaimedDelivery]) -> Vec<&str> {
     list.iter().map(|d| d.event_id.as_str()).collect()
+}
+
+/// The claim of `id` among `claimed`.
+fn of<'a>(claimed: &'a [ClaimedDelivery], id: &str) -> &'a ClaimedDelivery {
+    claimed
+        .iter()
+        .find(|d| d.event_id == id)
+        .unwrap_or_else(|| panic!("{id} is not among the claimed {:?}", ids(claimed)))
 }
 
 #[tokio::test]
@@ -132,17 +142,22 @@ async fn claims_keep_per_contact_order_and_respect_leases() {
             "{name}: claimed ones are leased"
         );
         // A retry keeps evt_3 waiting behind evt_1.
+        let retry_at = now_ms() + 2_000;
         let retry = AttemptOutcome::Retry {
-            next_attempt_at: now_ms() + 60_000,
+            next_attempt_at: retry_at,
             status: Some(503),
             error: "503".into(),
         };
-        store.record_attempt("evt_1", retry).await.unwrap();
+        store.record_attempt(of(&claimed, "evt_1"), retry).await.unwrap();
         assert!(store.claim_due(10, lease).await.unwrap().is_empty(), "{name}");
+        let wait = retry_at - now_ms() + 50;
+        tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
+        let retried = store.claim_due(10, lease).await.unwrap();
+        assert_eq!(ids(&retried), ["evt_1"], "{name}: due again, still before evt_3");
         // Dead unblocks the contact's next event.
         store
             .record_attempt(
-                "evt_1",
+                of(&retried, "evt_1"),
                 AttemptOutcome::Dead {
                     status: Some(422),
                     error: "422".into(),
@@ -150,21 +165,18 @@ async fn claims_keep_per_contact_order_and_respect_leases() {
             )
             .await
             .unwrap();
-        assert_eq!(
-            ids(&store.claim_due(10, lease).await.unwrap()),
-            ["evt_3"],
-            "{name}"
-        );
+        let later = store.claim_due(10, lease).await.unwrap();
+        assert_eq!(ids(&later), ["evt_3"], "{name}");
         store
-            .record_attempt("evt_3", AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(of(&later, "evt_3"), AttemptOutcome::Delivered { status: 200 })
             .await
             .unwrap();
         store
-            .record_attempt("evt_2", AttemptOutcome::Delivered { status: 204 })
+            .record_attempt(of(&claimed, "evt_2"), AttemptOutcome::Delivered { status: 204 })
             .await
             .unwrap();
         store
-            .record_attempt("evt_4", AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(of(&claimed, "evt_4"), AttemptOutcome::Delivered { status: 200 })
             .await
             .unwrap();
         let counts = store.delivery_counts().await.unwrap();
@@ -192,6 +204,82 @@ async fn an_expired_lease_is_taken_over() {
     }
 }
 
+/// issue 19 (7): a worker whose lease ran out while it was sending records
+/// nothing over the claim that took the delivery over.
+#[tokio::test]
+async fn an_attempt_is_recorded_only_while_its_claim_holds() {
+    for (name, store, _dir) in backends().await {
+        store.enqueue(vec![event("evt_1", 1, "a")], true).await.unwrap();
+        let first = store.claim_due(1, Duration::from_millis(1)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = store.claim_due(1, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(ids(&second), ["evt_1"], "{name}: taken over");
+        assert!(second[0].claim > first[0].claim, "{name}: the claim token grows");
+        // The first worker's (late) answer is not recorded.
+        store
+            .record_attempt(&first[0], AttemptOutcome::Delivered { status: 200 })
+            .await
+            .unwrap();
+        let listed = store.list_deliveries(None, 10).await.unwrap();
+        assert_eq!(
+            (listed[0].status, listed[0].attempts),
+            (DeliveryStatus::Pending, 0),
+            "{name}: the stale claim recorded nothing"
+        );
+        // The holder's is.
+        store
+            .record_attempt(&second[0], AttemptOutcome::Delivered { status: 201 })
+            .await
+            .unwrap();
+        let listed = store.list_deliveries(None, 10).await.unwrap();
+        assert_eq!(
+            (listed[0].status, listed[0].attempts, listed[0].last_status),
+            (DeliveryStatus::Delivered, 1, Some(201)),
+            "{name}"
+        );
+        // And once recorded, the claim is spent: a repeat changes nothing.
+        store
+            .record_attempt(&second[0], AttemptOutcome::Delivered { status: 202 })
+            .await
+            .unwrap();
+        let listed = store.list_deliveries(None, 10).await.unwrap();
+        assert_eq!(listed[0].last_status, Some(201), "{name}");
+    }
+}
+
+/// issue 19 (8): a requeued dead event is held back while a later event of
+/// the same contact is in flight (one event of a contact at a time).
+#[tokio::test]
+async fn a_requeued_event_waits_while_a_later_one_is_in_flight() {
+    for (name, store, _dir) in backends().await {
+        let lease = Duration::from_secs(30);
+        store.enqueue(vec![event("evt_1", 1, "a")], true).await.unwrap();
+        let first = store.claim_due(10, lease).await.unwrap();
+        let dead = AttemptOutcome::Dead {
+            status: Some(422),
+            error: "422".into(),
+        };
+        store.record_attempt(&first[0], dead).await.unwrap();
+        store.enqueue(vec![event("evt_2", 1, "b")], true).await.unwrap();
+        let in_flight = store.claim_due(10, lease).await.unwrap();
+        assert_eq!(ids(&in_flight), ["evt_2"], "{name}");
+        assert_eq!(store.requeue("evt_1").await.unwrap(), Requeue::Requeued, "{name}");
+        assert!(
+            store.claim_due(10, lease).await.unwrap().is_empty(),
+            "{name}: evt_1 waits while evt_2 is being sent"
+        );
+        store
+            .record_attempt(&in_flight[0], AttemptOutcome::Delivered { status: 200 })
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&store.claim_due(10, lease).await.unwrap()),
+            ["evt_1"],
+            "{name}: then it goes"
+        );
+    }
+}
+
 #[tokio::test]
 async fn listing_retrying_and_requeueing() {
     for (name, store, _dir) in backends().await {
@@ -206,10 +294,10 @@ async fn listing_retrying_and_requeueing() {
             )
             .await
             .unwrap();
-        store.claim_due(10, Duration::from_secs(30)).await.unwrap();
+        let claimed = store.claim_due(10, Duration::from_secs(30)).await.unwrap();
         store
             .record_attempt(
-                "evt_1",
+                of(&claimed, "evt_1"),
                 AttemptOutcome::Dead {
                     status: Some(422),
                     error: "the receiver answered 422".into(),
@@ -218,13 +306,13 @@ async fn listing_retrying_and_requeueing() {
             .await
             .unwrap();
         store
-            .record_attempt("evt_2", AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(of(&claimed, "evt_2"), AttemptOutcome::Delivered { status: 200 })
             .await
             .unwrap();
         let retry_at = now_ms() + 5_000;
         store
             .record_attempt(
-                "evt_3",
+                of(&claimed, "evt_3"),
                 AttemptOutcome::Retry {
                     next_attempt_at: retry_at,
                     status: None,
@@ -292,13 +380,11 @@ async fn listing_retrying_and_requeueing() {
             .unwrap();
         let evt_1 = requeued.iter().find(|d| d.id == "evt_1").unwrap();
         assert_eq!(evt_1.attempts, 0, "{name}: the schedule starts again");
-        assert_eq!(
-            ids(&store.claim_due(10, Duration::from_secs(30)).await.unwrap()),
-            ["evt_1"]
-        );
+        let again = store.claim_due(10, Duration::from_secs(30)).await.unwrap();
+        assert_eq!(ids(&again), ["evt_1"]);
         store
             .record_attempt(
-                "evt_1",
+                of(&again, "evt_1"),
                 AttemptOutcome::Dead {
                     status: Some(410),
                     error: "gone".into(),
@@ -331,12 +417,15 @@ async fn pruning_keeps_pending_and_dead_deliveries() {
         let claimed = store.claim_due(10, Duration::from_secs(30)).await.unwrap();
         assert_eq!(claimed.len(), 4, "{name}");
         store
-            .record_attempt("evt_done", AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(
+                of(&claimed, "evt_done"),
+                AttemptOutcome::Delivered { status: 200 },
+            )
             .await
             .unwrap();
         store
             .record_attempt(
-                "evt_dead",
+                of(&claimed, "evt_dead"),
                 AttemptOutcome::Dead {
                     status: Some(400),
                     error: "no".into(),
@@ -345,7 +434,10 @@ async fn pruning_keeps_pending_and_dead_deliveries() {
             .await
             .unwrap();
         store
-            .record_attempt("evt_recent", AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(
+                of(&claimed, "evt_recent"),
+                AttemptOutcome::Delivered { status: 200 },
+            )
             .await
             .unwrap();
         let pruned = store.prune().await.unwrap();
@@ -361,6 +453,17 @@ async fn pruning_keeps_pending_and_dead_deliveries() {
             .map(|d| d.id)
             .collect();
         assert_eq!(left, ["evt_recent", "evt_wait", "evt_dead"], "{name}");
+        let counts = store.delivery_counts().await.unwrap();
+        assert_eq!(
+            (counts.pending, counts.dead, counts.delivered),
+            (1, 1, 1),
+            "{name}: the pruned delivered event is no longer counted"
+        );
+        assert_eq!(
+            store.delivery_backlog().await.unwrap(),
+            store::DeliveryBacklog { pending: 1, dead: 1 },
+            "{name}"
+        );
         store.check_writable().await.unwrap();
     }
 }

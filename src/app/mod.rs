@@ -87,8 +87,8 @@ impl Engine {
 
     /// The Prometheus text, with the delivery backlog read now.
     pub async fn metrics(&self) -> String {
-        if let Ok(counts) = self.store().delivery_counts().await {
-            crate::telemetry::delivery_backlog(counts.pending, counts.dead);
+        if let Ok(backlog) = self.store().delivery_backlog().await {
+            crate::telemetry::delivery_backlog(backlog.pending, backlog.dead);
         }
         crate::telemetry::metrics_handle().render()
     }

@@ -301,7 +301,7 @@ impl Deliverer {
         // store; only then is the slot claimable, so that a claim made for
         // it comes after the record (in SQLite's writer, in the same or a
         // later transaction).
-        let mut record = std::pin::pin!(self.store.record_attempt(&delivery.event_id, outcome));
+        let mut record = std::pin::pin!(self.store.record_attempt(&delivery, outcome));
         let first = std::future::poll_fn(|cx| Poll::Ready(record.as_mut().poll(cx))).await;
         drop(sent);
         let result = match first {

@@ -60,6 +60,9 @@ pub struct ClaimedDelivery {
     /// Attempts made before this one.
     pub attempts: u32,
     pub body: String,
+    /// The claim's token (its lease end, which only grows from one claim of
+    /// a delivery to the next): an attempt is recorded only while it holds.
+    pub claim: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -165,6 +168,12 @@ pub enum Requeue {
     /// The delivery exists but is not dead (pending or delivered).
     NotDead,
     Unknown,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryBacklog {
+    pub pending: u64,
+    pub dead: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -282,10 +291,13 @@ pub trait Store: Send + Sync + 'static {
     /// event gets a pending delivery. Returns once durable.
     async fn enqueue(&self, events: Vec<NewEvent>, forward: bool) -> StoreResult<Vec<Enqueued>>;
     /// Claims up to `limit` due deliveries for `lease`, oldest first, never
-    /// one whose contact has an earlier pending delivery.
+    /// one whose contact has an earlier pending delivery or another one in
+    /// flight.
     async fn claim_due(&self, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>>;
-    /// Records the outcome of an attempt and releases the claim.
-    async fn record_attempt(&self, event_id: &str, outcome: AttemptOutcome) -> StoreResult<()>;
+    /// Records the outcome of an attempt and releases the claim; records
+    /// nothing when the claim no longer holds (its lease ran out and the
+    /// delivery was claimed again).
+    async fn record_attempt(&self, delivery: &ClaimedDelivery, outcome: AttemptOutcome) -> StoreResult<()>;
     /// Deliveries newest first, optionally of one status.
     async fn list_deliveries(
         &self,
@@ -296,7 +308,11 @@ pub trait Store: Send + Sync + 'static {
     async fn requeue(&self, event_id: &str) -> StoreResult<Requeue>;
     /// Requeues every dead delivery; returns how many.
     async fn requeue_dead(&self) -> StoreResult<u64>;
+    /// Deliveries by status (for `GET /stats`).
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts>;
+    /// Pending and dead deliveries only (for `GET /metrics`): its cost
+    /// never grows with the delivered ones.
+    async fn delivery_backlog(&self) -> StoreResult<DeliveryBacklog>;
     /// Deletes events older than the retention whose delivery is finished.
     async fn prune(&self) -> StoreResult<Pruned>;
     /// A real (tiny) write, for readiness.

@@ -25,9 +25,9 @@ use tokio::sync::oneshot;
 
 use super::reply::{Done, Reply, ReplyTo};
 use super::{
-    AttemptOutcome, ClaimedDelivery, Counters, DeliveryCounts, DeliveryInfo, DeliveryRow, DeliveryStatus,
-    Enqueued, EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreResult,
-    StoredEvent, key_digest, now_ms, packed, tally, unavailable,
+    AttemptOutcome, ClaimedDelivery, Counters, DeliveryBacklog, DeliveryCounts, DeliveryInfo, DeliveryRow,
+    DeliveryStatus, Enqueued, EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store,
+    StoreResult, StoredEvent, key_digest, now_ms, packed, tally, unavailable,
 };
 
 /// Most operations one transaction takes.
@@ -83,6 +83,33 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Deliveries by status, kept by triggers, so that GET /metrics and GET /stats
+-- read three rows instead of counting the events. Filled from the events
+-- once, when a file written before the table existed is opened.
+CREATE TABLE IF NOT EXISTS delivery_totals (
+    status TEXT PRIMARY KEY,
+    count  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS delivery_totals_insert AFTER INSERT ON events
+    WHEN NEW.delivery IS NOT NULL
+BEGIN
+    UPDATE delivery_totals SET count = count + 1 WHERE status = NEW.delivery;
+END;
+CREATE TRIGGER IF NOT EXISTS delivery_totals_update AFTER UPDATE OF delivery ON events
+    WHEN OLD.delivery IS NOT NEW.delivery
+BEGIN
+    UPDATE delivery_totals SET count = count - 1 WHERE status = OLD.delivery;
+    UPDATE delivery_totals SET count = count + 1 WHERE status = NEW.delivery;
+END;
+CREATE TRIGGER IF NOT EXISTS delivery_totals_delete AFTER DELETE ON events
+    WHEN OLD.delivery IS NOT NULL
+BEGIN
+    UPDATE delivery_totals SET count = count - 1 WHERE status = OLD.delivery;
+END;
+INSERT INTO delivery_totals (status, count)
+SELECT s.status, (SELECT COUNT(*) FROM events WHERE delivery = s.status)
+FROM (SELECT 'pending' AS status UNION ALL SELECT 'dead' UNION ALL SELECT 'delivered') AS s
+WHERE NOT EXISTS (SELECT 1 FROM delivery_totals);
 "#;
 
 /// 3: bodies are packed (store::packed); 2: one index per contact.
@@ -100,6 +127,7 @@ enum Work {
     },
     Record {
         event_id: String,
+        claim: i64,
         outcome: AttemptOutcome,
     },
     Requeue {
@@ -163,7 +191,10 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        conn.execute_batch(SCHEMA).map_err(open_error)?;
+        // One transaction: two processes opening the file at once fill
+        // `delivery_totals` once.
+        conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;"))
+            .map_err(open_error)?;
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -185,6 +216,7 @@ impl SqliteStore {
                     conn,
                     retention,
                     committed,
+                    refused_bytes: None,
                 }
                 .run(rx)
             })
@@ -235,10 +267,13 @@ impl Store for SqliteStore {
         self.write(Work::Claim { limit, lease }, ReplyTo::Claimed).await
     }
 
-    async fn record_attempt(&self, event_id: &str, outcome: AttemptOutcome) -> StoreResult<()> {
-        let event_id = event_id.to_owned();
-        self.write(Work::Record { event_id, outcome }, ReplyTo::Unit)
-            .await
+    async fn record_attempt(&self, delivery: &ClaimedDelivery, outcome: AttemptOutcome) -> StoreResult<()> {
+        let work = Work::Record {
+            event_id: delivery.event_id.clone(),
+            claim: delivery.claim,
+            outcome,
+        };
+        self.write(work, ReplyTo::Unit).await
     }
 
     async fn list_deliveries(
@@ -302,19 +337,15 @@ impl Store for SqliteStore {
     }
 
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
-        self.read(|conn| {
-            let count = |status: &str| -> rusqlite::Result<u64> {
-                conn.prepare_cached("SELECT COUNT(*) FROM events WHERE delivery = ?1")?
-                    .query_row([status], |r| r.get::<_, i64>(0))
-                    .map(|n| n as u64)
-            };
-            Ok(DeliveryCounts {
-                pending: count("pending")?,
-                dead: count("dead")?,
-                delivered: count("delivered")?,
-            })
+        self.read(read_delivery_totals).await
+    }
+
+    async fn delivery_backlog(&self) -> StoreResult<DeliveryBacklog> {
+        let counts = self.delivery_counts().await?;
+        Ok(DeliveryBacklog {
+            pending: counts.pending,
+            dead: counts.dead,
         })
-        .await
     }
 
     async fn prune(&self) -> StoreResult<Pruned> {
@@ -452,12 +483,36 @@ fn body_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<String> {
     }
 }
 
+/// Three rows, whatever the number of events (see `delivery_totals`).
+const DELIVERY_TOTALS: &str = "SELECT status, count FROM delivery_totals";
+
+fn read_delivery_totals(conn: &Connection) -> rusqlite::Result<DeliveryCounts> {
+    let mut counts = DeliveryCounts::default();
+    let mut stmt = conn.prepare_cached(DELIVERY_TOTALS)?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let count = row.get::<_, i64>(1)?.max(0) as u64;
+        match row.get_ref(0)?.as_str()? {
+            "pending" => counts.pending = count,
+            "dead" => counts.dead = count,
+            "delivered" => counts.delivered = count,
+            _ => {}
+        }
+    }
+    Ok(counts)
+}
+
 /// The writer thread: owns the write connection.
 struct Writer {
     conn: Connection,
     retention: Retention,
     /// Tells the checkpointer that the log has new commits.
     committed: std_mpsc::SyncSender<()>,
+    /// The size of the last batch of contacts the store could not take (a
+    /// full disk, typically), until a batch commits again. While it is set,
+    /// the readiness write is a probe of that size: a tiny write can still
+    /// fit on a disk that has no room for a contact.
+    refused_bytes: Option<usize>,
 }
 
 /// Log size (pages) at which a commit checkpoints by itself (see `connect`).
@@ -541,7 +596,8 @@ impl Writer {
             }
             if !failed && self.conn.execute_batch("COMMIT").is_ok() {
                 let _ = self.committed.try_send(());
-                for (result, (_, reply)) in results.into_iter().zip(replies) {
+                for (result, (work, reply)) in results.into_iter().zip(replies) {
+                    self.note_outcome(&work, &result);
                     result.send(reply);
                 }
                 return;
@@ -566,8 +622,34 @@ impl Writer {
                 }
                 Err(e) => Done::Failed(format!("cannot start a transaction: {e}")),
             };
+            self.note_outcome(&work, &result);
             result.send(reply);
         }
+    }
+
+    /// Remembers whether the store took the last batch of contacts.
+    fn note_outcome(&mut self, work: &Work, result: &Done) {
+        if let Work::Enqueue { events, .. } = work {
+            self.refused_bytes = result.failed().then(|| events.iter().map(|e| e.body.len()).sum());
+        }
+    }
+
+    /// The readiness write: a timestamp, and after a refused batch, a probe
+    /// row of the batch's size (dropped when a batch commits again).
+    fn touch(&self) -> rusqlite::Result<()> {
+        if let Some(bytes) = self.refused_bytes {
+            self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('write_probe', zeroblob(?1))
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [bytes as i64],
+            )?;
+        }
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('touched_at', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [now_ms().to_string()],
+        )?;
+        Ok(())
     }
 
     fn apply(&mut self, work: &Work) -> Done {
@@ -576,9 +658,11 @@ impl Writer {
                 Done::from_result(self.enqueue(events, *forward), Done::Enqueued)
             }
             Work::Claim { limit, lease } => Done::from_result(self.claim(*limit, *lease), Done::Claimed),
-            Work::Record { event_id, outcome } => {
-                Done::from_result(self.record(event_id, outcome), |()| Done::Unit)
-            }
+            Work::Record {
+                event_id,
+                claim,
+                outcome,
+            } => Done::from_result(self.record(event_id, *claim, outcome), |()| Done::Unit),
             Work::Requeue { event_id } => Done::from_result(self.requeue(event_id.as_deref()), Done::Count),
             Work::Prune => Done::from_result(self.prune(), Done::Pruned),
             Work::ReleaseClaims => Done::from_result(
@@ -588,18 +672,16 @@ impl Writer {
                 ),
                 |n| Done::Count(n as u64),
             ),
-            Work::Touch => Done::from_result(
-                self.conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('touched_at', ?1)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    [now_ms().to_string()],
-                ),
-                |_| Done::Unit,
-            ),
+            Work::Touch => Done::from_result(self.touch(), |()| Done::Unit),
         }
     }
 
     fn enqueue(&self, events: &[NewEvent], forward: bool) -> rusqlite::Result<Vec<Enqueued>> {
+        if self.refused_bytes.is_some() {
+            // The readiness probe's room is the contacts' again.
+            self.conn
+                .execute("DELETE FROM meta WHERE key = 'write_probe'", [])?;
+        }
         let window_start = now_ms() - self.retention.dedupe_window.as_millis() as i64;
         let mut find_key = self.conn.prepare_cached(DUPLICATE_LOOKUP)?;
         let mut put_event = self.conn.prepare_cached(
@@ -668,21 +750,26 @@ impl Writer {
     fn claim(&self, limit: usize, lease: Duration) -> rusqlite::Result<Vec<ClaimedDelivery>> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
-        // Due, not claimed, and no earlier pending event of the same contact
-        // (per-contact order: the earlier one is delivered or dead first).
+        // Due, not claimed, no earlier pending event of the same contact
+        // (per-contact order: the earlier one is delivered or dead first) and
+        // no other one in flight (a requeued dead event waits for a later one
+        // being sent). The new lease end is also the claim's token: it only
+        // grows, so a worker whose lease ran out cannot record over the
+        // claim that followed (see `record`).
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE events SET claimed_until = ?2
+            "UPDATE events SET claimed_until = MAX(?2, COALESCE(claimed_until, 0) + 1)
              WHERE seq IN (
                 SELECT d.seq FROM events d
                 WHERE d.delivery = 'pending' AND d.next_attempt_at <= ?1
                   AND (d.claimed_until IS NULL OR d.claimed_until <= ?1)
                   AND NOT EXISTS (
-                      SELECT 1 FROM events earlier
-                      WHERE earlier.contact_key = d.contact_key AND earlier.seq < d.seq
-                        AND earlier.delivery = 'pending')
+                      SELECT 1 FROM events other
+                      WHERE other.contact_key = d.contact_key AND other.seq <> d.seq
+                        AND other.delivery = 'pending'
+                        AND (other.seq < d.seq OR other.claimed_until > ?1))
                 ORDER BY d.next_attempt_at, d.seq
                 LIMIT ?3)
-             RETURNING seq, id, contact_key, attempts, body",
+             RETURNING seq, id, contact_key, attempts, body, claimed_until",
         )?;
         let mut claimed: Vec<(i64, ClaimedDelivery)> = stmt
             .query_map(params![now, until, limit as i64], |row| {
@@ -693,6 +780,7 @@ impl Writer {
                         contact_key: row.get(2)?,
                         attempts: row.get(3)?,
                         body: body_at(row, 4)?,
+                        claim: row.get(5)?,
                     },
                 ))
             })?
@@ -701,14 +789,17 @@ impl Writer {
         Ok(claimed.into_iter().map(|(_, d)| d).collect())
     }
 
-    fn record(&self, event_id: &str, outcome: &AttemptOutcome) -> rusqlite::Result<()> {
+    /// Records an attempt made under the claim `claim`; nothing when the
+    /// claim has been lost (its lease ran out and the delivery was claimed
+    /// again, or it was delivered meanwhile).
+    fn record(&self, event_id: &str, claim: i64, outcome: &AttemptOutcome) -> rusqlite::Result<()> {
         let now = now_ms();
         match outcome {
             AttemptOutcome::Delivered { status } => self.conn.execute(
                 "UPDATE events SET delivery = 'delivered', attempts = attempts + 1, last_status = ?2,
                         last_error = NULL, delivered_at = ?3, claimed_until = NULL
-                 WHERE id = ?1 AND delivery = 'pending'",
-                params![event_id, status, now],
+                 WHERE id = ?1 AND delivery = 'pending' AND claimed_until = ?4",
+                params![event_id, status, now, claim],
             ),
             AttemptOutcome::Retry {
                 next_attempt_at,
@@ -717,14 +808,14 @@ impl Writer {
             } => self.conn.execute(
                 "UPDATE events SET attempts = attempts + 1, last_status = ?2, last_error = ?3,
                         next_attempt_at = ?4, claimed_until = NULL
-                 WHERE id = ?1 AND delivery = 'pending'",
-                params![event_id, status, error, next_attempt_at],
+                 WHERE id = ?1 AND delivery = 'pending' AND claimed_until = ?5",
+                params![event_id, status, error, next_attempt_at, claim],
             ),
             AttemptOutcome::Dead { status, error } => self.conn.execute(
                 "UPDATE events SET delivery = 'dead', attempts = attempts + 1, last_status = ?2,
                         last_error = ?3, claimed_until = NULL
-                 WHERE id = ?1 AND delivery = 'pending'",
-                params![event_id, status, error],
+                 WHERE id = ?1 AND delivery = 'pending' AND claimed_until = ?4",
+                params![event_id, status, error, claim],
             ),
         }
         .map(drop)
@@ -770,6 +861,61 @@ mod tests {
             .query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))
             .unwrap();
         rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    /// issue 19 (5): `GET /metrics` and `GET /stats` read three rows, not
+    /// the events; a file from before the totals gets them filled once.
+    #[test]
+    fn delivery_counts_read_totals_kept_by_triggers() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let totals = plan(&conn, DELIVERY_TOTALS);
+        assert!(!totals.contains("events"), "{totals}");
+        let insert = |id: &str, delivery: Option<&str>| {
+            conn.execute(
+                "INSERT INTO events (id, contact_key, idempotency_key, received_at, score, tier,
+                                     disqualified, rules_version, body, delivery)
+                 VALUES (?1, '1', x'00', 0, '1', 'warm', 0, 'v', '{}', ?2)",
+                params![id, delivery],
+            )
+            .unwrap();
+        };
+        // A file written before the totals existed.
+        conn.execute_batch(
+            "DROP TRIGGER delivery_totals_insert; DROP TRIGGER delivery_totals_update;
+             DROP TRIGGER delivery_totals_delete; DROP TABLE delivery_totals;",
+        )
+        .unwrap();
+        insert("a", Some("pending"));
+        insert("b", Some("delivered"));
+        insert("c", None);
+        conn.execute_batch(SCHEMA).unwrap();
+        let counts = |conn: &Connection| {
+            let c = read_delivery_totals(conn).unwrap();
+            (c.pending, c.dead, c.delivered)
+        };
+        assert_eq!(counts(&conn), (1, 0, 1), "filled from the events");
+        conn.execute_batch(SCHEMA).unwrap();
+        assert_eq!(counts(&conn), (1, 0, 1), "filled once");
+        // Kept by the triggers from then on.
+        insert("d", Some("pending"));
+        insert("e", None);
+        conn.execute("UPDATE events SET delivery = 'dead' WHERE id = 'a'", [])
+            .unwrap();
+        conn.execute("UPDATE events SET attempts = 3 WHERE id = 'd'", [])
+            .unwrap();
+        assert_eq!(counts(&conn), (1, 1, 1));
+        conn.execute("DELETE FROM events WHERE id IN ('b', 'c')", [])
+            .unwrap();
+        assert_eq!(counts(&conn), (1, 1, 0));
+        let actual: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM events WHERE delivery IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(actual, 2);
     }
 
     #[test]

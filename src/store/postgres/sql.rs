@@ -45,9 +45,9 @@ UPDATE leadscore_events e
 SET delivery = u.delivery, attempts = e.attempts + 1, last_status = u.status, last_error = u.error,
     next_attempt_at = coalesce(u.next_attempt_at, e.next_attempt_at),
     delivered_at = coalesce(u.delivered_at, e.delivered_at), claimed_until = NULL
-FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[])
-     AS u(id, delivery, status, error, next_attempt_at, delivered_at)
-WHERE e.id = u.id AND e.delivery = 'pending'";
+FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[], $7::int8[])
+     AS u(id, delivery, status, error, next_attempt_at, delivered_at, claim)
+WHERE e.id = u.id AND e.delivery = 'pending' AND e.claimed_until = u.claim";
 
 pub(super) const HEARTBEAT: &str = "
 INSERT INTO leadscore_instances (id, started_at, seen_at) VALUES ($1, $2, $3)
@@ -76,10 +76,23 @@ pub(super) fn claim_pick_sql() -> String {
     )
 }
 
+/// The contacts' locks (those claims try), taken in one order on every
+/// instance: a writer that stores an event of a contact waits for another
+/// writing the same contact to commit, so a contact's events get their
+/// `seq` (the delivery order) in commit order.
+pub(super) fn lock_contacts_sql() -> String {
+    format!(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM (
+            SELECT DISTINCT hashtextextended(current_schema() || ' ' || c, {LOCK_CONTACT}) AS k
+            FROM unnest($1::text[]) AS c
+            ORDER BY k) AS locks"
+    )
+}
+
 pub(super) fn claim_take_sql() -> String {
     format!(
-        "UPDATE leadscore_events d SET claimed_until = $2
+        "UPDATE leadscore_events d SET claimed_until = greatest($2, coalesce(d.claimed_until, 0) + 1)
          WHERE d.seq = ANY($3::int8[]) AND {CLAIMABLE}
-         RETURNING d.seq, d.id, d.contact_key, d.attempts, d.body"
+         RETURNING d.seq, d.id, d.contact_key, d.attempts, d.body, d.claimed_until"
     )
 }

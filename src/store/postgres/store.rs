@@ -17,9 +17,9 @@ use super::writer::{Work, WriteOp, Writer};
 use super::{ENQUEUE_DEADLINE, PRUNE_BATCH};
 use crate::store::reply::{Reply, ReplyTo};
 use crate::store::{
-    AttemptOutcome, ClaimedDelivery, Counters, DeliveryCounts, DeliveryInfo, DeliveryRow, DeliveryStatus,
-    Enqueued, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreResult, StoredEvent, now_ms,
-    unavailable,
+    AttemptOutcome, ClaimedDelivery, Counters, DeliveryBacklog, DeliveryCounts, DeliveryInfo, DeliveryRow,
+    DeliveryStatus, Enqueued, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreResult,
+    StoredEvent, now_ms, unavailable,
 };
 
 pub struct PostgresStore {
@@ -103,10 +103,13 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn record_attempt(&self, event_id: &str, outcome: AttemptOutcome) -> StoreResult<()> {
-        let event_id = event_id.to_owned();
-        self.write(Work::Record { event_id, outcome }, ReplyTo::Unit)
-            .await
+    async fn record_attempt(&self, delivery: &ClaimedDelivery, outcome: AttemptOutcome) -> StoreResult<()> {
+        let work = Work::Record {
+            event_id: delivery.event_id.clone(),
+            claim: delivery.claim,
+            outcome,
+        };
+        self.write(work, ReplyTo::Unit).await
     }
 
     async fn list_deliveries(
@@ -207,6 +210,30 @@ impl Store for PostgresStore {
                         pending: count(0),
                         dead: count(1),
                         delivered: count(2),
+                    })
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn delivery_backlog(&self) -> StoreResult<DeliveryBacklog> {
+        self.pool
+            .run("cannot count deliveries", |conn| {
+                async move {
+                    // Index-only scans of the two backlog partial indexes:
+                    // never of the delivered events.
+                    let statement = conn
+                        .prepare(
+                            "SELECT (SELECT count(*) FROM leadscore_events WHERE delivery = 'pending'),
+                                    (SELECT count(*) FROM leadscore_events WHERE delivery = 'dead')",
+                        )
+                        .await?;
+                    let row = conn.client.query_one(&statement, &[]).await?;
+                    let count = |i: usize| row.get::<_, i64>(i).max(0) as u64;
+                    Ok(DeliveryBacklog {
+                        pending: count(0),
+                        dead: count(1),
                     })
                 }
                 .boxed()
@@ -401,6 +428,7 @@ async fn claim(conn: &mut Conn, limit: usize, lease: Duration) -> Result<Vec<Cla
                     contact_key: r.get(2),
                     attempts: r.get::<_, i32>(3).max(0) as u32,
                     body: r.get(4),
+                    claim: r.get(5),
                 },
             )
         })

@@ -12,6 +12,7 @@ use tokio_postgres::{Client, Config, Row, Statement};
 use super::pool::{PgError, connect, describe, transient};
 use super::sql::{
     COUNT, FIND_FIRST_EVENTS, HEARTBEAT, INSERT_EVENTS, RECORD_ATTEMPTS, REPAIR_KEY, UPSERT_KEYS,
+    lock_contacts_sql,
 };
 use super::tls::MakeRustls;
 use super::{MAX_GROUP, OP_TIMEOUT, TRANSIENT_RETRIES};
@@ -28,6 +29,7 @@ pub(super) enum Work {
     },
     Record {
         event_id: String,
+        claim: i64,
         outcome: AttemptOutcome,
     },
     Touch,
@@ -68,11 +70,13 @@ pub(super) struct WriterConn {
     record: Statement,
     heartbeat: Statement,
     count: Statement,
+    lock_contacts: Statement,
 }
 
 impl WriterConn {
     async fn open(config: &Config, tls: &MakeRustls) -> Result<Self, String> {
         let client = connect(config, tls).await?;
+        let lock_contacts = lock_contacts_sql();
         let prepared = try_join_all(
             [
                 UPSERT_KEYS,
@@ -82,13 +86,14 @@ impl WriterConn {
                 RECORD_ATTEMPTS,
                 HEARTBEAT,
                 COUNT,
+                &lock_contacts,
             ]
             .map(|sql| client.prepare(sql)),
         )
         .await
         .map_err(|e| format!("cannot prepare the writer's statements: {}", describe(&e)))?;
         let mut it = prepared.into_iter();
-        let mut next = || it.next().expect("seven statements");
+        let mut next = || it.next().expect("eight statements");
         Ok(Self {
             upsert_keys: next(),
             insert_events: next(),
@@ -97,6 +102,7 @@ impl WriterConn {
             record: next(),
             heartbeat: next(),
             count: next(),
+            lock_contacts: next(),
             client,
         })
     }
@@ -210,11 +216,13 @@ struct RecordColumns<'a> {
     error: Vec<Option<&'a str>>,
     next_attempt_at: Vec<Option<i64>>,
     delivered_at: Vec<Option<i64>>,
+    claim: Vec<i64>,
 }
 
 impl<'a> RecordColumns<'a> {
-    fn push(&mut self, id: &'a str, outcome: &'a AttemptOutcome, now: i64) {
+    fn push(&mut self, id: &'a str, claim: i64, outcome: &'a AttemptOutcome, now: i64) {
         self.id.push(id);
+        self.claim.push(claim);
         match outcome {
             AttemptOutcome::Delivered { status } => {
                 self.delivery.push("delivered");
@@ -244,7 +252,7 @@ impl<'a> RecordColumns<'a> {
         }
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 6] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
         [
             &self.id,
             &self.delivery,
@@ -252,6 +260,7 @@ impl<'a> RecordColumns<'a> {
             &self.error,
             &self.next_attempt_at,
             &self.delivered_at,
+            &self.claim,
         ]
     }
 }
@@ -383,7 +392,7 @@ async fn apply(
     let client = &conn.client;
 
     // Flatten: records, events, touches.
-    let mut records: Vec<(&str, &AttemptOutcome)> = Vec::new();
+    let mut records: Vec<(&str, i64, &AttemptOutcome)> = Vec::new();
     let mut flats: Vec<Flat> = Vec::new();
     let mut touch = false;
     for (op, work) in works.iter().enumerate() {
@@ -394,25 +403,29 @@ async fn apply(
                 forward: *forward,
                 key: key_digest(&event.idempotency_key),
             })),
-            Work::Record { event_id, outcome } => records.push((event_id.as_str(), outcome)),
+            Work::Record {
+                event_id,
+                claim,
+                outcome,
+            } => records.push((event_id.as_str(), *claim, outcome)),
             Work::Touch => touch = true,
         }
     }
 
     // Round trip 1: BEGIN, the delivery records (event rows locked in id
     // order), the idempotency keys (key rows locked in key order).
-    let record_ids: Vec<&str> = records.iter().map(|(id, _)| *id).collect();
+    let record_ids: Vec<&str> = records.iter().map(|(id, _, _)| *id).collect();
     let record_columns: Vec<RecordColumns> = layers(&record_ids)
         .into_iter()
         .map(|layer| {
             let mut columns = RecordColumns::default();
             for i in layer {
-                columns.push(records[i].0, records[i].1, now);
+                columns.push(records[i].0, records[i].1, records[i].2, now);
             }
             columns
         })
         .collect();
-    let record_params: Vec<[&(dyn ToSql + Sync); 6]> =
+    let record_params: Vec<[&(dyn ToSql + Sync); 7]> =
         record_columns.iter().map(RecordColumns::params).collect();
     let flat_keys: Vec<[u8; 16]> = flats.iter().map(|f| f.key).collect();
     let key_layers = layers(&flat_keys);
@@ -431,7 +444,15 @@ async fn apply(
         .iter()
         .map(|(k, e, c)| -> [&(dyn ToSql + Sync); 4] { [k, e, c, &window_start] })
         .collect();
+    let contact_keys: Vec<&str> = flats.iter().map(|f| f.event.contact_key.as_str()).collect();
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&contact_keys];
     let mut round_one = Vec::new();
+    // First the contacts' locks (before any key or row lock, in the same
+    // order everywhere, so no two writers deadlock), then the records.
+    if !flats.is_empty() {
+        round_one.push(client.query(&conn.lock_contacts, &lock_params));
+    }
+    let lock_results = usize::from(!flats.is_empty());
     for params in &record_params {
         round_one.push(client.query(&conn.record, params));
     }
@@ -440,7 +461,10 @@ async fn apply(
     }
     let (_, results) = try_join(client.batch_execute("BEGIN"), try_join_all(round_one)).await?;
     let mut owned = vec![false; flats.len()];
-    for (layer, rows) in key_layers.iter().zip(&results[record_params.len()..]) {
+    for (layer, rows) in key_layers
+        .iter()
+        .zip(&results[lock_results + record_params.len()..])
+    {
         let taken: HashSet<&[u8]> = rows.iter().map(|r| r.get::<_, &[u8]>(0)).collect();
         for &i in layer {
             owned[i] = taken.contains(&flats[i].key[..]);
