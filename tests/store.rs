@@ -468,6 +468,50 @@ async fn pruning_keeps_pending_and_dead_deliveries() {
     }
 }
 
+/// issue 19 (6): pruning a large backlog is many short transactions, and a
+/// webhook that arrives meanwhile is written between two of them instead of
+/// waiting for the whole pass (with one `DELETE`, it waited for all of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_pruning_lets_writes_through_between_its_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("store.db").display());
+    let store = store::open(&url, retention()).await.unwrap();
+    const OLD: u64 = 60_000;
+    let old = now_ms() - 8 * 86400 * 1000;
+    for batch in 0..OLD / 1000 {
+        let events = (0..1000)
+            .map(|i| {
+                let n = (batch * 1000 + i) as i64;
+                let mut e = event(&format!("evt_old_{n}"), n, &format!("old-{n}"));
+                e.received_at = old;
+                e
+            })
+            .collect();
+        store.enqueue(events, false).await.unwrap();
+    }
+    let pruning = tokio::spawn({
+        let store = store.clone();
+        async move { store.prune().await }
+    });
+    // The pass has begun.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    store
+        .enqueue(vec![event("evt_new", 1, "new")], true)
+        .await
+        .unwrap();
+    assert!(
+        !pruning.is_finished(),
+        "the write waited for the whole pruning pass"
+    );
+    let pruned = pruning.await.unwrap().unwrap();
+    assert_eq!(pruned.events, OLD);
+    assert_eq!(
+        ids(&store.claim_due(10, Duration::from_secs(30)).await.unwrap()),
+        ["evt_new"]
+    );
+    assert_eq!(store.prune().await.unwrap().events, 0, "nothing left to prune");
+}
+
 #[tokio::test]
 async fn the_sqlite_store_survives_a_reopen() {
     let dir = tempfile::tempdir().unwrap();

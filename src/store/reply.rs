@@ -5,7 +5,7 @@
 
 use tokio::sync::oneshot;
 
-use super::{ClaimedDelivery, Enqueued, Pruned, StoreResult, unavailable};
+use super::{ClaimedDelivery, Enqueued, StoreResult, unavailable};
 
 pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
@@ -15,7 +15,16 @@ pub(crate) enum ReplyTo {
     Claimed(Reply<Vec<ClaimedDelivery>>),
     Unit(Reply<()>),
     Count(Reply<u64>),
-    Pruned(Reply<Pruned>),
+    PruneStep(Reply<PruneStep>),
+}
+
+/// One step of a pruning pass done in small transactions (SQLite).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PruneStep {
+    pub(crate) deleted: u64,
+    /// Where the next step starts (events after this `seq`); `None` when
+    /// the pass is over.
+    pub(crate) next_after: Option<i64>,
 }
 
 impl ReplyTo {
@@ -26,7 +35,7 @@ impl ReplyTo {
             Self::Claimed(r) => r.is_closed(),
             Self::Unit(r) => r.is_closed(),
             Self::Count(r) => r.is_closed(),
-            Self::Pruned(r) => r.is_closed(),
+            Self::PruneStep(r) => r.is_closed(),
         }
     }
 }
@@ -37,7 +46,7 @@ pub(crate) enum Done {
     Claimed(Vec<ClaimedDelivery>),
     Unit,
     Count(u64),
-    Pruned(Pruned),
+    PruneStep(PruneStep),
     /// The operation (or its transaction) failed: `Unavailable` to the caller.
     Failed(String),
 }
@@ -64,7 +73,7 @@ impl Done {
             (ReplyTo::Claimed(r), Done::Claimed(v)) => answer(r, Ok(v)),
             (ReplyTo::Unit(r), Done::Unit) => answer(r, Ok(())),
             (ReplyTo::Count(r), Done::Count(v)) => answer(r, Ok(v)),
-            (ReplyTo::Pruned(r), Done::Pruned(v)) => answer(r, Ok(v)),
+            (ReplyTo::PruneStep(r), Done::PruneStep(v)) => answer(r, Ok(v)),
             (reply, done) => {
                 let error = match done {
                     Done::Failed(e) => e,
@@ -75,7 +84,7 @@ impl Done {
                     ReplyTo::Claimed(r) => answer(r, Err(error)),
                     ReplyTo::Unit(r) => answer(r, Err(error)),
                     ReplyTo::Count(r) => answer(r, Err(error)),
-                    ReplyTo::Pruned(r) => answer(r, Err(error)),
+                    ReplyTo::PruneStep(r) => answer(r, Err(error)),
                 }
             }
         }

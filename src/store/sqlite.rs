@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 use tokio::sync::oneshot;
 
-use super::reply::{Done, Reply, ReplyTo};
+use super::reply::{Done, PruneStep, Reply, ReplyTo};
 use super::{
     AttemptOutcome, ClaimedDelivery, Counters, DeliveryBacklog, DeliveryCounts, DeliveryInfo, DeliveryRow,
     DeliveryStatus, Enqueued, EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store,
@@ -32,6 +32,19 @@ use super::{
 
 /// Most operations one transaction takes.
 const MAX_GROUP: usize = 512;
+
+/// Events one pruning step looks at: a step is one short transaction, and
+/// webhooks queued meanwhile are written between two steps.
+const PRUNE_SPAN: i64 = 1000;
+
+/// How long a caller waits for its write before it is answered
+/// `Unavailable` (a webhook gets `503`, well inside iClosed's 5 s). A write
+/// still queued by then is dropped, never applied (nothing half-accepted).
+const WRITE_DEADLINE: Duration = Duration::from_millis(3500);
+
+/// How long a transaction waits for another process's lock (a `leadscore
+/// deliveries` command, say) before it fails: inside [`WRITE_DEADLINE`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One row per event: the scored event, its idempotency key and its
 /// delivery state. One row (five B-trees) per event instead of three tables
@@ -133,7 +146,10 @@ enum Work {
     Requeue {
         event_id: Option<String>,
     },
-    Prune,
+    /// One step of a pruning pass: the events after `after` (by `seq`).
+    Prune {
+        after: i64,
+    },
     Touch,
     ReleaseClaims,
 }
@@ -151,7 +167,7 @@ pub struct SqliteStore {
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     // Checkpoints are the checkpointer thread's job (see `checkpoint_loop`):
@@ -236,7 +252,13 @@ impl SqliteStore {
         self.writer
             .send(op)
             .map_err(|_| unavailable("the writer has stopped"))?;
-        answer.await.map_err(|_| unavailable("the writer has stopped"))?
+        match tokio::time::timeout(WRITE_DEADLINE, answer).await {
+            Ok(answer) => answer.map_err(|_| unavailable("the writer has stopped"))?,
+            Err(_) => Err(unavailable(format!(
+                "the store did not complete the write within {}",
+                humantime::format_duration(WRITE_DEADLINE)
+            ))),
+        }
     }
 
     async fn read<T: Send + 'static>(
@@ -348,8 +370,18 @@ impl Store for SqliteStore {
         })
     }
 
+    /// A pass of short steps (see [`PRUNE_SPAN`]) from the oldest event on.
     async fn prune(&self) -> StoreResult<Pruned> {
-        self.write(Work::Prune, ReplyTo::Pruned).await
+        let mut after = 0;
+        let mut events = 0;
+        loop {
+            let step = self.write(Work::Prune { after }, ReplyTo::PruneStep).await?;
+            events += step.deleted;
+            match step.next_after {
+                Some(next) => after = next,
+                None => return Ok(Pruned { events }),
+            }
+        }
     }
 
     async fn release_stale_claims(&self) -> StoreResult<u64> {
@@ -567,12 +599,19 @@ impl Writer {
         }
     }
 
+    /// Drops the operations whose caller stopped waiting (its deadline
+    /// passed and it was answered `Unavailable`): they are never applied.
+    fn drop_abandoned(group: &mut Vec<WriteOp>) {
+        group.retain(|op| !op.reply.is_closed());
+    }
+
     /// Applies queued operations in one transaction. Should one fail
     /// (which only an I/O problem or a bug makes happen), the transaction is
     /// rolled back and each operation is applied again in a transaction of
     /// its own, so one failure never takes the others' work with it and
     /// never commits half of an operation.
     fn apply_group(&mut self, group: &mut Vec<WriteOp>) {
+        Self::drop_abandoned(group);
         if group.len() > 1 {
             if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
                 let message = format!("cannot start a transaction: {e}");
@@ -581,6 +620,8 @@ impl Writer {
                 }
                 return;
             }
+            // Starting may have waited for another process's lock.
+            Self::drop_abandoned(group);
             // Each op is kept so that it can be applied again on its own.
             let ops: Vec<WriteOp> = std::mem::take(group);
             let mut results = Vec::with_capacity(ops.len());
@@ -606,7 +647,14 @@ impl Writer {
             group.extend(replies.into_iter().map(|(work, reply)| WriteOp { work, reply }));
         }
         for WriteOp { work, reply } in group.drain(..) {
+            if reply.is_closed() {
+                continue;
+            }
             let result = match self.conn.execute_batch("BEGIN IMMEDIATE") {
+                Ok(()) if reply.is_closed() => {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    continue;
+                }
                 Ok(()) => {
                     let result = self.apply(&work);
                     if result.failed() {
@@ -664,7 +712,7 @@ impl Writer {
                 outcome,
             } => Done::from_result(self.record(event_id, *claim, outcome), |()| Done::Unit),
             Work::Requeue { event_id } => Done::from_result(self.requeue(event_id.as_deref()), Done::Count),
-            Work::Prune => Done::from_result(self.prune(), Done::Pruned),
+            Work::Prune { after } => Done::from_result(self.prune_step(*after), Done::PruneStep),
             Work::ReleaseClaims => Done::from_result(
                 self.conn.execute(
                     "UPDATE events SET claimed_until = NULL WHERE claimed_until IS NOT NULL",
@@ -830,21 +878,51 @@ impl Writer {
         Ok(changed as u64)
     }
 
-    /// Deletes events older than the retention whose delivery is done (or
-    /// that were never forwarded); pending and dead ones stay. Idempotency
-    /// keys need no pruning of their own: a key only counts inside the
-    /// dedupe window, which is never longer than the retention.
-    fn prune(&self) -> rusqlite::Result<Pruned> {
-        let cutoff = now_ms() - self.retention.retention.as_millis() as i64;
-        let events = self.conn.execute(
-            "DELETE FROM events WHERE received_at < ?1 AND (delivery IS NULL OR delivery = 'delivered')",
-            [cutoff],
+    /// Deletes, among the next [`PRUNE_SPAN`] events after `after`, those
+    /// older than the retention whose delivery is done (or that were never
+    /// forwarded); pending and dead ones stay. The pass ends at the first
+    /// span with nothing that old: events are stored in the order they are
+    /// received, so the later ones are younger still. Idempotency keys need
+    /// no pruning of their own: a key only counts inside the dedupe window,
+    /// which is never longer than the retention.
+    fn prune_step(&self, after: i64) -> rusqlite::Result<PruneStep> {
+        let cutoff =
+            now_ms().saturating_sub(self.retention.retention.as_millis().min(i64::MAX as u128) as i64);
+        let (oldest, span_end): (Option<i64>, Option<i64>) = self.conn.query_row(
+            "SELECT MIN(received_at), MAX(seq)
+             FROM (SELECT seq, received_at FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2)",
+            params![after, PRUNE_SPAN],
+            |row| Ok((row.get(0)?, row.get(1)?)),
         )?;
-        self.conn
-            .execute("DELETE FROM counters WHERE minute < ?1", [cutoff])?;
-        Ok(Pruned {
-            events: events as u64,
+        let (Some(oldest), Some(span_end)) = (oldest, span_end) else {
+            self.prune_counters(cutoff)?;
+            return Ok(PruneStep {
+                deleted: 0,
+                next_after: None,
+            });
+        };
+        if oldest >= cutoff {
+            self.prune_counters(cutoff)?;
+            return Ok(PruneStep {
+                deleted: 0,
+                next_after: None,
+            });
+        }
+        let deleted = self.conn.prepare_cached(
+            "DELETE FROM events
+             WHERE seq > ?1 AND seq <= ?2 AND received_at < ?3 AND (delivery IS NULL OR delivery = 'delivered')",
+        )?
+        .execute(params![after, span_end, cutoff])?;
+        Ok(PruneStep {
+            deleted: deleted as u64,
+            next_after: Some(span_end),
         })
+    }
+
+    fn prune_counters(&self, cutoff: i64) -> rusqlite::Result<()> {
+        self.conn
+            .execute("DELETE FROM counters WHERE minute < ?1", [cutoff])
+            .map(drop)
     }
 }
 

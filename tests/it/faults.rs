@@ -263,6 +263,59 @@ async fn a_full_disk_is_503_and_the_engine_recovers_when_space_returns() {
     drop(disk);
 }
 
+/// issue 19 (6): while another process holds the SQLite file's write lock
+/// for 7 s, every webhook is answered `503` inside iClosed's 5 s (it used to
+/// wait out a 5 s busy timeout, twice when it queued behind another), and
+/// none of them is stored: once the lock is gone they are all new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_store_answers_503_inside_the_senders_5_seconds() {
+    let server = TestServer::default().await;
+    let Some(path) = server.store().sqlite_path() else {
+        return;
+    };
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let blocker = rusqlite::Connection::open(&path).expect("open the store file");
+    blocker
+        .execute_batch("BEGIN EXCLUSIVE")
+        .expect("take the write lock");
+    let mut senders = Vec::new();
+    for n in 0..6u64 {
+        let (client, url) = (client.clone(), server.url("/webhooks/iclosed"));
+        senders.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(700 * n)).await;
+            let body = json!([contact_with_id("qualified", format!("locked-{n}"))]).to_string();
+            let reply = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            match reply {
+                Ok(reply) => reply.status().as_u16(),
+                Err(e) => panic!("webhook {n} got no answer within 5 s: {e}"),
+            }
+        }));
+    }
+    let mut statuses = Vec::new();
+    for sender in senders {
+        statuses.push(sender.await.unwrap());
+    }
+    assert_eq!(statuses, [503; 6]);
+    blocker.execute_batch("ROLLBACK").expect("release the lock");
+    drop(blocker);
+    for n in 0..6u64 {
+        let reply = server
+            .webhook(&json!([contact_with_id("qualified", format!("locked-{n}"))]))
+            .await;
+        assert_eq!(reply["results"][0]["duplicate"], false, "locked-{n}: {reply}");
+    }
+    server.shutdown().await;
+}
+
 /// issue 19: PostgreSQL restarted under load (webhooks from 8 senders for
 /// 20 s, the database restarted after 6 s, on a server of the test's own).
 /// Every request is answered `2xx` or `503` within 5 s — none hangs — every
