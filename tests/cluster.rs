@@ -202,6 +202,55 @@ async fn a_contacts_events_are_delivered_in_commit_order_across_instances() {
     );
 }
 
+/// issue 19 (10): a migration that takes longer than the store's 10 s
+/// operation limit (here migration 2's index waits 12 s for a lock another
+/// session holds, as a large table's build would take) is waited for; the
+/// start used to fail after 10 s, and then on every retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_longer_than_the_operation_limit_completes() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    // A schema at version 1.
+    drop(open(&schema.url()).await);
+    let client = schema.client().await;
+    client
+        .batch_execute(
+            "DROP INDEX leadscore_events_contact; DROP TABLE leadscore_counters;
+             DELETE FROM leadscore_schema_migrations WHERE version = 2;",
+        )
+        .await
+        .unwrap();
+    // CREATE INDEX needs a lock this session's holds for 12 s.
+    client
+        .batch_execute("BEGIN; LOCK TABLE leadscore_events IN ROW EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(12)).await;
+        client.batch_execute("COMMIT").await.unwrap();
+        client
+    });
+    let started = Instant::now();
+    let store = store::open(&schema.url(), retention())
+        .await
+        .unwrap_or_else(|e| panic!("the migration was given up after {:?}: {e}", started.elapsed()));
+    let client = release.await.unwrap();
+    let versions: Vec<i32> = client
+        .query(
+            "SELECT version FROM leadscore_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1, 2]);
+    store.enqueue(vec![event("evt_1", 1, "k")], true).await.unwrap();
+    assert_eq!(store.delivery_counts().await.unwrap().pending, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_claim_each_contact_in_order_and_one_at_a_time() {
     let Some(schema) = Schema::fresh("cluster") else {

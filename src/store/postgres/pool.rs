@@ -146,9 +146,32 @@ impl Pool {
         what: &str,
         work: impl for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, PgError>>,
     ) -> StoreResult<T> {
+        self.run_within(what, Some(OP_TIMEOUT), work).await
+    }
+
+    /// [`Pool::run`] without its deadline, for the schema migrations: an
+    /// index built on a large table takes as long as it takes, and a start
+    /// that gave up after [`OP_TIMEOUT`] would give up on every try.
+    pub(super) async fn run_to_completion<T>(
+        &self,
+        what: &str,
+        work: impl for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, PgError>>,
+    ) -> StoreResult<T> {
+        self.run_within(what, None, work).await
+    }
+
+    async fn run_within<T>(
+        &self,
+        what: &str,
+        deadline: Option<Duration>,
+        work: impl for<'c> FnOnce(&'c mut Conn) -> BoxFuture<'c, Result<T, PgError>>,
+    ) -> StoreResult<T> {
         let mut pooled = self.get().await?;
         let conn = pooled.conn.as_mut().expect("present until dropped");
-        let result = tokio::time::timeout(OP_TIMEOUT, work(conn)).await;
+        let result = match deadline {
+            Some(deadline) => tokio::time::timeout(deadline, work(conn)).await,
+            None => Ok(work(conn).await),
+        };
         match result {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {

@@ -154,6 +154,12 @@ pub(super) async fn migrate(conn: &mut Conn, schema: Option<String>) -> Result<(
         if applied.contains(version) {
             continue;
         }
+        // Building an index reads the whole table: say why a start waits.
+        tracing::info!(
+            version,
+            description,
+            "applying a schema migration (on a large table this can take minutes)"
+        );
         tx.batch_execute(sql).await?;
         tx.execute(
             "INSERT INTO leadscore_schema_migrations (version, description) VALUES ($1, $2)",

@@ -38,7 +38,7 @@ impl PostgresStore {
             settings.pool_size,
         ));
         let schema = settings.schema.clone();
-        pool.run("cannot prepare the schema", move |conn| {
+        pool.run_to_completion("cannot prepare the schema", move |conn| {
             migrate(conn, schema).boxed()
         })
         .await?;
