@@ -15,6 +15,8 @@ pub const MAX_DEPTH: usize = 128;
 pub struct Contact {
     /// The contact's `id` with its JSON type (number or string).
     pub id: Value,
+    /// The contact's identity as text (see [`id_key`]): equal ids, equal keys.
+    pub key: String,
     /// The contact's JSON exactly as received.
     pub raw: Box<RawValue>,
     /// The parsed contact the rules read.
@@ -43,8 +45,10 @@ impl Contact {
             }
             None => return Err("has no `id`".to_owned()),
         };
+        let key = id_key(&id, &raw);
         Ok(Self {
             id,
+            key,
             raw,
             value: Arc::new(value),
         })
@@ -66,6 +70,80 @@ impl Contact {
             other => other.to_string(),
         }
     }
+}
+
+/// The identity of a contact id, as text: a string is its JSON text
+/// (`"abc"`), a number its exact value written in one way. So `1`, `1.0` and
+/// `1e0` are one contact, and integers past 64 bits keep every digit
+/// (`18446744073709551616` and `…617` are two contacts, though a 64-bit float
+/// holds neither exactly). Numbers that `serde_json` holds exactly (64-bit
+/// integers) are written as it writes them; others are read from the raw text.
+pub fn id_key(id: &Value, raw: &RawValue) -> String {
+    match id {
+        Value::Number(n) if n.is_f64() => {
+            raw_id(raw).map_or_else(|| n.to_string(), |text| exact_number(text))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// The raw text of a contact object's `id`.
+fn raw_id(raw: &RawValue) -> Option<&str> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly<'a> {
+        #[serde(borrow)]
+        id: &'a RawValue,
+    }
+    parse_json::<IdOnly>(raw.get()).ok().map(|only| only.id.get())
+}
+
+/// A JSON number's value in one canonical form: an integer in plain digits
+/// (up to 40 of them), a small decimal as `1.25`, anything else as
+/// `d.ddde±N`. Equal values give equal text; the text is never longer than
+/// the number's own plus an exponent.
+fn exact_number(text: &str) -> String {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (&unsigned[..at], &unsigned[at + 1..]),
+        None => (unsigned, "0"),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    // An exponent past ±10^15 only comes from hostile input; saturate it.
+    let exponent: i64 = exponent.parse().unwrap_or(if exponent.starts_with('-') {
+        -1_000_000_000_000_000
+    } else {
+        1_000_000_000_000_000
+    });
+    let digits: String = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let trimmed = digits.trim_end_matches('0');
+    if trimmed.is_empty() {
+        return "0".to_owned();
+    }
+    // value = trimmed × 10^scale
+    let scale = exponent
+        .saturating_sub(fraction.len() as i64)
+        .saturating_add((digits.len() - trimmed.len()) as i64);
+    let sign = if negative { "-" } else { "" };
+    let length = trimmed.len() as i64;
+    if scale >= 0 && length + scale <= 40 {
+        return format!("{sign}{trimmed}{}", "0".repeat(scale as usize));
+    }
+    if scale < 0 && -scale <= 40 && length <= 40 {
+        let point = length + scale;
+        return if point > 0 {
+            let (int, frac) = trimmed.split_at(point as usize);
+            format!("{sign}{int}.{frac}")
+        } else {
+            format!("{sign}0.{}{trimmed}", "0".repeat((-point) as usize))
+        };
+    }
+    let (first, rest) = trimmed.split_at(1);
+    let point = if rest.is_empty() { "" } else { "." };
+    format!("{sign}{first}{point}{rest}e{}", scale.saturating_add(length - 1))
 }
 
 fn kind(value: &Value) -> &'static str {
@@ -228,6 +306,40 @@ pub fn nesting_depth(text: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    /// issue 19 (10): one contact per JSON number value, every digit kept.
+    #[test]
+    fn numeric_ids_are_keyed_by_their_exact_value() {
+        let key = |id: &str| {
+            Contact::from_raw(RawValue::from_string(format!(r#"{{"id": {id}, "email": "a@b.c"}}"#)).unwrap())
+                .unwrap()
+                .key
+        };
+        for same in ["1", "1.0", "1e0", "10e-1", "0.1e1", "1.000E+0"] {
+            assert_eq!(key(same), "1", "{same}");
+        }
+        assert_eq!(key("48213"), "48213");
+        assert_eq!(key("-7"), "-7");
+        assert_eq!(key("-0.0"), "0");
+        assert_eq!(key("0"), "0");
+        assert_eq!(key("18446744073709551615"), "18446744073709551615");
+        assert_eq!(key("18446744073709551616"), "18446744073709551616");
+        assert_eq!(key("18446744073709551617"), "18446744073709551617");
+        assert_eq!(key("18446744073709551617.0"), "18446744073709551617");
+        assert_eq!(key("1.5"), "1.5");
+        assert_eq!(key("-0.025"), "-0.025");
+        assert_eq!(key("2.5e-3"), "0.0025");
+        assert_eq!(key("1e39"), format!("1{}", "0".repeat(39)), "40 digits");
+        assert_eq!(key("1e40"), "1e40");
+        assert_eq!(key("12.5e100"), "1.25e101");
+        assert_eq!(key("1e-50"), "1e-50");
+        assert_eq!(key("1e300"), "1e300");
+        assert_eq!(
+            key("-123456789012345678901234567890123456789012345"),
+            "-1.23456789012345678901234567890123456789012345e44"
+        );
+        assert_eq!(key(r#""1""#), r#""1""#, "a string id stays a string");
+    }
+
     use super::*;
 
     #[test]

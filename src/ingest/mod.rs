@@ -163,7 +163,7 @@ fn prepare(
             for failure in &scored.errors {
                 telemetry::rule_error(&failure.rule, &contact.id_text(), &failure.error);
             }
-            let contact_key = contact.id.to_string();
+            let contact_key = contact.key.clone();
             let event = NewEvent {
                 idempotency_key: idempotency_key(contact, &contact_key, delivery_id),
                 event_id,
@@ -213,6 +213,12 @@ pub fn idempotency_key(contact: &Contact, contact_key: &str, delivery_id: Option
         }
         None => {
             hasher.update(b"content\0");
+            // The canonical JSON writes numbers as 64-bit floats: an id that
+            // one cannot hold exactly goes in by its exact text as well.
+            if contact.id.as_number().is_some_and(serde_json::Number::is_f64) {
+                hasher.update(contact_key.as_bytes());
+                hasher.update(b"\0");
+            }
             // Written out first and hashed in one call: hashing the many
             // small pieces one by one cost several times as much.
             let mut canonical = Vec::with_capacity(contact.raw.get().len());

@@ -683,3 +683,42 @@ async fn the_command_line_backtest_matches_the_endpoint_while_serve_runs() {
     assert!(stderr.contains("10-role.rhai:1:"), "{stderr}");
     server.shutdown().await;
 }
+
+/// issue 19 (10): a numeric contact id is one contact per JSON number value
+/// (`1` and `1.0` are one contact) and keeps every digit past 64 bits
+/// (`18446744073709551616` and `…617` are two, even with the same content),
+/// on both stores: the backtest counts contacts by their latest event.
+#[tokio::test]
+async fn numeric_contact_ids_are_one_contact_per_value_with_every_digit() {
+    let server = TestServer::start(Options {
+        forward: false,
+        ..Options::default()
+    })
+    .await;
+    let rules = rule_files(server.rules().path(), |_, text| Some(text));
+    let post = async |body: &str| {
+        let reply = server
+            .request(
+                "POST",
+                "/webhooks/iclosed",
+                Some(body.as_bytes().to_vec()),
+                &[("content-type", "application/json")],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{body}: {}", reply.text);
+        reply.json()
+    };
+    let contacts = async || -> Value {
+        let reply = backtest(&server, json!({ "rules": rules, "since": "1d" })).await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.json()["contacts"].clone()
+    };
+    post(r#"[{"id": 1, "email": "one@example.com"}]"#).await;
+    post(r#"[{"id": 1.0, "email": "one-again@example.com"}]"#).await;
+    assert_eq!(contacts().await, 1, "1 and 1.0 are one contact");
+    post(r#"[{"id": 18446744073709551616, "email": "big@example.com"}]"#).await;
+    let second = post(r#"[{"id": 18446744073709551617, "email": "big@example.com"}]"#).await;
+    assert_eq!(second["results"][0]["duplicate"], false, "{second}");
+    assert_eq!(contacts().await, 3, "two ids past 64 bits are two contacts");
+    server.shutdown().await;
+}
