@@ -80,9 +80,7 @@ impl Contact {
 /// integers) are written as it writes them; others are read from the raw text.
 pub fn id_key(id: &Value, raw: &RawValue) -> String {
     match id {
-        Value::Number(n) if n.is_f64() => {
-            raw_id(raw).map_or_else(|| n.to_string(), |text| exact_number(text))
-        }
+        Value::Number(n) if n.is_f64() => raw_id(raw).map_or_else(|| n.to_string(), exact_number),
         other => other.to_string(),
     }
 }
