@@ -581,6 +581,7 @@ impl ServeArgs {
                 }
                 let (secret, headers) = (forward_secret, forward_headers);
                 Some(ForwardConfig {
+                    destination: store::DEFAULT_DESTINATION.to_owned(),
                     url,
                     secret,
                     headers,
@@ -775,6 +776,9 @@ pub enum DeliveriesCommand {
         /// Most deliveries to list.
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        /// Only the deliveries to this destination.
+        #[arg(long)]
+        destination: Option<String>,
         /// Print JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -789,6 +793,9 @@ pub enum DeliveriesCommand {
         /// Requeue every dead delivery.
         #[arg(long)]
         all_dead: bool,
+        /// Only the deliveries to this destination.
+        #[arg(long)]
+        destination: Option<String>,
     },
 }
 
@@ -810,13 +817,18 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
         };
         match command {
             DeliveriesCommand::List {
-                status, limit, json, ..
+                status,
+                limit,
+                destination,
+                json,
+                ..
             } => {
-                let listed =
-                    match DeliveryQuery::new(status.as_deref().and_then(DeliveryStatus::parse), limit) {
-                        Ok(query) => app::deliveries::list(store.as_ref(), query).await,
-                        Err(e) => Err(e),
-                    };
+                let query = DeliveryQuery::new(status.as_deref().and_then(DeliveryStatus::parse), limit)
+                    .and_then(|query| query.at(destination.as_deref()));
+                let listed = match query {
+                    Ok(query) => app::deliveries::list(store.as_ref(), query).await,
+                    Err(e) => Err(e),
+                };
                 match listed {
                     Ok(list) if json => {
                         for d in list {
@@ -834,10 +846,13 @@ fn deliveries(command: DeliveriesCommand) -> ExitCode {
                     }
                 }
             }
-            DeliveriesCommand::Retry { id, .. } => {
-                let result = match id {
-                    Some(id) => app::deliveries::requeue(store.as_ref(), &id).await,
-                    None => app::deliveries::requeue_dead(store.as_ref()).await,
+            DeliveriesCommand::Retry { id, destination, .. } => {
+                let result = match app::deliveries::destination_param(destination.as_deref()) {
+                    Err(e) => Err(e),
+                    Ok(destination) => match id {
+                        Some(id) => app::deliveries::requeue(store.as_ref(), &id, destination).await,
+                        None => app::deliveries::requeue_dead(store.as_ref(), destination).await,
+                    },
                 };
                 match result {
                     Ok(n) => {
@@ -860,8 +875,8 @@ fn deliveries_table(list: Vec<store::DeliveryInfo>) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<36} {:<14} {:<9} {:>8} {:>6}  ERROR / NEXT ATTEMPT",
-        "ID", "CONTACT", "STATUS", "ATTEMPTS", "LAST"
+        "{:<36} {:<14} {:<14} {:<9} {:>8} {:>6}  ERROR / NEXT ATTEMPT",
+        "ID", "DESTINATION", "CONTACT", "STATUS", "ATTEMPTS", "LAST"
     );
     for d in list {
         let detail = match d.status {
@@ -871,8 +886,9 @@ fn deliveries_table(list: Vec<store::DeliveryInfo>) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<36} {:<14} {:<9} {:>8} {:>6}  {}",
+            "{:<36} {:<14} {:<14} {:<9} {:>8} {:>6}  {}",
             d.id,
+            d.destination,
             d.contact_id.to_string(),
             d.status.as_str(),
             d.attempts,

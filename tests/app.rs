@@ -108,16 +108,16 @@ async fn requeue_answers_not_found_and_not_dead() {
     let fixture = engine(false).await;
     let engine = &fixture.engine;
     assert!(matches!(
-        engine.requeue("evt_unknown").await,
+        engine.requeue("evt_unknown", None).await,
         Err(AppError::NotFound(_))
     ));
     let reply = engine.ingest(qualified(2), None).await.unwrap();
     assert_eq!(
-        engine.requeue(&reply.results[0].id).await.unwrap(),
+        engine.requeue(&reply.results[0].id, None).await.unwrap(),
         0,
         "pending is not dead"
     );
-    assert_eq!(engine.requeue_dead().await.unwrap(), 0);
+    assert_eq!(engine.requeue_dead(None).await.unwrap(), 0);
 }
 
 #[tokio::test]

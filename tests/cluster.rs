@@ -25,7 +25,7 @@ use support::{Answer, Process, Receiver};
 /// The longest any one wait of these tests takes.
 const WAIT: Duration = Duration::from_secs(60);
 
-use support::pg::{event, retention};
+use support::pg::{attempt_log, event, retention, unforwarded};
 
 async fn open(url: &str) -> Arc<dyn Store> {
     store::open(url, retention())
@@ -62,7 +62,7 @@ async fn instances_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let tables: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'leadscore%'",
@@ -72,19 +72,13 @@ async fn instances_starting_together_migrate_once() {
         .unwrap()
         .get(0);
     assert_eq!(
-        tables, 5,
-        "events, keys, instances, counters and migrations in the test's schema"
+        tables, 7,
+        "events, keys, instances, counters, deliveries, attempts and migrations in the test's schema"
     );
     // What one instance stores, the others see.
     let stores: Vec<Arc<dyn Store>> = opened.into_iter().map(Result::unwrap).collect();
-    stores[0]
-        .enqueue(vec![event("evt_1", 1, "k")], true)
-        .await
-        .unwrap();
-    let again = stores[3]
-        .enqueue(vec![event("evt_2", 1, "k")], true)
-        .await
-        .unwrap();
+    stores[0].enqueue(vec![event("evt_1", 1, "k")]).await.unwrap();
+    let again = stores[3].enqueue(vec![event("evt_2", 1, "k")]).await.unwrap();
     assert!(
         matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1"),
         "{again:?}"
@@ -101,8 +95,8 @@ async fn a_key_posted_to_two_instances_at_once_is_stored_once() {
     for round in 0..50 {
         let key = format!("key-{round}");
         let (x, y) = tokio::join!(
-            a.enqueue(vec![event(&format!("evt_a{round}"), round, &key)], true),
-            b.enqueue(vec![event(&format!("evt_b{round}"), round, &key)], true),
+            a.enqueue(vec![event(&format!("evt_a{round}"), round, &key)]),
+            b.enqueue(vec![event(&format!("evt_b{round}"), round, &key)]),
         );
         let (x, y) = (x.unwrap().remove(0), y.unwrap().remove(0));
         match (&x, &y) {
@@ -133,7 +127,7 @@ async fn a_contacts_events_are_delivered_in_commit_order_across_instances() {
         tokio::time::sleep(Duration::from_millis((61_000 - into_minute) as u64)).await;
     }
     // A's counter rows for this minute exist; lock them.
-    a.enqueue(vec![event("evt_warmup", 99, "warmup")], false)
+    a.enqueue(unforwarded(vec![event("evt_warmup", 99, "warmup")]))
         .await
         .unwrap();
     let blocker = schema.client().await;
@@ -168,7 +162,7 @@ async fn a_contacts_events_are_delivered_in_commit_order_across_instances() {
     let write = |store: Arc<dyn Store>, id: &'static str| {
         let committed = committed.clone();
         tokio::spawn(async move {
-            let stored = store.enqueue(vec![event(id, 1, id)], true).await;
+            let stored = store.enqueue(vec![event(id, 1, id)]).await;
             committed.lock().unwrap().push(id);
             stored
         })
@@ -193,7 +187,7 @@ async fn a_contacts_events_are_delivered_in_commit_order_across_instances() {
     first.await.unwrap().unwrap();
     second.await.unwrap().unwrap();
     let committed = committed.lock().unwrap().clone();
-    let claimed = a.claim_due(10, Duration::from_secs(30)).await.unwrap();
+    let claimed = a.claim_due("default", 10, Duration::from_secs(30)).await.unwrap();
     let claimed: Vec<&str> = claimed.iter().map(|d| d.event_id.as_str()).collect();
     assert_eq!(
         claimed,
@@ -246,8 +240,8 @@ async fn a_migration_longer_than_the_operation_limit_completes() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2]);
-    store.enqueue(vec![event("evt_1", 1, "k")], true).await.unwrap();
+    assert_eq!(versions, [1, 2, 3]);
+    store.enqueue(vec![event("evt_1", 1, "k")]).await.unwrap();
     assert_eq!(store.delivery_counts().await.unwrap().pending, 1);
 }
 
@@ -266,7 +260,7 @@ async fn two_instances_claim_each_contact_in_order_and_one_at_a_time() {
             .map(|c| event(&format!("evt_{c}_{n}"), c, &format!("k{c}.{n}")))
             .collect();
         let store = if n % 2 == 0 { &a } else { &b };
-        store.enqueue(batch, true).await.unwrap();
+        store.enqueue(batch).await.unwrap();
     }
     struct Shared {
         in_flight: Mutex<HashSet<String>>,
@@ -288,7 +282,10 @@ async fn two_instances_claim_each_contact_in_order_and_one_at_a_time() {
         let shared = shared.clone();
         workers.push(tokio::spawn(async move {
             while shared.delivered.load(Ordering::SeqCst) < total && Instant::now() < deadline {
-                let claimed = store.claim_due(3, Duration::from_secs(60)).await.unwrap();
+                let claimed = store
+                    .claim_due("default", 3, Duration::from_secs(60))
+                    .await
+                    .unwrap();
                 if claimed.is_empty() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     continue;
@@ -321,7 +318,7 @@ async fn two_instances_claim_each_contact_in_order_and_one_at_a_time() {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     shared.in_flight.lock().unwrap().remove(&contact);
                     store
-                        .record_attempt(&d, AttemptOutcome::Delivered { status: 200 })
+                        .record_attempt(&d, AttemptOutcome::Delivered { status: 200 }, attempt_log())
                         .await
                         .unwrap();
                     shared.delivered.fetch_add(1, Ordering::SeqCst);
@@ -422,12 +419,12 @@ async fn a_lost_database_answers_unavailable_and_recovers_by_itself() {
     };
     let (relay, url) = relayed(&schema).await;
     let store = open(&url).await;
-    store.enqueue(vec![event("evt_1", 1, "k1")], true).await.unwrap();
+    store.enqueue(vec![event("evt_1", 1, "k1")]).await.unwrap();
     store.check_writable().await.unwrap();
 
     relay.cut();
     let started = Instant::now();
-    match store.enqueue(vec![event("evt_2", 2, "k2")], true).await {
+    match store.enqueue(vec![event("evt_2", 2, "k2")]).await {
         Err(StoreError::Unavailable(why)) => eprintln!("while cut: {why}"),
         other => panic!("a write without a database: {other:?}"),
     }
@@ -436,12 +433,17 @@ async fn a_lost_database_answers_unavailable_and_recovers_by_itself() {
         "answered within iClosed's limit"
     );
     assert!(store.check_writable().await.is_err(), "not ready while cut");
-    assert!(store.claim_due(10, Duration::from_secs(30)).await.is_err());
+    assert!(
+        store
+            .claim_due("default", 10, Duration::from_secs(30))
+            .await
+            .is_err()
+    );
 
     relay.restore();
     let deadline = Instant::now() + WAIT;
     let stored = loop {
-        match store.enqueue(vec![event("evt_2", 2, "k2")], true).await {
+        match store.enqueue(vec![event("evt_2", 2, "k2")]).await {
             Ok(stored) => break stored,
             Err(e) if Instant::now() < deadline => {
                 eprintln!("not yet: {e}");
@@ -452,10 +454,14 @@ async fn a_lost_database_answers_unavailable_and_recovers_by_itself() {
     };
     assert!(matches!(&stored[0], Enqueued::Stored(s) if s.id == "evt_2"));
     store.check_writable().await.unwrap();
-    let again = store.enqueue(vec![event("evt_3", 1, "k1")], true).await.unwrap();
+    let again = store.enqueue(vec![event("evt_3", 1, "k1")]).await.unwrap();
     assert!(matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1"));
     assert_eq!(
-        store.claim_due(10, Duration::from_secs(30)).await.unwrap().len(),
+        store
+            .claim_due("default", 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len(),
         2
     );
 }
@@ -847,7 +853,7 @@ async fn overlapping_batches_on_two_instances_store_each_key_once() {
                     .map(|k| event(&format!("evt_{t}_{r}_{k}"), *k as i64, &format!("key-{k}")))
                     .collect();
                 let answers = store
-                    .enqueue(batch, false)
+                    .enqueue(unforwarded(batch))
                     .await
                     .expect("no deadlock, no failure");
                 outcomes.extend(keys[..5].iter().copied().zip(answers));

@@ -5,14 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use leadscore::store::{
-    self, AttemptOutcome, ClaimedDelivery, DeliveryStatus, Enqueued, Requeue, Store, now_ms,
+    self, AttemptLog, AttemptOutcome, ClaimedDelivery, DeliveryFilter, DeliveryStatus, Enqueued, Requeue,
+    Store, now_ms,
 };
 use serde_json::json;
 
 #[path = "support/mod.rs"]
 mod support;
 
-use support::pg::{self, event, retention};
+use support::pg::{self, attempt_log, event, retention, unforwarded};
 
 /// What keeps a test's store alive and cleans it up afterwards.
 #[allow(dead_code)]
@@ -58,17 +59,14 @@ fn of<'a>(claimed: &'a [ClaimedDelivery], id: &str) -> &'a ClaimedDelivery {
 #[tokio::test]
 async fn duplicates_answer_with_the_first_event() {
     for (name, store, _dir) in backends().await {
-        let first = store.enqueue(vec![event("evt_a", 1, "k1")], true).await.unwrap();
+        let first = store.enqueue(vec![event("evt_a", 1, "k1")]).await.unwrap();
         assert!(
             matches!(&first[0], Enqueued::Stored(s) if s.id == "evt_a"),
             "{name}"
         );
         let mut again = event("evt_b", 1, "k1");
         again.score = 7.into();
-        let second = store
-            .enqueue(vec![again, event("evt_c", 2, "k2")], true)
-            .await
-            .unwrap();
+        let second = store.enqueue(vec![again, event("evt_c", 2, "k2")]).await.unwrap();
         match &second[0] {
             Enqueued::Duplicate(s) => {
                 assert_eq!(
@@ -85,7 +83,7 @@ async fn duplicates_answer_with_the_first_event() {
         );
         // The same key twice in one batch: the second is a duplicate of the first.
         let batch = store
-            .enqueue(vec![event("evt_d", 3, "k3"), event("evt_e", 3, "k3")], true)
+            .enqueue(vec![event("evt_d", 3, "k3"), event("evt_e", 3, "k3")])
             .await
             .unwrap();
         assert!(
@@ -106,9 +104,9 @@ async fn keys_older_than_the_dedupe_window_start_a_new_event() {
     for (name, store, _dir) in backends().await {
         let mut old = event("evt_old", 1, "k");
         old.received_at = now_ms() - 2 * 3600 * 1000;
-        store.enqueue(vec![old], false).await.unwrap();
+        store.enqueue(unforwarded(vec![old])).await.unwrap();
         let fresh = store
-            .enqueue(vec![event("evt_new", 1, "k")], false)
+            .enqueue(unforwarded(vec![event("evt_new", 1, "k")]))
             .await
             .unwrap();
         assert!(
@@ -117,7 +115,11 @@ async fn keys_older_than_the_dedupe_window_start_a_new_event() {
         );
         // Not forwarded: no delivery records.
         assert!(
-            store.list_deliveries(None, 10).await.unwrap().is_empty(),
+            store
+                .list_deliveries(DeliveryFilter::default(), 10)
+                .await
+                .unwrap()
+                .is_empty(),
             "{name}"
         );
     }
@@ -132,13 +134,13 @@ async fn claims_keep_per_contact_order_and_respect_leases() {
             event("evt_3", 1, "c"),
             event("evt_4", 3, "d"),
         ];
-        store.enqueue(events, true).await.unwrap();
+        store.enqueue(events).await.unwrap();
         let lease = Duration::from_secs(30);
-        let claimed = store.claim_due(10, lease).await.unwrap();
+        let claimed = store.claim_due("default", 10, lease).await.unwrap();
         // evt_3 waits for evt_1 (same contact).
         assert_eq!(ids(&claimed), ["evt_1", "evt_2", "evt_4"], "{name}");
         assert!(
-            store.claim_due(10, lease).await.unwrap().is_empty(),
+            store.claim_due("default", 10, lease).await.unwrap().is_empty(),
             "{name}: claimed ones are leased"
         );
         // A retry keeps evt_3 waiting behind evt_1.
@@ -148,11 +150,17 @@ async fn claims_keep_per_contact_order_and_respect_leases() {
             status: Some(503),
             error: "503".into(),
         };
-        store.record_attempt(of(&claimed, "evt_1"), retry).await.unwrap();
-        assert!(store.claim_due(10, lease).await.unwrap().is_empty(), "{name}");
+        store
+            .record_attempt(of(&claimed, "evt_1"), retry, attempt_log())
+            .await
+            .unwrap();
+        assert!(
+            store.claim_due("default", 10, lease).await.unwrap().is_empty(),
+            "{name}"
+        );
         let wait = retry_at - now_ms() + 50;
         tokio::time::sleep(Duration::from_millis(wait.max(0) as u64)).await;
-        let retried = store.claim_due(10, lease).await.unwrap();
+        let retried = store.claim_due("default", 10, lease).await.unwrap();
         assert_eq!(ids(&retried), ["evt_1"], "{name}: due again, still before evt_3");
         // Dead unblocks the contact's next event.
         store
@@ -162,21 +170,34 @@ async fn claims_keep_per_contact_order_and_respect_leases() {
                     status: Some(422),
                     error: "422".into(),
                 },
+                attempt_log(),
             )
             .await
             .unwrap();
-        let later = store.claim_due(10, lease).await.unwrap();
+        let later = store.claim_due("default", 10, lease).await.unwrap();
         assert_eq!(ids(&later), ["evt_3"], "{name}");
         store
-            .record_attempt(of(&later, "evt_3"), AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(
+                of(&later, "evt_3"),
+                AttemptOutcome::Delivered { status: 200 },
+                attempt_log(),
+            )
             .await
             .unwrap();
         store
-            .record_attempt(of(&claimed, "evt_2"), AttemptOutcome::Delivered { status: 204 })
+            .record_attempt(
+                of(&claimed, "evt_2"),
+                AttemptOutcome::Delivered { status: 204 },
+                attempt_log(),
+            )
             .await
             .unwrap();
         store
-            .record_attempt(of(&claimed, "evt_4"), AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(
+                of(&claimed, "evt_4"),
+                AttemptOutcome::Delivered { status: 200 },
+                attempt_log(),
+            )
             .await
             .unwrap();
         let counts = store.delivery_counts().await.unwrap();
@@ -191,14 +212,21 @@ async fn claims_keep_per_contact_order_and_respect_leases() {
 #[tokio::test]
 async fn an_expired_lease_is_taken_over() {
     for (name, store, _dir) in backends().await {
-        store.enqueue(vec![event("evt_1", 1, "a")], true).await.unwrap();
+        store.enqueue(vec![event("evt_1", 1, "a")]).await.unwrap();
         assert_eq!(
-            store.claim_due(1, Duration::from_millis(1)).await.unwrap().len(),
+            store
+                .claim_due("default", 1, Duration::from_millis(1))
+                .await
+                .unwrap()
+                .len(),
             1,
             "{name}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let again = store.claim_due(1, Duration::from_secs(30)).await.unwrap();
+        let again = store
+            .claim_due("default", 1, Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(ids(&again), ["evt_1"], "{name}: the lease ran out");
         assert_eq!(again[0].attempts, 0, "{name}");
     }
@@ -209,18 +237,31 @@ async fn an_expired_lease_is_taken_over() {
 #[tokio::test]
 async fn an_attempt_is_recorded_only_while_its_claim_holds() {
     for (name, store, _dir) in backends().await {
-        store.enqueue(vec![event("evt_1", 1, "a")], true).await.unwrap();
-        let first = store.claim_due(1, Duration::from_millis(1)).await.unwrap();
+        store.enqueue(vec![event("evt_1", 1, "a")]).await.unwrap();
+        let first = store
+            .claim_due("default", 1, Duration::from_millis(1))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let second = store.claim_due(1, Duration::from_secs(30)).await.unwrap();
+        let second = store
+            .claim_due("default", 1, Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(ids(&second), ["evt_1"], "{name}: taken over");
         assert!(second[0].claim > first[0].claim, "{name}: the claim token grows");
         // The first worker's (late) answer is not recorded.
         store
-            .record_attempt(&first[0], AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(
+                &first[0],
+                AttemptOutcome::Delivered { status: 200 },
+                attempt_log(),
+            )
             .await
             .unwrap();
-        let listed = store.list_deliveries(None, 10).await.unwrap();
+        let listed = store
+            .list_deliveries(DeliveryFilter::default(), 10)
+            .await
+            .unwrap();
         assert_eq!(
             (listed[0].status, listed[0].attempts),
             (DeliveryStatus::Pending, 0),
@@ -228,10 +269,17 @@ async fn an_attempt_is_recorded_only_while_its_claim_holds() {
         );
         // The holder's is.
         store
-            .record_attempt(&second[0], AttemptOutcome::Delivered { status: 201 })
+            .record_attempt(
+                &second[0],
+                AttemptOutcome::Delivered { status: 201 },
+                attempt_log(),
+            )
             .await
             .unwrap();
-        let listed = store.list_deliveries(None, 10).await.unwrap();
+        let listed = store
+            .list_deliveries(DeliveryFilter::default(), 10)
+            .await
+            .unwrap();
         assert_eq!(
             (listed[0].status, listed[0].attempts, listed[0].last_status),
             (DeliveryStatus::Delivered, 1, Some(201)),
@@ -239,10 +287,17 @@ async fn an_attempt_is_recorded_only_while_its_claim_holds() {
         );
         // And once recorded, the claim is spent: a repeat changes nothing.
         store
-            .record_attempt(&second[0], AttemptOutcome::Delivered { status: 202 })
+            .record_attempt(
+                &second[0],
+                AttemptOutcome::Delivered { status: 202 },
+                attempt_log(),
+            )
             .await
             .unwrap();
-        let listed = store.list_deliveries(None, 10).await.unwrap();
+        let listed = store
+            .list_deliveries(DeliveryFilter::default(), 10)
+            .await
+            .unwrap();
         assert_eq!(listed[0].last_status, Some(201), "{name}");
     }
 }
@@ -253,30 +308,178 @@ async fn an_attempt_is_recorded_only_while_its_claim_holds() {
 async fn a_requeued_event_waits_while_a_later_one_is_in_flight() {
     for (name, store, _dir) in backends().await {
         let lease = Duration::from_secs(30);
-        store.enqueue(vec![event("evt_1", 1, "a")], true).await.unwrap();
-        let first = store.claim_due(10, lease).await.unwrap();
+        store.enqueue(vec![event("evt_1", 1, "a")]).await.unwrap();
+        let first = store.claim_due("default", 10, lease).await.unwrap();
         let dead = AttemptOutcome::Dead {
             status: Some(422),
             error: "422".into(),
         };
-        store.record_attempt(&first[0], dead).await.unwrap();
-        store.enqueue(vec![event("evt_2", 1, "b")], true).await.unwrap();
-        let in_flight = store.claim_due(10, lease).await.unwrap();
+        store
+            .record_attempt(&first[0], dead, attempt_log())
+            .await
+            .unwrap();
+        store.enqueue(vec![event("evt_2", 1, "b")]).await.unwrap();
+        let in_flight = store.claim_due("default", 10, lease).await.unwrap();
         assert_eq!(ids(&in_flight), ["evt_2"], "{name}");
-        assert_eq!(store.requeue("evt_1").await.unwrap(), Requeue::Requeued, "{name}");
+        assert_eq!(
+            store.requeue("evt_1", None).await.unwrap(),
+            Requeue::Requeued,
+            "{name}"
+        );
         assert!(
-            store.claim_due(10, lease).await.unwrap().is_empty(),
+            store.claim_due("default", 10, lease).await.unwrap().is_empty(),
             "{name}: evt_1 waits while evt_2 is being sent"
         );
         store
-            .record_attempt(&in_flight[0], AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(
+                &in_flight[0],
+                AttemptOutcome::Delivered { status: 200 },
+                attempt_log(),
+            )
             .await
             .unwrap();
         assert_eq!(
-            ids(&store.claim_due(10, lease).await.unwrap()),
+            ids(&store.claim_due("default", 10, lease).await.unwrap()),
             ["evt_1"],
             "{name}: then it goes"
         );
+    }
+}
+
+/// SPEC 10: one delivery per event and destination, each destination with
+/// its own queue and per-contact order; attempts logged per destination;
+/// listing, requeueing and discarding by destination.
+#[tokio::test]
+async fn deliveries_are_per_destination_and_independent() {
+    for (name, store, _dir) in backends().await {
+        let lease = Duration::from_secs(30);
+        let mut both = event("evt_1", 1, "a");
+        both.destinations = vec!["crm".into(), "slack".into()];
+        let mut crm_only = event("evt_2", 1, "b");
+        crm_only.destinations = vec!["crm".into()];
+        store.enqueue(vec![both, crm_only]).await.unwrap();
+        // The CRM holds contact 1's first event; Slack is not held by it.
+        let crm = store.claim_due("crm", 10, lease).await.unwrap();
+        assert_eq!(ids(&crm), ["evt_1"], "{name}");
+        let slack = store.claim_due("slack", 10, lease).await.unwrap();
+        assert_eq!(ids(&slack), ["evt_1"], "{name}");
+        assert_eq!(slack[0].destination, "slack", "{name}");
+        let slow = AttemptLog {
+            at: now_ms(),
+            status: Some(500),
+            error: None,
+            latency_ms: 1234,
+            response_body: Some(store::truncate_body(&"é".repeat(600))),
+        };
+        store
+            .record_attempt(
+                &crm[0],
+                AttemptOutcome::Dead {
+                    status: Some(500),
+                    error: "the receiver answered 500".into(),
+                },
+                slow.clone(),
+            )
+            .await
+            .unwrap();
+        store
+            .record_attempt(
+                &slack[0],
+                AttemptOutcome::Delivered { status: 200 },
+                attempt_log(),
+            )
+            .await
+            .unwrap();
+        // The dead CRM delivery no longer holds the CRM's next event.
+        assert_eq!(
+            ids(&store.claim_due("crm", 10, lease).await.unwrap()),
+            ["evt_2"],
+            "{name}"
+        );
+        let attempts = store.attempts("evt_1", None).await.unwrap().unwrap();
+        assert_eq!(attempts.len(), 2, "{name}");
+        let crm_attempt = attempts.iter().find(|a| a.destination == "crm").unwrap();
+        assert_eq!(
+            (crm_attempt.status, crm_attempt.latency_ms),
+            (Some(500), 1234),
+            "{name}"
+        );
+        let body = crm_attempt.response_body.as_deref().unwrap();
+        assert_eq!(
+            (body.len(), body.chars().count()),
+            (1024, 512),
+            "{name}: 1 KiB, whole characters"
+        );
+        let only_slack = store.attempts("evt_1", Some("slack")).await.unwrap().unwrap();
+        assert_eq!(only_slack.len(), 1, "{name}");
+        assert_eq!(only_slack[0].response_body.as_deref(), Some("ok"), "{name}");
+        assert_eq!(
+            store.attempts("evt_1", Some("hubspot")).await.unwrap(),
+            None,
+            "{name}"
+        );
+
+        let crm_listed = store
+            .list_deliveries(
+                DeliveryFilter {
+                    destination: Some("crm".into()),
+                    ..Default::default()
+                },
+                10,
+            )
+            .await
+            .unwrap();
+        let seen: Vec<(&str, DeliveryStatus)> =
+            crm_listed.iter().map(|d| (d.id.as_str(), d.status)).collect();
+        assert_eq!(
+            seen,
+            [
+                ("evt_2", DeliveryStatus::Pending),
+                ("evt_1", DeliveryStatus::Dead)
+            ],
+            "{name}"
+        );
+        let backlogs: Vec<_> = store
+            .destination_backlogs()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|(_, b)| b.pending + b.dead > 0)
+            .collect();
+        assert_eq!(
+            backlogs,
+            [("crm".to_owned(), store::DeliveryBacklog { pending: 1, dead: 1 })],
+            "{name}: Slack has no backlog"
+        );
+        // Requeueing at Slack finds nothing dead there; at the CRM it does.
+        assert_eq!(
+            store.requeue("evt_1", Some("slack")).await.unwrap(),
+            Requeue::NotDead,
+            "{name}"
+        );
+        assert_eq!(store.requeue_dead(Some("slack")).await.unwrap(), 0, "{name}");
+        assert_eq!(
+            store.requeue("evt_1", Some("crm")).await.unwrap(),
+            Requeue::Requeued,
+            "{name}"
+        );
+        let requeued = store.attempts("evt_1", Some("crm")).await.unwrap().unwrap();
+        assert_eq!(requeued.len(), 1, "{name}: a requeue keeps the earlier attempts");
+        // A destination removed from the file: its backlog discarded.
+        assert_eq!(store.discard_deliveries("crm").await.unwrap(), 2, "{name}");
+        assert_eq!(
+            store.delivery_backlog().await.unwrap(),
+            store::DeliveryBacklog::default(),
+            "{name}"
+        );
+        let left: Vec<String> = store
+            .list_deliveries(DeliveryFilter::default(), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| format!("{}@{}", d.id, d.destination))
+            .collect();
+        assert_eq!(left, ["evt_1@slack"], "{name}");
     }
 }
 
@@ -284,17 +487,17 @@ async fn a_requeued_event_waits_while_a_later_one_is_in_flight() {
 async fn listing_retrying_and_requeueing() {
     for (name, store, _dir) in backends().await {
         store
-            .enqueue(
-                vec![
-                    event("evt_1", 1, "a"),
-                    event("evt_2", 2, "b"),
-                    event("evt_3", 3, "c"),
-                ],
-                true,
-            )
+            .enqueue(vec![
+                event("evt_1", 1, "a"),
+                event("evt_2", 2, "b"),
+                event("evt_3", 3, "c"),
+            ])
             .await
             .unwrap();
-        let claimed = store.claim_due(10, Duration::from_secs(30)).await.unwrap();
+        let claimed = store
+            .claim_due("default", 10, Duration::from_secs(30))
+            .await
+            .unwrap();
         store
             .record_attempt(
                 of(&claimed, "evt_1"),
@@ -302,11 +505,16 @@ async fn listing_retrying_and_requeueing() {
                     status: Some(422),
                     error: "the receiver answered 422".into(),
                 },
+                attempt_log(),
             )
             .await
             .unwrap();
         store
-            .record_attempt(of(&claimed, "evt_2"), AttemptOutcome::Delivered { status: 200 })
+            .record_attempt(
+                of(&claimed, "evt_2"),
+                AttemptOutcome::Delivered { status: 200 },
+                attempt_log(),
+            )
             .await
             .unwrap();
         let retry_at = now_ms() + 5_000;
@@ -318,18 +526,28 @@ async fn listing_retrying_and_requeueing() {
                     status: None,
                     error: "could not connect".into(),
                 },
+                attempt_log(),
             )
             .await
             .unwrap();
 
-        let all = store.list_deliveries(None, 10).await.unwrap();
+        let all = store
+            .list_deliveries(DeliveryFilter::default(), 10)
+            .await
+            .unwrap();
         assert_eq!(
             all.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
             ["evt_3", "evt_2", "evt_1"],
             "{name}: newest first"
         );
         let dead = store
-            .list_deliveries(Some(DeliveryStatus::Dead), 10)
+            .list_deliveries(
+                DeliveryFilter {
+                    status: Some(DeliveryStatus::Dead),
+                    ..Default::default()
+                },
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(dead.len(), 1, "{name}");
@@ -344,7 +562,13 @@ async fn listing_retrying_and_requeueing() {
         assert_eq!(dead[0].contact_id, json!(1));
         assert!(dead[0].next_attempt_at.is_none() && dead[0].delivered_at.is_none());
         let delivered = store
-            .list_deliveries(Some(DeliveryStatus::Delivered), 10)
+            .list_deliveries(
+                DeliveryFilter {
+                    status: Some(DeliveryStatus::Delivered),
+                    ..Default::default()
+                },
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -353,7 +577,13 @@ async fn listing_retrying_and_requeueing() {
         );
         assert!(delivered[0].delivered_at.is_some());
         let pending = store
-            .list_deliveries(Some(DeliveryStatus::Pending), 10)
+            .list_deliveries(
+                DeliveryFilter {
+                    status: Some(DeliveryStatus::Pending),
+                    ..Default::default()
+                },
+                10,
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -362,25 +592,46 @@ async fn listing_retrying_and_requeueing() {
         );
         assert_eq!(pending[0].last_status, None);
         assert_eq!(
-            store.list_deliveries(None, 2).await.unwrap().len(),
+            store
+                .list_deliveries(DeliveryFilter::default(), 2)
+                .await
+                .unwrap()
+                .len(),
             2,
             "{name}: limit"
         );
 
-        assert_eq!(store.requeue("evt_2").await.unwrap(), Requeue::NotDead, "{name}");
         assert_eq!(
-            store.requeue("evt_nope").await.unwrap(),
+            store.requeue("evt_2", None).await.unwrap(),
+            Requeue::NotDead,
+            "{name}"
+        );
+        assert_eq!(
+            store.requeue("evt_nope", None).await.unwrap(),
             Requeue::Unknown,
             "{name}"
         );
-        assert_eq!(store.requeue("evt_1").await.unwrap(), Requeue::Requeued, "{name}");
+        assert_eq!(
+            store.requeue("evt_1", None).await.unwrap(),
+            Requeue::Requeued,
+            "{name}"
+        );
         let requeued = store
-            .list_deliveries(Some(DeliveryStatus::Pending), 10)
+            .list_deliveries(
+                DeliveryFilter {
+                    status: Some(DeliveryStatus::Pending),
+                    ..Default::default()
+                },
+                10,
+            )
             .await
             .unwrap();
         let evt_1 = requeued.iter().find(|d| d.id == "evt_1").unwrap();
         assert_eq!(evt_1.attempts, 0, "{name}: the schedule starts again");
-        let again = store.claim_due(10, Duration::from_secs(30)).await.unwrap();
+        let again = store
+            .claim_due("default", 10, Duration::from_secs(30))
+            .await
+            .unwrap();
         assert_eq!(ids(&again), ["evt_1"]);
         store
             .record_attempt(
@@ -389,11 +640,12 @@ async fn listing_retrying_and_requeueing() {
                     status: Some(410),
                     error: "gone".into(),
                 },
+                attempt_log(),
             )
             .await
             .unwrap();
-        assert_eq!(store.requeue_dead().await.unwrap(), 1, "{name}");
-        assert_eq!(store.requeue_dead().await.unwrap(), 0, "{name}");
+        assert_eq!(store.requeue_dead(None).await.unwrap(), 1, "{name}");
+        assert_eq!(store.requeue_dead(None).await.unwrap(), 0, "{name}");
     }
 }
 
@@ -404,22 +656,23 @@ async fn pruning_keeps_pending_and_dead_deliveries() {
         let mut delivered = event("evt_done", 1, "a");
         let mut dead = event("evt_dead", 2, "b");
         let mut pending = event("evt_wait", 3, "c");
-        let mut unforwarded = event("evt_plain", 4, "d");
-        for e in [&mut delivered, &mut dead, &mut pending, &mut unforwarded] {
+        let mut plain = event("evt_plain", 4, "d");
+        for e in [&mut delivered, &mut dead, &mut pending, &mut plain] {
             e.received_at = old;
         }
-        store.enqueue(vec![delivered, dead, pending], true).await.unwrap();
-        store.enqueue(vec![unforwarded], false).await.unwrap();
-        store
-            .enqueue(vec![event("evt_recent", 5, "e")], true)
+        store.enqueue(vec![delivered, dead, pending]).await.unwrap();
+        store.enqueue(unforwarded(vec![plain])).await.unwrap();
+        store.enqueue(vec![event("evt_recent", 5, "e")]).await.unwrap();
+        let claimed = store
+            .claim_due("default", 10, Duration::from_secs(30))
             .await
             .unwrap();
-        let claimed = store.claim_due(10, Duration::from_secs(30)).await.unwrap();
         assert_eq!(claimed.len(), 4, "{name}");
         store
             .record_attempt(
                 of(&claimed, "evt_done"),
                 AttemptOutcome::Delivered { status: 200 },
+                attempt_log(),
             )
             .await
             .unwrap();
@@ -430,6 +683,7 @@ async fn pruning_keeps_pending_and_dead_deliveries() {
                     status: Some(400),
                     error: "no".into(),
                 },
+                attempt_log(),
             )
             .await
             .unwrap();
@@ -437,6 +691,7 @@ async fn pruning_keeps_pending_and_dead_deliveries() {
             .record_attempt(
                 of(&claimed, "evt_recent"),
                 AttemptOutcome::Delivered { status: 200 },
+                attempt_log(),
             )
             .await
             .unwrap();
@@ -446,7 +701,7 @@ async fn pruning_keeps_pending_and_dead_deliveries() {
             "{name}: the old delivered and the old unforwarded event"
         );
         let left: Vec<String> = store
-            .list_deliveries(None, 10)
+            .list_deliveries(DeliveryFilter::default(), 10)
             .await
             .unwrap()
             .into_iter()
@@ -487,7 +742,7 @@ async fn sqlite_pruning_lets_writes_through_between_its_steps() {
                 e
             })
             .collect();
-        store.enqueue(events, false).await.unwrap();
+        store.enqueue(unforwarded(events)).await.unwrap();
     }
     let pruning = tokio::spawn({
         let store = store.clone();
@@ -495,10 +750,7 @@ async fn sqlite_pruning_lets_writes_through_between_its_steps() {
     });
     // The pass has begun.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    store
-        .enqueue(vec![event("evt_new", 1, "new")], true)
-        .await
-        .unwrap();
+    store.enqueue(vec![event("evt_new", 1, "new")]).await.unwrap();
     assert!(
         !pruning.is_finished(),
         "the write waited for the whole pruning pass"
@@ -506,10 +758,140 @@ async fn sqlite_pruning_lets_writes_through_between_its_steps() {
     let pruned = pruning.await.unwrap().unwrap();
     assert_eq!(pruned.events, OLD);
     assert_eq!(
-        ids(&store.claim_due(10, Duration::from_secs(30)).await.unwrap()),
+        ids(&store
+            .claim_due("default", 10, Duration::from_secs(30))
+            .await
+            .unwrap()),
         ["evt_new"]
     );
     assert_eq!(store.prune().await.unwrap().events, 0, "nothing left to prune");
+}
+
+/// The rows the previous release left: one delivery per event, in the
+/// event's own columns (a pending, a dead, a delivered and an unforwarded event).
+const PREVIOUS_RELEASE_ROWS: &str = "
+INSERT INTO {events} (id, contact_key, received_at, score, tier, disqualified, rules_version, body,
+                      delivery, attempts, next_attempt_at, last_status, last_error, delivered_at {key_column})
+VALUES ('evt_pending', '1', {now}, '40', 'warm', {false}, 'v1', '{\"id\":\"evt_pending\"}',
+        'pending', 2, {now}, 503, 'the receiver answered 503', NULL {key_1}),
+       ('evt_dead', '2', {now}, '10', 'cold', {false}, 'v1', '{\"id\":\"evt_dead\"}',
+        'dead', 8, NULL, 410, 'the receiver answered 410', NULL {key_2}),
+       ('evt_done', '3', {now}, '90', 'hot', {false}, 'v1', '{\"id\":\"evt_done\"}',
+        'delivered', 1, NULL, 200, NULL, {now} {key_3}),
+       ('evt_plain', '4', {now}, '5', 'cold', {false}, 'v1', '{\"id\":\"evt_plain\"}',
+        NULL, 0, NULL, NULL, NULL, NULL {key_4});";
+
+/// issue 20 (11): a store written by the previous release (one delivery
+/// per event) opens with this build on both backends: its deliveries are
+/// deliveries of `default` with their state, and they are claimed,
+/// requeued and listed as such.
+#[tokio::test]
+async fn a_store_of_the_previous_release_keeps_its_deliveries_as_default() {
+    let now = now_ms().to_string();
+    let mut stores: Vec<(String, Arc<dyn Store>, Scratch)> = Vec::new();
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(support::previous_release::SQLITE_SCHEMA_3)
+            .unwrap();
+        let rows = PREVIOUS_RELEASE_ROWS
+            .replace("{events}", "events")
+            .replace("{now}", &now)
+            .replace("{false}", "0")
+            .replace("{key_column}", ", idempotency_key")
+            .replace("{key_1}", ", x'01'")
+            .replace("{key_2}", ", x'02'")
+            .replace("{key_3}", ", x'03'")
+            .replace("{key_4}", ", x'04'");
+        conn.execute_batch(&rows).unwrap();
+        drop(conn);
+        let url = format!("sqlite://{}", path.display());
+        stores.push((
+            "sqlite".into(),
+            store::open(&url, retention()).await.unwrap(),
+            Scratch::Dir(dir),
+        ));
+    }
+    if let Some(schema) = pg::Schema::fresh("previous") {
+        let client = schema.client().await;
+        client
+            .batch_execute(&format!("CREATE SCHEMA \"{}\"", schema.name))
+            .await
+            .unwrap();
+        client
+            .batch_execute(support::previous_release::POSTGRES_MIGRATIONS_1_2)
+            .await
+            .unwrap();
+        let rows = PREVIOUS_RELEASE_ROWS
+            .replace("{events}", "leadscore_events")
+            .replace("{now}", &now)
+            .replace("{false}", "false")
+            .replace("{key_column}", "")
+            .replace("{key_1}", "")
+            .replace("{key_2}", "")
+            .replace("{key_3}", "")
+            .replace("{key_4}", "");
+        client.batch_execute(&rows).await.unwrap();
+        let store = store::open(&schema.url(), retention())
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL store at {}: {e}", schema.url()));
+        stores.push(("postgres".into(), store, Scratch::Schema(schema)));
+    }
+    for (name, store, _scratch) in stores {
+        let listed = store
+            .list_deliveries(DeliveryFilter::default(), 10)
+            .await
+            .unwrap();
+        let seen: Vec<(&str, &str, DeliveryStatus, u32)> = listed
+            .iter()
+            .map(|d| (d.id.as_str(), d.destination.as_str(), d.status, d.attempts))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("evt_done", "default", DeliveryStatus::Delivered, 1),
+                ("evt_dead", "default", DeliveryStatus::Dead, 8),
+                ("evt_pending", "default", DeliveryStatus::Pending, 2),
+            ],
+            "{name}"
+        );
+        assert_eq!(
+            listed[1].last_error.as_deref(),
+            Some("the receiver answered 410"),
+            "{name}"
+        );
+        let counts = store.delivery_counts().await.unwrap();
+        assert_eq!(
+            (counts.pending, counts.dead, counts.delivered),
+            (1, 1, 1),
+            "{name}"
+        );
+        let claimed = store
+            .claim_due("default", 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(ids(&claimed), ["evt_pending"], "{name}");
+        assert_eq!(
+            claimed[0].attempts, 2,
+            "{name}: the schedule goes on where it was"
+        );
+        assert_eq!(
+            store.requeue("evt_dead", Some("default")).await.unwrap(),
+            Requeue::Requeued,
+            "{name}"
+        );
+        assert_eq!(
+            store.attempts("evt_done", None).await.unwrap(),
+            Some(Vec::new()),
+            "{name}: no attempt log from before"
+        );
+        assert_eq!(
+            store.attempts("evt_plain", None).await.unwrap(),
+            None,
+            "{name}: never forwarded"
+        );
+    }
 }
 
 #[tokio::test]
@@ -518,20 +900,24 @@ async fn the_sqlite_store_survives_a_reopen() {
     let url = format!("sqlite://{}", dir.path().join("nested/folder/store.db").display());
     {
         let store = store::open(&url, retention()).await.unwrap();
-        store.enqueue(vec![event("evt_1", 1, "k")], true).await.unwrap();
+        store.enqueue(vec![event("evt_1", 1, "k")]).await.unwrap();
         // Claimed by a process that then dies.
         assert_eq!(
-            store.claim_due(1, Duration::from_secs(3600)).await.unwrap().len(),
+            store
+                .claim_due("default", 1, Duration::from_secs(3600))
+                .await
+                .unwrap()
+                .len(),
             1
         );
     }
     let store = store::open(&url, retention()).await.unwrap();
-    let again = store.enqueue(vec![event("evt_2", 1, "k")], true).await.unwrap();
+    let again = store.enqueue(vec![event("evt_2", 1, "k")]).await.unwrap();
     assert!(matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1"));
     // Opening alone (as `leadscore deliveries` does) leaves the claim alone...
     assert!(
         store
-            .claim_due(1, Duration::from_secs(30))
+            .claim_due("default", 1, Duration::from_secs(30))
             .await
             .unwrap()
             .is_empty()
@@ -539,7 +925,10 @@ async fn the_sqlite_store_survives_a_reopen() {
     // ...and a restarting server releases the dead process's claims at once.
     assert_eq!(store.release_stale_claims().await.unwrap(), 1);
     assert_eq!(
-        ids(&store.claim_due(1, Duration::from_secs(30)).await.unwrap()),
+        ids(&store
+            .claim_due("default", 1, Duration::from_secs(30))
+            .await
+            .unwrap()),
         ["evt_1"]
     );
 }
@@ -551,7 +940,7 @@ async fn a_sqlite_store_of_schema_1_is_migrated_and_keeps_its_duplicates() {
     let url = format!("sqlite://{}", path.display());
     {
         let store = store::open(&url, retention()).await.unwrap();
-        store.enqueue(vec![event("evt_1", 1, "k")], true).await.unwrap();
+        store.enqueue(vec![event("evt_1", 1, "k")]).await.unwrap();
     }
     // Back to schema 1's indexes, as if the event had been stored by the
     // version before.
@@ -567,7 +956,7 @@ async fn a_sqlite_store_of_schema_1_is_migrated_and_keeps_its_duplicates() {
     }
     let store = store::open(&url, retention()).await.unwrap();
     let again = store
-        .enqueue(vec![event("evt_2", 1, "k"), event("evt_3", 1, "other")], true)
+        .enqueue(vec![event("evt_2", 1, "k"), event("evt_3", 1, "other")])
         .await
         .unwrap();
     assert!(
@@ -587,23 +976,23 @@ async fn a_sqlite_store_of_schema_1_is_migrated_and_keeps_its_duplicates() {
         .map(Result::unwrap)
         .collect();
     indexes.sort();
-    assert_eq!(indexes, ["events_contact_key", "events_dead", "events_pending"]);
+    assert_eq!(indexes, ["events_contact_key"]);
     let version: String = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
     drop(conn);
     drop(store);
     // A file from a newer version is refused, not misread.
     rusqlite::Connection::open(&path)
         .unwrap()
-        .execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'", [])
+        .execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'", [])
         .unwrap();
     let refused = store::open(&url, retention()).await.err().unwrap().to_string();
     assert!(
-        refused.contains("written by a newer leadscore (store schema 4; this version knows up to 3)"),
+        refused.contains("written by a newer leadscore (store schema 5; this version knows up to 4)"),
         "{refused}"
     );
 }
@@ -627,7 +1016,7 @@ async fn sqlite_bodies_are_packed_and_text_bodies_of_schema_2_still_read() {
     {
         let store = store::open(&url, retention()).await.unwrap();
         store
-            .enqueue(vec![with_body("evt_1", 1), with_body("evt_2", 2)], true)
+            .enqueue(vec![with_body("evt_1", 1), with_body("evt_2", 2)])
             .await
             .unwrap();
     }
@@ -665,7 +1054,10 @@ async fn sqlite_bodies_are_packed_and_text_bodies_of_schema_2_still_read() {
             ("evt_1", body_of("evt_1", 1).as_str())
         ]
     );
-    let claimed = store.claim_due(10, Duration::from_secs(30)).await.unwrap();
+    let claimed = store
+        .claim_due("default", 10, Duration::from_secs(30))
+        .await
+        .unwrap();
     let claimed: Vec<(&str, &str)> = claimed
         .iter()
         .map(|d| (d.event_id.as_str(), d.body.as_str()))
@@ -677,14 +1069,17 @@ async fn sqlite_bodies_are_packed_and_text_bodies_of_schema_2_still_read() {
             ("evt_2", body_of("evt_2", 2).as_str())
         ]
     );
-    let listed = store.list_deliveries(None, 10).await.unwrap();
+    let listed = store
+        .list_deliveries(DeliveryFilter::default(), 10)
+        .await
+        .unwrap();
     assert_eq!(listed[1].contact_id, json!(1));
-    let again = store.enqueue(vec![with_body("evt_3", 1)], true).await.unwrap();
+    let again = store.enqueue(vec![with_body("evt_3", 1)]).await.unwrap();
     assert_eq!(again.len(), 1);
     assert!(matches!(&again[0], Enqueued::Stored(s) if s.id == "evt_3"));
     let mut duplicate = with_body("evt_4", 1);
     duplicate.idempotency_key = "key-evt_1".into();
-    let again = store.enqueue(vec![duplicate], true).await.unwrap();
+    let again = store.enqueue(vec![duplicate]).await.unwrap();
     assert!(
         matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_1" && s.contact_id == json!(1)),
         "{again:?}"
@@ -695,7 +1090,7 @@ async fn sqlite_bodies_are_packed_and_text_bodies_of_schema_2_still_read() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "3");
+    assert_eq!(version, "4");
 }
 
 #[tokio::test]
@@ -721,7 +1116,7 @@ async fn the_sqlite_log_is_copied_into_the_database_file_beside_the_writer() {
                 e
             })
             .collect();
-        store.enqueue(events, false).await.unwrap();
+        store.enqueue(unforwarded(events)).await.unwrap();
     }
     // The checkpointer thread copies them into the database file while the
     // store stays open.

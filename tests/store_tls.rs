@@ -215,10 +215,7 @@ async fn tls_to_postgres_is_verified_as_sslmode_says() {
     ))
     .await
     .unwrap_or_else(|e| panic!("sslmode=verify-full: {e}"));
-    let stored = store
-        .enqueue(vec![event("evt_tls", 1, "k1")], true)
-        .await
-        .unwrap();
+    let stored = store.enqueue(vec![event("evt_tls", 1, "k1")]).await.unwrap();
     assert!(
         matches!(&stored[0], Enqueued::Stored(s) if s.id == "evt_tls"),
         "{stored:?}"

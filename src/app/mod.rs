@@ -105,20 +105,32 @@ impl Engine {
         deliveries::list(self.store().as_ref(), query).await
     }
 
-    /// Requeues one dead delivery; `0` when it is not dead.
-    pub async fn requeue(&self, id: &str) -> Result<u64, AppError> {
-        let n = deliveries::requeue(self.store().as_ref(), id).await?;
+    /// Requeues an event's dead deliveries; `0` when none is dead.
+    pub async fn requeue(&self, id: &str, destination: Option<&str>) -> Result<u64, AppError> {
+        let n = deliveries::requeue(self.store().as_ref(), id, destination).await?;
         if n > 0 {
             self.wake_deliveries();
         }
         Ok(n)
     }
 
-    pub async fn requeue_dead(&self) -> Result<u64, AppError> {
-        let n = deliveries::requeue_dead(self.store().as_ref()).await?;
+    pub async fn requeue_dead(&self, destination: Option<&str>) -> Result<u64, AppError> {
+        let n = deliveries::requeue_dead(self.store().as_ref(), destination).await?;
         if n > 0 {
             self.wake_deliveries();
         }
         Ok(n)
+    }
+
+    pub async fn attempts(
+        &self,
+        id: &str,
+        destination: Option<&str>,
+    ) -> Result<Vec<crate::store::AttemptInfo>, AppError> {
+        deliveries::attempts(self.store().as_ref(), id, destination).await
+    }
+
+    pub async fn discard_deliveries(&self, destination: Option<&str>) -> Result<u64, AppError> {
+        deliveries::discard(self.store().as_ref(), destination).await
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::signature::WebhookSecret;
-use crate::store::{AttemptOutcome, ClaimedDelivery, Store, StoreResult};
+use crate::store::{AttemptLog, AttemptOutcome, ClaimedDelivery, Store, StoreResult, truncate_body};
 use crate::telemetry;
 
 /// How often the worker looks for due deliveries when nothing wakes it.
@@ -29,6 +29,8 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Clone)]
 pub struct ForwardConfig {
+    /// The destination's name: its deliveries are keyed by it (SPEC 10).
+    pub destination: String,
     pub url: reqwest::Url,
     pub secret: Option<WebhookSecret>,
     pub headers: HeaderMap,
@@ -237,8 +239,11 @@ impl Deliverer {
             if claim && claimable > 0 && claiming.is_none() && !stopping {
                 let store = this.store.clone();
                 let lease = this.config.lease;
+                let destination = this.config.destination.clone();
                 asked = claimable;
-                claiming = Some(Box::pin(async move { store.claim_due(claimable, lease).await }));
+                claiming = Some(Box::pin(async move {
+                    store.claim_due(&destination, claimable, lease).await
+                }));
             }
             let idle = claiming.is_none();
             let claimed = async {
@@ -283,13 +288,26 @@ impl Deliverer {
 
     async fn attempt(&self, delivery: ClaimedDelivery, sent: Sent) {
         let started = std::time::Instant::now();
-        let response = self.send(&delivery).await;
+        let at = crate::store::now_ms();
+        let exchange = self.send(&delivery).await;
+        let latency = started.elapsed();
+        let response = exchange.response;
         let outcome = outcome_of(
             &response,
             delivery.attempts,
             &self.config.retry_schedule,
             crate::store::now_ms(),
         );
+        let log = AttemptLog {
+            at,
+            status: match &response {
+                Response::Status { status, .. } => Some(*status),
+                Response::Failed(_) => None,
+            },
+            error: exchange.error_class.map(str::to_owned),
+            latency_ms: latency.as_millis().min(u64::MAX as u128) as u64,
+            response_body: exchange.body,
+        };
         telemetry::delivery_attempt(
             &delivery.event_id,
             delivery.attempts + 1,
@@ -301,7 +319,7 @@ impl Deliverer {
         // store; only then is the slot claimable, so that a claim made for
         // it comes after the record (in SQLite's writer, in the same or a
         // later transaction).
-        let mut record = std::pin::pin!(self.store.record_attempt(&delivery, outcome));
+        let mut record = std::pin::pin!(self.store.record_attempt(&delivery, outcome, log));
         let first = std::future::poll_fn(|cx| Poll::Ready(record.as_mut().poll(cx))).await;
         drop(sent);
         let result = match first {
@@ -313,7 +331,7 @@ impl Deliverer {
         }
     }
 
-    async fn send(&self, delivery: &ClaimedDelivery) -> Response {
+    async fn send(&self, delivery: &ClaimedDelivery) -> Exchange {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
@@ -335,13 +353,62 @@ impl Deliverer {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after(response.headers());
-                // Drain a little of the body so the connection can be reused.
-                let _ = tokio::time::timeout(Duration::from_secs(1), response.bytes()).await;
-                Response::Status { status, retry_after }
+                let body = tokio::time::timeout(Duration::from_secs(1), first_bytes(response))
+                    .await
+                    .ok()
+                    .filter(|body| !body.is_empty());
+                Exchange {
+                    response: Response::Status { status, retry_after },
+                    body,
+                    error_class: None,
+                }
             }
-            Err(e) => Response::Failed(describe_error(&e)),
+            Err(e) => Exchange {
+                response: Response::Failed(describe_error(&e)),
+                body: None,
+                error_class: Some(error_class(&e)),
+            },
         }
     }
+}
+
+/// What one request got: the answer, the start of its body and, without an
+/// answer, what kind of failure it was (the attempt log's `error`).
+struct Exchange {
+    response: Response,
+    body: Option<String>,
+    error_class: Option<&'static str>,
+}
+
+/// The first KiB of a response body (the attempt log keeps that much); a
+/// body of at most that size is read to its end, so that the connection
+/// can be reused.
+async fn first_bytes(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() <= crate::store::ATTEMPT_BODY_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    truncate_body(&String::from_utf8_lossy(&bytes))
+}
+
+/// The attempt log's error class (SPEC 10): `timeout`, `connect`, `tls`
+/// or `request`.
+fn error_class(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        return "timeout";
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let text = cause.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+            return "tls";
+        }
+        source = cause.source();
+    }
+    if e.is_connect() { "connect" } else { "request" }
 }
 
 /// Tells the worker that a delivery task has sent and is recording (or

@@ -17,6 +17,7 @@ pub enum Endpoint {
     Deliveries,
     RetryDead,
     RetryOne,
+    Attempts,
     Backtest,
     Contacts,
     Stats,
@@ -53,6 +54,7 @@ pub struct Route {
 const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
 const GET_PUT_DELETE: &[Method] = &[Method::GET, Method::PUT, Method::DELETE];
+const GET_DELETE: &[Method] = &[Method::GET, Method::DELETE];
 
 macro_rules! route {
     ($path:literal, $methods:expr, $endpoint:ident, $access:ident) => {
@@ -73,9 +75,10 @@ pub const ROUTES: &[Route] = &[
     route!("/metrics", GET, Metrics, Open),
     route!("/openapi.json", GET, OpenApi, Open),
     route!("/rules", GET, Rules, Admin),
-    route!("/deliveries", GET, Deliveries, Admin),
+    route!("/deliveries", GET_DELETE, Deliveries, Admin),
     route!("/deliveries/retry-dead", POST, RetryDead, Admin),
     route!("/deliveries/{id}/retry", POST, RetryOne, Admin),
+    route!("/deliveries/{id}/attempts", GET, Attempts, Admin),
     route!("/backtest", POST, Backtest, Admin),
     route!("/contacts", GET, Contacts, Admin),
     route!("/stats", GET, Stats, Admin),

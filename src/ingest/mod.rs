@@ -17,7 +17,7 @@ use crate::payload::{self, Contact, PayloadError};
 use crate::reload::LiveRules;
 use crate::score::pool::ScoringPool;
 use crate::score::{Points, RuleSet, ScoredContact};
-use crate::store::{Enqueued, EventSummary, NewEvent, Store, StoreError, now_ms};
+use crate::store::{DEFAULT_DESTINATION, Enqueued, EventSummary, NewEvent, Store, StoreError, now_ms};
 use crate::telemetry;
 
 /// The headers a sender may carry its delivery id in (SPEC 4.1), in order.
@@ -72,14 +72,15 @@ impl Ingest {
     pub async fn ingest(&self, body: Bytes, delivery_id: Option<String>) -> Result<IngestReply, IngestError> {
         let rules = self.rules.current();
         let max_contacts = self.max_contacts;
+        let forward = self.forward;
         let prepared = self
             .pool
-            .run(move || prepare(&rules, &body, max_contacts, delivery_id.as_deref()))
+            .run(move || prepare(&rules, &body, max_contacts, delivery_id.as_deref(), forward))
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))??;
         let timings: Vec<_> = prepared.iter().map(|p| p.1).collect();
         let events: Vec<NewEvent> = prepared.into_iter().map(|p| p.0).collect();
-        let stored = self.store.enqueue(events, self.forward).await?;
+        let stored = self.store.enqueue(events).await?;
         let mut reply = IngestReply {
             accepted: 0,
             duplicates: 0,
@@ -149,6 +150,7 @@ fn prepare(
     body: &[u8],
     max_contacts: usize,
     delivery_id: Option<&str>,
+    forward: bool,
 ) -> Result<Vec<(NewEvent, std::time::Duration)>, PayloadError> {
     let contacts = payload::parse_body(body, max_contacts)?;
     let received_at = now_ms();
@@ -176,6 +178,10 @@ fn prepare(
                 rules_version: scored.rules_version.clone(),
                 body: serde_json::to_string(&scored).unwrap_or_default(),
                 error_rules: scored.errors.iter().map(|e| e.rule.clone()).collect(),
+                destinations: match forward {
+                    true => vec![DEFAULT_DESTINATION.to_owned()],
+                    false => Vec::new(),
+                },
             };
             (event, elapsed)
         })

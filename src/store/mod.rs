@@ -33,7 +33,14 @@ pub struct NewEvent {
     pub body: String,
     /// The rules that failed on this contact (counted for `GET /stats`).
     pub error_rules: Vec<String>,
+    /// The destinations that selected the event (SPEC 10): one pending
+    /// delivery each, committed with the event.
+    pub destinations: Vec<String>,
 }
+
+/// The destination of `--forward-url`, and of every delivery stored before
+/// destinations existed (SPEC 10).
+pub const DEFAULT_DESTINATION: &str = "default";
 
 /// What ingest answers for one contact.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,7 +62,10 @@ pub enum Enqueued {
 /// A delivery claimed by this instance, with what to send.
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
+    /// The event's place in the store (its deliveries are keyed by it).
+    pub seq: i64,
     pub event_id: String,
+    pub destination: String,
     pub contact_key: String,
     /// Attempts made before this one.
     pub attempts: u32,
@@ -96,6 +106,7 @@ impl DeliveryStatus {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeliveryInfo {
     pub id: String,
+    pub destination: String,
     pub contact_id: Value,
     pub status: DeliveryStatus,
     pub attempts: u32,
@@ -110,6 +121,7 @@ pub struct DeliveryInfo {
 /// its rows into [`DeliveryInfo`] the same way, through [`Self::into_info`].
 pub(crate) struct DeliveryRow {
     pub id: String,
+    pub destination: String,
     pub contact_key: String,
     /// The stored status text.
     pub status: String,
@@ -126,6 +138,7 @@ impl DeliveryRow {
         let status = DeliveryStatus::parse(&self.status).unwrap_or(DeliveryStatus::Pending);
         DeliveryInfo {
             id: self.id,
+            destination: self.destination,
             contact_id: contact_id_of(&self.contact_key),
             status,
             attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
@@ -138,6 +151,29 @@ impl DeliveryRow {
             },
             created_at: format_ms(self.created_at),
             delivered_at: self.delivered_at.map(format_ms),
+        }
+    }
+}
+
+/// A logged attempt as a store reads it (time raw, unix ms).
+pub(crate) struct AttemptRow {
+    pub destination: String,
+    pub at: i64,
+    pub status: Option<i64>,
+    pub error: Option<String>,
+    pub latency_ms: i64,
+    pub response_body: Option<String>,
+}
+
+impl AttemptRow {
+    pub(crate) fn into_info(self) -> AttemptInfo {
+        AttemptInfo {
+            at: format_ms(self.at),
+            destination: self.destination,
+            status: self.status.map(|s| s.clamp(0, u16::MAX as i64) as u16),
+            error: self.error,
+            latency_ms: self.latency_ms.max(0) as u64,
+            response_body: self.response_body,
         }
     }
 }
@@ -159,6 +195,77 @@ pub enum AttemptOutcome {
         status: Option<u16>,
         error: String,
     },
+}
+
+/// One attempt as it is logged (SPEC 10 "Attempts").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptLog {
+    /// When the request started (unix ms).
+    pub at: i64,
+    pub status: Option<u16>,
+    /// The error class and message, when there was no 2xx.
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    /// The first 1 KiB of the response body.
+    pub response_body: Option<String>,
+}
+
+/// How much of a response body an attempt keeps.
+pub const ATTEMPT_BODY_BYTES: usize = 1024;
+
+/// An attempt as `GET /deliveries/{id}/attempts` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttemptInfo {
+    pub at: String,
+    pub destination: String,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+    pub response_body: Option<String>,
+}
+
+/// Which deliveries a listing shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeliveryFilter {
+    pub status: Option<DeliveryStatus>,
+    pub destination: Option<String>,
+}
+
+/// What an [`AttemptOutcome`] writes into a delivery's row.
+pub(crate) struct OutcomeColumns<'a> {
+    pub status: &'static str,
+    pub last_status: Option<u16>,
+    pub last_error: Option<&'a str>,
+    /// Kept as it was when `None`.
+    pub next_attempt_at: Option<i64>,
+    pub delivered_at: Option<i64>,
+}
+
+impl AttemptOutcome {
+    pub(crate) fn columns(&self, now: i64) -> OutcomeColumns<'_> {
+        let (status, last_status, last_error, next_attempt_at, delivered_at) = match self {
+            Self::Delivered { status } => ("delivered", Some(*status), None, None, Some(now)),
+            Self::Retry {
+                next_attempt_at,
+                status,
+                error,
+            } => (
+                "pending",
+                *status,
+                Some(error.as_str()),
+                Some(*next_attempt_at),
+                None,
+            ),
+            Self::Dead { status, error } => ("dead", *status, Some(error.as_str()), None, None),
+        };
+        OutcomeColumns {
+            status,
+            last_status,
+            last_error,
+            next_attempt_at,
+            delivered_at,
+        }
+    }
 }
 
 /// What requeueing one delivery did.
@@ -287,32 +394,58 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Stores the events of one request in one transaction, skipping
-    /// duplicates inside the dedupe window. With `forward`, each stored
-    /// event gets a pending delivery. Returns once durable.
-    async fn enqueue(&self, events: Vec<NewEvent>, forward: bool) -> StoreResult<Vec<Enqueued>>;
-    /// Claims up to `limit` due deliveries for `lease`, oldest first, never
-    /// one whose contact has an earlier pending delivery or another one in
-    /// flight.
-    async fn claim_due(&self, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>>;
-    /// Records the outcome of an attempt and releases the claim; records
-    /// nothing when the claim no longer holds (its lease ran out and the
-    /// delivery was claimed again).
-    async fn record_attempt(&self, delivery: &ClaimedDelivery, outcome: AttemptOutcome) -> StoreResult<()>;
-    /// Deliveries newest first, optionally of one status.
-    async fn list_deliveries(
+    /// duplicates inside the dedupe window; each stored event gets a
+    /// pending delivery for each of its `destinations`. Returns once durable.
+    async fn enqueue(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Enqueued>>;
+    /// Claims up to `limit` due deliveries of `destination` for `lease`,
+    /// oldest first, never one whose contact has an earlier pending
+    /// delivery or another one in flight at that destination.
+    async fn claim_due(
         &self,
-        status: Option<DeliveryStatus>,
+        destination: &str,
         limit: usize,
-    ) -> StoreResult<Vec<DeliveryInfo>>;
-    /// Requeues one dead delivery.
-    async fn requeue(&self, event_id: &str) -> StoreResult<Requeue>;
-    /// Requeues every dead delivery; returns how many.
-    async fn requeue_dead(&self) -> StoreResult<u64>;
-    /// Deliveries by status (for `GET /stats`).
+        lease: Duration,
+    ) -> StoreResult<Vec<ClaimedDelivery>>;
+    /// Records the outcome of an attempt, logs the attempt and releases the
+    /// claim; records nothing when the claim no longer holds (its lease ran
+    /// out and the delivery was claimed again).
+    async fn record_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        outcome: AttemptOutcome,
+        attempt: AttemptLog,
+    ) -> StoreResult<()>;
+    /// Deliveries newest first, optionally of one status and destination.
+    async fn list_deliveries(&self, filter: DeliveryFilter, limit: usize) -> StoreResult<Vec<DeliveryInfo>>;
+    /// Requeues an event's dead deliveries (of one destination, or all).
+    async fn requeue(&self, event_id: &str, destination: Option<&str>) -> StoreResult<Requeue>;
+    /// Requeues every dead delivery (of one destination, or all); returns
+    /// how many.
+    async fn requeue_dead(&self, destination: Option<&str>) -> StoreResult<u64>;
+    /// An event's attempts (at one destination, or all), oldest first;
+    /// `None` when the event has no such delivery.
+    async fn attempts(
+        &self,
+        event_id: &str,
+        destination: Option<&str>,
+    ) -> StoreResult<Option<Vec<AttemptInfo>>>;
+    /// Deletes the pending and dead deliveries of a destination (one removed
+    /// from the destinations file); returns how many.
+    async fn discard_deliveries(&self, destination: &str) -> StoreResult<u64>;
+    /// Deliveries by status, all destinations (for `GET /stats`).
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts>;
-    /// Pending and dead deliveries only (for `GET /metrics`): its cost
-    /// never grows with the delivered ones.
-    async fn delivery_backlog(&self) -> StoreResult<DeliveryBacklog>;
+    /// Pending and dead deliveries per destination (for `GET /metrics` and
+    /// `GET /destinations`): its cost never grows with the delivered ones.
+    async fn destination_backlogs(&self) -> StoreResult<Vec<(String, DeliveryBacklog)>>;
+    /// Pending and dead deliveries of all destinations.
+    async fn delivery_backlog(&self) -> StoreResult<DeliveryBacklog> {
+        let mut total = DeliveryBacklog::default();
+        for (_, backlog) in self.destination_backlogs().await? {
+            total.pending += backlog.pending;
+            total.dead += backlog.dead;
+        }
+        Ok(total)
+    }
     /// Deletes events older than the retention whose delivery is finished.
     async fn prune(&self) -> StoreResult<Pruned>;
     /// A real (tiny) write, for readiness.
@@ -408,6 +541,16 @@ pub(crate) fn key_digest(key: &str) -> [u8; 16] {
     let mut out = [0u8; 16];
     out.copy_from_slice(&digest[..16]);
     out
+}
+
+/// Up to [`ATTEMPT_BODY_BYTES`] of a response body, cut at a character
+/// boundary.
+pub fn truncate_body(body: &str) -> String {
+    let mut end = body.len().min(ATTEMPT_BODY_BYTES);
+    while !body.is_char_boundary(end) {
+        end -= 1;
+    }
+    body[..end].to_owned()
 }
 
 /// The contact id an event's `contact_key` (the id's JSON text) stands for.

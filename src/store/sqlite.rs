@@ -25,9 +25,10 @@ use tokio::sync::oneshot;
 
 use super::reply::{Done, PruneStep, Reply, ReplyTo};
 use super::{
-    AttemptOutcome, ClaimedDelivery, Counters, DeliveryBacklog, DeliveryCounts, DeliveryInfo, DeliveryRow,
-    DeliveryStatus, Enqueued, EventSummary, EventWindow, NewEvent, Pruned, Requeue, Retention, Store,
-    StoreResult, StoredEvent, key_digest, now_ms, packed, tally, unavailable,
+    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, Counters, DeliveryBacklog,
+    DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, DeliveryStatus, Enqueued, EventSummary,
+    EventWindow, NewEvent, OutcomeColumns, Pruned, Requeue, Retention, Store, StoreResult, StoredEvent,
+    key_digest, now_ms, packed, tally, unavailable,
 };
 
 /// Most operations one transaction takes.
@@ -46,10 +47,11 @@ const WRITE_DEADLINE: Duration = Duration::from_millis(3500);
 /// deliveries` command, say) before it fails: inside [`WRITE_DEADLINE`].
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One row per event: the scored event, its idempotency key and its
-/// delivery state. One row (five B-trees) per event instead of three tables
-/// keeps the pages a commit rewrites, and so the WAL volume, low.
-const SCHEMA: &str = r#"
+/// One row per event (the scored event and its idempotency key) and one
+/// per delivery of it to a destination (SPEC 10). The event row holds what
+/// ingest looks up (four B-trees per event); a delivery's state changes on
+/// its own small row.
+const TABLES: &str = r#"
 CREATE TABLE IF NOT EXISTS events (
     seq             INTEGER PRIMARY KEY,
     id              TEXT NOT NULL UNIQUE,
@@ -61,28 +63,46 @@ CREATE TABLE IF NOT EXISTS events (
     disqualified    INTEGER NOT NULL,
     rules_version   TEXT NOT NULL,
     -- The scored contact, packed (store::packed); text in rows of schema 2.
-    body            TEXT NOT NULL,
-    -- NULL when the event is not forwarded; else 'pending', 'dead' or 'delivered'
-    delivery        TEXT,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER,
-    last_status     INTEGER,
-    last_error      TEXT,
-    delivered_at    INTEGER,
-    claimed_until   INTEGER
+    body            TEXT NOT NULL
+    -- Files of schema 1 to 3 also have the columns of their one delivery
+    -- per event (delivery, attempts, ...): copied into `deliveries` by the
+    -- move to schema 4 and unused since.
 );
--- A contact's events in order, with their idempotency keys: per-contact
--- delivery order, a contact's latest event (backtests) and duplicates (a
--- duplicate is always of the same contact: its key covers the contact id or
--- the whole contact). Contact ids mostly grow, so new entries land at the
--- index's end; an index on the (random) key alone dirtied a page of its own
--- for every event, a third of the log written per event (BENCHMARKS.md).
+-- A contact's events in order, with their idempotency keys: a contact's
+-- latest event (backtests) and duplicates (a duplicate is always of the
+-- same contact: its key covers the contact id or the whole contact).
+-- Contact ids mostly grow, so new entries land at the index's end; an
+-- index on the (random) key alone dirtied a page of its own for every
+-- event, a third of the log written per event (BENCHMARKS.md).
 CREATE INDEX IF NOT EXISTS events_contact_key ON events (contact_key, seq, idempotency_key);
 -- Schema 1 had these two instead.
 DROP INDEX IF EXISTS events_idempotency;
 DROP INDEX IF EXISTS events_contact;
-CREATE INDEX IF NOT EXISTS events_pending ON events (next_attempt_at, seq) WHERE delivery = 'pending';
-CREATE INDEX IF NOT EXISTS events_dead ON events (seq) WHERE delivery = 'dead';
+-- One delivery of an event to a destination; 'pending', 'dead' or 'delivered'.
+CREATE TABLE IF NOT EXISTS deliveries (
+    event_seq       INTEGER NOT NULL,
+    destination     TEXT NOT NULL,
+    contact_key     TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER,
+    claimed_until   INTEGER,
+    PRIMARY KEY (event_seq, destination)
+) WITHOUT ROWID;
+-- Every attempt (SPEC 10 "Attempts"), kept for the retention by its time.
+CREATE TABLE IF NOT EXISTS attempts (
+    event_seq     INTEGER NOT NULL,
+    destination   TEXT NOT NULL,
+    at            INTEGER NOT NULL,
+    status        INTEGER,
+    error         TEXT,
+    latency_ms    INTEGER NOT NULL,
+    response_body TEXT
+);
 -- Per-minute counts behind GET /stats (see store::tally): small, so that
 -- the overview never scans the events.
 CREATE TABLE IF NOT EXISTS counters (
@@ -96,55 +116,96 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
--- Deliveries by status, kept by triggers, so that GET /metrics and GET /stats
--- read three rows instead of counting the events. Filled from the events
--- once, when a file written before the table existed is opened.
-CREATE TABLE IF NOT EXISTS delivery_totals (
-    status TEXT PRIMARY KEY,
-    count  INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS delivery_totals_insert AFTER INSERT ON events
-    WHEN NEW.delivery IS NOT NULL
-BEGIN
-    UPDATE delivery_totals SET count = count + 1 WHERE status = NEW.delivery;
-END;
-CREATE TRIGGER IF NOT EXISTS delivery_totals_update AFTER UPDATE OF delivery ON events
-    WHEN OLD.delivery IS NOT NEW.delivery
-BEGIN
-    UPDATE delivery_totals SET count = count - 1 WHERE status = OLD.delivery;
-    UPDATE delivery_totals SET count = count + 1 WHERE status = NEW.delivery;
-END;
-CREATE TRIGGER IF NOT EXISTS delivery_totals_delete AFTER DELETE ON events
-    WHEN OLD.delivery IS NOT NULL
-BEGIN
-    UPDATE delivery_totals SET count = count - 1 WHERE status = OLD.delivery;
-END;
-INSERT INTO delivery_totals (status, count)
-SELECT s.status, (SELECT COUNT(*) FROM events WHERE delivery = s.status)
-FROM (SELECT 'pending' AS status UNION ALL SELECT 'dead' UNION ALL SELECT 'delivered') AS s
-WHERE NOT EXISTS (SELECT 1 FROM delivery_totals);
 "#;
 
-/// 3: bodies are packed (store::packed); 2: one index per contact.
-const SCHEMA_VERSION: u32 = 3;
+/// Schema 3 → 4: each event's one delivery becomes a delivery of `default`
+/// (SPEC 10); the old columns stay, unused (dropping them would rewrite the
+/// whole table).
+const MOVE_DELIVERIES_OUT_OF_EVENTS: &str = r#"
+INSERT OR IGNORE INTO deliveries (event_seq, destination, contact_key, status, attempts, next_attempt_at,
+                                  last_status, last_error, created_at, delivered_at, claimed_until)
+SELECT seq, 'default', contact_key, delivery, attempts, next_attempt_at, last_status, last_error,
+       received_at, delivered_at, claimed_until
+FROM events WHERE delivery IS NOT NULL;
+DROP INDEX IF EXISTS events_pending;
+DROP INDEX IF EXISTS events_dead;
+"#;
+
+/// Indexes and the triggers that keep `delivery_totals`.
+const INDEXES: &str = r#"
+-- Due deliveries of a destination, and a contact's pending ones (order).
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (destination, next_attempt_at, event_seq)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_contact ON deliveries (destination, contact_key, event_seq)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (event_seq) WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (event_seq, destination, at);
+-- Deliveries by destination and status, kept by triggers, so that
+-- GET /metrics, GET /stats and GET /destinations read a few rows instead
+-- of counting deliveries. Filled from the deliveries once, when a file
+-- written before the table existed is opened.
+CREATE TABLE IF NOT EXISTS delivery_totals (
+    destination TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    count       INTEGER NOT NULL,
+    PRIMARY KEY (destination, status)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS delivery_totals_insert AFTER INSERT ON deliveries
+BEGIN
+    INSERT INTO delivery_totals (destination, status, count) VALUES (NEW.destination, NEW.status, 1)
+        ON CONFLICT (destination, status) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS delivery_totals_update AFTER UPDATE OF status ON deliveries
+    WHEN OLD.status IS NOT NEW.status
+BEGIN
+    UPDATE delivery_totals SET count = count - 1
+        WHERE destination = OLD.destination AND status = OLD.status;
+    INSERT INTO delivery_totals (destination, status, count) VALUES (NEW.destination, NEW.status, 1)
+        ON CONFLICT (destination, status) DO UPDATE SET count = count + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS delivery_totals_delete AFTER DELETE ON deliveries
+BEGIN
+    UPDATE delivery_totals SET count = count - 1
+        WHERE destination = OLD.destination AND status = OLD.status;
+END;
+"#;
+
+/// Fills `delivery_totals` from the deliveries (run when it is new).
+const FILL_DELIVERY_TOTALS: &str = r#"
+DELETE FROM delivery_totals;
+INSERT INTO delivery_totals (destination, status, count)
+SELECT destination, status, COUNT(*) FROM deliveries GROUP BY destination, status;
+"#;
+
+/// 4: deliveries per destination; 3: bodies are packed (store::packed);
+/// 2: one index per contact.
+const SCHEMA_VERSION: u32 = 4;
 
 /// What one queued write does.
 enum Work {
     Enqueue {
         events: Vec<NewEvent>,
-        forward: bool,
     },
     Claim {
+        destination: String,
         limit: usize,
         lease: Duration,
     },
     Record {
-        event_id: String,
+        seq: i64,
+        destination: String,
         claim: i64,
         outcome: AttemptOutcome,
+        attempt: AttemptLog,
     },
+    /// Dead deliveries back to pending: of one event or all, of one
+    /// destination or all.
     Requeue {
         event_id: Option<String>,
+        destination: Option<String>,
+    },
+    Discard {
+        destination: String,
     },
     /// One step of a pruning pass: the events after `after` (by `seq`).
     Prune {
@@ -184,6 +245,60 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Creates the schema or brings an older file's up to date, in one
+/// transaction (two processes opening a file at once do it once).
+fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let prepared = (|| {
+        let version: Option<u32> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()
+            .unwrap_or(None)
+            .and_then(|v| v.parse().ok());
+        conn.execute_batch(TABLES)?;
+        let has_event_deliveries: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'delivery'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_event_deliveries > 0 && version.is_none_or(|v| v < 4) {
+            conn.execute_batch(MOVE_DELIVERIES_OUT_OF_EVENTS)?;
+        }
+        let totals_exist: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'delivery_totals'
+                AND sql LIKE '%destination%'",
+            [],
+            |r| r.get(0),
+        )?;
+        if totals_exist == 0 {
+            // A table of an unreleased build counted by status alone.
+            conn.execute_batch(
+                "DROP TRIGGER IF EXISTS delivery_totals_insert; DROP TRIGGER IF EXISTS delivery_totals_update;
+                 DROP TRIGGER IF EXISTS delivery_totals_delete; DROP TABLE IF EXISTS delivery_totals;",
+            )?;
+        }
+        conn.execute_batch(INDEXES)?;
+        if totals_exist == 0 {
+            conn.execute_batch(FILL_DELIVERY_TOTALS)?;
+        }
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [SCHEMA_VERSION.to_string()],
+        )?;
+        Ok(())
+    })();
+    match prepared {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and starts its writer.
     pub fn open(path: &Path, retention: Retention) -> StoreResult<Self> {
@@ -207,16 +322,7 @@ impl SqliteStore {
                 path.display()
             )));
         }
-        // One transaction: two processes opening the file at once fill
-        // `delivery_totals` once.
-        conn.execute_batch(&format!("BEGIN IMMEDIATE;\n{SCHEMA}\nCOMMIT;"))
-            .map_err(open_error)?;
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [SCHEMA_VERSION.to_string()],
-        )
-        .map_err(open_error)?;
+        prepare_schema(&conn).map_err(open_error)?;
         let reader = connect(path).map_err(open_error)?;
         let checkpointer = connect(path).map_err(open_error)?;
         let (committed, commits) = std_mpsc::sync_channel(1);
@@ -277,53 +383,71 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn enqueue(&self, events: Vec<NewEvent>, forward: bool) -> StoreResult<Vec<Enqueued>> {
+    async fn enqueue(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Enqueued>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(Work::Enqueue { events, forward }, ReplyTo::Enqueued)
-            .await
+        self.write(Work::Enqueue { events }, ReplyTo::Enqueued).await
     }
 
-    async fn claim_due(&self, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>> {
-        self.write(Work::Claim { limit, lease }, ReplyTo::Claimed).await
+    async fn claim_due(
+        &self,
+        destination: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
+        let destination = destination.to_owned();
+        self.write(
+            Work::Claim {
+                destination,
+                limit,
+                lease,
+            },
+            ReplyTo::Claimed,
+        )
+        .await
     }
 
-    async fn record_attempt(&self, delivery: &ClaimedDelivery, outcome: AttemptOutcome) -> StoreResult<()> {
+    async fn record_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        outcome: AttemptOutcome,
+        attempt: AttemptLog,
+    ) -> StoreResult<()> {
         let work = Work::Record {
-            event_id: delivery.event_id.clone(),
+            seq: delivery.seq,
+            destination: delivery.destination.clone(),
             claim: delivery.claim,
             outcome,
+            attempt,
         };
         self.write(work, ReplyTo::Unit).await
     }
 
-    async fn list_deliveries(
-        &self,
-        status: Option<DeliveryStatus>,
-        limit: usize,
-    ) -> StoreResult<Vec<DeliveryInfo>> {
+    async fn list_deliveries(&self, filter: DeliveryFilter, limit: usize) -> StoreResult<Vec<DeliveryInfo>> {
         self.read(move |conn| {
-            // Newest first: the rowid order finds delivered ones, the
-            // partial indexes pending and dead ones.
+            // Newest first: the key order finds delivered ones, the partial
+            // index dead ones.
             let mut stmt = conn.prepare_cached(
-                "SELECT id, contact_key, delivery, attempts, last_status, last_error, next_attempt_at,
-                        received_at, delivered_at
-                 FROM events
-                 WHERE delivery IS NOT NULL AND (?1 IS NULL OR delivery = ?1)
-                 ORDER BY seq DESC LIMIT ?2",
+                "SELECT e.id, d.destination, d.contact_key, d.status, d.attempts, d.last_status, d.last_error,
+                        d.next_attempt_at, d.created_at, d.delivered_at
+                 FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                 WHERE (?1 IS NULL OR d.status = ?1) AND (?2 IS NULL OR d.destination = ?2)
+                 ORDER BY d.event_seq DESC, d.destination LIMIT ?3",
             )?;
-            let rows = stmt.query_map(params![status.map(DeliveryStatus::as_str), limit as i64], |row| {
+            let status = filter.status.map(DeliveryStatus::as_str);
+            let rows = stmt.query_map(params![status, filter.destination, limit as i64], |row| {
                 Ok(DeliveryRow {
                     id: row.get(0)?,
-                    contact_key: row.get(1)?,
-                    status: row.get(2)?,
-                    attempts: row.get(3)?,
-                    last_status: row.get(4)?,
-                    last_error: row.get(5)?,
-                    next_attempt_at: row.get(6)?,
-                    created_at: row.get(7)?,
-                    delivered_at: row.get(8)?,
+                    destination: row.get(1)?,
+                    contact_key: row.get(2)?,
+                    status: row.get(3)?,
+                    attempts: row.get(4)?,
+                    last_status: row.get(5)?,
+                    last_error: row.get(6)?,
+                    next_attempt_at: row.get(7)?,
+                    created_at: row.get(8)?,
+                    delivered_at: row.get(9)?,
                 }
                 .into_info())
             })?;
@@ -332,17 +456,21 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn requeue(&self, event_id: &str) -> StoreResult<Requeue> {
-        let id = event_id.to_owned();
-        let event_id = Some(id.clone());
-        if self.write(Work::Requeue { event_id }, ReplyTo::Count).await? > 0 {
+    async fn requeue(&self, event_id: &str, destination: Option<&str>) -> StoreResult<Requeue> {
+        let work = Work::Requeue {
+            event_id: Some(event_id.to_owned()),
+            destination: destination.map(str::to_owned),
+        };
+        if self.write(work, ReplyTo::Count).await? > 0 {
             return Ok(Requeue::Requeued);
         }
+        let (id, destination) = (event_id.to_owned(), destination.map(str::to_owned));
         let exists: i64 = self
             .read(move |conn| {
                 conn.query_row(
-                    "SELECT COUNT(*) FROM events WHERE id = ?1 AND delivery IS NOT NULL",
-                    [id],
+                    "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                     WHERE e.id = ?1 AND (?2 IS NULL OR d.destination = ?2)",
+                    params![id, destination],
                     |r| r.get(0),
                 )
             })
@@ -354,20 +482,91 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn requeue_dead(&self) -> StoreResult<u64> {
-        self.write(Work::Requeue { event_id: None }, ReplyTo::Count).await
+    async fn requeue_dead(&self, destination: Option<&str>) -> StoreResult<u64> {
+        let work = Work::Requeue {
+            event_id: None,
+            destination: destination.map(str::to_owned),
+        };
+        self.write(work, ReplyTo::Count).await
+    }
+
+    async fn attempts(
+        &self,
+        event_id: &str,
+        destination: Option<&str>,
+    ) -> StoreResult<Option<Vec<AttemptInfo>>> {
+        let (id, destination) = (event_id.to_owned(), destination.map(str::to_owned));
+        self.read(move |conn| {
+            let seq: Option<i64> = conn
+                .query_row(
+                    "SELECT d.event_seq FROM deliveries d JOIN events e ON e.seq = d.event_seq
+                     WHERE e.id = ?1 AND (?2 IS NULL OR d.destination = ?2) LIMIT 1",
+                    params![id, destination],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(seq) = seq else {
+                return Ok(None);
+            };
+            let mut stmt = conn.prepare_cached(
+                "SELECT destination, at, status, error, latency_ms, response_body FROM attempts
+                 WHERE event_seq = ?1 AND (?2 IS NULL OR destination = ?2)
+                 ORDER BY at, rowid",
+            )?;
+            let rows = stmt.query_map(params![seq, destination], |row| {
+                Ok(AttemptRow {
+                    destination: row.get(0)?,
+                    at: row.get(1)?,
+                    status: row.get(2)?,
+                    error: row.get(3)?,
+                    latency_ms: row.get(4)?,
+                    response_body: row.get(5)?,
+                }
+                .into_info())
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map(Some)
+        })
+        .await
+    }
+
+    async fn discard_deliveries(&self, destination: &str) -> StoreResult<u64> {
+        let destination = destination.to_owned();
+        self.write(Work::Discard { destination }, ReplyTo::Count).await
     }
 
     async fn delivery_counts(&self) -> StoreResult<DeliveryCounts> {
-        self.read(read_delivery_totals).await
+        self.read(|conn| {
+            let mut counts = DeliveryCounts::default();
+            for (_, status, count) in read_delivery_totals(conn)? {
+                match status.as_str() {
+                    "pending" => counts.pending += count,
+                    "dead" => counts.dead += count,
+                    "delivered" => counts.delivered += count,
+                    _ => {}
+                }
+            }
+            Ok(counts)
+        })
+        .await
     }
 
-    async fn delivery_backlog(&self) -> StoreResult<DeliveryBacklog> {
-        let counts = self.delivery_counts().await?;
-        Ok(DeliveryBacklog {
-            pending: counts.pending,
-            dead: counts.dead,
+    async fn destination_backlogs(&self) -> StoreResult<Vec<(String, DeliveryBacklog)>> {
+        self.read(|conn| {
+            let mut backlogs: Vec<(String, DeliveryBacklog)> = Vec::new();
+            for (destination, status, count) in read_delivery_totals(conn)? {
+                if backlogs.last().is_none_or(|(d, _)| *d != destination) {
+                    backlogs.push((destination, DeliveryBacklog::default()));
+                }
+                let backlog = &mut backlogs.last_mut().expect("pushed above").1;
+                match status.as_str() {
+                    "pending" => backlog.pending = count,
+                    "dead" => backlog.dead = count,
+                    _ => {}
+                }
+            }
+            Ok(backlogs)
         })
+        .await
     }
 
     /// A pass of short steps (see [`PRUNE_SPAN`]) from the oldest event on.
@@ -515,23 +714,16 @@ fn body_at(row: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<String> {
     }
 }
 
-/// Three rows, whatever the number of events (see `delivery_totals`).
-const DELIVERY_TOTALS: &str = "SELECT status, count FROM delivery_totals";
+/// A few rows, whatever the number of deliveries (see `delivery_totals`),
+/// ordered by destination.
+const DELIVERY_TOTALS: &str = "SELECT destination, status, count FROM delivery_totals ORDER BY destination";
 
-fn read_delivery_totals(conn: &Connection) -> rusqlite::Result<DeliveryCounts> {
-    let mut counts = DeliveryCounts::default();
+fn read_delivery_totals(conn: &Connection) -> rusqlite::Result<Vec<(String, String, u64)>> {
     let mut stmt = conn.prepare_cached(DELIVERY_TOTALS)?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let count = row.get::<_, i64>(1)?.max(0) as u64;
-        match row.get_ref(0)?.as_str()? {
-            "pending" => counts.pending = count,
-            "dead" => counts.dead = count,
-            "delivered" => counts.delivered = count,
-            _ => {}
-        }
-    }
-    Ok(counts)
+    let rows = stmt.query_map([], |row| {
+        Ok((row.get(0)?, row.get(1)?, row.get::<_, i64>(2)?.max(0) as u64))
+    })?;
+    rows.collect()
 }
 
 /// The writer thread: owns the write connection.
@@ -702,20 +894,39 @@ impl Writer {
 
     fn apply(&mut self, work: &Work) -> Done {
         match work {
-            Work::Enqueue { events, forward } => {
-                Done::from_result(self.enqueue(events, *forward), Done::Enqueued)
-            }
-            Work::Claim { limit, lease } => Done::from_result(self.claim(*limit, *lease), Done::Claimed),
+            Work::Enqueue { events } => Done::from_result(self.enqueue(events), Done::Enqueued),
+            Work::Claim {
+                destination,
+                limit,
+                lease,
+            } => Done::from_result(self.claim(destination, *limit, *lease), Done::Claimed),
             Work::Record {
-                event_id,
+                seq,
+                destination,
                 claim,
                 outcome,
-            } => Done::from_result(self.record(event_id, *claim, outcome), |()| Done::Unit),
-            Work::Requeue { event_id } => Done::from_result(self.requeue(event_id.as_deref()), Done::Count),
+                attempt,
+            } => Done::from_result(self.record(*seq, destination, *claim, outcome, attempt), |()| {
+                Done::Unit
+            }),
+            Work::Requeue {
+                event_id,
+                destination,
+            } => Done::from_result(
+                self.requeue(event_id.as_deref(), destination.as_deref()),
+                Done::Count,
+            ),
+            Work::Discard { destination } => Done::from_result(
+                self.conn.execute(
+                    "DELETE FROM deliveries WHERE destination = ?1 AND status IN ('pending', 'dead')",
+                    [destination],
+                ),
+                |n| Done::Count(n as u64),
+            ),
             Work::Prune { after } => Done::from_result(self.prune_step(*after), Done::PruneStep),
             Work::ReleaseClaims => Done::from_result(
                 self.conn.execute(
-                    "UPDATE events SET claimed_until = NULL WHERE claimed_until IS NOT NULL",
+                    "UPDATE deliveries SET claimed_until = NULL WHERE claimed_until IS NOT NULL",
                     [],
                 ),
                 |n| Done::Count(n as u64),
@@ -724,7 +935,7 @@ impl Writer {
         }
     }
 
-    fn enqueue(&self, events: &[NewEvent], forward: bool) -> rusqlite::Result<Vec<Enqueued>> {
+    fn enqueue(&self, events: &[NewEvent]) -> rusqlite::Result<Vec<Enqueued>> {
         if self.refused_bytes.is_some() {
             // The readiness probe's room is the contacts' again.
             self.conn
@@ -734,10 +945,13 @@ impl Writer {
         let mut find_key = self.conn.prepare_cached(DUPLICATE_LOOKUP)?;
         let mut put_event = self.conn.prepare_cached(
             "INSERT INTO events (id, contact_key, idempotency_key, received_at, score, tier, disqualified,
-                                 rules_version, body, delivery, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?4)",
+                                 rules_version, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
-        let delivery = forward.then_some("pending");
+        let mut put_delivery = self.conn.prepare_cached(
+            "INSERT INTO deliveries (event_seq, destination, contact_key, status, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+        )?;
         let mut results = Vec::with_capacity(events.len());
         for event in events {
             let key = key_digest(&event.idempotency_key);
@@ -770,8 +984,11 @@ impl Writer {
                 // executor (a body of 1,000 contacts is milliseconds of
                 // LZ4), and only for events that are not duplicates.
                 packed::pack(&event.body),
-                delivery,
             ])?;
+            let seq = self.conn.last_insert_rowid();
+            for destination in &event.destinations {
+                put_delivery.execute(params![seq, destination, event.contact_key, event.received_at])?;
+            }
             results.push(Enqueued::Stored(EventSummary {
                 contact_id: event.contact_id.clone(),
                 id: event.event_id.clone(),
@@ -795,85 +1012,123 @@ impl Writer {
         Ok(results)
     }
 
-    fn claim(&self, limit: usize, lease: Duration) -> rusqlite::Result<Vec<ClaimedDelivery>> {
+    fn claim(
+        &self,
+        destination: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> rusqlite::Result<Vec<ClaimedDelivery>> {
         let now = now_ms();
         let until = now + lease.as_millis() as i64;
-        // Due, not claimed, no earlier pending event of the same contact
-        // (per-contact order: the earlier one is delivered or dead first) and
-        // no other one in flight (a requeued dead event waits for a later one
-        // being sent). The new lease end is also the claim's token: it only
-        // grows, so a worker whose lease ran out cannot record over the
-        // claim that followed (see `record`).
+        // Due, not claimed, no earlier pending delivery of the same contact
+        // to this destination (per-contact order: the earlier one is
+        // delivered or dead first) and no other one in flight there (a
+        // requeued dead event waits for a later one being sent). The new
+        // lease end is also the claim's token: it only grows, so a worker
+        // whose lease ran out cannot record over the claim that followed
+        // (see `record`).
         let mut stmt = self.conn.prepare_cached(
-            "UPDATE events SET claimed_until = MAX(?2, COALESCE(claimed_until, 0) + 1)
-             WHERE seq IN (
-                SELECT d.seq FROM events d
-                WHERE d.delivery = 'pending' AND d.next_attempt_at <= ?1
+            "UPDATE deliveries SET claimed_until = MAX(?2, COALESCE(claimed_until, 0) + 1)
+             WHERE destination = ?4 AND event_seq IN (
+                SELECT d.event_seq FROM deliveries d
+                WHERE d.destination = ?4 AND d.status = 'pending' AND d.next_attempt_at <= ?1
                   AND (d.claimed_until IS NULL OR d.claimed_until <= ?1)
                   AND NOT EXISTS (
-                      SELECT 1 FROM events other
-                      WHERE other.contact_key = d.contact_key AND other.seq <> d.seq
-                        AND other.delivery = 'pending'
-                        AND (other.seq < d.seq OR other.claimed_until > ?1))
-                ORDER BY d.next_attempt_at, d.seq
+                      SELECT 1 FROM deliveries other
+                      WHERE other.destination = d.destination AND other.contact_key = d.contact_key
+                        AND other.status = 'pending' AND other.event_seq <> d.event_seq
+                        AND (other.event_seq < d.event_seq OR other.claimed_until > ?1))
+                ORDER BY d.next_attempt_at, d.event_seq
                 LIMIT ?3)
-             RETURNING seq, id, contact_key, attempts, body, claimed_until",
+             RETURNING event_seq, contact_key, attempts, claimed_until",
         )?;
-        let mut claimed: Vec<(i64, ClaimedDelivery)> = stmt
-            .query_map(params![now, until, limit as i64], |row| {
-                Ok((
-                    row.get(0)?,
-                    ClaimedDelivery {
-                        event_id: row.get(1)?,
-                        contact_key: row.get(2)?,
-                        attempts: row.get(3)?,
-                        body: body_at(row, 4)?,
-                        claim: row.get(5)?,
-                    },
-                ))
+        let mut claimed: Vec<(i64, String, i64, i64)> = stmt
+            .query_map(params![now, until, limit as i64, destination], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
-        claimed.sort_by_key(|(seq, _)| *seq);
-        Ok(claimed.into_iter().map(|(_, d)| d).collect())
+        claimed.sort_by_key(|(seq, ..)| *seq);
+        let mut event = self
+            .conn
+            .prepare_cached("SELECT id, body FROM events WHERE seq = ?1")?;
+        claimed
+            .into_iter()
+            .map(|(seq, contact_key, attempts, claim)| {
+                let (event_id, body) = event.query_row([seq], |row| Ok((row.get(0)?, body_at(row, 1)?)))?;
+                Ok(ClaimedDelivery {
+                    seq,
+                    event_id,
+                    destination: destination.to_owned(),
+                    contact_key,
+                    attempts: attempts.clamp(0, u32::MAX as i64) as u32,
+                    body,
+                    claim,
+                })
+            })
+            .collect()
     }
 
-    /// Records an attempt made under the claim `claim`; nothing when the
-    /// claim has been lost (its lease ran out and the delivery was claimed
-    /// again, or it was delivered meanwhile).
-    fn record(&self, event_id: &str, claim: i64, outcome: &AttemptOutcome) -> rusqlite::Result<()> {
-        let now = now_ms();
-        match outcome {
-            AttemptOutcome::Delivered { status } => self.conn.execute(
-                "UPDATE events SET delivery = 'delivered', attempts = attempts + 1, last_status = ?2,
-                        last_error = NULL, delivered_at = ?3, claimed_until = NULL
-                 WHERE id = ?1 AND delivery = 'pending' AND claimed_until = ?4",
-                params![event_id, status, now, claim],
-            ),
-            AttemptOutcome::Retry {
-                next_attempt_at,
+    /// Records an attempt made under the claim `claim`, and logs it;
+    /// nothing when the claim has been lost (its lease ran out and the
+    /// delivery was claimed again, or it was delivered meanwhile).
+    fn record(
+        &self,
+        seq: i64,
+        destination: &str,
+        claim: i64,
+        outcome: &AttemptOutcome,
+        attempt: &AttemptLog,
+    ) -> rusqlite::Result<()> {
+        let OutcomeColumns {
+            status,
+            last_status,
+            last_error,
+            next_attempt_at,
+            delivered_at,
+        } = outcome.columns(now_ms());
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET status = ?4, attempts = attempts + 1, last_status = ?5, last_error = ?6,
+                        next_attempt_at = COALESCE(?7, next_attempt_at),
+                        delivered_at = COALESCE(?8, delivered_at), claimed_until = NULL
+                 WHERE event_seq = ?1 AND destination = ?2 AND status = 'pending' AND claimed_until = ?3",
+            )?
+            .execute(params![
+                seq,
+                destination,
+                claim,
                 status,
-                error,
-            } => self.conn.execute(
-                "UPDATE events SET attempts = attempts + 1, last_status = ?2, last_error = ?3,
-                        next_attempt_at = ?4, claimed_until = NULL
-                 WHERE id = ?1 AND delivery = 'pending' AND claimed_until = ?5",
-                params![event_id, status, error, next_attempt_at, claim],
-            ),
-            AttemptOutcome::Dead { status, error } => self.conn.execute(
-                "UPDATE events SET delivery = 'dead', attempts = attempts + 1, last_status = ?2,
-                        last_error = ?3, claimed_until = NULL
-                 WHERE id = ?1 AND delivery = 'pending' AND claimed_until = ?4",
-                params![event_id, status, error, claim],
-            ),
+                last_status,
+                last_error,
+                next_attempt_at,
+                delivered_at
+            ])?;
+        if changed > 0 {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO attempts (event_seq, destination, at, status, error, latency_ms, response_body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    seq,
+                    destination,
+                    attempt.at,
+                    attempt.status,
+                    attempt.error,
+                    attempt.latency_ms.min(i64::MAX as u64) as i64,
+                    attempt.response_body,
+                ])?;
         }
-        .map(drop)
+        Ok(())
     }
 
-    fn requeue(&self, event_id: Option<&str>) -> rusqlite::Result<u64> {
+    fn requeue(&self, event_id: Option<&str>, destination: Option<&str>) -> rusqlite::Result<u64> {
         let changed = self.conn.execute(
-            "UPDATE events SET delivery = 'pending', attempts = 0, next_attempt_at = ?1, claimed_until = NULL
-             WHERE delivery = 'dead' AND (?2 IS NULL OR id = ?2)",
-            params![now_ms(), event_id],
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?1, claimed_until = NULL
+             WHERE status = 'dead' AND (?3 IS NULL OR destination = ?3)
+               AND (?2 IS NULL OR event_seq = (SELECT seq FROM events WHERE id = ?2))",
+            params![now_ms(), event_id, destination],
         )?;
         Ok(changed as u64)
     }
@@ -908,11 +1163,27 @@ impl Writer {
                 next_after: None,
             });
         }
-        let deleted = self.conn.prepare_cached(
-            "DELETE FROM events
-             WHERE seq > ?1 AND seq <= ?2 AND received_at < ?3 AND (delivery IS NULL OR delivery = 'delivered')",
-        )?
-        .execute(params![after, span_end, cutoff])?;
+        let deleted = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM events
+                 WHERE seq > ?1 AND seq <= ?2 AND received_at < ?3 AND NOT EXISTS (
+                     SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.status IN ('pending', 'dead'))",
+            )?
+            .execute(params![after, span_end, cutoff])?;
+        // The deleted events' deliveries, and attempts past the retention.
+        self.conn
+            .prepare_cached(
+                "DELETE FROM deliveries WHERE event_seq > ?1 AND event_seq <= ?2
+                     AND NOT EXISTS (SELECT 1 FROM events WHERE seq = deliveries.event_seq)",
+            )?
+            .execute(params![after, span_end])?;
+        self.conn
+            .prepare_cached(
+                "DELETE FROM attempts WHERE event_seq > ?1 AND event_seq <= ?2
+                     AND (at < ?3 OR NOT EXISTS (SELECT 1 FROM events WHERE seq = attempts.event_seq))",
+            )?
+            .execute(params![after, span_end, cutoff])?;
         Ok(PruneStep {
             deleted: deleted as u64,
             next_after: Some(span_end),
@@ -941,65 +1212,121 @@ mod tests {
         rows.map(Result::unwrap).collect::<Vec<_>>().join("\n")
     }
 
-    /// issue 19 (5): `GET /metrics` and `GET /stats` read three rows, not
-    /// the events; a file from before the totals gets them filled once.
+    /// issue 19 (5): `GET /metrics`, `GET /stats` and `GET /destinations`
+    /// read a few rows, not the deliveries; a file from before the totals
+    /// gets them filled once.
     #[test]
     fn delivery_counts_read_totals_kept_by_triggers() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        prepare_schema(&conn).unwrap();
         let totals = plan(&conn, DELIVERY_TOTALS);
-        assert!(!totals.contains("events"), "{totals}");
-        let insert = |id: &str, delivery: Option<&str>| {
+        assert!(!totals.contains("deliveries"), "{totals}");
+        let insert = |seq: i64, destination: &str, status: &str| {
             conn.execute(
-                "INSERT INTO events (id, contact_key, idempotency_key, received_at, score, tier,
-                                     disqualified, rules_version, body, delivery)
-                 VALUES (?1, '1', x'00', 0, '1', 'warm', 0, 'v', '{}', ?2)",
-                params![id, delivery],
+                "INSERT INTO deliveries (event_seq, destination, contact_key, status, created_at)
+                 VALUES (?1, ?2, '1', ?3, 0)",
+                params![seq, destination, status],
             )
             .unwrap();
         };
+        let counts = |conn: &Connection| read_delivery_totals(conn).unwrap();
+        let row = |d: &str, s: &str, n: u64| (d.to_owned(), s.to_owned(), n);
         // A file written before the totals existed.
         conn.execute_batch(
             "DROP TRIGGER delivery_totals_insert; DROP TRIGGER delivery_totals_update;
              DROP TRIGGER delivery_totals_delete; DROP TABLE delivery_totals;",
         )
         .unwrap();
-        insert("a", Some("pending"));
-        insert("b", Some("delivered"));
-        insert("c", None);
-        conn.execute_batch(SCHEMA).unwrap();
-        let counts = |conn: &Connection| {
-            let c = read_delivery_totals(conn).unwrap();
-            (c.pending, c.dead, c.delivered)
-        };
-        assert_eq!(counts(&conn), (1, 0, 1), "filled from the events");
-        conn.execute_batch(SCHEMA).unwrap();
-        assert_eq!(counts(&conn), (1, 0, 1), "filled once");
+        insert(1, "crm", "pending");
+        insert(2, "crm", "delivered");
+        insert(2, "slack", "delivered");
+        prepare_schema(&conn).unwrap();
+        let filled = vec![
+            row("crm", "delivered", 1),
+            row("crm", "pending", 1),
+            row("slack", "delivered", 1),
+        ];
+        assert_eq!(counts(&conn), filled, "filled from the deliveries");
+        prepare_schema(&conn).unwrap();
+        assert_eq!(counts(&conn), filled, "filled once");
         // Kept by the triggers from then on.
-        insert("d", Some("pending"));
-        insert("e", None);
-        conn.execute("UPDATE events SET delivery = 'dead' WHERE id = 'a'", [])
+        insert(3, "crm", "pending");
+        conn.execute("UPDATE deliveries SET status = 'dead' WHERE event_seq = 1", [])
             .unwrap();
-        conn.execute("UPDATE events SET attempts = 3 WHERE id = 'd'", [])
+        conn.execute("UPDATE deliveries SET attempts = 3 WHERE event_seq = 3", [])
             .unwrap();
-        assert_eq!(counts(&conn), (1, 1, 1));
-        conn.execute("DELETE FROM events WHERE id IN ('b', 'c')", [])
+        conn.execute(
+            "DELETE FROM deliveries WHERE event_seq = 2 AND destination = 'slack'",
+            [],
+        )
+        .unwrap();
+        assert_eq!(
+            counts(&conn),
+            vec![
+                row("crm", "dead", 1),
+                row("crm", "delivered", 1),
+                row("crm", "pending", 1),
+                row("slack", "delivered", 0),
+            ]
+        );
+    }
+
+    /// Schema 3 → 4: each event's delivery becomes a delivery of `default`,
+    /// with its state; events without one get none.
+    #[test]
+    fn a_file_of_schema_3_gets_its_deliveries_moved() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (
+                 seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, contact_key TEXT NOT NULL,
+                 idempotency_key BLOB NOT NULL, received_at INTEGER NOT NULL, score TEXT NOT NULL,
+                 tier TEXT NOT NULL, disqualified INTEGER NOT NULL, rules_version TEXT NOT NULL,
+                 body TEXT NOT NULL, delivery TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+                 next_attempt_at INTEGER, last_status INTEGER, last_error TEXT, delivered_at INTEGER,
+                 claimed_until INTEGER);
+             CREATE INDEX events_pending ON events (next_attempt_at, seq) WHERE delivery = 'pending';
+             CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '3');
+             INSERT INTO events (id, contact_key, idempotency_key, received_at, score, tier, disqualified,
+                                 rules_version, body, delivery, attempts, last_status, last_error)
+             VALUES ('evt_a', '1', x'01', 10, '5', 'warm', 0, 'v', '{}', 'dead', 8, 503, 'no'),
+                    ('evt_b', '2', x'02', 11, '5', 'warm', 0, 'v', '{}', NULL, 0, NULL, NULL),
+                    ('evt_c', '3', x'03', 12, '5', 'warm', 0, 'v', '{}', 'delivered', 1, 200, NULL);",
+        )
+        .unwrap();
+        prepare_schema(&conn).unwrap();
+        let moved: Vec<(i64, String, String, i64, Option<i64>)> = conn
+            .prepare("SELECT event_seq, destination, status, attempts, last_status FROM deliveries ORDER BY event_seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            moved,
+            [
+                (1, "default".into(), "dead".into(), 8, Some(503)),
+                (3, "default".into(), "delivered".into(), 1, Some(200)),
+            ]
+        );
+        let version: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+                r.get(0)
+            })
             .unwrap();
-        assert_eq!(counts(&conn), (1, 1, 0));
-        let actual: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM events WHERE delivery IS NOT NULL",
-                [],
-                |r| r.get(0),
-            )
+        assert_eq!(version, "4");
+        // Opened again: nothing moved twice.
+        prepare_schema(&conn).unwrap();
+        let n: i64 = conn
+            .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(actual, 2);
+        assert_eq!(n, 2);
     }
 
     #[test]
     fn lookups_use_the_contact_index() {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(SCHEMA).unwrap();
+        prepare_schema(&conn).unwrap();
         let duplicates = plan(&conn, DUPLICATE_LOOKUP);
         assert!(
             duplicates.contains("USING INDEX events_contact_key (contact_key=?)"),

@@ -14,8 +14,10 @@ use crate::support::{
 };
 
 /// The fields of a listed delivery (SPEC 4).
-const DELIVERY_FIELDS: [&str; 9] = [
+/// SPEC 4 and 10 (`destination`, `default` for `--forward-url`).
+const DELIVERY_FIELDS: [&str; 10] = [
     "id",
+    "destination",
     "contact_id",
     "status",
     "attempts",
@@ -124,6 +126,7 @@ async fn downstream_receives_the_signed_scored_contact() {
         DELIVERY_FIELDS.into_iter().collect::<HashSet<_>>(),
         "{delivery}"
     );
+    assert_eq!(delivery["destination"], "default", "{delivery}");
     assert_eq!(delivery["contact_id"], 48213);
     assert_eq!(delivery["attempts"], 1);
     assert_eq!(delivery["last_status"], 200);

@@ -35,6 +35,7 @@
 
 pub mod pg;
 pub mod pg_server;
+pub mod previous_release;
 pub mod process;
 pub mod raw;
 pub mod receiver;

@@ -161,5 +161,25 @@ pub fn event(id: &str, contact: i64, key: &str) -> leadscore::store::NewEvent {
         rules_version: "v1".into(),
         body: serde_json::json!({"type": "contact.scored", "id": id, "contact_id": contact}).to_string(),
         error_rules: Vec::new(),
+        destinations: vec![leadscore::store::DEFAULT_DESTINATION.to_owned()],
+    }
+}
+
+/// The events without deliveries (as when nothing forwards).
+pub fn unforwarded(mut events: Vec<leadscore::store::NewEvent>) -> Vec<leadscore::store::NewEvent> {
+    for event in &mut events {
+        event.destinations.clear();
+    }
+    events
+}
+
+/// An attempt's log entry, as the delivery worker writes one.
+pub fn attempt_log() -> leadscore::store::AttemptLog {
+    leadscore::store::AttemptLog {
+        at: leadscore::store::now_ms(),
+        status: Some(200),
+        error: None,
+        latency_ms: 3,
+        response_body: Some("ok".into()),
     }
 }

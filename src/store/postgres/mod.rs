@@ -71,8 +71,9 @@ const TRANSIENT_RETRIES: usize = 3;
 /// Rows one prune statement deletes at most (short transactions).
 const PRUNE_BATCH: i64 = 10_000;
 /// Advisory locks: migrations take (this, hashtext(schema)) in the
-/// two-key space; claims take a contact's 64-bit hash (of schema and
-/// contact, seeded with [`LOCK_CONTACT`]) in the one-key space, so that
+/// two-key space; claims take a 64-bit hash of schema, destination and
+/// contact, and writers one of schema and contact (both seeded with
+/// [`LOCK_CONTACT`]) in the one-key space, so that
 /// schemas sharing a database do not lock each other's contacts.
 const LOCK_MIGRATIONS: i32 = 0x4c53_0001;
 const LOCK_CONTACT: i64 = 0x4c53_0002;

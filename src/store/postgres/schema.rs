@@ -70,6 +70,59 @@ CREATE TABLE leadscore_counters (
 );
 "#,
     ),
+    (
+        3,
+        "deliveries per destination, attempts",
+        r#"
+-- One delivery of an event to a destination (SPEC 10).
+CREATE TABLE leadscore_deliveries (
+    event_seq       bigint NOT NULL,
+    destination     text NOT NULL,
+    contact_key     text NOT NULL,
+    status          text NOT NULL CHECK (status IN ('pending', 'dead', 'delivered')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at bigint,
+    last_status     integer,
+    last_error      text,
+    created_at      bigint NOT NULL,
+    delivered_at    bigint,
+    claimed_until   bigint,
+    PRIMARY KEY (event_seq, destination)
+);
+-- Every event's one delivery so far becomes a delivery of `default`.
+INSERT INTO leadscore_deliveries (event_seq, destination, contact_key, status, attempts, next_attempt_at,
+                                  last_status, last_error, created_at, delivered_at, claimed_until)
+SELECT seq, 'default', contact_key, delivery, attempts, next_attempt_at, last_status, last_error,
+       received_at, delivered_at, claimed_until
+FROM leadscore_events WHERE delivery IS NOT NULL;
+CREATE INDEX leadscore_deliveries_due ON leadscore_deliveries (destination, next_attempt_at, event_seq)
+    WHERE status = 'pending';
+CREATE INDEX leadscore_deliveries_contact ON leadscore_deliveries (destination, contact_key, event_seq)
+    WHERE status = 'pending';
+CREATE INDEX leadscore_deliveries_dead ON leadscore_deliveries (destination, event_seq) WHERE status = 'dead';
+CREATE INDEX leadscore_deliveries_delivered ON leadscore_deliveries (event_seq) WHERE status = 'delivered';
+-- Every attempt, kept for the retention by its time.
+CREATE TABLE leadscore_attempts (
+    event_seq     bigint NOT NULL,
+    destination   text NOT NULL,
+    at            bigint NOT NULL,
+    status        integer,
+    error         text,
+    latency_ms    bigint NOT NULL,
+    response_body text
+);
+CREATE INDEX leadscore_attempts_delivery ON leadscore_attempts (event_seq, destination, at);
+CREATE INDEX leadscore_attempts_at ON leadscore_attempts USING brin (at);
+-- The events keep only the event (dropping columns is instant here).
+DROP INDEX leadscore_events_pending_contact;
+DROP INDEX leadscore_events_pending_due;
+DROP INDEX leadscore_events_dead;
+DROP INDEX leadscore_events_delivered;
+ALTER TABLE leadscore_events
+    DROP COLUMN delivery, DROP COLUMN attempts, DROP COLUMN next_attempt_at, DROP COLUMN last_status,
+    DROP COLUMN last_error, DROP COLUMN delivered_at, DROP COLUMN claimed_until;
+"#,
+    ),
 ];
 
 /// `"name"`, for SQL.

@@ -22,14 +22,20 @@ ON CONFLICT (key) DO UPDATE SET event_id = excluded.event_id, created_at = exclu
     WHERE k.created_at < $4
 RETURNING k.key";
 
+/// The events (in arrival order: their `seq`) and, in the same statement,
+/// their deliveries: `$9`/`$10` pair event ids with destinations.
 pub(super) const INSERT_EVENTS: &str = "
-INSERT INTO leadscore_events (id, contact_key, received_at, score, tier, disqualified, rules_version, body,
-                              delivery, next_attempt_at)
-SELECT id, contact_key, received_at, score, tier, disqualified, rules_version, body, delivery, received_at
-FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::text[], $8::text[],
-            $9::text[]) WITH ORDINALITY
-     AS u(id, contact_key, received_at, score, tier, disqualified, rules_version, body, delivery, ord)
-ORDER BY ord";
+WITH inserted AS (
+    INSERT INTO leadscore_events (id, contact_key, received_at, score, tier, disqualified, rules_version, body)
+    SELECT id, contact_key, received_at, score, tier, disqualified, rules_version, body
+    FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::text[],
+                $8::text[]) WITH ORDINALITY
+         AS u(id, contact_key, received_at, score, tier, disqualified, rules_version, body, ord)
+    ORDER BY ord
+    RETURNING seq, id, contact_key, received_at)
+INSERT INTO leadscore_deliveries (event_seq, destination, contact_key, status, next_attempt_at, created_at)
+SELECT i.seq, d.destination, i.contact_key, 'pending', i.received_at, i.received_at
+FROM inserted i JOIN unnest($9::text[], $10::text[]) AS d(event_id, destination) ON d.event_id = i.id";
 
 pub(super) const FIND_FIRST_EVENTS: &str = "
 SELECT k.key, e.id, e.contact_key, e.score, e.tier, e.disqualified
@@ -40,39 +46,52 @@ WHERE k.key = ANY($1::bytea[])";
 pub(super) const REPAIR_KEY: &str = "
 UPDATE leadscore_idempotency_keys SET event_id = $2, created_at = $3 WHERE key = $1";
 
+/// Attempts' outcomes, each only while its claim holds, and their log rows.
 pub(super) const RECORD_ATTEMPTS: &str = "
-UPDATE leadscore_events e
-SET delivery = u.delivery, attempts = e.attempts + 1, last_status = u.status, last_error = u.error,
-    next_attempt_at = coalesce(u.next_attempt_at, e.next_attempt_at),
-    delivered_at = coalesce(u.delivered_at, e.delivered_at), claimed_until = NULL
-FROM unnest($1::text[], $2::text[], $3::int4[], $4::text[], $5::int8[], $6::int8[], $7::int8[])
-     AS u(id, delivery, status, error, next_attempt_at, delivered_at, claim)
-WHERE e.id = u.id AND e.delivery = 'pending' AND e.claimed_until = u.claim";
+WITH u AS (
+    SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::int8[],
+                         $8::int8[], $9::int8[], $10::int8[], $11::text[])
+        AS u(seq, destination, status, last_status, error, next_attempt_at, delivered_at, claim, at,
+             latency_ms, response_body)),
+changed AS (
+    UPDATE leadscore_deliveries d
+    SET status = u.status, attempts = d.attempts + 1, last_status = u.last_status, last_error = u.error,
+        next_attempt_at = coalesce(u.next_attempt_at, d.next_attempt_at),
+        delivered_at = coalesce(u.delivered_at, d.delivered_at), claimed_until = NULL
+    FROM u
+    WHERE d.event_seq = u.seq AND d.destination = u.destination AND d.status = 'pending'
+      AND d.claimed_until = u.claim
+    RETURNING d.event_seq, d.destination)
+INSERT INTO leadscore_attempts (event_seq, destination, at, status, error, latency_ms, response_body)
+SELECT u.seq, u.destination, u.at, u.last_status, u.error, u.latency_ms, u.response_body
+FROM u JOIN changed c ON c.event_seq = u.seq AND c.destination = u.destination";
 
 pub(super) const HEARTBEAT: &str = "
 INSERT INTO leadscore_instances (id, started_at, seen_at) VALUES ($1, $2, $3)
 ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at";
 
-/// Due, unclaimed, and no other event of the contact pending earlier or
-/// claimed now ($1 = now).
+/// Due deliveries of destination $D, unclaimed, and no other delivery of
+/// the contact there pending earlier or claimed now ($1 = now).
 pub(super) const CLAIMABLE: &str = "
-    d.delivery = 'pending' AND d.next_attempt_at <= $1
+    d.destination = $D AND d.status = 'pending' AND d.next_attempt_at <= $1
     AND (d.claimed_until IS NULL OR d.claimed_until <= $1)
     AND NOT EXISTS (
-        SELECT 1 FROM leadscore_events o
-        WHERE o.contact_key = d.contact_key AND o.delivery = 'pending' AND o.seq <> d.seq
-          AND (o.seq < d.seq OR o.claimed_until > $1))";
+        SELECT 1 FROM leadscore_deliveries o
+        WHERE o.destination = d.destination AND o.contact_key = d.contact_key AND o.status = 'pending'
+          AND o.event_seq <> d.event_seq AND (o.event_seq < d.event_seq OR o.claimed_until > $1))";
 
 pub(super) fn claim_pick_sql() -> String {
+    let claimable = CLAIMABLE.replace("$D", "$3");
     format!(
         "WITH c AS MATERIALIZED (
-            SELECT d.seq, d.contact_key FROM leadscore_events d
-            WHERE {CLAIMABLE}
-            ORDER BY d.next_attempt_at, d.seq
+            SELECT d.event_seq, d.contact_key FROM leadscore_deliveries d
+            WHERE {claimable}
+            ORDER BY d.next_attempt_at, d.event_seq
             LIMIT $2
             FOR UPDATE OF d SKIP LOCKED)
-         SELECT seq FROM c
-         WHERE pg_try_advisory_xact_lock(hashtextextended(current_schema() || ' ' || contact_key, {LOCK_CONTACT}))"
+         SELECT event_seq FROM c
+         WHERE pg_try_advisory_xact_lock(
+             hashtextextended(current_schema() || ' ' || $3 || ' ' || contact_key, {LOCK_CONTACT}))"
     )
 }
 
@@ -90,9 +109,13 @@ pub(super) fn lock_contacts_sql() -> String {
 }
 
 pub(super) fn claim_take_sql() -> String {
+    let claimable = CLAIMABLE.replace("$D", "$4");
     format!(
-        "UPDATE leadscore_events d SET claimed_until = greatest($2, coalesce(d.claimed_until, 0) + 1)
-         WHERE d.seq = ANY($3::int8[]) AND {CLAIMABLE}
-         RETURNING d.seq, d.id, d.contact_key, d.attempts, d.body, d.claimed_until"
+        "WITH taken AS (
+             UPDATE leadscore_deliveries d SET claimed_until = greatest($2, coalesce(d.claimed_until, 0) + 1)
+             WHERE d.event_seq = ANY($3::int8[]) AND {claimable}
+             RETURNING d.event_seq, d.contact_key, d.attempts, d.claimed_until)
+         SELECT t.event_seq, e.id, t.contact_key, t.attempts, e.body, t.claimed_until
+         FROM taken t JOIN leadscore_events e ON e.seq = t.event_seq"
     )
 }

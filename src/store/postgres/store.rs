@@ -17,9 +17,9 @@ use super::writer::{Work, WriteOp, Writer};
 use super::{ENQUEUE_DEADLINE, PRUNE_BATCH};
 use crate::store::reply::{Reply, ReplyTo};
 use crate::store::{
-    AttemptOutcome, ClaimedDelivery, Counters, DeliveryBacklog, DeliveryCounts, DeliveryInfo, DeliveryRow,
-    DeliveryStatus, Enqueued, EventWindow, NewEvent, Pruned, Requeue, Retention, Store, StoreResult,
-    StoredEvent, now_ms, unavailable,
+    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, Counters, DeliveryBacklog,
+    DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, Enqueued, EventWindow, NewEvent, Pruned,
+    Requeue, Retention, Store, StoreResult, StoredEvent, now_ms, unavailable,
 };
 
 pub struct PostgresStore {
@@ -81,58 +81,70 @@ fn hostname() -> String {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn enqueue(&self, events: Vec<NewEvent>, forward: bool) -> StoreResult<Vec<Enqueued>> {
+    async fn enqueue(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Enqueued>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let write = self.write(Work::Enqueue { events, forward }, ReplyTo::Enqueued);
+        let write = self.write(Work::Enqueue { events }, ReplyTo::Enqueued);
         match tokio::time::timeout(ENQUEUE_DEADLINE, write).await {
             Ok(result) => result,
             Err(_) => Err(unavailable("PostgreSQL did not commit in time")),
         }
     }
 
-    async fn claim_due(&self, limit: usize, lease: Duration) -> StoreResult<Vec<ClaimedDelivery>> {
+    async fn claim_due(
+        &self,
+        destination: &str,
+        limit: usize,
+        lease: Duration,
+    ) -> StoreResult<Vec<ClaimedDelivery>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let destination = destination.to_owned();
         self.pool
             .run("cannot claim deliveries", move |conn| {
-                claim(conn, limit, lease).boxed()
+                claim(conn, destination, limit, lease).boxed()
             })
             .await
     }
 
-    async fn record_attempt(&self, delivery: &ClaimedDelivery, outcome: AttemptOutcome) -> StoreResult<()> {
+    async fn record_attempt(
+        &self,
+        delivery: &ClaimedDelivery,
+        outcome: AttemptOutcome,
+        attempt: AttemptLog,
+    ) -> StoreResult<()> {
         let work = Work::Record {
-            event_id: delivery.event_id.clone(),
+            seq: delivery.seq,
+            destination: delivery.destination.clone(),
             claim: delivery.claim,
             outcome,
+            attempt,
         };
         self.write(work, ReplyTo::Unit).await
     }
 
-    async fn list_deliveries(
-        &self,
-        status: Option<DeliveryStatus>,
-        limit: usize,
-    ) -> StoreResult<Vec<DeliveryInfo>> {
+    async fn list_deliveries(&self, filter: DeliveryFilter, limit: usize) -> StoreResult<Vec<DeliveryInfo>> {
         // The status as a literal, so that the planner uses its partial index.
-        let filter = match status {
-            None => "delivery IS NOT NULL".to_owned(),
-            Some(s) => format!("delivery = '{}'", s.as_str()),
+        let status = match filter.status {
+            None => "TRUE".to_owned(),
+            Some(s) => format!("d.status = '{}'", s.as_str()),
         };
         let sql = format!(
-            "SELECT id, contact_key, delivery, attempts, last_status, last_error,
-                    next_attempt_at, received_at, delivered_at
-             FROM leadscore_events WHERE {filter} ORDER BY seq DESC LIMIT $1"
+            "SELECT e.id, d.destination, d.contact_key, d.status, d.attempts, d.last_status, d.last_error,
+                    d.next_attempt_at, d.created_at, d.delivered_at
+             FROM leadscore_deliveries d JOIN leadscore_events e ON e.seq = d.event_seq
+             WHERE {status} AND ($2::text IS NULL OR d.destination = $2)
+             ORDER BY d.event_seq DESC, d.destination LIMIT $1"
         );
         let limit = limit.min(i64::MAX as usize) as i64;
+        let destination = filter.destination;
         self.pool
             .run("cannot list deliveries", move |conn| {
                 async move {
                     let statement = conn.prepare(&sql).await?;
-                    let rows = conn.client.query(&statement, &[&limit]).await?;
+                    let rows = conn.client.query(&statement, &[&limit, &destination]).await?;
                     Ok(rows.iter().map(delivery_info).collect())
                 }
                 .boxed()
@@ -140,26 +152,35 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn requeue(&self, event_id: &str) -> StoreResult<Requeue> {
+    async fn requeue(&self, event_id: &str, destination: Option<&str>) -> StoreResult<Requeue> {
         let id = event_id.to_owned();
+        let destination = destination.map(str::to_owned);
         self.pool
             .run("cannot requeue the delivery", move |conn| {
                 async move {
                     let statement = conn
                         .prepare(
-                            "UPDATE leadscore_events
-                             SET delivery = 'pending', attempts = 0, next_attempt_at = $1, claimed_until = NULL
-                             WHERE delivery = 'dead' AND id = $2",
+                            "UPDATE leadscore_deliveries
+                             SET status = 'pending', attempts = 0, next_attempt_at = $1, claimed_until = NULL
+                             WHERE status = 'dead' AND ($3::text IS NULL OR destination = $3)
+                               AND event_seq = (SELECT seq FROM leadscore_events WHERE id = $2)",
                         )
                         .await?;
-                    if conn.client.execute(&statement, &[&now_ms(), &id]).await? > 0 {
+                    if conn
+                        .client
+                        .execute(&statement, &[&now_ms(), &id, &destination])
+                        .await?
+                        > 0
+                    {
                         return Ok(Requeue::Requeued);
                     }
                     let exists: bool = conn
                         .client
                         .query_one(
-                            "SELECT EXISTS (SELECT 1 FROM leadscore_events WHERE id = $1 AND delivery IS NOT NULL)",
-                            &[&id],
+                            "SELECT EXISTS (
+                                 SELECT 1 FROM leadscore_deliveries d JOIN leadscore_events e ON e.seq = d.event_seq
+                                 WHERE e.id = $1 AND ($2::text IS NULL OR d.destination = $2))",
+                            &[&id, &destination],
                         )
                         .await?
                         .get(0);
@@ -174,16 +195,89 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn requeue_dead(&self) -> StoreResult<u64> {
+    async fn requeue_dead(&self, destination: Option<&str>) -> StoreResult<u64> {
+        let destination = destination.map(str::to_owned);
         self.pool
-            .run("cannot requeue dead deliveries", |conn| {
+            .run("cannot requeue dead deliveries", move |conn| {
                 async move {
                     conn.client
                         .execute(
-                            "UPDATE leadscore_events
-                             SET delivery = 'pending', attempts = 0, next_attempt_at = $1, claimed_until = NULL
-                             WHERE delivery = 'dead'",
-                            &[&now_ms()],
+                            "UPDATE leadscore_deliveries
+                             SET status = 'pending', attempts = 0, next_attempt_at = $1, claimed_until = NULL
+                             WHERE status = 'dead' AND ($2::text IS NULL OR destination = $2)",
+                            &[&now_ms(), &destination],
+                        )
+                        .await
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn attempts(
+        &self,
+        event_id: &str,
+        destination: Option<&str>,
+    ) -> StoreResult<Option<Vec<AttemptInfo>>> {
+        let id = event_id.to_owned();
+        let destination = destination.map(str::to_owned);
+        self.pool
+            .run("cannot read the attempts", move |conn| {
+                async move {
+                    let seq: Option<i64> = conn
+                        .client
+                        .query_opt(
+                            "SELECT d.event_seq FROM leadscore_deliveries d
+                             JOIN leadscore_events e ON e.seq = d.event_seq
+                             WHERE e.id = $1 AND ($2::text IS NULL OR d.destination = $2) LIMIT 1",
+                            &[&id, &destination],
+                        )
+                        .await?
+                        .map(|r| r.get(0));
+                    let Some(seq) = seq else {
+                        return Ok(None);
+                    };
+                    let rows = conn
+                        .client
+                        .query(
+                            "SELECT destination, at, status, error, latency_ms, response_body
+                             FROM leadscore_attempts
+                             WHERE event_seq = $1 AND ($2::text IS NULL OR destination = $2)
+                             ORDER BY at, ctid",
+                            &[&seq, &destination],
+                        )
+                        .await?;
+                    Ok(Some(
+                        rows.iter()
+                            .map(|row| {
+                                AttemptRow {
+                                    destination: row.get(0),
+                                    at: row.get(1),
+                                    status: row.get::<_, Option<i32>>(2).map(i64::from),
+                                    error: row.get(3),
+                                    latency_ms: row.get(4),
+                                    response_body: row.get(5),
+                                }
+                                .into_info()
+                            })
+                            .collect(),
+                    ))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn discard_deliveries(&self, destination: &str) -> StoreResult<u64> {
+        let destination = destination.to_owned();
+        self.pool
+            .run("cannot discard deliveries", move |conn| {
+                async move {
+                    conn.client
+                        .execute(
+                            "DELETE FROM leadscore_deliveries
+                             WHERE destination = $1 AND status IN ('pending', 'dead')",
+                            &[&destination],
                         )
                         .await
                 }
@@ -196,12 +290,12 @@ impl Store for PostgresStore {
         self.pool
             .run("cannot count deliveries", |conn| {
                 async move {
-                    // Three index-only scans of the partial indexes.
+                    // Index-only scans of the partial indexes.
                     let statement = conn
                         .prepare(
-                            "SELECT (SELECT count(*) FROM leadscore_events WHERE delivery = 'pending'),
-                                    (SELECT count(*) FROM leadscore_events WHERE delivery = 'dead'),
-                                    (SELECT count(*) FROM leadscore_events WHERE delivery = 'delivered')",
+                            "SELECT (SELECT count(*) FROM leadscore_deliveries WHERE status = 'pending'),
+                                    (SELECT count(*) FROM leadscore_deliveries WHERE status = 'dead'),
+                                    (SELECT count(*) FROM leadscore_deliveries WHERE status = 'delivered')",
                         )
                         .await?;
                     let row = conn.client.query_one(&statement, &[]).await?;
@@ -217,24 +311,36 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn delivery_backlog(&self) -> StoreResult<DeliveryBacklog> {
+    async fn destination_backlogs(&self) -> StoreResult<Vec<(String, DeliveryBacklog)>> {
         self.pool
             .run("cannot count deliveries", |conn| {
                 async move {
-                    // Index-only scans of the two backlog partial indexes:
-                    // never of the delivered events.
+                    // Scans of the two backlog partial indexes: never of the
+                    // delivered ones.
                     let statement = conn
                         .prepare(
-                            "SELECT (SELECT count(*) FROM leadscore_events WHERE delivery = 'pending'),
-                                    (SELECT count(*) FROM leadscore_events WHERE delivery = 'dead')",
+                            "SELECT destination, sum(pending)::int8, sum(dead)::int8 FROM (
+                                 SELECT destination, count(*) AS pending, 0 AS dead FROM leadscore_deliveries
+                                 WHERE status = 'pending' GROUP BY destination
+                                 UNION ALL
+                                 SELECT destination, 0, count(*) FROM leadscore_deliveries
+                                 WHERE status = 'dead' GROUP BY destination) AS backlog
+                             GROUP BY destination ORDER BY destination",
                         )
                         .await?;
-                    let row = conn.client.query_one(&statement, &[]).await?;
-                    let count = |i: usize| row.get::<_, i64>(i).max(0) as u64;
-                    Ok(DeliveryBacklog {
-                        pending: count(0),
-                        dead: count(1),
-                    })
+                    let rows = conn.client.query(&statement, &[]).await?;
+                    Ok(rows
+                        .iter()
+                        .map(|row| {
+                            (
+                                row.get(0),
+                                DeliveryBacklog {
+                                    pending: row.get::<_, i64>(1).max(0) as u64,
+                                    dead: row.get::<_, i64>(2).max(0) as u64,
+                                },
+                            )
+                        })
+                        .collect())
                 }
                 .boxed()
             })
@@ -384,19 +490,25 @@ fn stored_event(row: &Row) -> StoredEvent {
 fn delivery_info(row: &Row) -> DeliveryInfo {
     DeliveryRow {
         id: row.get(0),
-        contact_key: row.get(1),
-        status: row.get(2),
-        attempts: row.get::<_, i32>(3).into(),
-        last_status: row.get::<_, Option<i32>>(4).map(i64::from),
-        last_error: row.get(5),
-        next_attempt_at: row.get(6),
-        created_at: row.get(7),
-        delivered_at: row.get(8),
+        destination: row.get(1),
+        contact_key: row.get(2),
+        status: row.get(3),
+        attempts: row.get::<_, i32>(4).into(),
+        last_status: row.get::<_, Option<i32>>(5).map(i64::from),
+        last_error: row.get(6),
+        next_attempt_at: row.get(7),
+        created_at: row.get(8),
+        delivered_at: row.get(9),
     }
     .into_info()
 }
 
-async fn claim(conn: &mut Conn, limit: usize, lease: Duration) -> Result<Vec<ClaimedDelivery>, PgError> {
+async fn claim(
+    conn: &mut Conn,
+    destination: String,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<ClaimedDelivery>, PgError> {
     let pick = conn.prepare(&claim_pick_sql()).await?;
     let take = conn.prepare(&claim_take_sql()).await?;
     let now = now_ms();
@@ -405,7 +517,7 @@ async fn claim(conn: &mut Conn, limit: usize, lease: Duration) -> Result<Vec<Cla
     // Candidates, row-locked (others skip them) and contact-locked (others
     // skip the contact) until this transaction ends...
     let seqs: Vec<i64> = tx
-        .query(&pick, &[&now, &(limit as i64)])
+        .query(&pick, &[&now, &(limit as i64), &destination])
         .await?
         .iter()
         .map(|r| r.get(0))
@@ -416,7 +528,7 @@ async fn claim(conn: &mut Conn, limit: usize, lease: Duration) -> Result<Vec<Cla
     }
     // ...then checked again with a snapshot taken after the locks: a claim
     // of the same contact that another instance committed in between counts.
-    let rows = tx.query(&take, &[&now, &until, &seqs]).await?;
+    let rows = tx.query(&take, &[&now, &until, &seqs, &destination]).await?;
     tx.commit().await?;
     let mut claimed: Vec<(i64, ClaimedDelivery)> = rows
         .iter()
@@ -424,7 +536,9 @@ async fn claim(conn: &mut Conn, limit: usize, lease: Duration) -> Result<Vec<Cla
             (
                 r.get(0),
                 ClaimedDelivery {
+                    seq: r.get(0),
                     event_id: r.get(1),
+                    destination: destination.clone(),
                     contact_key: r.get(2),
                     attempts: r.get::<_, i32>(3).max(0) as u32,
                     body: r.get(4),
@@ -447,22 +561,47 @@ async fn prune(conn: &mut Conn, retention: Retention) -> Result<Pruned, PgError>
     let window_start = now - retention.dedupe_window.as_millis().min(i64::MAX as u128) as i64;
     // The conditions stand on the deleted rows too, so that a row changed
     // meanwhile (a key taken over by a new event) is checked again, not deleted.
-    let events_sql = "DELETE FROM leadscore_events
-                      WHERE received_at < $1 AND (delivery IS NULL OR delivery = 'delivered')
-                        AND seq IN (SELECT seq FROM leadscore_events
-                                    WHERE received_at < $1 AND (delivery IS NULL OR delivery = 'delivered')
-                                    LIMIT $2)";
+    // An event goes with its finished deliveries; one with a pending or
+    // dead delivery stays.
+    let events_sql = "WITH gone AS (
+                          DELETE FROM leadscore_events e
+                          WHERE e.received_at < $1
+                            AND NOT EXISTS (SELECT 1 FROM leadscore_deliveries d
+                                            WHERE d.event_seq = e.seq AND d.status IN ('pending', 'dead'))
+                            AND e.seq IN (
+                                SELECT s.seq FROM leadscore_events s
+                                WHERE s.received_at < $1
+                                  AND NOT EXISTS (SELECT 1 FROM leadscore_deliveries d
+                                                  WHERE d.event_seq = s.seq AND d.status IN ('pending', 'dead'))
+                                LIMIT $2)
+                          RETURNING e.seq),
+                      deliveries AS (
+                          DELETE FROM leadscore_deliveries d USING gone WHERE d.event_seq = gone.seq)
+                      SELECT count(*) FROM gone";
+    let attempts_sql = "DELETE FROM leadscore_attempts
+                        WHERE ctid IN (SELECT ctid FROM leadscore_attempts WHERE at < $1 LIMIT $2)";
     let keys_sql = "DELETE FROM leadscore_idempotency_keys
                     WHERE created_at < $1
                       AND key IN (SELECT key FROM leadscore_idempotency_keys WHERE created_at < $1 LIMIT $2)";
     let mut events = 0;
     loop {
-        let n = conn.client.execute(events_sql, &[&cutoff, &PRUNE_BATCH]).await?;
+        let n = conn
+            .client
+            .query_one(events_sql, &[&cutoff, &PRUNE_BATCH])
+            .await?
+            .get::<_, i64>(0)
+            .max(0) as u64;
         events += n;
         if n < PRUNE_BATCH as u64 {
             break;
         }
     }
+    while conn
+        .client
+        .execute(attempts_sql, &[&cutoff, &PRUNE_BATCH])
+        .await?
+        >= PRUNE_BATCH as u64
+    {}
     while conn
         .client
         .execute(keys_sql, &[&window_start, &PRUNE_BATCH])

@@ -18,19 +18,21 @@ use super::tls::MakeRustls;
 use super::{MAX_GROUP, OP_TIMEOUT, TRANSIENT_RETRIES};
 use crate::store::reply::{Done, ReplyTo};
 use crate::store::{
-    AttemptOutcome, Enqueued, EventSummary, NewEvent, Retention, contact_id_of, key_digest, now_ms, tally,
+    AttemptLog, AttemptOutcome, Enqueued, EventSummary, NewEvent, OutcomeColumns, Retention, contact_id_of,
+    key_digest, now_ms, tally,
 };
 
 /// What one queued write does.
 pub(super) enum Work {
     Enqueue {
         events: Vec<NewEvent>,
-        forward: bool,
     },
     Record {
-        event_id: String,
+        seq: i64,
+        destination: String,
         claim: i64,
         outcome: AttemptOutcome,
+        attempt: AttemptLog,
     },
     Touch,
 }
@@ -131,7 +133,6 @@ pub(super) struct Writer {
 struct Flat<'a> {
     op: usize,
     event: &'a NewEvent,
-    forward: bool,
     key: [u8; 16],
 }
 
@@ -171,7 +172,9 @@ struct EventColumns<'a> {
     disqualified: Vec<bool>,
     rules_version: Vec<&'a str>,
     body: Vec<&'a str>,
-    delivery: Vec<Option<&'static str>>,
+    /// (event id, destination) of each delivery.
+    delivery_event: Vec<&'a str>,
+    delivery_destination: Vec<&'a str>,
 }
 
 impl<'a> EventColumns<'a> {
@@ -185,14 +188,17 @@ impl<'a> EventColumns<'a> {
         self.disqualified.push(e.disqualified);
         self.rules_version.push(&e.rules_version);
         self.body.push(&e.body);
-        self.delivery.push(flat.forward.then_some("pending"));
+        for destination in &e.destinations {
+            self.delivery_event.push(&e.event_id);
+            self.delivery_destination.push(destination);
+        }
     }
 
     fn is_empty(&self) -> bool {
         self.id.is_empty()
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 9] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
         [
             &self.id,
             &self.contact_key,
@@ -202,7 +208,8 @@ impl<'a> EventColumns<'a> {
             &self.disqualified,
             &self.rules_version,
             &self.body,
-            &self.delivery,
+            &self.delivery_event,
+            &self.delivery_destination,
         ]
     }
 }
@@ -210,57 +217,64 @@ impl<'a> EventColumns<'a> {
 /// The columns of [`RECORD_ATTEMPTS`].
 #[derive(Default)]
 struct RecordColumns<'a> {
-    id: Vec<&'a str>,
-    delivery: Vec<&'static str>,
-    status: Vec<Option<i32>>,
+    seq: Vec<i64>,
+    destination: Vec<&'a str>,
+    status: Vec<&'static str>,
+    last_status: Vec<Option<i32>>,
     error: Vec<Option<&'a str>>,
     next_attempt_at: Vec<Option<i64>>,
     delivered_at: Vec<Option<i64>>,
     claim: Vec<i64>,
+    at: Vec<i64>,
+    latency_ms: Vec<i64>,
+    response_body: Vec<Option<&'a str>>,
+}
+
+/// One attempt to record: which delivery, under which claim, and how it went.
+struct Record<'a> {
+    seq: i64,
+    destination: &'a str,
+    claim: i64,
+    outcome: &'a AttemptOutcome,
+    attempt: &'a AttemptLog,
 }
 
 impl<'a> RecordColumns<'a> {
-    fn push(&mut self, id: &'a str, claim: i64, outcome: &'a AttemptOutcome, now: i64) {
-        self.id.push(id);
-        self.claim.push(claim);
-        match outcome {
-            AttemptOutcome::Delivered { status } => {
-                self.delivery.push("delivered");
-                self.status.push(Some(i32::from(*status)));
-                self.error.push(None);
-                self.next_attempt_at.push(None);
-                self.delivered_at.push(Some(now));
-            }
-            AttemptOutcome::Retry {
-                next_attempt_at,
-                status,
-                error,
-            } => {
-                self.delivery.push("pending");
-                self.status.push(status.map(i32::from));
-                self.error.push(Some(error));
-                self.next_attempt_at.push(Some(*next_attempt_at));
-                self.delivered_at.push(None);
-            }
-            AttemptOutcome::Dead { status, error } => {
-                self.delivery.push("dead");
-                self.status.push(status.map(i32::from));
-                self.error.push(Some(error));
-                self.next_attempt_at.push(None);
-                self.delivered_at.push(None);
-            }
-        }
+    fn push(&mut self, record: &Record<'a>, now: i64) {
+        let OutcomeColumns {
+            status,
+            last_status,
+            last_error: error,
+            next_attempt_at,
+            delivered_at,
+        } = record.outcome.columns(now);
+        self.seq.push(record.seq);
+        self.destination.push(record.destination);
+        self.status.push(status);
+        self.last_status.push(last_status.map(i32::from));
+        self.error.push(error);
+        self.next_attempt_at.push(next_attempt_at);
+        self.delivered_at.push(delivered_at);
+        self.claim.push(record.claim);
+        self.at.push(record.attempt.at);
+        self.latency_ms
+            .push(record.attempt.latency_ms.min(i64::MAX as u64) as i64);
+        self.response_body.push(record.attempt.response_body.as_deref());
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
-            &self.id,
-            &self.delivery,
+            &self.seq,
+            &self.destination,
             &self.status,
+            &self.last_status,
             &self.error,
             &self.next_attempt_at,
             &self.delivered_at,
             &self.claim,
+            &self.at,
+            &self.latency_ms,
+            &self.response_body,
         ]
     }
 }
@@ -392,40 +406,47 @@ async fn apply(
     let client = &conn.client;
 
     // Flatten: records, events, touches.
-    let mut records: Vec<(&str, i64, &AttemptOutcome)> = Vec::new();
+    let mut records: Vec<Record> = Vec::new();
     let mut flats: Vec<Flat> = Vec::new();
     let mut touch = false;
     for (op, work) in works.iter().enumerate() {
         match work {
-            Work::Enqueue { events, forward } => flats.extend(events.iter().map(|event| Flat {
+            Work::Enqueue { events } => flats.extend(events.iter().map(|event| Flat {
                 op,
                 event,
-                forward: *forward,
                 key: key_digest(&event.idempotency_key),
             })),
             Work::Record {
-                event_id,
+                seq,
+                destination,
                 claim,
                 outcome,
-            } => records.push((event_id.as_str(), *claim, outcome)),
+                attempt,
+            } => records.push(Record {
+                seq: *seq,
+                destination,
+                claim: *claim,
+                outcome,
+                attempt,
+            }),
             Work::Touch => touch = true,
         }
     }
 
     // Round trip 1: BEGIN, the delivery records (event rows locked in id
     // order), the idempotency keys (key rows locked in key order).
-    let record_ids: Vec<&str> = records.iter().map(|(id, _, _)| *id).collect();
+    let record_ids: Vec<(i64, &str)> = records.iter().map(|r| (r.seq, r.destination)).collect();
     let record_columns: Vec<RecordColumns> = layers(&record_ids)
         .into_iter()
         .map(|layer| {
             let mut columns = RecordColumns::default();
             for i in layer {
-                columns.push(records[i].0, records[i].1, records[i].2, now);
+                columns.push(&records[i], now);
             }
             columns
         })
         .collect();
-    let record_params: Vec<[&(dyn ToSql + Sync); 7]> =
+    let record_params: Vec<[&(dyn ToSql + Sync); 11]> =
         record_columns.iter().map(RecordColumns::params).collect();
     let flat_keys: Vec<[u8; 16]> = flats.iter().map(|f| f.key).collect();
     let key_layers = layers(&flat_keys);
