@@ -278,7 +278,12 @@ impl Reader<'_> {
                 let problem = format!(
                     "another destination already has this name (line {first_line}); names must be unique"
                 );
-                self.error_at(name_span, Some(&destination.name.clone()), Some("name"), problem);
+                self.error_at(
+                    name_span,
+                    Some(&format!("{:?}", destination.name)),
+                    Some("name"),
+                    problem,
+                );
                 continue;
             }
             seen.insert(
@@ -387,7 +392,7 @@ impl Reader<'_> {
             }
         });
         let content_type = match get("content_type") {
-            Some((_, value)) => self.content_type(&place, value, matches!(body, Some(BodySpec::Template(_)))),
+            Some((_, value)) => self.content_type(&place, value, get("template").is_some()),
             None => Some(DEFAULT_TEXT_CONTENT_TYPE.to_owned()),
         };
         let rate = get("rate").and_then(|(_, value)| {
@@ -637,7 +642,13 @@ impl Reader<'_> {
             Ok(when) => Some(when),
             Err(e) => {
                 let at = offset_in_string(self.text, value.span(), e.line, e.column);
-                let problem = format!("{} (column {} of the expression)", e.message, e.column);
+                let problem = match e.line {
+                    1 => format!("{} (column {} of the expression)", e.message, e.column),
+                    line => format!(
+                        "{} (line {line}, column {} of the expression)",
+                        e.message, e.column
+                    ),
+                };
                 self.error(at..at, place, "when", problem);
                 None
             }
@@ -966,6 +977,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::destinations::{Body, Selection};
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -1107,6 +1119,359 @@ when = 'tier == '
                 "destinations.toml:10:27: destination \"crm\": breaker.cooldwn: unknown setting; did you mean \"cooldown\"?",
                 "destinations.toml:11:17: destination \"crm\": when: Script is incomplete (column 9 of the expression)",
             ]
+        );
+    }
+
+    #[test]
+    fn the_example_file_loads_with_its_transform() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("destinations.example.toml");
+        let env = env_of(&[
+            ("HUBSPOT_TOKEN", "pat-na1-token"),
+            ("SLACK_WEBHOOK_URL", SLACK_URL),
+            ("NURTURE_API_KEY", "nurture-key"),
+            ("NURTURE_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ]);
+        let set = Destinations::load(&path, &Defaults::default(), &env).unwrap();
+        let names: Vec<&str> = set.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["crm", "ops-slack", "nurture"]);
+        assert_eq!(
+            set.files.transforms,
+            [path.parent().unwrap().join("transforms/nurture.rhai")]
+        );
+        let nurture = set.get("nurture").unwrap();
+        assert_eq!(nurture.template_name(), "transform:transforms/nurture.rhai");
+        assert_eq!(nurture.alert.as_deref(), Some("ops-slack"));
+        assert_eq!(nurture.breaker.failures, 5);
+        let headers: Vec<(String, String)> = nurture
+            .headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.value().to_owned()))
+            .collect();
+        assert_eq!(
+            headers,
+            [("x-source", "leadscore"), ("x-api-key", "nurture-key")]
+                .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+
+        // The selections and bodies the comments promise.
+        let event = |tier: &str, disqualified: bool| {
+            serde_json::json!({"type": "contact.scored", "id": "evt_1", "contact_id": 1, "score": 10,
+                "tier": tier, "disqualified": disqualified, "reasons": [],
+                "disqualifications": [{"rule": "80-dq.rhai", "reason": "Student"}], "tags": [],
+                "contact": {"id": 1, "email": "s@uni.example", "firstName": "Sam"}})
+        };
+        let disqualified = event("disqualified", true);
+        assert!(!set.get("crm").unwrap().select(&disqualified).is_selected());
+        assert!(nurture.select(&disqualified).is_selected());
+        assert_eq!(
+            nurture.build_body(&disqualified).unwrap(),
+            Body::Json(serde_json::json!({"email": "s@uni.example", "first_name": "Sam",
+                "list": "nurture", "tags": ["leadscore", "disqualified"], "note": "Disqualified: [\"Student\"]"}))
+        );
+        let slack = set.get("ops-slack").unwrap();
+        assert!(slack.select(&event("hot", false)).is_selected());
+        let mut still_hot = event("hot", false);
+        still_hot["type"] = "contact.rescored".into();
+        still_hot["cause"] = "schedule".into();
+        still_hot["previous"] = serde_json::json!({"tier": "hot", "score": 90});
+        assert_eq!(slack.select(&still_hot), Selection::NotSelected);
+        still_hot["previous"]["tier"] = "warm".into();
+        assert_eq!(slack.select(&still_hot), Selection::Selected);
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn transforms_are_read_relative_to_the_file_and_their_errors_placed_in_them() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "scripts/ok.rhai", "#{ id: event.id }");
+        write(dir.path(), "scripts/broken.rhai", "let a = 1;\nlet b = ;\n");
+        let text = r#"
+[[destination]]
+name = "ok"
+url = "https://a.example/"
+transform = "scripts/ok.rhai"
+content_type = "text/csv"
+
+[[destination]]
+name = "broken"
+url = "https://a.example/"
+transform = "scripts/broken.rhai"
+
+[[destination]]
+name = "missing"
+url = "https://a.example/"
+transform = "scripts/none.rhai"
+
+[[destination]]
+name = "both"
+url = "https://a.example/"
+template = "slack"
+transform = "scripts/ok.rhai"
+
+[[destination]]
+name = "typed"
+url = "https://a.example/"
+template = "slak"
+content_type = "text/csv"
+"#;
+        let path = write(dir.path(), "destinations.toml", text);
+        let error = Destinations::load(&path, &Defaults::default(), &env_of(&[])).unwrap_err();
+        let shown = error
+            .to_string()
+            .replace(&format!("{}/", dir.path().display()), "");
+        assert_eq!(
+            shown.lines().collect::<Vec<_>>(),
+            [
+                "destinations.toml:16:13: destination \"missing\": transform: cannot read scripts/none.rhai: \
+                 No such file or directory (os error 2)",
+                "destinations.toml:22:13: destination \"both\": transform: give either template or transform, not both",
+                "destinations.toml:27:12: destination \"typed\": template: \"slak\" is not a template; did you mean \
+                 \"slack\"?; use one of scored-contact, slack, hubspot or transform = \"FILE.rhai\"",
+                "destinations.toml:28:16: destination \"typed\": content_type: content_type is for a transform's \
+                 string bodies; templates send JSON",
+                "scripts/broken.rhai:2:9: destination \"broken\": transform: Unexpected ';'",
+            ]
+        );
+        assert_eq!(error.first().unwrap().line, 16);
+        assert_eq!(
+            error.first().unwrap().message(),
+            format!(
+                "destination \"missing\": transform: cannot read {}: No such file or directory (os error 2)",
+                dir.path().join("scripts/none.rhai").display()
+            )
+        );
+    }
+
+    #[test]
+    fn names_must_be_valid_unique_and_present_and_url_is_required() {
+        let text = r#"
+[[destination]]
+name = "CRM"
+url = "https://a.example/"
+
+[[destination]]
+name = "crm"
+url = "https://a.example/"
+
+[[destination]]
+name = "crm"
+url = "https://b.example/"
+
+[[destination]]
+url = "https://c.example/"
+
+[[destination]]
+name = "nourl"
+"#;
+        assert_eq!(
+            errors(text, &[]),
+            [
+                "destinations.toml:3:8: destination #1: name: \"CRM\" is not a valid name: use 1 to 40 of a-z, 0-9, _ and -",
+                "destinations.toml:11:8: destination \"crm\": name: another destination already has this name \
+                 (line 7); names must be unique",
+                "destinations.toml:14:1: destination #4: a destination needs a name (name = \"crm\")",
+                "destinations.toml:18:8: destination \"nourl\": url: a destination needs a url",
+            ]
+        );
+    }
+
+    #[test]
+    fn alerts_must_exist_and_never_lead_back() {
+        let text = r#"
+[[destination]]
+name = "a"
+url = "https://a.example/"
+alert = "b"
+
+[[destination]]
+name = "b"
+url = "https://b.example/"
+alert = "c"
+
+[[destination]]
+name = "c"
+url = "https://c.example/"
+alert = "a"
+
+[[destination]]
+name = "self"
+url = "https://d.example/"
+alert = "self"
+
+[[destination]]
+name = "typo"
+url = "https://e.example/"
+alert = "sel"
+
+[[destination]]
+name = "fine"
+url = "https://f.example/"
+alert = "a"
+"#;
+        assert_eq!(
+            errors(text, &[]),
+            [
+                "destinations.toml:5:9: destination \"a\": alert: alerts lead back to this destination \
+                 (a → b → c → a); an alert destination cannot alert back",
+                "destinations.toml:20:9: destination \"self\": alert: alerts lead back to this destination \
+                 (self → self); an alert destination cannot alert back",
+                "destinations.toml:25:9: destination \"typo\": alert: no destination is named \"sel\"; \
+                 did you mean \"self\"?",
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_take_their_forms_and_never_show_their_values() {
+        let text = r#"
+[[destination]]
+name = "basic"
+url = "https://a.example/"
+auth = { basic_user = "ops", basic_password_env = "PW" }
+headers = { "X-Key" = { env = "KEY" } }
+signing_secret = { env = "SIGN" }
+
+[[destination]]
+name = "oauth"
+url = "https://a.example/"
+auth = { oauth2 = { token_url = "https://auth.example/token", client_id = "id", client_secret_env = "CS", scope = "w" } }
+"#;
+        let env = [
+            ("PW", "pw-value"),
+            ("KEY", "key-value"),
+            ("SIGN", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+            ("CS", "cs-value"),
+        ];
+        let set = parse_with(text, &env).unwrap();
+        assert_eq!(
+            set.get("basic").unwrap().auth,
+            Some(Auth::Basic {
+                user: "ops".into(),
+                password: Secret::new("pw-value")
+            })
+        );
+        let Some(Auth::OAuth2(oauth)) = &set.get("oauth").unwrap().auth else {
+            panic!()
+        };
+        assert_eq!(oauth.token_url.as_str(), "https://auth.example/token");
+        assert_eq!(
+            (oauth.client_id.as_str(), oauth.client_secret.expose()),
+            ("id", "cs-value")
+        );
+        assert_eq!(oauth.scope.as_deref(), Some("w"));
+        let debug = format!("{set:?}");
+        for value in ["pw-value", "key-value", "MfKQ9r8", "cs-value"] {
+            assert!(!debug.contains(value), "{value} in {debug}");
+        }
+
+        let bad = r#"
+[[destination]]
+name = "x"
+url = { env = "URL" }
+auth = { bearer_env = "T", basic_user = "u" }
+signing_secret = "whsec_literal"
+headers = { "Content-Type" = "text/plain", "X-Bad" = { env = "NL" } }
+
+[[destination]]
+name = "y"
+url = { env = "URL2" }
+signing_secret = { env = "NOT_WHSEC" }
+auth = { oauth2 = { token_url = "ftp://x", client_secret_env = "CS", scop = "w" } }
+"#;
+        let env = [
+            ("T", "bearer-value"),
+            ("URL", "not a url at all secret-url-value"),
+            ("URL2", "mailto:secret@example.com"),
+            ("NOT_WHSEC", "whsec_!!!secret!!!"),
+            ("NL", "line\nbreak-secret"),
+        ];
+        let errors = errors(bad, &env);
+        assert_eq!(
+            errors,
+            [
+                "destinations.toml:4:7: destination \"x\": url: the URL in URL is not a URL (relative URL without a base)",
+                "destinations.toml:5:8: destination \"x\": auth: unknown form; auth is { bearer_env = \"NAME\" }, \
+                 { basic_user = \"u\", basic_password_env = \"NAME\" } or { oauth2 = { token_url, client_id, \
+                 client_secret_env, scope } }",
+                "destinations.toml:6:18: destination \"x\": signing_secret: a secret comes from the environment: \
+                 write signing_secret = { env = \"NAME\" }",
+                "destinations.toml:7:13: destination \"x\": headers.Content-Type: content-type is set by leadscore \
+                 on every forwarded request and cannot be added",
+                "destinations.toml:7:44: destination \"x\": headers.X-Bad: the value of header x-bad is not valid",
+                "destinations.toml:11:7: destination \"y\": url: the URL in URL2 must be an http or https URL with a host",
+                "destinations.toml:12:18: destination \"y\": signing_secret: a Standard Webhooks secret is `whsec_` \
+                 followed by base64",
+                "destinations.toml:13:19: destination \"y\": auth.oauth2.client_id: is missing",
+                "destinations.toml:13:33: destination \"y\": auth.oauth2.token_url: \"ftp://x\" is not an http or https URL",
+                "destinations.toml:13:64: destination \"y\": auth.oauth2.client_secret_env: environment variable CS is \
+                 not set",
+                "destinations.toml:13:70: destination \"y\": auth.oauth2.scop: unknown setting; did you mean \"scope\"?",
+            ]
+        );
+        for secret in [
+            "secret-url-value",
+            "secret@example",
+            "!!!secret",
+            "break-secret",
+            "bearer-value",
+        ] {
+            assert!(
+                errors.iter().all(|e| !e.contains(secret)),
+                "{secret} in {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_authorization_header_and_auth_exclude_each_other() {
+        let text = r#"
+[[destination]]
+name = "x"
+url = "https://a.example/"
+auth = { bearer_env = "T" }
+headers = { "Authorization" = "Bearer literal" }
+"#;
+        assert_eq!(
+            errors(text, &[("T", "tok")]),
+            [
+                "destinations.toml:6:11: destination \"x\": headers: authorization is set by auth; give one or the other"
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_errors_and_stray_keys_have_a_place() {
+        let syntax = errors("[[destination]]\nname = \"a\"\nurl = \n", &[]);
+        assert_eq!(syntax.len(), 1);
+        assert!(syntax[0].starts_with("destinations.toml:3:"), "{syntax:?}");
+        assert_eq!(
+            errors("destinations = []\n[destination]\nname = \"a\"\n", &[]),
+            [
+                "destinations.toml:1:1: unknown key \"destinations\"; did you mean \"destination\"?; the file holds \
+                 [[destination]] tables",
+                "destinations.toml:2:1: destination: destinations are written as [[destination]] tables",
+            ]
+        );
+        let empty = parse_with("# nothing yet\n", &[]).unwrap();
+        assert!(empty.list.is_empty());
+    }
+
+    #[test]
+    fn a_when_error_points_into_a_multi_line_expression() {
+        let text = "[[destination]]\nname = \"x\"\nurl = \"https://a.example/\"\n\
+                    when = '''\ntier == \"hot\" &&\n  score > \n'''\n";
+        let errors = errors(text, &[]);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0]
+                == "destinations.toml:7:1: destination \"x\": when: Script is incomplete (line 3, column 1 of the expression)",
+            "{errors:?}"
         );
     }
 }
