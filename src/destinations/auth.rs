@@ -143,10 +143,11 @@ pub(crate) fn header_lines(
                 format!("Basic {MASK}"),
             ));
         }
-        (Some(Auth::OAuth2(_)), _) => {
+        // A preview never fetches a token, and shows where it would go.
+        (Some(Auth::OAuth2(_)), Authorization::NotFetched) => {
             lines.push(HeaderLine::secret(AUTHORIZATION, "", format!("Bearer {MASK}")));
         }
-        (None, _) => {}
+        (Some(Auth::OAuth2(_)), Authorization::None) | (None, _) => {}
     }
     lines.push(HeaderLine::plain(CONTENT_TYPE, content_type(destination, body)));
     lines.push(HeaderLine::plain(HeaderName::from_static("webhook-id"), event_id));
@@ -181,7 +182,7 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// `timeout` bounds each token request.
+    /// The destination's `timeout` also bounds each token request.
     pub fn new(destination: &Destination) -> Self {
         let tokens = match &destination.auth {
             Some(Auth::OAuth2(settings)) => Some(TokenCache::new(settings.clone(), destination.timeout)),

@@ -72,6 +72,19 @@ pub enum AttemptResult {
     RateLimited,
 }
 
+impl AttemptResult {
+    /// How the breaker counts an attempt that `succeeded` (a `2xx` that is
+    /// not a failed attempt, e.g. not a HubSpot `207`) or ended with
+    /// `status` (`None`: no answer, a timeout or a connection error).
+    pub fn of(status: Option<u16>, succeeded: bool) -> Self {
+        match (succeeded, status) {
+            (true, _) => AttemptResult::Success,
+            (false, Some(429)) => AttemptResult::RateLimited,
+            (false, _) => AttemptResult::Failure,
+        }
+    }
+}
+
 /// A change of the destination's health, to send to its `alert`
 /// destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,5 +319,11 @@ mod tests {
                    "at": "2026-11-18T11:06:40.123Z", "reason": null, "last_error": null})
         );
         assert_eq!(BreakerState::HalfOpen.as_str(), "half-open");
+        assert_eq!(BreakerState::Open.as_str(), "open");
+        assert_eq!(BreakerState::Closed.as_str(), "closed");
+        assert_eq!(AttemptResult::of(Some(200), true), AttemptResult::Success);
+        assert_eq!(AttemptResult::of(Some(207), false), AttemptResult::Failure);
+        assert_eq!(AttemptResult::of(Some(429), false), AttemptResult::RateLimited);
+        assert_eq!(AttemptResult::of(None, false), AttemptResult::Failure);
     }
 }

@@ -1474,4 +1474,63 @@ headers = { "Authorization" = "Bearer literal" }
             "{errors:?}"
         );
     }
+
+    #[test]
+    fn malformed_files_are_errors_with_a_place_never_panics() {
+        let head = "[[destination]]\nname = \"x\"\nurl = \"https://a.example/\"\n";
+        let settings = [
+            "destination = 5",
+            "[[destination]]\nname = 5\nurl = 6",
+            "[[destination]]\nname = \"\"\nurl = \"https://a.example/\"",
+            "[[destination]]\nname = \"a-very-long-name-that-is-longer-than-forty-chars\"\nurl = \"https://a.example/\"",
+            "[[destination]]\nname = \"x\"\nurl = { env = 5 }",
+            "[[destination]]\nname = \"x\"\nurl = { env = \"U\", other = 1 }",
+            "[[destination]]\nname = \"x\"\nurl = \"https://\"",
+            "[[destination]]\nname = \"x\"\nurl = \"\"",
+        ];
+        let extras = [
+            "template = 5",
+            "transform = [1]",
+            "when = 5",
+            "when = \"  \"",
+            "when = \"é + + é\"",
+            "when = \"\\u00e9 ==\"",
+            "headers = 5",
+            "headers = { \"Bad Name\" = \"v\" }",
+            "headers = { \"X-A\" = 5 }",
+            "auth = \"token\"",
+            "auth = {}",
+            "auth = { bearer_env = 5 }",
+            "auth = { basic_user = \"a:b\", basic_password_env = \"P\" }",
+            "auth = { oauth2 = 5 }",
+            "auth = { oauth2 = {} }",
+            "signing_secret = { env = \"S\" }",
+            "content_type = \"bad\\nvalue\"",
+            "rate = 5",
+            "rate = \"5/\"",
+            "rate = \"/1s\"",
+            "concurrency = \"4\"",
+            "concurrency = 99999999999999999",
+            "timeout = 10",
+            "timeout = \"0s\"",
+            "retry_schedule = \"\"",
+            "retry_schedule = [1, 2]",
+            "breaker = 3",
+            "breaker = { failures = \"x\" }",
+            "breaker = { cooldown = 5 }",
+            "alert = 5",
+            "alert = \"nobody\"",
+            "\"weird key\" = 1",
+        ];
+        let cases = settings
+            .iter()
+            .map(|text| text.to_string())
+            .chain(extras.iter().map(|extra| format!("{head}{extra}\n")));
+        for text in cases {
+            let error = parse_with(&text, &[("P", "p")]).expect_err(&text);
+            for e in &error.0 {
+                assert!(e.line >= 1 && e.column >= 1, "{text}: {e}");
+            }
+        }
+    }
 }

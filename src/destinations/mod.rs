@@ -327,6 +327,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn destinations_are_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Destination>();
+        shared::<Destinations>();
+        shared::<When>();
+        shared::<auth::Credentials>();
+        shared::<rate::LocalRateGate>();
+        shared::<breaker::Breaker>();
+    }
+
+    #[test]
     fn secrets_never_show() {
         let secret = Secret::new("hunter2");
         assert_eq!(format!("{secret} {secret:?}"), "*** ***");

@@ -149,10 +149,9 @@ impl RateGate for LocalRateGate {
     }
 
     async fn pause_for(&self, wait: Duration) {
+        // As long as a `Retry-After` is ever honoured (a day).
         let now = Instant::now();
-        let until = now
-            .checked_add(wait)
-            .unwrap_or(now + crate::deliver::MAX_RETRY_AFTER);
+        let until = now + wait.min(crate::deliver::MAX_RETRY_AFTER);
         self.window().pause_until(until);
     }
 }

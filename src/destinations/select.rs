@@ -133,6 +133,10 @@ mod tests {
             when(r#"score >= 40 && "decision-maker" in tags && contact.email.ends_with(".example")"#);
         assert_eq!(nested.evaluate(&scored("warm", 50)), Selection::Selected);
         assert_eq!(nested.evaluate(&scored("warm", 39)), Selection::NotSelected);
+        let kind = when(r#"type == "contact.rescored" && id != () && contact_id == 7"#);
+        assert_eq!(kind.evaluate(&event), Selection::NotSelected);
+        event["type"] = json!("contact.rescored");
+        assert_eq!(kind.evaluate(&event), Selection::Selected);
         let closure = when("reasons.filter(|r| r.points > 10).len() == 0");
         assert_eq!(closure.evaluate(&scored("warm", 50)), Selection::Selected);
     }
