@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod deliver;
 pub mod demo;
+pub mod destinations;
 pub mod http;
 pub mod ingest;
 pub mod payload;

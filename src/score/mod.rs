@@ -2,7 +2,7 @@
 //! scored contact of SPEC section 3. Pure library code: no I/O beyond reading
 //! the rules folder, no HTTP types.
 
-mod budget;
+pub(crate) mod budget;
 pub mod helpers;
 mod native;
 pub mod pool;

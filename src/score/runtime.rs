@@ -369,13 +369,14 @@ pub fn to_dynamic(value: &Value) -> Dynamic {
 const CPU_BUDGET_TOKEN: &str = "leadscore:cpu-budget";
 const WALL_CLOCK_TOKEN: &str = "leadscore:wall-clock";
 
-/// Builds the sandboxed engine with the rule API registered.
-pub fn build_engine(limits: &Limits) -> Engine {
+/// An engine with the sandbox of rules and nothing registered: no `eval`,
+/// no `import`, and the limits of SPEC 2.3 but the time budget (which
+/// needs the caller's `on_progress`). Destination scripts use it too.
+pub fn sandboxed_engine(limits: &Limits) -> Engine {
     let mut engine = Engine::new();
-    // Sandbox: `no_module` (Cargo feature) removes `import`; `eval` could run
-    // code the compile-time checks never saw.
+    // `no_module` (Cargo feature) removes `import`; `eval` could run code
+    // the compile-time checks never saw.
     engine.disable_symbol("eval");
-    engine.set_strict_variables(true);
     engine.set_max_operations(limits.max_operations);
     engine.set_max_call_levels(limits.max_call_levels);
     engine.set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth);
@@ -383,6 +384,13 @@ pub fn build_engine(limits: &Limits) -> Engine {
     engine.set_max_array_size(limits.max_array_size);
     engine.set_max_map_size(limits.max_map_size);
     engine.set_max_variables(limits.max_variables);
+    engine
+}
+
+/// Builds the sandboxed engine with the rule API registered.
+pub fn build_engine(limits: &Limits) -> Engine {
+    let mut engine = sandboxed_engine(limits);
+    engine.set_strict_variables(true);
     engine.on_progress(|ops| {
         // Reading a clock every operation would cost more than the rules.
         if ops % 512 != 0 {
