@@ -19,7 +19,10 @@ use crate::config::{
     check_log_filter, check_store_url, parse_duration, parse_duration_list, parse_listen,
     parse_positive_duration, parse_size, parse_whsec,
 };
-use crate::deliver::{ForwardConfig, parse_header};
+use crate::deliver::manager::DestinationsSource;
+use crate::deliver::parse_header;
+use crate::destinations::{Defaults, Destination, Destinations};
+use crate::server::DeliveryConfig;
 use crate::ingest::auth::InboundAuth;
 use crate::payload::{self, PayloadError};
 use crate::rule_test_runner;
@@ -407,7 +410,12 @@ pub struct ServeArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub kept: RetentionArgs,
-    /// Where scored contacts are POSTed (CRM, n8n, Zapier, ...). Without it nothing is forwarded.
+    /// The destinations file (SPEC 10): several downstreams, each in its own
+    /// shape. Default: `./destinations.toml` when that file exists.
+    #[arg(long, env = "LEADSCORE_DESTINATIONS")]
+    pub destinations: Option<PathBuf>,
+    /// Where scored contacts are POSTed (CRM, n8n, Zapier, ...): the
+    /// one-destination shorthand. Without it or --destinations nothing is forwarded.
     #[arg(long, env = "LEADSCORE_FORWARD_URL")]
     pub forward_url: Option<String>,
     /// Standard Webhooks secret (`whsec_...`) to sign forwarded requests with.
@@ -556,42 +564,75 @@ impl ServeArgs {
             let (name, value) = parse_header(text).map_err(|e| format!("--forward-header: {e}"))?;
             forward_headers.append(name, value);
         }
-        let forward = match empty(&self.forward_url) {
-            None => None,
-            Some(url) => {
+        let defaults = self.destination_defaults();
+        let destinations_file = self.destinations_file();
+        let deliveries = match (empty(&self.forward_url), destinations_file) {
+            (Some(_), Some(file)) => {
+                return Err(format!(
+                    "--forward-url and the destinations file {} cannot be used together: --forward-url is the \
+                     shorthand for one destination; write it as a [[destination]] in the file, or remove \
+                     --destinations (and ./destinations.toml)",
+                    file.display()
+                ));
+            }
+            (Some(url), None) => {
                 let url = reqwest::Url::parse(&url).map_err(|e| format!("--forward-url {url:?}: {e}"))?;
                 if !matches!(url.scheme(), "http" | "https") {
                     return Err(format!(
                         "--forward-url {url}: only http and https URLs can be forwarded to"
                     ));
                 }
-                // A delivery still in flight when its lease runs out can be
-                // claimed and sent again by another worker: the lease must
-                // cover the request (at most the forward timeout) with as much
-                // again to spare for waiting for a slot and recording the
-                // attempt (issue 19 #7).
-                if self.delivery_lease < self.forward_timeout.saturating_mul(2) {
-                    return Err(format!(
-                        "--delivery-lease ({}) must be at least twice --forward-timeout ({}): a delivery still \
-                         in flight when its lease runs out could be sent again at the same time; raise \
-                         --delivery-lease or lower --forward-timeout",
-                        humantime::format_duration(self.delivery_lease),
-                        humantime::format_duration(self.forward_timeout),
-                    ));
-                }
-                let (secret, headers) = (forward_secret, forward_headers);
-                Some(ForwardConfig {
-                    destination: store::DEFAULT_DESTINATION.to_owned(),
-                    url,
-                    secret,
-                    headers,
-                    concurrency: self.forward_concurrency as usize,
-                    timeout: self.forward_timeout,
-                    retry_schedule: self.retry_schedule.clone(),
+                let destination =
+                    Destination::default_from_forward(url, forward_secret, &forward_headers, &defaults);
+                Some(DeliveryConfig {
+                    destinations: Destinations {
+                        list: vec![destination],
+                        files: Default::default(),
+                    },
+                    source: DestinationsSource::Fixed,
                     lease: self.delivery_lease,
                 })
             }
+            (None, Some(file)) => {
+                let destinations =
+                    Destinations::load(&file, &defaults, &crate::destinations::config::process_env)
+                        .map_err(|e| format!("the destinations file did not load:\n{e}"))?;
+                Some(DeliveryConfig {
+                    destinations,
+                    source: DestinationsSource::File {
+                        path: file,
+                        defaults,
+                        env: Default::default(),
+                    },
+                    lease: self.delivery_lease,
+                })
+            }
+            (None, None) => None,
         };
+        // A delivery still in flight when its lease runs out can be
+        // claimed and sent again by another worker: the lease must cover
+        // the request (at most the destination's timeout) with as much
+        // again to spare for waiting for a slot and recording the attempt
+        // (issue 19 #7).
+        if let Some(deliveries) = &deliveries {
+            for destination in deliveries.destinations.iter() {
+                if self.delivery_lease < destination.timeout.saturating_mul(2) {
+                    let timeout = match deliveries.source {
+                        DestinationsSource::Fixed => "--forward-timeout".to_owned(),
+                        DestinationsSource::File { .. } => {
+                            format!("the timeout of destination {:?}", destination.name)
+                        }
+                    };
+                    return Err(format!(
+                        "--delivery-lease ({}) must be at least twice {timeout} ({}): a delivery still \
+                         in flight when its lease runs out could be sent again at the same time; raise \
+                         --delivery-lease or lower {timeout}",
+                        humantime::format_duration(self.delivery_lease),
+                        humantime::format_duration(destination.timeout),
+                    ));
+                }
+            }
+        }
         let hmac = match (empty(&self.webhook_hmac_header), empty(&self.webhook_hmac_secret)) {
             (Some(header), Some(secret)) => {
                 let name = http::HeaderName::try_from(header.to_ascii_lowercase())
@@ -622,7 +663,7 @@ impl ServeArgs {
             rules_dir: self.rules.rules.clone(),
             limits: self.rules.limits(),
             store_url: self.store.store.clone(),
-            forward,
+            deliveries,
             auth: InboundAuth {
                 token: empty(&self.webhook_token),
                 hmac,
@@ -644,6 +685,32 @@ impl ServeArgs {
         })
     }
 }
+
+impl ServeArgs {
+    /// What destinations do not set themselves (SPEC 10).
+    pub fn destination_defaults(&self) -> Defaults {
+        Defaults {
+            concurrency: self.forward_concurrency as usize,
+            timeout: self.forward_timeout,
+            retry_schedule: self.retry_schedule.clone(),
+            rule_limits: self.rules.limits(),
+        }
+    }
+
+    /// `--destinations`, else `./destinations.toml` when it exists.
+    pub fn destinations_file(&self) -> Option<PathBuf> {
+        self.destinations
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .or_else(|| {
+                let default = PathBuf::from(DEFAULT_DESTINATIONS_FILE);
+                default.is_file().then_some(default)
+            })
+    }
+}
+
+/// The destinations file read when `--destinations` is not given.
+pub const DEFAULT_DESTINATIONS_FILE: &str = "destinations.toml";
 
 /// `leadscore config`: the settings `serve` would run with and where each
 /// comes from, secrets masked; then the checks `serve` makes at start.
@@ -883,6 +950,7 @@ fn deliveries_table(list: Vec<store::DeliveryInfo>) -> String {
             DeliveryStatus::Pending => format!("next {}", d.next_attempt_at.unwrap_or_default()),
             DeliveryStatus::Delivered => format!("delivered {}", d.delivered_at.unwrap_or_default()),
             DeliveryStatus::Dead => d.last_error.unwrap_or_default(),
+            DeliveryStatus::Skipped => format!("skipped: {}", d.last_error.unwrap_or_default()),
         };
         let _ = writeln!(
             out,
@@ -932,9 +1000,9 @@ mod tests {
             let config = serve_args(&["--forward-timeout", timeout, "--delivery-lease", lease])
                 .to_config()
                 .unwrap_or_else(|e| panic!("{timeout}/{lease}: {e}"));
-            let forward = config.forward.expect("forwarding");
-            assert_eq!(forward.timeout, parse_duration(timeout).unwrap());
-            assert_eq!(forward.lease, parse_duration(lease).unwrap());
+            let deliveries = config.deliveries.expect("forwarding");
+            assert_eq!(deliveries.destinations.list[0].timeout, parse_duration(timeout).unwrap());
+            assert_eq!(deliveries.lease, parse_duration(lease).unwrap());
         }
         // The defaults fit.
         assert!(serve_args(&[]).to_config().is_ok());

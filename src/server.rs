@@ -9,11 +9,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::app::{Engine, EngineSettings};
-use crate::deliver::{Deliverer, ForwardConfig};
+use crate::deliver::manager::{DestinationsSource, Manager, Routes};
+use crate::destinations::Destinations;
 use crate::http::{HttpSettings, routes};
 use crate::ingest::Ingest;
 use crate::ingest::auth::InboundAuth;
@@ -45,7 +46,7 @@ pub struct ServeConfig {
     pub limits: Limits,
     pub store_url: String,
     /// `None`: ingest scores and stores, nothing is forwarded.
-    pub forward: Option<ForwardConfig>,
+    pub deliveries: Option<DeliveryConfig>,
     pub auth: InboundAuth,
     pub admin_token: Option<String>,
     /// More `Host` names the admin endpoints answer without an admin token.
@@ -61,12 +62,24 @@ pub struct ServeConfig {
     pub max_connections_per_peer: usize,
 }
 
+/// Where scored contacts go (SPEC 10).
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// The destinations at start.
+    pub destinations: Destinations,
+    /// Where they come from (a file is reloaded).
+    pub source: DestinationsSource,
+    /// How long a claimed delivery stays with one instance.
+    pub lease: Duration,
+}
+
 /// A running server.
 pub struct Running {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
     reload: tokio::sync::mpsc::UnboundedSender<reload::Trigger>,
+    reload_destinations: tokio::sync::mpsc::UnboundedSender<()>,
 }
 
 impl Running {
@@ -77,6 +90,7 @@ impl Running {
     /// Asks for a rule reload (what SIGHUP does).
     pub fn reload_rules(&self) {
         let _ = self.reload.send(reload::Trigger::Signal);
+        let _ = self.reload_destinations.send(());
     }
 
     /// Stops taking requests, finishes those in progress and the deliveries
@@ -117,19 +131,23 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
     let (watcher, reload_tx) = reload::watch(rules.clone())
         .with_context(|| format!("cannot watch the rules folder {}", config.rules_dir.display()))?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let wake = Arc::new(Notify::new());
 
-    let deliverer = match &config.forward {
-        Some(forward) => {
-            tracing::info!(url = %forward.url, concurrency = forward.concurrency, "forwarding scored contacts");
-            Some(
-                Deliverer::new(store.clone(), forward.clone(), wake.clone())
-                    .context("cannot build the HTTP client")?,
-            )
-        }
+    let destination_routes = Routes::new(
+        config
+            .deliveries
+            .as_ref()
+            .map(|d| d.destinations.clone())
+            .unwrap_or_default(),
+    );
+    let (reload_destinations, destination_reloads) = tokio::sync::mpsc::unbounded_channel();
+    let manager = match &config.deliveries {
+        Some(deliveries) => Some((
+            Manager::new(destination_routes.clone(), store.clone(), deliveries.lease),
+            deliveries.source.clone(),
+        )),
         None => {
             tracing::warn!(
-                "no forward URL (--forward-url): contacts are scored and stored, nothing is forwarded"
+                "no destinations (--destinations or --forward-url): contacts are scored and stored, nothing is forwarded"
             );
             None
         }
@@ -145,8 +163,7 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         Ingest {
             rules,
             store: store.clone(),
-            forward: config.forward.is_some(),
-            wake,
+            routes: destination_routes.clone(),
             max_contacts: config.max_contacts,
             pool: ScoringPool::new(ScoringPool::default_size())
                 .context("cannot start the scoring threads")?,
@@ -183,7 +200,9 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         }
     });
 
-    let delivery_task = deliverer.map(|d| tokio::spawn(d.run(shutdown_rx.clone())));
+    let delivery_task = manager.map(|(manager, source)| {
+        tokio::spawn(manager.run(source, destination_reloads, shutdown_rx.clone()))
+    });
     let filter = routes(engine, http);
     tracing::info!(%addr, "listening; point iClosed's webhook at http://{addr}/webhooks/iclosed");
     let task = tokio::spawn(async move {
@@ -200,6 +219,7 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         shutdown: shutdown_tx,
         task,
         reload: reload_tx,
+        reload_destinations,
     })
 }
 

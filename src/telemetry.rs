@@ -143,6 +143,9 @@ pub enum Attempt<'a> {
         /// Unix ms.
         next_attempt_at: i64,
     },
+    Skipped {
+        reason: &'a str,
+    },
     Dead {
         status: Option<u16>,
         error: &'a str,
@@ -150,32 +153,53 @@ pub enum Attempt<'a> {
 }
 
 /// A delivery attempt finished.
-pub fn delivery_attempt(event_id: &str, attempt: u32, outcome: Attempt<'_>, elapsed: Duration) {
+pub fn delivery_attempt(destination: &str, event_id: &str, attempt: u32, outcome: Attempt<'_>, elapsed: Duration) {
     let label = match outcome {
         Attempt::Delivered { .. } => "delivered",
         Attempt::Retry { .. } => "retry",
         Attempt::Dead { .. } => "dead",
+        Attempt::Skipped { .. } => "skipped",
     };
-    counter!("leadscore_delivery_attempts_total", "outcome" => label).increment(1);
-    histogram!("leadscore_delivery_duration_seconds").record(elapsed.as_secs_f64());
+    counter!("leadscore_delivery_attempts_total", "destination" => destination.to_owned(), "outcome" => label)
+        .increment(1);
+    histogram!("leadscore_delivery_duration_seconds", "destination" => destination.to_owned())
+        .record(elapsed.as_secs_f64());
     match outcome {
         Attempt::Delivered { status } => {
-            tracing::info!(event_id, attempt, status, "delivered")
+            tracing::info!(destination, event_id, attempt, status, "delivered")
+        }
+        Attempt::Skipped { reason } => {
+            tracing::info!(destination, event_id, attempt, reason, "nothing to send for this destination; skipped")
         }
         Attempt::Retry {
             status,
             error,
             next_attempt_at,
         } => tracing::warn!(
-            event_id, attempt, status, error, retry_at = %crate::time::format_ms(next_attempt_at),
+            destination, event_id, attempt, status, error, retry_at = %crate::time::format_ms(next_attempt_at),
             "delivery failed; will retry"),
         Attempt::Dead { status, error } => tracing::error!(
+            destination,
             event_id,
             attempt,
             status,
             error,
             "delivery is dead; requeue it with `leadscore deliveries retry`"
         ),
+    }
+}
+
+/// A destination's `when` failed at run time: the event was selected.
+pub fn when_failed(destination: &str, error: &str) {
+    counter!("leadscore_when_errors_total", "destination" => destination.to_owned()).increment(1);
+    tracing::warn!(destination, error, "a destination's `when` failed; the event is sent to it");
+}
+
+/// A reload of the destinations file, and whether it loaded.
+pub fn destinations_reloaded(loaded: bool) {
+    match loaded {
+        true => counter!("leadscore_destination_reloads_total").increment(1),
+        false => counter!("leadscore_destination_reload_errors_total").increment(1),
     }
 }
 

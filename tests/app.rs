@@ -46,8 +46,16 @@ async fn engine(allow_rule_edits: bool) -> Fixture {
         Ingest {
             rules,
             store,
-            forward: true,
-            wake: Arc::new(tokio::sync::Notify::new()),
+            // One destination, never started: deliveries stay pending.
+            routes: leadscore::deliver::manager::Routes::new(leadscore::destinations::Destinations {
+                list: vec![leadscore::destinations::Destination::default_from_forward(
+                    "http://127.0.0.1:9/".parse().unwrap(),
+                    None,
+                    &Default::default(),
+                    &Default::default(),
+                )],
+                files: Default::default(),
+            }),
             max_contacts: 1000,
             pool: ScoringPool::new(2).unwrap(),
         },

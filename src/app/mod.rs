@@ -11,6 +11,7 @@
 pub mod backtest;
 pub mod contacts;
 pub mod deliveries;
+pub mod destinations;
 mod error;
 pub mod rules;
 pub mod stats;
@@ -95,7 +96,7 @@ impl Engine {
 
     /// Wakes the delivery worker: new or requeued deliveries are due.
     fn wake_deliveries(&self) {
-        self.ingest.wake.notify_one();
+        self.ingest.routes.wake_all();
     }
 
     pub async fn list_deliveries(
@@ -128,6 +129,11 @@ impl Engine {
         destination: Option<&str>,
     ) -> Result<Vec<crate::store::AttemptInfo>, AppError> {
         deliveries::attempts(self.store().as_ref(), id, destination).await
+    }
+
+    /// `GET /destinations`.
+    pub async fn destinations(&self) -> Result<destinations::DestinationsReport, AppError> {
+        destinations::report(self.store().as_ref(), &self.ingest.routes).await
     }
 
     pub async fn discard_deliveries(&self, destination: Option<&str>) -> Result<u64, AppError> {

@@ -1,21 +1,30 @@
-//! Forwarding scored contacts downstream (SPEC 5): claim due deliveries
-//! from the store, POST them with Standard Webhooks headers, record each
-//! outcome before the slot takes the next one. Retries live in the store
+//! Forwarding scored contacts downstream (SPEC 5, 10): one worker per
+//! destination claims that destination's due deliveries from the store,
+//! builds each body in the destination's shape, sends it with its
+//! credentials and Standard Webhooks headers, and records the outcome
+//! before the slot takes the next one. Retries live in the store
 //! (`attempts`, `next_attempt_at`), never in sleeping tasks.
+
+pub mod manager;
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use rand::Rng;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::signature::WebhookSecret;
+use crate::destinations::auth::Credentials;
+use crate::destinations::body::{self, BodyError};
+use crate::destinations::breaker::{AttemptResult, Breaker, Permit};
+use crate::destinations::rate::{LocalRateGate, RateGate};
+use crate::destinations::{Body, BodySpec, BreakerSettings, BreakerState, Destination, Template};
 use crate::store::{AttemptLog, AttemptOutcome, ClaimedDelivery, Store, StoreResult, truncate_body};
 use crate::telemetry;
 
@@ -26,20 +35,6 @@ const POLL: Duration = Duration::from_millis(200);
 /// number of seconds) gets its retry after a day; a longer entry of the
 /// schedule itself still counts in full.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
-
-#[derive(Debug, Clone)]
-pub struct ForwardConfig {
-    /// The destination's name: its deliveries are keyed by it (SPEC 10).
-    pub destination: String,
-    pub url: reqwest::Url,
-    pub secret: Option<WebhookSecret>,
-    pub headers: HeaderMap,
-    pub concurrency: usize,
-    pub timeout: Duration,
-    /// Delays before each retry; the delivery is dead when the last fails.
-    pub retry_schedule: Vec<Duration>,
-    pub lease: Duration,
-}
 
 /// Headers every forwarded request carries already (SPEC 5) or that the
 /// HTTP client sets itself: an extra header must not send a second one.
@@ -153,26 +148,130 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.min(MAX_RETRY_AFTER))
 }
 
+/// One destination's worker: its own queue (claims of its deliveries),
+/// concurrency, retry schedule, credentials, rate limit and breaker
+/// (SPEC 10), so that a failing, slow or rate-limited destination never
+/// delays another.
 pub struct Deliverer {
     store: Arc<dyn Store>,
-    config: ForwardConfig,
+    destination: Arc<Destination>,
+    lease: Duration,
     client: reqwest::Client,
+    credentials: Credentials,
+    gate: Arc<dyn RateGate>,
+    health: Arc<DestinationHealth>,
     wake: Arc<Notify>,
+    alerts: Option<Arc<AlertSender>>,
+}
+
+/// A destination's state as `GET /destinations` shows it (per instance).
+#[derive(Debug)]
+pub struct DestinationHealth {
+    breaker: Mutex<Breaker>,
+    last: Mutex<LastResults>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct LastResults {
+    pub success_at: Option<i64>,
+    pub failure_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+impl DestinationHealth {
+    pub fn new(settings: BreakerSettings) -> Self {
+        Self {
+            breaker: Mutex::new(Breaker::new(settings)),
+            last: Mutex::new(LastResults::default()),
+        }
+    }
+
+    pub fn breaker_state(&self) -> BreakerState {
+        lock(&self.breaker).state(Instant::now())
+    }
+
+    pub fn last(&self) -> LastResults {
+        lock(&self.last).clone()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sends alert events (SPEC 10) to the destination a failing one names:
+/// built in that destination's shape and with its credentials, sent at
+/// once with a few quick retries (not queued: an alert about a failure
+/// matters now, and the failure is in the log and `GET /destinations` too).
+pub struct AlertSender {
+    target: Arc<Destination>,
+    client: reqwest::Client,
+    credentials: Credentials,
+}
+
+impl AlertSender {
+    pub fn new(target: Arc<Destination>) -> reqwest::Result<Self> {
+        let client = http_client(target.timeout)?;
+        let credentials = Credentials::new(&target);
+        Ok(Self {
+            target,
+            client,
+            credentials,
+        })
+    }
+
+    async fn send(&self, event: Value) {
+        let id = crate::ingest::new_event_id();
+        let body = match self.target.build_body(&event) {
+            Ok(Body::Skip(_)) => return,
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(destination = %self.target.name, error = %e, "cannot build an alert");
+                return;
+            }
+        };
+        for attempt in 1..=3u32 {
+            let exchange = send_request(&self.client, &self.target, &self.credentials, &id, &body).await;
+            if exchange.succeeded {
+                return;
+            }
+            tracing::warn!(destination = %self.target.name, attempt, "an alert was not accepted");
+            tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
+        }
+    }
+}
+
+fn http_client(timeout: Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("leadscore/", env!("CARGO_PKG_VERSION")))
+        .build()
 }
 
 impl Deliverer {
-    pub fn new(store: Arc<dyn Store>, config: ForwardConfig, wake: Arc<Notify>) -> reqwest::Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("leadscore/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+    pub fn new(
+        store: Arc<dyn Store>,
+        destination: Arc<Destination>,
+        lease: Duration,
+        health: Arc<DestinationHealth>,
+        wake: Arc<Notify>,
+        alerts: Option<Arc<AlertSender>>,
+    ) -> reqwest::Result<Self> {
+        let client = http_client(destination.timeout)?;
+        let credentials = Credentials::new(&destination);
+        let gate: Arc<dyn RateGate> = Arc::new(LocalRateGate::new(destination.rate));
         Ok(Self {
             store,
-            config,
+            destination,
+            lease,
             client,
+            credentials,
+            gate,
+            health,
             wake,
+            alerts,
         })
     }
 
@@ -193,13 +292,15 @@ impl Deliverer {
     /// unsent ones are released (SQLite) or their leases run out.
     ///
     /// The worker waits only when nothing can be claimed: every slot is
-    /// sending, or the last claim found fewer due deliveries than it asked
-    /// for. Then a finished delivery (it may unblock a later event of its
-    /// contact), a new event (the wake-up) or the poll interval (retries
-    /// coming due) starts the next claim.
+    /// sending, the last claim found fewer due deliveries than it asked
+    /// for, or the breaker is open (then nothing is claimed, so no retry is
+    /// used up). Then a finished delivery (it may unblock a later event of
+    /// its contact), a new event (the wake-up) or the poll interval
+    /// (retries coming due, the breaker's cooldown ending) starts the next
+    /// claim.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let this = Arc::new(self);
-        let concurrency = this.config.concurrency.max(1);
+        let concurrency = this.destination.concurrency.max(1);
         let mut in_flight: JoinSet<()> = JoinSet::new();
         // Claimed, not sent yet: each waits for a slot to be free.
         let mut ready: VecDeque<ClaimedDelivery> = VecDeque::new();
@@ -223,7 +324,7 @@ impl Deliverer {
             while sent_rx.try_recv().is_ok() {
                 sending -= 1;
             }
-            while in_flight.len() < concurrency
+            while sending < concurrency
                 && let Some(delivery) = ready.pop_front()
             {
                 let worker = this.clone();
@@ -234,12 +335,17 @@ impl Deliverer {
             if stopping && ready.is_empty() && claiming.is_none() {
                 break;
             }
-            // Slots neither sending nor already given a claimed delivery.
-            let claimable = concurrency.saturating_sub(sending + ready.len());
+            // Slots neither sending nor already given a claimed delivery;
+            // one (the probe) while the breaker is half-open, none while open.
+            let claimable = match this.health.breaker_state() {
+                BreakerState::Closed => concurrency.saturating_sub(sending + ready.len()),
+                BreakerState::HalfOpen => usize::from(sending + ready.len() == 0),
+                BreakerState::Open => 0,
+            };
             if claim && claimable > 0 && claiming.is_none() && !stopping {
                 let store = this.store.clone();
-                let lease = this.config.lease;
-                let destination = this.config.destination.clone();
+                let lease = this.lease;
+                let destination = this.destination.name.clone();
                 asked = claimable;
                 claiming = Some(Box::pin(async move {
                     store.claim_due(&destination, claimable, lease).await
@@ -263,7 +369,7 @@ impl Deliverer {
                         }
                         Err(e) => {
                             claim = false;
-                            tracing::warn!(error = %e, "cannot claim deliveries; retrying shortly");
+                            tracing::warn!(destination = %this.destination.name, error = %e, "cannot claim deliveries; retrying shortly");
                         }
                     }
                 }
@@ -287,20 +393,61 @@ impl Deliverer {
     }
 
     async fn attempt(&self, delivery: ClaimedDelivery, sent: Sent) {
-        let started = std::time::Instant::now();
+        // The breaker and the rate limit first: waiting on either uses up
+        // no retry. A wait longer than what is left of the lease gives the
+        // delivery up unsent (its lease runs out and it is claimed again).
+        let claimed_at = Instant::now();
+        loop {
+            let permit = lock(&self.health.breaker).permit(Instant::now());
+            let wait = match permit {
+                Permit::Go | Permit::Probe => match self.gate.try_acquire().await {
+                    Ok(()) => break,
+                    Err(wait) => wait,
+                },
+                Permit::Wait(wait) => wait,
+            };
+            if claimed_at.elapsed() + wait >= self.lease / 2 {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+        let started = Instant::now();
         let at = crate::store::now_ms();
-        let exchange = self.send(&delivery).await;
+        let exchange = self.exchange(&delivery).await;
         let latency = started.elapsed();
-        let response = exchange.response;
-        let outcome = outcome_of(
-            &response,
-            delivery.attempts,
-            &self.config.retry_schedule,
-            crate::store::now_ms(),
+        let outcome = match &exchange.skipped {
+            Some(reason) => AttemptOutcome::Skipped {
+                reason: reason.clone(),
+            },
+            None if exchange.failed_for_good => AttemptOutcome::Dead {
+                status: None,
+                error: exchange.error_text(),
+            },
+            None => outcome_of(
+                &exchange.response,
+                delivery.attempts,
+                &self.destination.retry_schedule,
+                crate::store::now_ms(),
+            ),
+        };
+        if let Response::Status {
+            status: 429,
+            retry_after: Some(wait),
+        } = exchange.response
+        {
+            self.gate.pause_for(wait).await;
+        }
+        self.note(&exchange, &outcome).await;
+        telemetry::delivery_attempt(
+            &self.destination.name,
+            &delivery.event_id,
+            delivery.attempts + 1,
+            reported(&outcome),
+            latency,
         );
         let log = AttemptLog {
             at,
-            status: match &response {
+            status: match &exchange.response {
                 Response::Status { status, .. } => Some(*status),
                 Response::Failed(_) => None,
             },
@@ -308,12 +455,6 @@ impl Deliverer {
             latency_ms: latency.as_millis().min(u64::MAX as u128) as u64,
             response_body: exchange.body,
         };
-        telemetry::delivery_attempt(
-            &delivery.event_id,
-            delivery.attempts + 1,
-            reported(&outcome),
-            started.elapsed(),
-        );
         // At-least-once: if this record is lost, the lease runs out and the
         // delivery is sent again. The first poll hands the record to the
         // store; only then is the slot claimable, so that a claim made for
@@ -327,71 +468,238 @@ impl Deliverer {
             Poll::Pending => record.await,
         };
         if let Err(e) = result {
-            tracing::error!(event_id = %delivery.event_id, error = %e, "cannot record a delivery attempt; it will be retried after its lease");
+            tracing::error!(destination = %self.destination.name, event_id = %delivery.event_id, error = %e, "cannot record a delivery attempt; it will be retried after its lease");
         }
     }
 
-    async fn send(&self, delivery: &ClaimedDelivery) -> Exchange {
+    /// Breaker, last results and alerts after an attempt.
+    async fn note(&self, exchange: &Exchange, outcome: &AttemptOutcome) {
+        if matches!(outcome, AttemptOutcome::Skipped { .. }) {
+            return;
+        }
+        let now = crate::store::now_ms();
+        let status = match &exchange.response {
+            Response::Status { status, .. } => Some(*status),
+            Response::Failed(_) => None,
+        };
+        let changes = {
+            let mut breaker = lock(&self.health.breaker);
+            let mut changes = Vec::new();
+            changes.extend(breaker.record(AttemptResult::of(status, exchange.succeeded), Instant::now()));
+            if matches!(outcome, AttemptOutcome::Dead { .. }) {
+                changes.extend(breaker.delivery_died());
+            }
+            changes
+        };
+        let last_error = {
+            let mut last = lock(&self.health.last);
+            if exchange.succeeded {
+                last.success_at = Some(now);
+            } else {
+                last.failure_at = Some(now);
+                last.error = Some(exchange.error_text());
+            }
+            last.error.clone()
+        };
+        for change in changes {
+            tracing::warn!(destination = %self.destination.name, change = ?change, "destination health changed");
+            if let Some(alerts) = &self.alerts {
+                let event = change.event(
+                    &crate::ingest::new_event_id(),
+                    &self.destination.name,
+                    SystemTime::now(),
+                    last_error.as_deref(),
+                );
+                let alerts = alerts.clone();
+                tokio::spawn(async move { alerts.send(event).await });
+            }
+        }
+    }
+
+    /// Builds the body (the stored scored contact, or its template or
+    /// transform) and sends it.
+    async fn exchange(&self, delivery: &ClaimedDelivery) -> Exchange {
+        let body = match &self.destination.body {
+            // The stored body as it is: byte for byte what was scored.
+            BodySpec::Template(Template::ScoredContact) => Ok(Body::Text(delivery.body.clone())),
+            _ => match crate::payload::parse_json::<Value>(&delivery.body) {
+                Ok(event) => self.destination.build_body(&event),
+                Err(e) => Err(BodyError::Transform(format!("the stored event does not parse: {e}"))),
+            },
+        };
+        let body = match body {
+            Ok(Body::Skip(reason)) => return Exchange::skipped(reason),
+            Ok(body) => body,
+            Err(e) => return Exchange::failed_for_good(e.class(), e.to_string()),
+        };
+        let json_text;
+        let body = match (&self.destination.body, body) {
+            // Sent as JSON though held as text.
+            (BodySpec::Template(Template::ScoredContact), Body::Text(text)) => {
+                json_text = text;
+                SendBody::Json(&json_text)
+            }
+            (_, body) => SendBody::Built(body),
+        };
+        send_prepared(&self.client, &self.destination, &self.credentials, &delivery.event_id, body).await
+    }
+}
+
+/// A body ready to send.
+enum SendBody<'a> {
+    /// JSON text as stored (the scored contact).
+    Json(&'a str),
+    Built(Body),
+}
+
+async fn send_request(
+    client: &reqwest::Client,
+    destination: &Destination,
+    credentials: &Credentials,
+    event_id: &str,
+    body: &Body,
+) -> Exchange {
+    send_prepared(client, destination, credentials, event_id, SendBody::Built(body.clone())).await
+}
+
+/// Sends one request, fetching a new OAuth2 token and trying once more
+/// after a `401` when the destination uses one.
+async fn send_prepared(
+    client: &reqwest::Client,
+    destination: &Destination,
+    credentials: &Credentials,
+    event_id: &str,
+    body: SendBody<'_>,
+) -> Exchange {
+    // The headers are computed for the body's kind; the stored scored
+    // contact counts as JSON.
+    let (bytes, for_headers) = match &body {
+        SendBody::Json(text) => (text.as_bytes().to_vec(), Body::Json(Value::Null)),
+        SendBody::Built(built) => (built.bytes().unwrap_or_default(), built.clone()),
+    };
+    let mut retried = false;
+    loop {
         let timestamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
             .to_string();
-        let mut request = self
-            .client
-            .post(self.config.url.clone())
-            .headers(self.config.headers.clone())
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("webhook-id", &delivery.event_id)
-            .header("webhook-timestamp", &timestamp);
-        if let Some(secret) = &self.config.secret {
-            request = request.header(
-                "webhook-signature",
-                secret.sign(&delivery.event_id, &timestamp, delivery.body.as_bytes()),
-            );
-        }
-        match request.body(delivery.body.clone()).send().await {
+        let headers = match credentials
+            .request_headers_for_bytes(destination, &for_headers, &bytes, event_id, &timestamp)
+            .await
+        {
+            Ok(headers) => headers,
+            Err(e) => return Exchange::failed(e.class(), e.to_string()),
+        };
+        let request = client
+            .post(destination.url.url().clone())
+            .headers(headers.headers.clone())
+            .body(bytes.clone());
+        let exchange = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
                 let retry_after = retry_after(response.headers());
-                let body = tokio::time::timeout(Duration::from_secs(1), first_bytes(response))
+                let full = tokio::time::timeout(Duration::from_secs(1), read_body(response))
                     .await
-                    .ok()
-                    .filter(|body| !body.is_empty());
+                    .unwrap_or_default();
+                let failure = match &destination.body {
+                    BodySpec::Template(Template::Hubspot) => body::hubspot_failure(status, &full),
+                    _ => None,
+                };
+                let text = truncate_body(&String::from_utf8_lossy(&full));
                 Exchange {
-                    response: Response::Status { status, retry_after },
-                    body,
+                    succeeded: (200..300).contains(&status) && failure.is_none(),
+                    response: match failure {
+                        // A HubSpot `207` or `2xx` with errors: failed, retried.
+                        Some(error) => Response::Failed(error),
+                        None => Response::Status { status, retry_after },
+                    },
+                    body: (!text.is_empty()).then_some(text),
                     error_class: None,
+                    skipped: None,
+                    failed_for_good: false,
+                    answered: Some(status),
                 }
             }
-            Err(e) => Exchange {
-                response: Response::Failed(describe_error(&e)),
-                body: None,
-                error_class: Some(error_class(&e)),
-            },
+            Err(e) => Exchange::failed(error_class(&e), describe_error(&e)),
+        };
+        if exchange.answered == Some(401) && credentials.refreshes_tokens() && !retried {
+            credentials.token_rejected(&headers).await;
+            retried = true;
+            continue;
+        }
+        return exchange;
+    }
+}
+
+/// What one attempt got: the answer, the start of its body and, without an
+/// answer, what kind of failure it was (the attempt log's `error`).
+struct Exchange {
+    response: Response,
+    /// A `2xx` that is not a failed attempt.
+    succeeded: bool,
+    body: Option<String>,
+    error_class: Option<&'static str>,
+    /// Nothing to send (SPEC 10): why.
+    skipped: Option<String>,
+    /// A transform failed: the delivery is dead at once.
+    failed_for_good: bool,
+    answered: Option<u16>,
+}
+
+impl Exchange {
+    fn failed(class: &'static str, error: String) -> Self {
+        Self {
+            response: Response::Failed(error),
+            succeeded: false,
+            body: None,
+            error_class: Some(class),
+            skipped: None,
+            failed_for_good: false,
+            answered: None,
+        }
+    }
+
+    fn failed_for_good(class: &'static str, error: String) -> Self {
+        Self {
+            failed_for_good: true,
+            ..Self::failed(class, error)
+        }
+    }
+
+    fn skipped(reason: String) -> Self {
+        Self {
+            response: Response::Failed(reason.clone()),
+            succeeded: false,
+            body: None,
+            error_class: None,
+            skipped: Some(reason),
+            failed_for_good: false,
+            answered: None,
+        }
+    }
+
+    fn error_text(&self) -> String {
+        match &self.response {
+            Response::Status { status, .. } => format!("the receiver answered {status}"),
+            Response::Failed(error) => error.clone(),
         }
     }
 }
 
-/// What one request got: the answer, the start of its body and, without an
-/// answer, what kind of failure it was (the attempt log's `error`).
-struct Exchange {
-    response: Response,
-    body: Option<String>,
-    error_class: Option<&'static str>,
-}
-
-/// The first KiB of a response body (the attempt log keeps that much); a
-/// body of at most that size is read to its end, so that the connection
-/// can be reused.
-async fn first_bytes(mut response: reqwest::Response) -> String {
+/// A response body, up to 64 KiB (a HubSpot answer is judged by its
+/// `errors`; the attempt log keeps the first KiB); a body of at most that
+/// size is read to its end, so that the connection can be reused.
+async fn read_body(mut response: reqwest::Response) -> Vec<u8> {
+    const MAX: usize = 64 * 1024;
     let mut bytes = Vec::new();
-    while bytes.len() <= crate::store::ATTEMPT_BODY_BYTES {
+    while bytes.len() < MAX {
         match response.chunk().await {
             Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
             _ => break,
         }
     }
-    truncate_body(&String::from_utf8_lossy(&bytes))
+    bytes.truncate(MAX);
+    bytes
 }
 
 /// The attempt log's error class (SPEC 10): `timeout`, `connect`, `tls`
@@ -467,6 +775,7 @@ fn reported(outcome: &AttemptOutcome) -> telemetry::Attempt<'_> {
             status: *status,
             error,
         },
+        AttemptOutcome::Skipped { reason } => telemetry::Attempt::Skipped { reason },
     }
 }
 

@@ -157,13 +157,23 @@ pub(crate) fn header_lines(
     ));
     if let Some(secret) = &destination.signing_secret {
         let bytes = body.bytes().unwrap_or_default();
-        lines.push(HeaderLine::secret(
-            HeaderName::from_static("webhook-signature"),
-            secret.sign(event_id, timestamp, &bytes),
-            format!("v1,{MASK}"),
-        ));
+        lines.push(signature_line(secret, event_id, timestamp, &bytes));
     }
     lines
+}
+
+/// The `webhook-signature` header of a request sending `bytes`.
+fn signature_line(
+    secret: &crate::signature::WebhookSecret,
+    event_id: &str,
+    timestamp: &str,
+    bytes: &[u8],
+) -> HeaderLine {
+    HeaderLine::secret(
+        HeaderName::from_static("webhook-signature"),
+        secret.sign(event_id, timestamp, bytes),
+        format!("v1,{MASK}"),
+    )
 }
 
 /// What one request sends, and the OAuth2 token it used (to reject after
@@ -200,13 +210,40 @@ impl Credentials {
         event_id: &str,
         timestamp: &str,
     ) -> Result<RequestHeaders, AuthError> {
+        let bytes = body.bytes().unwrap_or_default();
+        self.request_headers_for_bytes(destination, body, &bytes, event_id, timestamp)
+            .await
+    }
+
+    /// [`Self::request_headers`] for a body already written out as `bytes`
+    /// (the stored scored contact, sent byte for byte): `body` gives its
+    /// kind (the content type), `bytes` what is signed.
+    pub async fn request_headers_for_bytes(
+        &self,
+        destination: &Destination,
+        body: &Body,
+        bytes: &[u8],
+        event_id: &str,
+        timestamp: &str,
+    ) -> Result<RequestHeaders, AuthError> {
         let token = match &self.tokens {
             Some(cache) => Some(cache.token().await?),
             None => None,
         };
         let oauth = token.as_ref().map_or(Authorization::None, Authorization::Token);
+        let mut lines = header_lines(destination, &Body::Skip(String::new()), event_id, timestamp, oauth);
+        // The content type of the body's kind, and the signature of these bytes.
+        for line in &mut lines {
+            if line.name == CONTENT_TYPE {
+                *line = HeaderLine::plain(CONTENT_TYPE, content_type(destination, body));
+            }
+        }
+        if let Some(secret) = &destination.signing_secret {
+            lines.retain(|line| line.name != "webhook-signature");
+            lines.push(signature_line(secret, event_id, timestamp, bytes));
+        }
         let mut headers = HeaderMap::new();
-        for line in header_lines(destination, body, event_id, timestamp, oauth) {
+        for line in lines {
             let mut value = HeaderValue::try_from(line.value)
                 .map_err(|_| AuthError::InvalidHeader(line.name.to_string()))?;
             value.set_sensitive(line.shown != value.to_str().unwrap_or_default());

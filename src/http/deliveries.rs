@@ -1,6 +1,6 @@
 //! `GET /deliveries`, `DELETE /deliveries?destination=`, `POST
 //! /deliveries/{id}/retry`, `POST /deliveries/retry-dead`, `GET
-//! /deliveries/{id}/attempts` (SPEC 4, 10).
+//! /deliveries/{id}/attempts`, `GET /destinations` (SPEC 4, 10).
 
 use http::{Method, StatusCode};
 use serde_json::json;
@@ -39,6 +39,11 @@ pub async fn retry_dead(engine: &Engine, request: Request) -> Handled {
     let destination = destination_param(params.get("destination").map(String::as_str))?;
     let requeued = engine.requeue_dead(destination).await?;
     Ok(json_reply(StatusCode::ACCEPTED, &json!({ "requeued": requeued })))
+}
+
+pub async fn destinations(engine: &Engine) -> Handled {
+    let report = engine.destinations().await?;
+    Ok(json_reply(StatusCode::OK, &report))
 }
 
 pub async fn attempts(engine: &Engine, request: Request) -> Handled {

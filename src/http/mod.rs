@@ -194,6 +194,7 @@ async fn dispatch(
         Endpoint::RetryDead => deliveries::retry_dead(engine, request).await,
         Endpoint::RetryOne => deliveries::retry_one(engine, request).await,
         Endpoint::Attempts => deliveries::attempts(engine, request).await,
+        Endpoint::Destinations => deliveries::destinations(engine).await,
         Endpoint::Backtest => history::backtest(engine, settings, request).await,
         Endpoint::Contacts => history::contacts(engine, request).await,
         Endpoint::Stats => history::stats(engine, request).await,

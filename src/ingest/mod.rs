@@ -11,13 +11,14 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
+use crate::deliver::manager::Routes;
+use crate::destinations::{Destinations, Selection};
 
 use crate::payload::{self, Contact, PayloadError};
 use crate::reload::LiveRules;
 use crate::score::pool::ScoringPool;
 use crate::score::{Points, RuleSet, ScoredContact};
-use crate::store::{DEFAULT_DESTINATION, Enqueued, EventSummary, NewEvent, Store, StoreError, now_ms};
+use crate::store::{Enqueued, EventSummary, NewEvent, Store, StoreError, now_ms};
 use crate::telemetry;
 
 /// The headers a sender may carry its delivery id in (SPEC 4.1), in order.
@@ -57,10 +58,9 @@ pub struct IngestReply {
 pub struct Ingest {
     pub rules: Arc<LiveRules>,
     pub store: Arc<dyn Store>,
-    /// Whether stored events get a delivery (a forward URL is configured).
-    pub forward: bool,
-    /// Wakes the delivery worker when new deliveries are stored.
-    pub wake: Arc<Notify>,
+    /// The destinations in force: which select each event (SPEC 10), and
+    /// the wake-ups of their workers.
+    pub routes: Arc<Routes>,
     pub max_contacts: usize,
     /// Where rules run (off the async executor).
     pub pool: ScoringPool,
@@ -72,14 +72,15 @@ impl Ingest {
     pub async fn ingest(&self, body: Bytes, delivery_id: Option<String>) -> Result<IngestReply, IngestError> {
         let rules = self.rules.current();
         let max_contacts = self.max_contacts;
-        let forward = self.forward;
+        let destinations = self.routes.current();
         let prepared = self
             .pool
-            .run(move || prepare(&rules, &body, max_contacts, delivery_id.as_deref(), forward))
+            .run(move || prepare(&rules, &body, max_contacts, delivery_id.as_deref(), &destinations))
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))??;
         let timings: Vec<_> = prepared.iter().map(|p| p.1).collect();
         let events: Vec<NewEvent> = prepared.into_iter().map(|p| p.0).collect();
+        let mut selected: Vec<String> = events.iter().flat_map(|e| e.destinations.iter().cloned()).collect();
         let stored = self.store.enqueue(events).await?;
         let mut reply = IngestReply {
             accepted: 0,
@@ -98,8 +99,12 @@ impl Ingest {
             }
             reply.results.push(result_line(summary, duplicate, scoring));
         }
-        if self.forward && reply.accepted > 0 {
-            self.wake.notify_one();
+        if reply.accepted > 0 {
+            selected.sort_unstable();
+            selected.dedup();
+            for destination in &selected {
+                self.routes.wake(destination);
+            }
         }
         Ok(reply)
     }
@@ -150,7 +155,7 @@ fn prepare(
     body: &[u8],
     max_contacts: usize,
     delivery_id: Option<&str>,
-    forward: bool,
+    destinations: &Destinations,
 ) -> Result<Vec<(NewEvent, std::time::Duration)>, PayloadError> {
     let contacts = payload::parse_body(body, max_contacts)?;
     let received_at = now_ms();
@@ -178,14 +183,38 @@ fn prepare(
                 rules_version: scored.rules_version.clone(),
                 body: serde_json::to_string(&scored).unwrap_or_default(),
                 error_rules: scored.errors.iter().map(|e| e.rule.clone()).collect(),
-                destinations: match forward {
-                    true => vec![DEFAULT_DESTINATION.to_owned()],
-                    false => Vec::new(),
-                },
+                destinations: select(destinations, &scored),
             };
             (event, elapsed)
         })
         .collect())
+}
+
+/// The destinations that take a scored event (SPEC 10): evaluated here,
+/// where the event is scored, so that its deliveries commit with it. The
+/// event is turned into a value only when some destination has a `when`.
+fn select(destinations: &Destinations, scored: &ScoredContact) -> Vec<String> {
+    let event = destinations
+        .iter()
+        .any(|d| d.when.is_some())
+        .then(|| serde_json::to_value(scored).unwrap_or_default());
+    destinations
+        .iter()
+        .filter(|destination| {
+            let Some(event) = &event else {
+                return true;
+            };
+            match destination.select(event) {
+                Selection::Selected => true,
+                Selection::NotSelected => false,
+                Selection::SelectedAfterError(error) => {
+                    telemetry::when_failed(&destination.name, &error);
+                    true
+                }
+            }
+        })
+        .map(|destination| destination.name.clone())
+        .collect()
 }
 
 /// A new event id: `evt_` and a time-ordered UUID (v7) in hex. Its random

@@ -81,6 +81,8 @@ pub enum DeliveryStatus {
     Pending,
     Dead,
     Delivered,
+    /// Nothing was to be sent (SPEC 10: not dead).
+    Skipped,
 }
 
 impl DeliveryStatus {
@@ -89,6 +91,7 @@ impl DeliveryStatus {
             Self::Pending => "pending",
             Self::Dead => "dead",
             Self::Delivered => "delivered",
+            Self::Skipped => "skipped",
         }
     }
 
@@ -97,6 +100,7 @@ impl DeliveryStatus {
             "pending" => Some(Self::Pending),
             "dead" => Some(Self::Dead),
             "delivered" => Some(Self::Delivered),
+            "skipped" => Some(Self::Skipped),
             _ => None,
         }
     }
@@ -195,6 +199,11 @@ pub enum AttemptOutcome {
         status: Option<u16>,
         error: String,
     },
+    /// Nothing to send for this destination (a HubSpot contact without an
+    /// email, a transform that gave `()`): done, and not dead.
+    Skipped {
+        reason: String,
+    },
 }
 
 /// One attempt as it is logged (SPEC 10 "Attempts").
@@ -257,6 +266,7 @@ impl AttemptOutcome {
                 None,
             ),
             Self::Dead { status, error } => ("dead", *status, Some(error.as_str()), None, None),
+            Self::Skipped { reason } => ("skipped", None, Some(reason.as_str()), None, None),
         };
         OutcomeColumns {
             status,

@@ -55,6 +55,10 @@ pub struct Options {
     /// Connections one peer may hold (not a flag: `serve` uses
     /// `leadscore::server::MAX_CONNECTIONS_PER_PEER`).
     pub max_connections_per_peer: usize,
+    /// `--destinations FILE` (then `forward` must be false), with the
+    /// environment its `{ env = … }` values are read from (instead of the
+    /// process's: tests run side by side).
+    pub destinations: Option<(std::path::PathBuf, std::collections::HashMap<String, String>)>,
 }
 
 impl Default for Options {
@@ -84,6 +88,7 @@ impl Default for Options {
             rule_timeout: Duration::from_secs(10),
             rule_max_operations: 1_000_000,
             max_connections_per_peer: leadscore::server::MAX_CONNECTIONS_PER_PEER,
+            destinations: None,
         }
     }
 }
@@ -153,6 +158,13 @@ impl Options {
         flag("forward-concurrency", self.forward_concurrency.to_string());
         flag("forward-timeout", millis(self.forward_timeout));
         flag("delivery-lease", "30s".into());
+        flag(
+            "destinations",
+            self.destinations
+                .as_ref()
+                .map(|(path, _)| path.display().to_string())
+                .unwrap_or_default(),
+        );
         if self.allow_rule_edits {
             args.push("--allow-rule-edits".into());
         }
@@ -163,6 +175,16 @@ impl Options {
     /// and checked as the binary does it.
     pub fn serve_config(&self) -> ServeConfig {
         let args = self.command_line();
+        // The file is read here, with the test's environment.
+        let args: Vec<String> = match &self.destinations {
+            Some(_) => {
+                let mut args = args;
+                let at = args.iter().position(|a| a == "--destinations").expect("the flag");
+                args.drain(at..at + 2);
+                args
+            }
+            None => args,
+        };
         let serve = match Cli::try_parse_from(&args) {
             Ok(Cli {
                 command: Some(Command::Serve(serve)),
@@ -175,6 +197,22 @@ impl Options {
             .to_config()
             .unwrap_or_else(|e| panic!("the test's serve flags are refused: {e}"));
         config.max_connections_per_peer = self.max_connections_per_peer;
+        if let Some((path, env)) = &self.destinations {
+            use leadscore::deliver::manager::{DestinationsSource, Environment};
+            let defaults = serve.destination_defaults();
+            let env = Environment::Fixed(std::sync::Arc::new(env.clone()));
+            let destinations = leadscore::destinations::Destinations::load(path, &defaults, &|name: &str| env.get(name))
+                .unwrap_or_else(|e| panic!("the test's destinations file is refused: {e}"));
+            config.deliveries = Some(leadscore::server::DeliveryConfig {
+                destinations,
+                source: DestinationsSource::File {
+                    path: path.clone(),
+                    defaults,
+                    env,
+                },
+                lease: Duration::from_secs(30),
+            });
+        }
         assert_eq!(
             config.allow_rule_edits, self.allow_rule_edits,
             "LEADSCORE_ALLOW_RULE_EDITS in the environment changes this test; unset it"

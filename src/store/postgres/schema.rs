@@ -79,7 +79,7 @@ CREATE TABLE leadscore_deliveries (
     event_seq       bigint NOT NULL,
     destination     text NOT NULL,
     contact_key     text NOT NULL,
-    status          text NOT NULL CHECK (status IN ('pending', 'dead', 'delivered')),
+    status          text NOT NULL CHECK (status IN ('pending', 'dead', 'delivered', 'skipped')),
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at bigint,
     last_status     integer,
