@@ -306,16 +306,11 @@ impl Reader<'_> {
             return None;
         };
         let errors_before = self.errors.len();
-        let get = |key: &str| {
-            table_map
-                .iter()
-                .find(|(k, _)| k.get_ref() == key)
-                .map(|(k, v)| (k.span(), v))
-        };
+        let get = |key: &str| table_map.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v);
         // The name first: every other error names the destination.
         let fallback = format!("#{}", index + 1);
         let (name, name_span) = match get("name") {
-            Some((_, value)) => match value.get_ref().as_str() {
+            Some(value) => match value.get_ref().as_str() {
                 Some(name) if valid_name(name) => (format!("{name:?}"), value.span()),
                 Some(name) => {
                     let problem =
@@ -348,7 +343,7 @@ impl Reader<'_> {
             }
         }
         let url = match get("url") {
-            Some((_, value)) => self.url(&place, value),
+            Some(value) => self.url(&place, value),
             None => {
                 self.error(
                     name_span.clone(),
@@ -360,28 +355,28 @@ impl Reader<'_> {
             }
         };
         let body = match (get("template"), get("transform")) {
-            (Some((_, _)), Some((_, transform))) => {
+            (Some(_), Some(transform)) => {
                 let problem = "give either template or transform, not both".to_owned();
                 self.error(transform.span(), &place, "transform", problem);
                 None
             }
-            (Some((_, template)), None) => self.template(&place, template),
-            (None, Some((_, transform))) => self.transform(&place, transform),
+            (Some(template), None) => self.template(&place, template),
+            (None, Some(transform)) => self.transform(&place, transform),
             (None, None) => Some(BodySpec::Template(Template::ScoredContact)),
         };
-        let when = get("when").and_then(|(_, value)| self.when(&place, value));
-        let headers = get("headers").map_or_else(Vec::new, |(_, value)| self.headers(&place, value));
-        let auth = get("auth").and_then(|(_, value)| self.auth(&place, value));
+        let when = get("when").and_then(|value| self.when(&place, value));
+        let headers = get("headers").map_or_else(Vec::new, |value| self.headers(&place, value));
+        let auth = get("auth").and_then(|value| self.auth(&place, value));
         if auth.is_some()
             && let Some((name, _)) = headers
                 .iter()
                 .find(|(name, _)| *name == reqwest::header::AUTHORIZATION)
         {
-            let span = get("headers").map_or(name_span.clone(), |(_, v)| v.span());
+            let span = get("headers").map_or(name_span.clone(), |v| v.span());
             let problem = format!("{name} is set by auth; give one or the other");
             self.error(span, &place, "headers", problem);
         }
-        let signing_secret = get("signing_secret").and_then(|(_, value)| {
+        let signing_secret = get("signing_secret").and_then(|value| {
             let secret = self.env_only(&place, "signing_secret", value)?;
             match WebhookSecret::parse(secret.expose()) {
                 Ok(secret) => Some(secret),
@@ -392,35 +387,21 @@ impl Reader<'_> {
             }
         });
         let content_type = match get("content_type") {
-            Some((_, value)) => self.content_type(&place, value, get("template").is_some()),
+            Some(value) => self.content_type(&place, value, get("template").is_some()),
             None => Some(DEFAULT_TEXT_CONTENT_TYPE.to_owned()),
         };
-        let rate = get("rate").and_then(|(_, value)| {
+        let rate = get("rate").and_then(|value| {
             let text = self.string(&place, "rate", value)?;
             self.check(&place, "rate", value, RateLimit::parse(text))
         });
         let concurrency = match get("concurrency") {
-            Some((_, value)) => match value
-                .get_ref()
-                .as_integer()
-                .and_then(|n| i64::from_str_radix(n.as_str(), n.radix()).ok())
-            {
-                Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n as usize),
-                Some(n) => {
-                    let problem = format!("{n} is not in 1..={MAX_CONCURRENCY}");
-                    self.error(value.span(), &place, "concurrency", problem);
-                    None
-                }
-                None => {
-                    let problem = format!("expected an integer, found {}", value.get_ref().type_str());
-                    self.error(value.span(), &place, "concurrency", problem);
-                    None
-                }
-            },
+            Some(value) => self
+                .integer(&place, "concurrency", value, 1..=MAX_CONCURRENCY)
+                .map(|n| n as usize),
             None => Some(self.defaults.concurrency),
         };
         let timeout = match get("timeout") {
-            Some((_, value)) => self.string(&place, "timeout", value).and_then(|text| {
+            Some(value) => self.string(&place, "timeout", value).and_then(|text| {
                 self.check(
                     &place,
                     "timeout",
@@ -431,21 +412,21 @@ impl Reader<'_> {
             None => Some(self.defaults.timeout),
         };
         let retry_schedule = match get("retry_schedule") {
-            Some((_, value)) => self.retry_schedule(&place, value),
+            Some(value) => self.retry_schedule(&place, value),
             None => Some(self.defaults.retry_schedule.clone()),
         };
         let breaker = match get("breaker") {
-            Some((_, value)) => self.breaker(&place, value),
+            Some(value) => self.breaker(&place, value),
             None => Some(BreakerSettings::default()),
         };
-        let alert = get("alert").and_then(|(_, value)| {
+        let alert = get("alert").and_then(|value| {
             let target = self.string(&place, "alert", value)?;
             Some((target.to_owned(), value.span()))
         });
         if self.errors.len() > errors_before {
             return None;
         }
-        let name = get("name")?.1.get_ref().as_str()?.to_owned();
+        let name = get("name")?.get_ref().as_str()?.to_owned();
         let (alert, alert_span) = alert.map_or((None, None), |(target, span)| (Some(target), Some(span)));
         Some((
             Destination {
@@ -491,6 +472,25 @@ impl Reader<'_> {
                 None
             }
         }
+    }
+
+    /// An integer within `range`.
+    fn integer(
+        &mut self,
+        place: &Place<'_>,
+        setting: &str,
+        value: &Value<'_>,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Option<i64> {
+        let problem = match value.get_ref().as_integer() {
+            Some(n) => match i64::from_str_radix(n.as_str(), n.radix()) {
+                Ok(n) if range.contains(&n) => return Some(n),
+                _ => format!("{n} is not in {}..={}", range.start(), range.end()),
+            },
+            None => format!("expected an integer, found {}", value.get_ref().type_str()),
+        };
+        self.error(value.span(), place, setting, problem);
+        None
     }
 
     /// The variable of `{ env = "NAME" }`, if `value` is written so.
@@ -842,18 +842,9 @@ impl Reader<'_> {
         for (key, item) in table.iter() {
             let setting = format!("breaker.{}", key.get_ref());
             match key.get_ref().as_ref() {
-                "failures" => match item
-                    .get_ref()
-                    .as_integer()
-                    .and_then(|n| i64::from_str_radix(n.as_str(), n.radix()).ok())
-                {
-                    Some(n) if (1..=1_000_000).contains(&n) => settings.failures = n as u32,
-                    _ => {
-                        let problem =
-                            "expected a whole number of failed attempts from 1 to 1000000".to_owned();
-                        self.error(item.span(), place, &setting, problem);
-                        valid = false;
-                    }
+                "failures" => match self.integer(place, &setting, item, 1..=1_000_000) {
+                    Some(n) => settings.failures = n as u32,
+                    None => valid = false,
                 },
                 "cooldown" => {
                     match self
@@ -1115,7 +1106,7 @@ when = 'tier == '
                 "destinations.toml:7:11: destination \"crm\": timeout: \"1000y\" is too long (at most 100 years)",
                 "destinations.toml:8:8: destination \"crm\": rate: \"0/1s\": the number of requests must be at least 1",
                 "destinations.toml:9:18: destination \"crm\": retry_schedule: expected durations, e.g. \"5s,5m,30m\" or [\"5s\", \"5m\"], found integer",
-                "destinations.toml:10:24: destination \"crm\": breaker.failures: expected a whole number of failed attempts from 1 to 1000000",
+                "destinations.toml:10:24: destination \"crm\": breaker.failures: 0 is not in 1..=1000000",
                 "destinations.toml:10:27: destination \"crm\": breaker.cooldwn: unknown setting; did you mean \"cooldown\"?",
                 "destinations.toml:11:17: destination \"crm\": when: Script is incomplete (column 9 of the expression)",
             ]
