@@ -30,7 +30,7 @@ use super::body::{Template, Transform};
 use super::breaker::BreakerSettings;
 use super::rate::RateLimit;
 use super::script::Sandbox;
-use super::select::When;
+use super::select::{EVENT_FIELDS, When};
 use super::{
     BodySpec, DEFAULT_TEXT_CONTENT_TYPE, Defaults, Destination, DestinationUrl, HeaderSource, Secret,
     SourceFiles,
@@ -130,6 +130,9 @@ pub struct Destinations {
     pub list: Vec<Destination>,
     /// The files read, to watch for reload.
     pub files: SourceFiles,
+    /// What loads but is most likely a mistake (a `when` reading a name
+    /// that is no field of the event): for `destinations check` and the log.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Destinations {
@@ -167,6 +170,7 @@ impl Destinations {
             defaults,
             sandbox: Arc::new(Sandbox::new(&defaults.rule_limits)),
             errors: Vec::new(),
+            warnings: Vec::new(),
             transforms: Vec::new(),
         };
         let list = reader.read_file();
@@ -178,6 +182,7 @@ impl Destinations {
                     destinations: path.to_path_buf(),
                     transforms: reader.transforms,
                 },
+                warnings: reader.warnings,
             });
         }
         // The destinations file's errors first, in file order; then those
@@ -205,6 +210,7 @@ struct Reader<'a> {
     defaults: &'a Defaults,
     sandbox: Arc<Sandbox>,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
     transforms: Vec<PathBuf>,
 }
 
@@ -639,7 +645,22 @@ impl Reader<'_> {
             return None;
         }
         match When::compile(text, self.sandbox.clone()) {
-            Ok(when) => Some(when),
+            Ok(when) => {
+                for name in when.unknown_names() {
+                    let hint = crate::config::did_you_mean(name, EVENT_FIELDS);
+                    let problem = format!("`{name}` is no field of the event, so it is always (){hint}");
+                    let (line, column) = line_column(self.text, value.span().start);
+                    self.warnings.push(ConfigError {
+                        file: self.path.display().to_string(),
+                        line,
+                        column,
+                        destination: Some(place.destination.to_owned()),
+                        setting: Some("when".to_owned()),
+                        problem,
+                    });
+                }
+                Some(when)
+            }
             Err(e) => {
                 let at = offset_in_string(self.text, value.span(), e.line, e.column);
                 let problem = match e.line {
@@ -1451,6 +1472,28 @@ headers = { "Authorization" = "Bearer literal" }
         );
         let empty = parse_with("# nothing yet\n", &[]).unwrap();
         assert!(empty.list.is_empty());
+        let typo = "[[destination]]\nname = \"x\"\nurl = \"https://a.example/\"\nwhen = 'tir == \"hot\"'\n";
+        let loaded = parse_with(typo, &[]).unwrap();
+        assert_eq!(
+            loaded
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "destinations.toml:4:8: destination \"x\": when: `tir` is no field of the event, so it is always (); \
+              did you mean \"tier\"?"
+            ]
+        );
+        assert!(
+            parse_with(
+                SPEC_EXAMPLE,
+                &[("HUBSPOT_TOKEN", "t"), ("SLACK_WEBHOOK_URL", SLACK_URL)]
+            )
+            .unwrap()
+            .warnings
+            .is_empty()
+        );
     }
 
     #[test]

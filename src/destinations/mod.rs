@@ -308,6 +308,16 @@ impl Destination {
         select::select(self.when.as_ref(), event)
     }
 
+    /// Whether an answer that looks successful is a failed attempt: for the
+    /// `hubspot` template a `207`, or a `2xx` listing `errors` (see
+    /// [`body::hubspot_failure`]). Other destinations go by status alone.
+    pub fn failed_answer(&self, status: u16, response_body: &[u8]) -> Option<String> {
+        match self.body {
+            BodySpec::Template(Template::Hubspot) => body::hubspot_failure(status, response_body),
+            _ => None,
+        }
+    }
+
     /// The request body for `event` (see [`body::build`]).
     pub fn build_body(&self, event: &serde_json::Value) -> Result<Body, body::BodyError> {
         body::build(&self.body, event)
@@ -383,6 +393,18 @@ mod tests {
                 when: None,
                 rate: None,
             }
+        );
+        assert_eq!(
+            destination.failed_answer(207, br#"{"errors": [{"message": "x"}]}"#),
+            None
+        );
+        let mut hubspot = destination.clone();
+        hubspot.body = BodySpec::Template(Template::Hubspot);
+        assert_eq!(
+            hubspot
+                .failed_answer(207, br#"{"errors": [{"message": "x"}]}"#)
+                .as_deref(),
+            Some("HubSpot answered 207 with 1 error(s): x")
         );
         let debug = format!("{destination:?}");
         assert!(debug.contains("WebhookSecret(***)"), "{debug}");
