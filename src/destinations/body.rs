@@ -5,24 +5,24 @@
 //!
 //! * `scored-contact`: the event as it is.
 //! * `slack`: a Slack incoming-webhook message. Checked against Slack's
-//!   documentation: incoming webhooks take a JSON body with `text` and
-//!   optional `blocks`; with blocks, `text` is the notification fallback
-//!   (api.slack.com/messaging/webhooks). A `section` block holds a `text`
-//!   object (at most 3,000 characters) or up to 10 `fields` (at most 2,000
-//!   characters each) of type `mrkdwn` (api.slack.com/reference/block-kit/blocks#section).
-//!   `&`, `<` and `>` are Slack's control characters and must be sent as
-//!   `&amp;`, `&lt;` and `&gt;`, and nothing else entity-encoded
-//!   (api.slack.com/reference/surfaces/formatting#escaping).
+//!   incoming-webhook guide (api.slack.com/messaging/webhooks): a JSON body
+//!   with `text` and, optionally, Block Kit `blocks`, where `text` becomes
+//!   the notification fallback. Section blocks (api.slack.com/reference/
+//!   block-kit/blocks#section): a `text` object of at most 3,000 characters
+//!   or up to 10 `fields` of at most 2,000 each, here all `mrkdwn`. Slack's
+//!   formatting reference (api.slack.com/reference/surfaces/formatting,
+//!   "Escaping text"): `&`, `<` and `>` are control characters and must be
+//!   sent as `&amp;`, `&lt;` and `&gt;`, and nothing else entity-encoded.
 //! * `hubspot`: a batch upsert of the contact keyed by email. Checked
-//!   against HubSpot's reference of `POST /crm/v3/objects/contacts/batch/upsert`
+//!   against HubSpot's API reference "Upsert a batch of contacts"
 //!   (developers.hubspot.com/docs/api-reference/…/contacts/batch/upsert-contacts):
-//!   `{"inputs": [{"idProperty": "email", "id": "<email>", "properties":
-//!   {…}}]}`, property values as strings (the reference types `properties`
-//!   as a map of strings; numbers are sent as their text). An empty string
-//!   *clears* a property in HubSpot (batch update reference), so a field
-//!   the contact lacks is left out rather than sent empty. HubSpot answers
-//!   `207 Multi-Status` when some inputs failed (its error-handling guide)
-//!   and lists them in `errors`: see [`hubspot_failure`].
+//!   `POST /crm/v3/objects/contacts/batch/upsert` with `{"inputs": [{"id",
+//!   "idProperty", "properties"}]}`, here `idProperty` `email` and `id` the
+//!   email. Property values are sent as text, the form HubSpot returns them
+//!   in (`leadscore_score` `"85"`). HubSpot's batch update reference says an
+//!   empty string *clears* a property, so a field the contact lacks is left
+//!   out, never sent empty. Its error-handling guide: `207 Multi-Status`
+//!   when some inputs failed, listed in `errors` (see [`hubspot_failure`]).
 //! * `transform = "FILE.rhai"`: a Rhai script that sees `event`; a map or
 //!   an array is sent as JSON, a string as it is (with the destination's
 //!   `content_type`), `()` skips the delivery, an error makes it dead.
