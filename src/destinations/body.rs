@@ -610,6 +610,27 @@ mod tests {
     }
 
     #[test]
+    fn slack_names_a_contact_by_name_else_email_else_id() {
+        let mut event = scored_event();
+        event["contact"] = json!({"id": 9, "firstName": " Ann ", "lastName": null});
+        assert_eq!(slack_message(&event)["text"], "Ann: hot, score 85");
+        event["contact"] = json!({"id": 9, "email": "x@y.example"});
+        assert_eq!(slack_message(&event)["text"], "x@y.example: hot, score 85");
+        event["contact"] = json!({"id": "c-9"});
+        event["contact_id"] = json!("c-9");
+        event["reasons"] = json!([]);
+        event["tags"] = json!([]);
+        let message = slack_message(&event);
+        assert_eq!(message["text"], "contact c-9: hot, score 85");
+        assert_eq!(
+            message["blocks"].as_array().unwrap().len(),
+            2,
+            "no reasons, no reasons block"
+        );
+        assert_eq!(message["blocks"][1]["fields"][3]["text"], "*Tags*\n—");
+    }
+
+    #[test]
     fn alert_events_are_one_line() {
         let failing = json!({"type": "destination.failing", "id": "evt_a", "destination": "crm",
             "at": "2026-11-20T15:31:02.511Z", "reason": "the breaker opened after 10 consecutive failed attempts",

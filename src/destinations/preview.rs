@@ -1,7 +1,7 @@
 //! The request a destination would get for an event, without sending it
 //! (`leadscore destinations preview`, SPEC 10): method, URL (scheme and
 //! host when the URL is a secret), headers with secrets masked, body.
-//! Built by the same code as real requests ([`super::auth::header_lines`],
+//! Built by the same code as real requests (`auth::header_lines`,
 //! [`super::body::build`]), with an OAuth2 token shown as `Bearer ***`
 //! and never fetched.
 
