@@ -509,7 +509,8 @@ impl Reader<'_> {
         }
     }
 
-    /// Reads an environment variable named in the file.
+    /// Reads an environment variable named in the file. Surrounding
+    /// whitespace (a newline left by a secrets file) is not part of it.
     fn read_env(
         &mut self,
         place: &Place<'_>,
@@ -518,7 +519,7 @@ impl Reader<'_> {
         variable: &str,
     ) -> Option<Secret> {
         match (self.env)(variable) {
-            Some(value) if !value.is_empty() => Some(Secret::new(value)),
+            Some(value) if !value.trim().is_empty() => Some(Secret::new(value.trim())),
             _ => {
                 let problem = format!("environment variable {variable} is not set");
                 self.error(span, place, setting, problem);
@@ -724,7 +725,13 @@ impl Reader<'_> {
         };
         let expected = |names: &[&str]| keys == names.iter().copied().collect::<BTreeSet<_>>();
         if expected(&["bearer_env"]) {
-            let token = env_variable(self, "auth.bearer_env", field("bearer_env")?)?;
+            let at = field("bearer_env")?;
+            let token = env_variable(self, "auth.bearer_env", at)?;
+            if reqwest::header::HeaderValue::from_str(token.expose()).is_err() {
+                let problem = "the token cannot be sent in a header (it has control characters)".to_owned();
+                self.error(at.span(), place, "auth.bearer_env", problem);
+                return None;
+            }
             return Some(Auth::Bearer { token });
         }
         if expected(&["basic_user", "basic_password_env"]) {
@@ -1438,6 +1445,37 @@ auth = { oauth2 = { token_url = "ftp://x", client_secret_env = "CS", scop = "w" 
                 "{secret} in {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn environment_values_lose_surrounding_whitespace_and_must_fit_a_header() {
+        let text = "[[destination]]\nname = \"x\"\nurl = { env = \"U\" }\nauth = { bearer_env = \"T\" }\n\
+                    headers = { \"X-Key\" = { env = \"K\" } }\n";
+        let set = parse_with(
+            text,
+            &[("U", " https://a.example/x \n"), ("T", "tok\n"), ("K", " key ")],
+        )
+        .unwrap();
+        let x = set.get("x").unwrap();
+        assert_eq!(x.url.url().as_str(), "https://a.example/x");
+        assert_eq!(
+            x.auth,
+            Some(Auth::Bearer {
+                token: Secret::new("tok")
+            })
+        );
+        assert_eq!(x.headers[0].1.value(), "key");
+        assert_eq!(
+            errors(text, &[("U", "https://a.example/"), ("T", "a\u{7}b"), ("K", "k")]),
+            [
+                "destinations.toml:4:23: destination \"x\": auth.bearer_env: the token cannot be sent in a header \
+              (it has control characters)"
+            ]
+        );
+        assert_eq!(
+            errors(text, &[("U", "https://a.example/"), ("T", "  "), ("K", "k")]),
+            ["destinations.toml:4:23: destination \"x\": auth.bearer_env: environment variable T is not set"]
+        );
     }
 
     #[test]
