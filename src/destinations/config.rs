@@ -696,6 +696,10 @@ impl Reader<'_> {
                 continue;
             };
             match crate::deliver::parse_header(&format!("{}: {text}", key.get_ref())) {
+                Ok((name, _)) if headers.iter().any(|(given, _)| *given == name) => {
+                    let problem = format!("header {name} is given twice (names ignore case)");
+                    self.error(key.span(), place, &setting, problem);
+                }
                 Ok((name, _)) => {
                     let source = match from_env {
                         Some((variable, value)) => HeaderSource::FromEnv { variable, value },
@@ -1395,7 +1399,7 @@ name = "x"
 url = { env = "URL" }
 auth = { bearer_env = "T", basic_user = "u" }
 signing_secret = "whsec_literal"
-headers = { "Content-Type" = "text/plain", "X-Bad" = { env = "NL" } }
+headers = { "Content-Type" = "text/plain", "X-Bad" = { env = "NL" }, "X-A" = "1", "x-a" = "2" }
 
 [[destination]]
 name = "y"
@@ -1423,6 +1427,7 @@ auth = { oauth2 = { token_url = "ftp://x", client_secret_env = "CS", scop = "w" 
                 "destinations.toml:7:13: destination \"x\": headers.Content-Type: content-type is set by leadscore \
                  on every forwarded request and cannot be added",
                 "destinations.toml:7:44: destination \"x\": headers.X-Bad: the value of header x-bad is not valid",
+                "destinations.toml:7:83: destination \"x\": headers.x-a: header x-a is given twice (names ignore case)",
                 "destinations.toml:11:7: destination \"y\": url: the URL in URL2 must be an http or https URL with a host",
                 "destinations.toml:12:18: destination \"y\": signing_secret: a Standard Webhooks secret is `whsec_` \
                  followed by base64",
