@@ -23,7 +23,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::{Body, Destination, Secret};
+use super::{Destination, Payload, Secret};
 
 /// The mask of a secret value in previews.
 pub const MASK: &str = "***";
@@ -100,18 +100,10 @@ pub(crate) enum Authorization<'a> {
     NotFetched,
 }
 
-/// The content type of a body: JSON, or the destination's for text.
-pub fn content_type<'a>(destination: &'a Destination, body: &Body) -> &'a str {
-    match body {
-        Body::Text(_) => &destination.content_type,
-        _ => "application/json",
-    }
-}
-
 /// Every header of one request, in a stable order.
 pub(crate) fn header_lines(
     destination: &Destination,
-    body: &Body,
+    payload: &Payload,
     event_id: &str,
     timestamp: &str,
     oauth: Authorization<'_>,
@@ -149,17 +141,16 @@ pub(crate) fn header_lines(
         }
         (Some(Auth::OAuth2(_)), Authorization::None) | (None, _) => {}
     }
-    lines.push(HeaderLine::plain(CONTENT_TYPE, content_type(destination, body)));
+    lines.push(HeaderLine::plain(CONTENT_TYPE, payload.content_type.as_str()));
     lines.push(HeaderLine::plain(HeaderName::from_static("webhook-id"), event_id));
     lines.push(HeaderLine::plain(
         HeaderName::from_static("webhook-timestamp"),
         timestamp,
     ));
     if let Some(secret) = &destination.signing_secret {
-        let bytes = body.bytes().unwrap_or_default();
         lines.push(HeaderLine::secret(
             HeaderName::from_static("webhook-signature"),
-            secret.sign(event_id, timestamp, &bytes),
+            secret.sign(event_id, timestamp, &payload.bytes),
             format!("v1,{MASK}"),
         ));
     }
@@ -191,12 +182,12 @@ impl Credentials {
         Self { tokens }
     }
 
-    /// The headers of one request of `destination` sending `body` for
+    /// The headers of one request of `destination` sending `payload` for
     /// `event_id` at `timestamp` (Unix seconds, as sent).
     pub async fn request_headers(
         &self,
         destination: &Destination,
-        body: &Body,
+        payload: &Payload,
         event_id: &str,
         timestamp: &str,
     ) -> Result<RequestHeaders, AuthError> {
@@ -206,7 +197,7 @@ impl Credentials {
         };
         let oauth = token.as_ref().map_or(Authorization::None, Authorization::Token);
         let mut headers = HeaderMap::new();
-        for line in header_lines(destination, body, event_id, timestamp, oauth) {
+        for line in header_lines(destination, payload, event_id, timestamp, oauth) {
             let mut value = HeaderValue::try_from(line.value)
                 .map_err(|_| AuthError::InvalidHeader(line.name.to_string()))?;
             value.set_sensitive(line.shown != value.to_str().unwrap_or_default());
@@ -396,7 +387,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::destinations::{BodySpec, Defaults, HeaderSource, Template};
+    use crate::destinations::{Body, BodySpec, Defaults, HeaderSource, Template};
     use crate::signature::WebhookSecret;
 
     fn destination(auth: Option<Auth>) -> Destination {
@@ -408,6 +399,10 @@ mod tests {
         );
         destination.auth = auth;
         destination
+    }
+
+    fn json_payload(value: serde_json::Value) -> Payload {
+        Body::Json(value).payload("text/plain").unwrap()
     }
 
     fn shown(lines: &[HeaderLine]) -> Vec<(String, String)> {
@@ -437,7 +432,7 @@ mod tests {
         ];
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         dest.signing_secret = Some(WebhookSecret::parse(secret).unwrap());
-        let body = Body::Json(serde_json::json!({"a": 1}));
+        let body = json_payload(serde_json::json!({"a": 1}));
         let credentials = Credentials::new(&dest);
         let sent = credentials
             .request_headers(&dest, &body, "evt_1", "1700000000")
@@ -484,7 +479,12 @@ mod tests {
         dest.body = BodySpec::Template(Template::ScoredContact);
         let credentials = Credentials::new(&dest);
         let sent = credentials
-            .request_headers(&dest, &Body::Text("a,b".into()), "evt_2", "1")
+            .request_headers(
+                &dest,
+                &dest.payload(&Body::Text("a,b".into())).unwrap(),
+                "evt_2",
+                "1",
+            )
             .await
             .unwrap();
         // base64("ops:pw")
@@ -567,7 +567,7 @@ mod tests {
         let (url, fetches, forms) = token_endpoint(1.0, 200).await;
         let dest = oauth(url);
         let credentials = Credentials::new(&dest);
-        let body = Body::Json(serde_json::json!({}));
+        let body = json_payload(serde_json::json!({}));
         let first = credentials
             .request_headers(&dest, &body, "evt_1", "1")
             .await
@@ -599,7 +599,7 @@ mod tests {
         let dest = oauth(url);
         let credentials = Credentials::new(&dest);
         assert!(credentials.refreshes_tokens());
-        let body = Body::Json(serde_json::json!({}));
+        let body = json_payload(serde_json::json!({}));
         let (a, b) = tokio::join!(
             credentials.request_headers(&dest, &body, "evt_1", "1"),
             credentials.request_headers(&dest, &body, "evt_2", "1"),
@@ -633,7 +633,7 @@ mod tests {
         let dest = oauth(url.clone());
         let credentials = Credentials::new(&dest);
         let error = credentials
-            .request_headers(&dest, &Body::Json(serde_json::json!({})), "evt_1", "1")
+            .request_headers(&dest, &json_payload(serde_json::json!({})), "evt_1", "1")
             .await
             .unwrap_err();
         assert_eq!(
@@ -645,7 +645,7 @@ mod tests {
         assert_eq!(error.class(), "auth");
         let preview = header_lines(
             &dest,
-            &Body::Json(serde_json::json!({})),
+            &json_payload(serde_json::json!({})),
             "e",
             "1",
             Authorization::NotFetched,

@@ -142,14 +142,27 @@ pub enum Body {
 }
 
 impl Body {
-    /// The bytes to send; `None` for a skip.
-    pub fn bytes(&self) -> Option<Vec<u8>> {
-        match self {
-            Body::Json(value) => Some(serde_json::to_vec(value).unwrap_or_default()),
-            Body::Text(text) => Some(text.as_bytes().to_vec()),
-            Body::Skip(_) => None,
-        }
+    /// What goes on the wire, made once per attempt so that the signature
+    /// covers the very bytes sent; `text_content_type` is the type of a
+    /// transform's string. `None` for a skip.
+    pub fn payload(&self, text_content_type: &str) -> Option<Payload> {
+        let (bytes, content_type) = match self {
+            Body::Json(value) => (serde_json::to_vec(value).unwrap_or_default(), "application/json"),
+            Body::Text(text) => (text.as_bytes().to_vec(), text_content_type),
+            Body::Skip(_) => return None,
+        };
+        Some(Payload {
+            bytes,
+            content_type: content_type.to_owned(),
+        })
     }
+}
+
+/// A body's bytes and their content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub bytes: Vec<u8>,
+    pub content_type: String,
 }
 
 /// A body that cannot be built: the delivery is dead with this error.
@@ -478,7 +491,15 @@ mod tests {
         let event = scored_event();
         let body = build(&super::super::BodySpec::Template(Template::ScoredContact), &event).unwrap();
         assert_eq!(body, Body::Json(event.clone()));
-        assert_eq!(body.bytes().unwrap(), serde_json::to_vec(&event).unwrap());
+        let payload = body.payload("text/csv").unwrap();
+        assert_eq!(payload.bytes, serde_json::to_vec(&event).unwrap());
+        assert_eq!(payload.content_type, "application/json");
+        let text = Body::Text("a,b".into()).payload("text/csv").unwrap();
+        assert_eq!(
+            (text.bytes.as_slice(), text.content_type.as_str()),
+            (&b"a,b"[..], "text/csv")
+        );
+        assert_eq!(Body::Skip("no email".into()).payload("text/csv"), None);
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //!    [`rate::RateGate::try_acquire`] (waiting on either uses no retry);
 //!    [`Destination::build_body`] (a [`Body::Skip`] is recorded as skipped,
 //!    an error makes the delivery dead, class `transform`);
+//!    [`Destination::payload`] (the bytes sent and signed);
 //!    [`auth::Credentials::request_headers`] (one `Credentials` per
 //!    destination, kept across reloads while its auth is unchanged); send;
 //!    on a `401` with [`auth::Credentials::refreshes_tokens`], call
@@ -58,7 +59,7 @@ use crate::score::Limits;
 use crate::signature::WebhookSecret;
 
 pub use auth::{Auth, OAuth2Settings};
-pub use body::{Body, Template};
+pub use body::{Body, Payload, Template};
 pub use breaker::{BreakerSettings, BreakerState};
 pub use config::{ConfigError, Destinations, LoadError};
 pub use rate::RateLimit;
@@ -339,6 +340,12 @@ impl Destination {
             BodySpec::Template(Template::Hubspot) => body::hubspot_failure(status, response_body),
             _ => None,
         }
+    }
+
+    /// The bytes and content type of `body` (a transform's string goes
+    /// with `content_type`); `None` for a skip.
+    pub fn payload(&self, body: &Body) -> Option<body::Payload> {
+        body.payload(&self.content_type)
     }
 
     /// The request body for `event` (see [`body::build`]).

@@ -59,11 +59,11 @@ pub fn preview(destination: &Destination, event: &Value, now: SystemTime) -> Res
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         .to_string();
-    let headers = match body {
-        Body::Skip(_) => Vec::new(),
-        _ => header_lines(
+    let headers = match destination.payload(&body) {
+        None => Vec::new(),
+        Some(payload) => header_lines(
             destination,
-            &body,
+            &payload,
             &event_id,
             &timestamp,
             Authorization::NotFetched,
