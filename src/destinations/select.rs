@@ -206,6 +206,18 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        let limited = Arc::new(Sandbox::new(&Limits {
+            max_operations: 10,
+            ..Limits::default()
+        }));
+        let long = ["score"; 20].join(" + ") + " > 0";
+        let endless = When::compile(&long, limited).unwrap();
+        match endless.evaluate(&scored("hot", 1)) {
+            Selection::SelectedAfterError(why) => {
+                assert!(why.starts_with("stopped: more than 10 operations"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
         assert!(Selection::SelectedAfterError(String::new()).is_selected());
         assert_eq!(select(None, &json!({})), Selection::Selected);
     }
