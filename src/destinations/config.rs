@@ -98,6 +98,20 @@ impl ConfigError {
     }
 }
 
+impl ConfigError {
+    /// `last_error` of `GET /destinations` (SPEC 10): `{"file", "line",
+    /// "column", "message", "at"}`, `at` being when the load failed.
+    pub fn last_error_json(&self, at: std::time::SystemTime) -> serde_json::Value {
+        serde_json::json!({
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message(),
+            "at": crate::time::format_time(at),
+        })
+    }
+}
+
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -1262,6 +1276,17 @@ content_type = "text/csv"
             ]
         );
         assert_eq!(error.first().unwrap().line, 16);
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let status = error.first().unwrap().last_error_json(at);
+        assert_eq!(status["line"], 16);
+        assert_eq!(status["column"], 13);
+        assert_eq!(status["at"], "2027-01-15T08:00:00.000Z");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("destination \"missing\": transform: ")
+        );
         assert_eq!(
             error.first().unwrap().message(),
             format!(
