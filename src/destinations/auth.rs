@@ -359,8 +359,10 @@ impl TokenCache {
                 "the token type is {kind:?}; only bearer tokens are supported"
             )));
         }
-        if answer.access_token.is_empty() {
-            return Err(failed("the access_token is empty".into()));
+        if answer.access_token.is_empty() || HeaderValue::from_str(&answer.access_token).is_err() {
+            return Err(failed(
+                "the access_token is empty or cannot be sent in a header".into(),
+            ));
         }
         // `expires_in` is a number of seconds; some servers send it as text.
         let lifetime = match &answer.expires_in {
