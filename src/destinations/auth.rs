@@ -23,7 +23,7 @@ use reqwest::Url;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use super::{Body, Destination, Secret};
+use super::{Destination, Payload, Secret};
 
 /// The mask of a secret value in previews.
 pub const MASK: &str = "***";
@@ -100,18 +100,10 @@ pub(crate) enum Authorization<'a> {
     NotFetched,
 }
 
-/// The content type of a body: JSON, or the destination's for text.
-pub fn content_type<'a>(destination: &'a Destination, body: &Body) -> &'a str {
-    match body {
-        Body::Text(_) => &destination.content_type,
-        _ => "application/json",
-    }
-}
-
 /// Every header of one request, in a stable order.
 pub(crate) fn header_lines(
     destination: &Destination,
-    body: &Body,
+    payload: &Payload,
     event_id: &str,
     timestamp: &str,
     oauth: Authorization<'_>,
@@ -149,31 +141,20 @@ pub(crate) fn header_lines(
         }
         (Some(Auth::OAuth2(_)), Authorization::None) | (None, _) => {}
     }
-    lines.push(HeaderLine::plain(CONTENT_TYPE, content_type(destination, body)));
+    lines.push(HeaderLine::plain(CONTENT_TYPE, payload.content_type.as_str()));
     lines.push(HeaderLine::plain(HeaderName::from_static("webhook-id"), event_id));
     lines.push(HeaderLine::plain(
         HeaderName::from_static("webhook-timestamp"),
         timestamp,
     ));
     if let Some(secret) = &destination.signing_secret {
-        let bytes = body.bytes().unwrap_or_default();
-        lines.push(signature_line(secret, event_id, timestamp, &bytes));
+        lines.push(HeaderLine::secret(
+            HeaderName::from_static("webhook-signature"),
+            secret.sign(event_id, timestamp, &payload.bytes),
+            format!("v1,{MASK}"),
+        ));
     }
     lines
-}
-
-/// The `webhook-signature` header of a request sending `bytes`.
-fn signature_line(
-    secret: &crate::signature::WebhookSecret,
-    event_id: &str,
-    timestamp: &str,
-    bytes: &[u8],
-) -> HeaderLine {
-    HeaderLine::secret(
-        HeaderName::from_static("webhook-signature"),
-        secret.sign(event_id, timestamp, bytes),
-        format!("v1,{MASK}"),
-    )
 }
 
 /// What one request sends, and the OAuth2 token it used (to reject after
@@ -201,28 +182,12 @@ impl Credentials {
         Self { tokens }
     }
 
-    /// The headers of one request of `destination` sending `body` for
+    /// The headers of one request of `destination` sending `payload` for
     /// `event_id` at `timestamp` (Unix seconds, as sent).
     pub async fn request_headers(
         &self,
         destination: &Destination,
-        body: &Body,
-        event_id: &str,
-        timestamp: &str,
-    ) -> Result<RequestHeaders, AuthError> {
-        let bytes = body.bytes().unwrap_or_default();
-        self.request_headers_for_bytes(destination, body, &bytes, event_id, timestamp)
-            .await
-    }
-
-    /// [`Self::request_headers`] for a body already written out as `bytes`
-    /// (the stored scored contact, sent byte for byte): `body` gives its
-    /// kind (the content type), `bytes` what is signed.
-    pub async fn request_headers_for_bytes(
-        &self,
-        destination: &Destination,
-        body: &Body,
-        bytes: &[u8],
+        payload: &Payload,
         event_id: &str,
         timestamp: &str,
     ) -> Result<RequestHeaders, AuthError> {
@@ -231,19 +196,8 @@ impl Credentials {
             None => None,
         };
         let oauth = token.as_ref().map_or(Authorization::None, Authorization::Token);
-        let mut lines = header_lines(destination, &Body::Skip(String::new()), event_id, timestamp, oauth);
-        // The content type of the body's kind, and the signature of these bytes.
-        for line in &mut lines {
-            if line.name == CONTENT_TYPE {
-                *line = HeaderLine::plain(CONTENT_TYPE, content_type(destination, body));
-            }
-        }
-        if let Some(secret) = &destination.signing_secret {
-            lines.retain(|line| line.name != "webhook-signature");
-            lines.push(signature_line(secret, event_id, timestamp, bytes));
-        }
         let mut headers = HeaderMap::new();
-        for line in lines {
+        for line in header_lines(destination, payload, event_id, timestamp, oauth) {
             let mut value = HeaderValue::try_from(line.value)
                 .map_err(|_| AuthError::InvalidHeader(line.name.to_string()))?;
             value.set_sensitive(line.shown != value.to_str().unwrap_or_default());
@@ -405,8 +359,10 @@ impl TokenCache {
                 "the token type is {kind:?}; only bearer tokens are supported"
             )));
         }
-        if answer.access_token.is_empty() {
-            return Err(failed("the access_token is empty".into()));
+        if answer.access_token.is_empty() || HeaderValue::from_str(&answer.access_token).is_err() {
+            return Err(failed(
+                "the access_token is empty or cannot be sent in a header".into(),
+            ));
         }
         // `expires_in` is a number of seconds; some servers send it as text.
         let lifetime = match &answer.expires_in {
@@ -433,7 +389,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::destinations::{BodySpec, Defaults, HeaderSource, Template};
+    use crate::destinations::{Body, BodySpec, Defaults, HeaderSource, Template};
     use crate::signature::WebhookSecret;
 
     fn destination(auth: Option<Auth>) -> Destination {
@@ -445,6 +401,10 @@ mod tests {
         );
         destination.auth = auth;
         destination
+    }
+
+    fn json_payload(value: serde_json::Value) -> Payload {
+        Body::Json(value).payload("text/plain").unwrap()
     }
 
     fn shown(lines: &[HeaderLine]) -> Vec<(String, String)> {
@@ -474,7 +434,7 @@ mod tests {
         ];
         let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
         dest.signing_secret = Some(WebhookSecret::parse(secret).unwrap());
-        let body = Body::Json(serde_json::json!({"a": 1}));
+        let body = json_payload(serde_json::json!({"a": 1}));
         let credentials = Credentials::new(&dest);
         let sent = credentials
             .request_headers(&dest, &body, "evt_1", "1700000000")
@@ -521,7 +481,12 @@ mod tests {
         dest.body = BodySpec::Template(Template::ScoredContact);
         let credentials = Credentials::new(&dest);
         let sent = credentials
-            .request_headers(&dest, &Body::Text("a,b".into()), "evt_2", "1")
+            .request_headers(
+                &dest,
+                &dest.payload(&Body::Text("a,b".into())).unwrap(),
+                "evt_2",
+                "1",
+            )
             .await
             .unwrap();
         // base64("ops:pw")
@@ -604,7 +569,7 @@ mod tests {
         let (url, fetches, forms) = token_endpoint(1.0, 200).await;
         let dest = oauth(url);
         let credentials = Credentials::new(&dest);
-        let body = Body::Json(serde_json::json!({}));
+        let body = json_payload(serde_json::json!({}));
         let first = credentials
             .request_headers(&dest, &body, "evt_1", "1")
             .await
@@ -636,7 +601,7 @@ mod tests {
         let dest = oauth(url);
         let credentials = Credentials::new(&dest);
         assert!(credentials.refreshes_tokens());
-        let body = Body::Json(serde_json::json!({}));
+        let body = json_payload(serde_json::json!({}));
         let (a, b) = tokio::join!(
             credentials.request_headers(&dest, &body, "evt_1", "1"),
             credentials.request_headers(&dest, &body, "evt_2", "1"),
@@ -670,7 +635,7 @@ mod tests {
         let dest = oauth(url.clone());
         let credentials = Credentials::new(&dest);
         let error = credentials
-            .request_headers(&dest, &Body::Json(serde_json::json!({})), "evt_1", "1")
+            .request_headers(&dest, &json_payload(serde_json::json!({})), "evt_1", "1")
             .await
             .unwrap_err();
         assert_eq!(
@@ -682,7 +647,7 @@ mod tests {
         assert_eq!(error.class(), "auth");
         let preview = header_lines(
             &dest,
-            &Body::Json(serde_json::json!({})),
+            &json_payload(serde_json::json!({})),
             "e",
             "1",
             Authorization::NotFetched,

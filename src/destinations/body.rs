@@ -5,24 +5,24 @@
 //!
 //! * `scored-contact`: the event as it is.
 //! * `slack`: a Slack incoming-webhook message. Checked against Slack's
-//!   documentation: incoming webhooks take a JSON body with `text` and
-//!   optional `blocks`; with blocks, `text` is the notification fallback
-//!   (api.slack.com/messaging/webhooks). A `section` block holds a `text`
-//!   object (at most 3,000 characters) or up to 10 `fields` (at most 2,000
-//!   characters each) of type `mrkdwn` (api.slack.com/reference/block-kit/blocks#section).
-//!   `&`, `<` and `>` are Slack's control characters and must be sent as
-//!   `&amp;`, `&lt;` and `&gt;`, and nothing else entity-encoded
-//!   (api.slack.com/reference/surfaces/formatting#escaping).
+//!   incoming-webhook guide (api.slack.com/messaging/webhooks): a JSON body
+//!   with `text` and, optionally, Block Kit `blocks`, where `text` becomes
+//!   the notification fallback. Section blocks (api.slack.com/reference/
+//!   block-kit/blocks#section): a `text` object of at most 3,000 characters
+//!   or up to 10 `fields` of at most 2,000 each, here all `mrkdwn`. Slack's
+//!   formatting reference (api.slack.com/reference/surfaces/formatting,
+//!   "Escaping text"): `&`, `<` and `>` are control characters and must be
+//!   sent as `&amp;`, `&lt;` and `&gt;`, and nothing else entity-encoded.
 //! * `hubspot`: a batch upsert of the contact keyed by email. Checked
-//!   against HubSpot's reference of `POST /crm/v3/objects/contacts/batch/upsert`
+//!   against HubSpot's API reference "Upsert a batch of contacts"
 //!   (developers.hubspot.com/docs/api-reference/…/contacts/batch/upsert-contacts):
-//!   `{"inputs": [{"idProperty": "email", "id": "<email>", "properties":
-//!   {…}}]}`, property values as strings (the reference types `properties`
-//!   as a map of strings; numbers are sent as their text). An empty string
-//!   *clears* a property in HubSpot (batch update reference), so a field
-//!   the contact lacks is left out rather than sent empty. HubSpot answers
-//!   `207 Multi-Status` when some inputs failed (its error-handling guide)
-//!   and lists them in `errors`: see [`hubspot_failure`].
+//!   `POST /crm/v3/objects/contacts/batch/upsert` with `{"inputs": [{"id",
+//!   "idProperty", "properties"}]}`, here `idProperty` `email` and `id` the
+//!   email. Property values are sent as text, the form HubSpot returns them
+//!   in (`leadscore_score` `"85"`). HubSpot's batch update reference says an
+//!   empty string *clears* a property, so a field the contact lacks is left
+//!   out, never sent empty. Its error-handling guide: `207 Multi-Status`
+//!   when some inputs failed, listed in `errors` (see [`hubspot_failure`]).
 //! * `transform = "FILE.rhai"`: a Rhai script that sees `event`; a map or
 //!   an array is sent as JSON, a string as it is (with the destination's
 //!   `content_type`), `()` skips the delivery, an error makes it dead.
@@ -142,14 +142,27 @@ pub enum Body {
 }
 
 impl Body {
-    /// The bytes to send; `None` for a skip.
-    pub fn bytes(&self) -> Option<Vec<u8>> {
-        match self {
-            Body::Json(value) => Some(serde_json::to_vec(value).unwrap_or_default()),
-            Body::Text(text) => Some(text.as_bytes().to_vec()),
-            Body::Skip(_) => None,
-        }
+    /// What goes on the wire, made once per attempt so that the signature
+    /// covers the very bytes sent; `text_content_type` is the type of a
+    /// transform's string. `None` for a skip.
+    pub fn payload(&self, text_content_type: &str) -> Option<Payload> {
+        let (bytes, content_type) = match self {
+            Body::Json(value) => (serde_json::to_vec(value).unwrap_or_default(), "application/json"),
+            Body::Text(text) => (text.as_bytes().to_vec(), text_content_type),
+            Body::Skip(_) => return None,
+        };
+        Some(Payload {
+            bytes,
+            content_type: content_type.to_owned(),
+        })
     }
+}
+
+/// A body's bytes and their content type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    pub bytes: Vec<u8>,
+    pub content_type: String,
 }
 
 /// A body that cannot be built: the delivery is dead with this error.
@@ -478,7 +491,15 @@ mod tests {
         let event = scored_event();
         let body = build(&super::super::BodySpec::Template(Template::ScoredContact), &event).unwrap();
         assert_eq!(body, Body::Json(event.clone()));
-        assert_eq!(body.bytes().unwrap(), serde_json::to_vec(&event).unwrap());
+        let payload = body.payload("text/csv").unwrap();
+        assert_eq!(payload.bytes, serde_json::to_vec(&event).unwrap());
+        assert_eq!(payload.content_type, "application/json");
+        let text = Body::Text("a,b".into()).payload("text/csv").unwrap();
+        assert_eq!(
+            (text.bytes.as_slice(), text.content_type.as_str()),
+            (&b"a,b"[..], "text/csv")
+        );
+        assert_eq!(Body::Skip("no email".into()).payload("text/csv"), None);
     }
 
     #[test]
@@ -607,6 +628,27 @@ mod tests {
         let escaped = slack_escape(&"&".repeat(2000));
         let cut = slack_cut(escaped, 100);
         assert!(cut.ends_with("&amp;…") && cut.chars().count() <= 100, "{cut}");
+    }
+
+    #[test]
+    fn slack_names_a_contact_by_name_else_email_else_id() {
+        let mut event = scored_event();
+        event["contact"] = json!({"id": 9, "firstName": " Ann ", "lastName": null});
+        assert_eq!(slack_message(&event)["text"], "Ann: hot, score 85");
+        event["contact"] = json!({"id": 9, "email": "x@y.example"});
+        assert_eq!(slack_message(&event)["text"], "x@y.example: hot, score 85");
+        event["contact"] = json!({"id": "c-9"});
+        event["contact_id"] = json!("c-9");
+        event["reasons"] = json!([]);
+        event["tags"] = json!([]);
+        let message = slack_message(&event);
+        assert_eq!(message["text"], "contact c-9: hot, score 85");
+        assert_eq!(
+            message["blocks"].as_array().unwrap().len(),
+            2,
+            "no reasons, no reasons block"
+        );
+        assert_eq!(message["blocks"][1]["fields"][3]["text"], "*Tags*\n—");
     }
 
     #[test]

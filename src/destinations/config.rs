@@ -30,7 +30,7 @@ use super::body::{Template, Transform};
 use super::breaker::BreakerSettings;
 use super::rate::RateLimit;
 use super::script::Sandbox;
-use super::select::When;
+use super::select::{EVENT_FIELDS, When};
 use super::{
     BodySpec, DEFAULT_TEXT_CONTENT_TYPE, Defaults, Destination, DestinationUrl, HeaderSource, Secret,
     SourceFiles,
@@ -98,6 +98,20 @@ impl ConfigError {
     }
 }
 
+impl ConfigError {
+    /// `last_error` of `GET /destinations` (SPEC 10): `{"file", "line",
+    /// "column", "message", "at"}`, `at` being when the load failed.
+    pub fn last_error_json(&self, at: std::time::SystemTime) -> serde_json::Value {
+        serde_json::json!({
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "message": self.message(),
+            "at": crate::time::format_time(at),
+        })
+    }
+}
+
 impl std::fmt::Display for ConfigError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -130,6 +144,9 @@ pub struct Destinations {
     pub list: Vec<Destination>,
     /// The files read, to watch for reload.
     pub files: SourceFiles,
+    /// What loads but is most likely a mistake (a `when` reading a name
+    /// that is no field of the event): for `destinations check` and the log.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Destinations {
@@ -167,6 +184,7 @@ impl Destinations {
             defaults,
             sandbox: Arc::new(Sandbox::new(&defaults.rule_limits)),
             errors: Vec::new(),
+            warnings: Vec::new(),
             transforms: Vec::new(),
         };
         let list = reader.read_file();
@@ -178,6 +196,7 @@ impl Destinations {
                     destinations: path.to_path_buf(),
                     transforms: reader.transforms,
                 },
+                warnings: reader.warnings,
             });
         }
         // The destinations file's errors first, in file order; then those
@@ -205,6 +224,7 @@ struct Reader<'a> {
     defaults: &'a Defaults,
     sandbox: Arc<Sandbox>,
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
     transforms: Vec<PathBuf>,
 }
 
@@ -306,16 +326,11 @@ impl Reader<'_> {
             return None;
         };
         let errors_before = self.errors.len();
-        let get = |key: &str| {
-            table_map
-                .iter()
-                .find(|(k, _)| k.get_ref() == key)
-                .map(|(k, v)| (k.span(), v))
-        };
+        let get = |key: &str| table_map.iter().find(|(k, _)| k.get_ref() == key).map(|(_, v)| v);
         // The name first: every other error names the destination.
         let fallback = format!("#{}", index + 1);
         let (name, name_span) = match get("name") {
-            Some((_, value)) => match value.get_ref().as_str() {
+            Some(value) => match value.get_ref().as_str() {
                 Some(name) if valid_name(name) => (format!("{name:?}"), value.span()),
                 Some(name) => {
                     let problem =
@@ -348,7 +363,7 @@ impl Reader<'_> {
             }
         }
         let url = match get("url") {
-            Some((_, value)) => self.url(&place, value),
+            Some(value) => self.url(&place, value),
             None => {
                 self.error(
                     name_span.clone(),
@@ -360,28 +375,28 @@ impl Reader<'_> {
             }
         };
         let body = match (get("template"), get("transform")) {
-            (Some((_, _)), Some((_, transform))) => {
+            (Some(_), Some(transform)) => {
                 let problem = "give either template or transform, not both".to_owned();
                 self.error(transform.span(), &place, "transform", problem);
                 None
             }
-            (Some((_, template)), None) => self.template(&place, template),
-            (None, Some((_, transform))) => self.transform(&place, transform),
+            (Some(template), None) => self.template(&place, template),
+            (None, Some(transform)) => self.transform(&place, transform),
             (None, None) => Some(BodySpec::Template(Template::ScoredContact)),
         };
-        let when = get("when").and_then(|(_, value)| self.when(&place, value));
-        let headers = get("headers").map_or_else(Vec::new, |(_, value)| self.headers(&place, value));
-        let auth = get("auth").and_then(|(_, value)| self.auth(&place, value));
+        let when = get("when").and_then(|value| self.when(&place, value));
+        let headers = get("headers").map_or_else(Vec::new, |value| self.headers(&place, value));
+        let auth = get("auth").and_then(|value| self.auth(&place, value));
         if auth.is_some()
             && let Some((name, _)) = headers
                 .iter()
                 .find(|(name, _)| *name == reqwest::header::AUTHORIZATION)
         {
-            let span = get("headers").map_or(name_span.clone(), |(_, v)| v.span());
+            let span = get("headers").map_or(name_span.clone(), |v| v.span());
             let problem = format!("{name} is set by auth; give one or the other");
             self.error(span, &place, "headers", problem);
         }
-        let signing_secret = get("signing_secret").and_then(|(_, value)| {
+        let signing_secret = get("signing_secret").and_then(|value| {
             let secret = self.env_only(&place, "signing_secret", value)?;
             match WebhookSecret::parse(secret.expose()) {
                 Ok(secret) => Some(secret),
@@ -392,35 +407,21 @@ impl Reader<'_> {
             }
         });
         let content_type = match get("content_type") {
-            Some((_, value)) => self.content_type(&place, value, get("template").is_some()),
+            Some(value) => self.content_type(&place, value, get("template").is_some()),
             None => Some(DEFAULT_TEXT_CONTENT_TYPE.to_owned()),
         };
-        let rate = get("rate").and_then(|(_, value)| {
+        let rate = get("rate").and_then(|value| {
             let text = self.string(&place, "rate", value)?;
             self.check(&place, "rate", value, RateLimit::parse(text))
         });
         let concurrency = match get("concurrency") {
-            Some((_, value)) => match value
-                .get_ref()
-                .as_integer()
-                .and_then(|n| i64::from_str_radix(n.as_str(), n.radix()).ok())
-            {
-                Some(n) if (1..=MAX_CONCURRENCY).contains(&n) => Some(n as usize),
-                Some(n) => {
-                    let problem = format!("{n} is not in 1..={MAX_CONCURRENCY}");
-                    self.error(value.span(), &place, "concurrency", problem);
-                    None
-                }
-                None => {
-                    let problem = format!("expected an integer, found {}", value.get_ref().type_str());
-                    self.error(value.span(), &place, "concurrency", problem);
-                    None
-                }
-            },
+            Some(value) => self
+                .integer(&place, "concurrency", value, 1..=MAX_CONCURRENCY)
+                .map(|n| n as usize),
             None => Some(self.defaults.concurrency),
         };
         let timeout = match get("timeout") {
-            Some((_, value)) => self.string(&place, "timeout", value).and_then(|text| {
+            Some(value) => self.string(&place, "timeout", value).and_then(|text| {
                 self.check(
                     &place,
                     "timeout",
@@ -431,21 +432,21 @@ impl Reader<'_> {
             None => Some(self.defaults.timeout),
         };
         let retry_schedule = match get("retry_schedule") {
-            Some((_, value)) => self.retry_schedule(&place, value),
+            Some(value) => self.retry_schedule(&place, value),
             None => Some(self.defaults.retry_schedule.clone()),
         };
         let breaker = match get("breaker") {
-            Some((_, value)) => self.breaker(&place, value),
+            Some(value) => self.breaker(&place, value),
             None => Some(BreakerSettings::default()),
         };
-        let alert = get("alert").and_then(|(_, value)| {
+        let alert = get("alert").and_then(|value| {
             let target = self.string(&place, "alert", value)?;
             Some((target.to_owned(), value.span()))
         });
         if self.errors.len() > errors_before {
             return None;
         }
-        let name = get("name")?.1.get_ref().as_str()?.to_owned();
+        let name = get("name")?.get_ref().as_str()?.to_owned();
         let (alert, alert_span) = alert.map_or((None, None), |(target, span)| (Some(target), Some(span)));
         Some((
             Destination {
@@ -493,6 +494,25 @@ impl Reader<'_> {
         }
     }
 
+    /// An integer within `range`.
+    fn integer(
+        &mut self,
+        place: &Place<'_>,
+        setting: &str,
+        value: &Value<'_>,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Option<i64> {
+        let problem = match value.get_ref().as_integer() {
+            Some(n) => match i64::from_str_radix(n.as_str(), n.radix()) {
+                Ok(n) if range.contains(&n) => return Some(n),
+                _ => format!("{n} is not in {}..={}", range.start(), range.end()),
+            },
+            None => format!("expected an integer, found {}", value.get_ref().type_str()),
+        };
+        self.error(value.span(), place, setting, problem);
+        None
+    }
+
     /// The variable of `{ env = "NAME" }`, if `value` is written so.
     fn env_name<'v>(value: &'v DeValue<'_>) -> Option<&'v str> {
         let table = value.as_table()?;
@@ -503,7 +523,8 @@ impl Reader<'_> {
         }
     }
 
-    /// Reads an environment variable named in the file.
+    /// Reads an environment variable named in the file. Surrounding
+    /// whitespace (a newline left by a secrets file) is not part of it.
     fn read_env(
         &mut self,
         place: &Place<'_>,
@@ -512,7 +533,7 @@ impl Reader<'_> {
         variable: &str,
     ) -> Option<Secret> {
         match (self.env)(variable) {
-            Some(value) if !value.is_empty() => Some(Secret::new(value)),
+            Some(value) if !value.trim().is_empty() => Some(Secret::new(value.trim())),
             _ => {
                 let problem = format!("environment variable {variable} is not set");
                 self.error(span, place, setting, problem);
@@ -639,7 +660,22 @@ impl Reader<'_> {
             return None;
         }
         match When::compile(text, self.sandbox.clone()) {
-            Ok(when) => Some(when),
+            Ok(when) => {
+                for name in when.unknown_names() {
+                    let hint = crate::config::did_you_mean(name, EVENT_FIELDS);
+                    let problem = format!("`{name}` is no field of the event, so it is always (){hint}");
+                    let (line, column) = line_column(self.text, value.span().start);
+                    self.warnings.push(ConfigError {
+                        file: self.path.display().to_string(),
+                        line,
+                        column,
+                        destination: Some(place.destination.to_owned()),
+                        setting: Some("when".to_owned()),
+                        problem,
+                    });
+                }
+                Some(when)
+            }
             Err(e) => {
                 let at = offset_in_string(self.text, value.span(), e.line, e.column);
                 let problem = match e.line {
@@ -674,6 +710,10 @@ impl Reader<'_> {
                 continue;
             };
             match crate::deliver::parse_header(&format!("{}: {text}", key.get_ref())) {
+                Ok((name, _)) if headers.iter().any(|(given, _)| *given == name) => {
+                    let problem = format!("header {name} is given twice (names ignore case)");
+                    self.error(key.span(), place, &setting, problem);
+                }
                 Ok((name, _)) => {
                     let source = match from_env {
                         Some((variable, value)) => HeaderSource::FromEnv { variable, value },
@@ -703,7 +743,13 @@ impl Reader<'_> {
         };
         let expected = |names: &[&str]| keys == names.iter().copied().collect::<BTreeSet<_>>();
         if expected(&["bearer_env"]) {
-            let token = env_variable(self, "auth.bearer_env", field("bearer_env")?)?;
+            let at = field("bearer_env")?;
+            let token = env_variable(self, "auth.bearer_env", at)?;
+            if reqwest::header::HeaderValue::from_str(token.expose()).is_err() {
+                let problem = "the token cannot be sent in a header (it has control characters)".to_owned();
+                self.error(at.span(), place, "auth.bearer_env", problem);
+                return None;
+            }
             return Some(Auth::Bearer { token });
         }
         if expected(&["basic_user", "basic_password_env"]) {
@@ -842,18 +888,9 @@ impl Reader<'_> {
         for (key, item) in table.iter() {
             let setting = format!("breaker.{}", key.get_ref());
             match key.get_ref().as_ref() {
-                "failures" => match item
-                    .get_ref()
-                    .as_integer()
-                    .and_then(|n| i64::from_str_radix(n.as_str(), n.radix()).ok())
-                {
-                    Some(n) if (1..=1_000_000).contains(&n) => settings.failures = n as u32,
-                    _ => {
-                        let problem =
-                            "expected a whole number of failed attempts from 1 to 1000000".to_owned();
-                        self.error(item.span(), place, &setting, problem);
-                        valid = false;
-                    }
+                "failures" => match self.integer(place, &setting, item, 1..=1_000_000) {
+                    Some(n) => settings.failures = n as u32,
+                    None => valid = false,
                 },
                 "cooldown" => {
                     match self
@@ -1115,7 +1152,7 @@ when = 'tier == '
                 "destinations.toml:7:11: destination \"crm\": timeout: \"1000y\" is too long (at most 100 years)",
                 "destinations.toml:8:8: destination \"crm\": rate: \"0/1s\": the number of requests must be at least 1",
                 "destinations.toml:9:18: destination \"crm\": retry_schedule: expected durations, e.g. \"5s,5m,30m\" or [\"5s\", \"5m\"], found integer",
-                "destinations.toml:10:24: destination \"crm\": breaker.failures: expected a whole number of failed attempts from 1 to 1000000",
+                "destinations.toml:10:24: destination \"crm\": breaker.failures: 0 is not in 1..=1000000",
                 "destinations.toml:10:27: destination \"crm\": breaker.cooldwn: unknown setting; did you mean \"cooldown\"?",
                 "destinations.toml:11:17: destination \"crm\": when: Script is incomplete (column 9 of the expression)",
             ]
@@ -1239,6 +1276,17 @@ content_type = "text/csv"
             ]
         );
         assert_eq!(error.first().unwrap().line, 16);
+        let at = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let status = error.first().unwrap().last_error_json(at);
+        assert_eq!(status["line"], 16);
+        assert_eq!(status["column"], 13);
+        assert_eq!(status["at"], "2027-01-15T08:00:00.000Z");
+        assert!(
+            status["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("destination \"missing\": transform: ")
+        );
         assert_eq!(
             error.first().unwrap().message(),
             format!(
@@ -1376,7 +1424,7 @@ name = "x"
 url = { env = "URL" }
 auth = { bearer_env = "T", basic_user = "u" }
 signing_secret = "whsec_literal"
-headers = { "Content-Type" = "text/plain", "X-Bad" = { env = "NL" } }
+headers = { "Content-Type" = "text/plain", "X-Bad" = { env = "NL" }, "X-A" = "1", "x-a" = "2" }
 
 [[destination]]
 name = "y"
@@ -1404,6 +1452,7 @@ auth = { oauth2 = { token_url = "ftp://x", client_secret_env = "CS", scop = "w" 
                 "destinations.toml:7:13: destination \"x\": headers.Content-Type: content-type is set by leadscore \
                  on every forwarded request and cannot be added",
                 "destinations.toml:7:44: destination \"x\": headers.X-Bad: the value of header x-bad is not valid",
+                "destinations.toml:7:83: destination \"x\": headers.x-a: header x-a is given twice (names ignore case)",
                 "destinations.toml:11:7: destination \"y\": url: the URL in URL2 must be an http or https URL with a host",
                 "destinations.toml:12:18: destination \"y\": signing_secret: a Standard Webhooks secret is `whsec_` \
                  followed by base64",
@@ -1426,6 +1475,37 @@ auth = { oauth2 = { token_url = "ftp://x", client_secret_env = "CS", scop = "w" 
                 "{secret} in {errors:?}"
             );
         }
+    }
+
+    #[test]
+    fn environment_values_lose_surrounding_whitespace_and_must_fit_a_header() {
+        let text = "[[destination]]\nname = \"x\"\nurl = { env = \"U\" }\nauth = { bearer_env = \"T\" }\n\
+                    headers = { \"X-Key\" = { env = \"K\" } }\n";
+        let set = parse_with(
+            text,
+            &[("U", " https://a.example/x \n"), ("T", "tok\n"), ("K", " key ")],
+        )
+        .unwrap();
+        let x = set.get("x").unwrap();
+        assert_eq!(x.url.url().as_str(), "https://a.example/x");
+        assert_eq!(
+            x.auth,
+            Some(Auth::Bearer {
+                token: Secret::new("tok")
+            })
+        );
+        assert_eq!(x.headers[0].1.value(), "key");
+        assert_eq!(
+            errors(text, &[("U", "https://a.example/"), ("T", "a\u{7}b"), ("K", "k")]),
+            [
+                "destinations.toml:4:23: destination \"x\": auth.bearer_env: the token cannot be sent in a header \
+              (it has control characters)"
+            ]
+        );
+        assert_eq!(
+            errors(text, &[("U", "https://a.example/"), ("T", "  "), ("K", "k")]),
+            ["destinations.toml:4:23: destination \"x\": auth.bearer_env: environment variable T is not set"]
+        );
     }
 
     #[test]
@@ -1460,6 +1540,28 @@ headers = { "Authorization" = "Bearer literal" }
         );
         let empty = parse_with("# nothing yet\n", &[]).unwrap();
         assert!(empty.list.is_empty());
+        let typo = "[[destination]]\nname = \"x\"\nurl = \"https://a.example/\"\nwhen = 'tir == \"hot\"'\n";
+        let loaded = parse_with(typo, &[]).unwrap();
+        assert_eq!(
+            loaded
+                .warnings
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "destinations.toml:4:8: destination \"x\": when: `tir` is no field of the event, so it is always (); \
+              did you mean \"tier\"?"
+            ]
+        );
+        assert!(
+            parse_with(
+                SPEC_EXAMPLE,
+                &[("HUBSPOT_TOKEN", "t"), ("SLACK_WEBHOOK_URL", SLACK_URL)]
+            )
+            .unwrap()
+            .warnings
+            .is_empty()
+        );
     }
 
     #[test]

@@ -9,6 +9,30 @@
 //! be sent, with secrets masked. [`script`] is the Rhai sandbox of `when`
 //! and transforms.
 //!
+//! How a caller uses them (the delivery worker, the API and the CLI):
+//!
+//! 1. Load: [`Destinations::load`] (or [`Destination::default_from_forward`]
+//!    for `--forward-url`); log [`Destinations::warnings`]; watch
+//!    [`SourceFiles`] for reload.
+//! 2. When an event is scored: [`Destination::select`] per destination (a
+//!    [`Selection::SelectedAfterError`] is logged and counted, and selects).
+//! 3. Per attempt: [`breaker::Breaker::permit`], then
+//!    [`rate::RateGate::try_acquire`] (waiting on either uses no retry);
+//!    [`Destination::build_body`] (a [`Body::Skip`] is recorded as skipped,
+//!    an error makes the delivery dead, class `transform`);
+//!    [`Destination::payload`] (the bytes sent and signed);
+//!    [`auth::Credentials::request_headers`] (one `Credentials` per
+//!    destination, kept across reloads while its auth is unchanged); send;
+//!    on a `401` with [`auth::Credentials::refreshes_tokens`], call
+//!    [`auth::Credentials::token_rejected`] and send once more; judge a `2xx`
+//!    with [`Destination::failed_answer`]; a `429` with `Retry-After` →
+//!    [`rate::RateGate::pause_for`]; then [`breaker::Breaker::record`] with
+//!    [`breaker::AttemptResult::of`], and [`breaker::Breaker::delivery_died`]
+//!    when the delivery is dead. A [`breaker::HealthChange`] becomes an
+//!    alert event ([`breaker::HealthChange::event`]) for the `alert`
+//!    destination, delivered like any event but bypassing `when`.
+//! 4. `leadscore destinations preview`: [`preview::preview`].
+//!
 //! Secrets (any value written `{ env = "NAME" }`: tokens, passwords, client
 //! secrets, signing secrets, and a URL given that way — for Slack the URL
 //! is itself the secret) are held in [`Secret`], whose `Debug` and
@@ -35,7 +59,7 @@ use crate::score::Limits;
 use crate::signature::WebhookSecret;
 
 pub use auth::{Auth, OAuth2Settings};
-pub use body::{Body, Template};
+pub use body::{Body, Payload, Template};
 pub use breaker::{BreakerSettings, BreakerState};
 pub use config::{ConfigError, Destinations, LoadError};
 pub use rate::RateLimit;
@@ -308,6 +332,22 @@ impl Destination {
         select::select(self.when.as_ref(), event)
     }
 
+    /// Whether an answer that looks successful is a failed attempt: for the
+    /// `hubspot` template a `207`, or a `2xx` listing `errors` (see
+    /// [`body::hubspot_failure`]). Other destinations go by status alone.
+    pub fn failed_answer(&self, status: u16, response_body: &[u8]) -> Option<String> {
+        match self.body {
+            BodySpec::Template(Template::Hubspot) => body::hubspot_failure(status, response_body),
+            _ => None,
+        }
+    }
+
+    /// The bytes and content type of `body` (a transform's string goes
+    /// with `content_type`); `None` for a skip.
+    pub fn payload(&self, body: &Body) -> Option<body::Payload> {
+        body.payload(&self.content_type)
+    }
+
     /// The request body for `event` (see [`body::build`]).
     pub fn build_body(&self, event: &serde_json::Value) -> Result<Body, body::BodyError> {
         body::build(&self.body, event)
@@ -383,6 +423,31 @@ mod tests {
                 when: None,
                 rate: None,
             }
+        );
+        let mut hot_only = destination.clone();
+        hot_only.when = Some(
+            When::compile(
+                r#"tier == "hot""#,
+                std::sync::Arc::new(script::Sandbox::new(&Limits::default())),
+            )
+            .unwrap(),
+        );
+        let cold = serde_json::json!({"type": "contact.scored", "tier": "cold"});
+        let alert = serde_json::json!({"type": "destination.failing", "destination": "crm"});
+        assert_eq!(hot_only.select(&cold), Selection::NotSelected);
+        assert_eq!(hot_only.select(&alert), Selection::Selected, "alerts bypass when");
+        assert_eq!(destination.select(&cold), Selection::Selected);
+        assert_eq!(
+            destination.failed_answer(207, br#"{"errors": [{"message": "x"}]}"#),
+            None
+        );
+        let mut hubspot = destination.clone();
+        hubspot.body = BodySpec::Template(Template::Hubspot);
+        assert_eq!(
+            hubspot
+                .failed_answer(207, br#"{"errors": [{"message": "x"}]}"#)
+                .as_deref(),
+            Some("HubSpot answered 207 with 1 error(s): x")
         );
         let debug = format!("{destination:?}");
         assert!(debug.contains("WebhookSecret(***)"), "{debug}");

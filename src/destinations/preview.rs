@@ -1,7 +1,7 @@
 //! The request a destination would get for an event, without sending it
 //! (`leadscore destinations preview`, SPEC 10): method, URL (scheme and
 //! host when the URL is a secret), headers with secrets masked, body.
-//! Built by the same code as real requests ([`super::auth::header_lines`],
+//! Built by the same code as real requests (`auth::header_lines`,
 //! [`super::body::build`]), with an OAuth2 token shown as `Bearer ***`
 //! and never fetched.
 
@@ -59,11 +59,11 @@ pub fn preview(destination: &Destination, event: &Value, now: SystemTime) -> Res
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
         .to_string();
-    let headers = match body {
-        Body::Skip(_) => Vec::new(),
-        _ => header_lines(
+    let headers = match destination.payload(&body) {
+        None => Vec::new(),
+        Some(payload) => header_lines(
             destination,
-            &body,
+            &payload,
             &event_id,
             &timestamp,
             Authorization::NotFetched,

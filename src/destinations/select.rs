@@ -17,6 +17,26 @@ use serde_json::Value;
 use super::script::{Sandbox, ScriptCompileError};
 use crate::score::runtime::to_dynamic;
 
+/// The fields of an event: the scored contact (SPEC 3), and `previous`
+/// and `cause` of rescored events (SPEC 12).
+pub const EVENT_FIELDS: [&str; 15] = [
+    "type",
+    "id",
+    "contact_id",
+    "score",
+    "tier",
+    "disqualified",
+    "reasons",
+    "disqualifications",
+    "tags",
+    "errors",
+    "rules_version",
+    "scored_at",
+    "contact",
+    "previous",
+    "cause",
+];
+
 /// A compiled `when`: shared by every thread that scores.
 #[derive(Clone)]
 pub struct When {
@@ -25,6 +45,8 @@ pub struct When {
     /// The variables the expression reads, each bound to the event's field
     /// of that name or `()`.
     names: Arc<[String]>,
+    /// Parameters of the closures in the expression (`r` of `|r| …`).
+    closure_params: Arc<[String]>,
     sandbox: Arc<Sandbox>,
 }
 
@@ -60,10 +82,15 @@ impl When {
             }
             true
         });
+        let closure_params: BTreeSet<String> = ast
+            .iter_functions()
+            .flat_map(|function| function.params.into_iter().map(str::to_owned))
+            .collect();
         Ok(Self {
             text: text.to_owned(),
             ast: Arc::new(ast),
             names: names.into_iter().collect(),
+            closure_params: closure_params.into_iter().collect(),
             sandbox,
         })
     }
@@ -71,6 +98,16 @@ impl When {
     /// The expression as written.
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// The variables the expression reads that are no field of any event
+    /// (nor a closure's parameter): always `()`, most likely a typo.
+    pub fn unknown_names(&self) -> Vec<&str> {
+        self.names
+            .iter()
+            .map(String::as_str)
+            .filter(|name| !EVENT_FIELDS.contains(name) && !self.closure_params.iter().any(|p| p == name))
+            .collect()
     }
 
     /// Evaluates the expression over `event`. A value other than a boolean
@@ -142,6 +179,21 @@ mod tests {
     }
 
     #[test]
+    fn names_that_are_no_event_field_are_reported() {
+        assert_eq!(when(r#"teir == "hot" || score > 5"#).unknown_names(), ["teir"]);
+        assert!(
+            when("reasons.filter(|r| r.points > score).len() > 0")
+                .unknown_names()
+                .is_empty()
+        );
+        assert!(
+            when(r#"cause == "rules" && previous.tier != tier"#)
+                .unknown_names()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn a_failing_or_non_boolean_when_selects_and_says_why() {
         let failing = when("contact.email.len() > score.foo");
         match failing.evaluate(&scored("hot", 1)) {
@@ -151,6 +203,18 @@ mod tests {
         match when("score").evaluate(&scored("hot", 85)) {
             Selection::SelectedAfterError(why) => {
                 assert_eq!(why, "`when` must be true or false, but it is i64 (85)")
+            }
+            other => panic!("{other:?}"),
+        }
+        let limited = Arc::new(Sandbox::new(&Limits {
+            max_operations: 10,
+            ..Limits::default()
+        }));
+        let long = ["score"; 20].join(" + ") + " > 0";
+        let endless = When::compile(&long, limited).unwrap();
+        match endless.evaluate(&scored("hot", 1)) {
+            Selection::SelectedAfterError(why) => {
+                assert!(why.starts_with("stopped: more than 10 operations"), "{why}")
             }
             other => panic!("{other:?}"),
         }
