@@ -22,11 +22,11 @@ use crate::config::{
 use crate::deliver::manager::DestinationsSource;
 use crate::deliver::parse_header;
 use crate::destinations::{Defaults, Destination, Destinations};
-use crate::server::DeliveryConfig;
 use crate::ingest::auth::InboundAuth;
 use crate::payload::{self, PayloadError};
 use crate::rule_test_runner;
 use crate::score::{Limits, RuleSet};
+use crate::server::DeliveryConfig;
 use crate::server::ServeConfig;
 use crate::store::{self, DeliveryStatus, Retention};
 use crate::telemetry::LogFormat;
@@ -587,7 +587,7 @@ impl ServeArgs {
                 Some(DeliveryConfig {
                     destinations: Destinations {
                         list: vec![destination],
-                        files: Default::default(),
+                        ..Default::default()
                     },
                     source: DestinationsSource::Fixed,
                     lease: self.delivery_lease,
@@ -1001,7 +1001,10 @@ mod tests {
                 .to_config()
                 .unwrap_or_else(|e| panic!("{timeout}/{lease}: {e}"));
             let deliveries = config.deliveries.expect("forwarding");
-            assert_eq!(deliveries.destinations.list[0].timeout, parse_duration(timeout).unwrap());
+            assert_eq!(
+                deliveries.destinations.list[0].timeout,
+                parse_duration(timeout).unwrap()
+            );
             assert_eq!(deliveries.lease, parse_duration(lease).unwrap());
         }
         // The defaults fit.

@@ -200,9 +200,8 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         }
     });
 
-    let delivery_task = manager.map(|(manager, source)| {
-        tokio::spawn(manager.run(source, destination_reloads, shutdown_rx.clone()))
-    });
+    let delivery_task = manager
+        .map(|(manager, source)| tokio::spawn(manager.run(source, destination_reloads, shutdown_rx.clone())));
     let filter = routes(engine, http);
     tracing::info!(%addr, "listening; point iClosed's webhook at http://{addr}/webhooks/iclosed");
     let task = tokio::spawn(async move {

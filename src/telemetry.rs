@@ -153,7 +153,13 @@ pub enum Attempt<'a> {
 }
 
 /// A delivery attempt finished.
-pub fn delivery_attempt(destination: &str, event_id: &str, attempt: u32, outcome: Attempt<'_>, elapsed: Duration) {
+pub fn delivery_attempt(
+    destination: &str,
+    event_id: &str,
+    attempt: u32,
+    outcome: Attempt<'_>,
+    elapsed: Duration,
+) {
     let label = match outcome {
         Attempt::Delivered { .. } => "delivered",
         Attempt::Retry { .. } => "retry",
@@ -169,7 +175,13 @@ pub fn delivery_attempt(destination: &str, event_id: &str, attempt: u32, outcome
             tracing::info!(destination, event_id, attempt, status, "delivered")
         }
         Attempt::Skipped { reason } => {
-            tracing::info!(destination, event_id, attempt, reason, "nothing to send for this destination; skipped")
+            tracing::info!(
+                destination,
+                event_id,
+                attempt,
+                reason,
+                "nothing to send for this destination; skipped"
+            )
         }
         Attempt::Retry {
             status,
@@ -192,7 +204,11 @@ pub fn delivery_attempt(destination: &str, event_id: &str, attempt: u32, outcome
 /// A destination's `when` failed at run time: the event was selected.
 pub fn when_failed(destination: &str, error: &str) {
     counter!("leadscore_when_errors_total", "destination" => destination.to_owned()).increment(1);
-    tracing::warn!(destination, error, "a destination's `when` failed; the event is sent to it");
+    tracing::warn!(
+        destination,
+        error,
+        "a destination's `when` failed; the event is sent to it"
+    );
 }
 
 /// A reload of the destinations file, and whether it loaded.

@@ -3,7 +3,6 @@
 //! temporary folder and the repository's example rules.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -54,7 +53,7 @@ async fn engine(allow_rule_edits: bool) -> Fixture {
                     &Default::default(),
                     &Default::default(),
                 )],
-                files: Default::default(),
+                ..Default::default()
             }),
             max_contacts: 1000,
             pool: ScoringPool::new(2).unwrap(),

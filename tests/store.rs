@@ -400,9 +400,13 @@ async fn deliveries_are_per_destination_and_independent() {
         assert_eq!(attempts.len(), 2, "{name}");
         let crm_attempt = attempts.iter().find(|a| a.destination == "crm").unwrap();
         assert_eq!(
-            (crm_attempt.status, crm_attempt.latency_ms),
-            (Some(500), 1234),
-            "{name}"
+            (
+                crm_attempt.status,
+                crm_attempt.latency_ms,
+                crm_attempt.error.as_deref()
+            ),
+            (Some(500), 1234, None),
+            "{name}: the attempt as logged, not the delivery's last error"
         );
         let body = crm_attempt.response_body.as_deref().unwrap();
         assert_eq!(

@@ -4,7 +4,7 @@
 //! load keeps the last good set; its error shows in `GET /destinations`.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -178,7 +178,7 @@ impl Manager {
             }
         }
         for destination in set.iter() {
-            let settings = format!("{destination:?}");
+            let settings = settings_of(destination);
             if let Some((running, stop, _)) = self.workers.get(&destination.name) {
                 if *running == settings {
                     continue;
@@ -197,7 +197,9 @@ impl Manager {
                     self.workers
                         .insert(destination.name.clone(), (settings, stop, task));
                 }
-                Err(e) => tracing::error!(destination = %destination.name, error = %e, "cannot start the destination's HTTP client"),
+                Err(e) => {
+                    tracing::error!(destination = %destination.name, error = %e, "cannot start the destination's HTTP client")
+                }
             }
         }
     }
@@ -304,8 +306,8 @@ impl Manager {
 
 /// Sizes and modification times of the destinations file and the
 /// transforms the set in force reads.
-fn fingerprint(path: &PathBuf, set: &Destinations) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    std::iter::once(path.clone())
+fn fingerprint(path: &Path, set: &Destinations) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    std::iter::once(path.to_path_buf())
         .chain(set.files.transforms.iter().cloned())
         .map(|file| {
             let meta = std::fs::metadata(&file).ok();
@@ -314,4 +316,16 @@ fn fingerprint(path: &PathBuf, set: &Destinations) -> Vec<(PathBuf, u64, Option<
             (file, size, modified)
         })
         .collect()
+}
+
+/// What makes a worker restart when it changes: the settings as shown
+/// (secrets redacted) and the transform script's size and time.
+fn settings_of(destination: &Destination) -> String {
+    let script = match &destination.body {
+        crate::destinations::BodySpec::Transform(transform) => std::fs::metadata(transform.path())
+            .ok()
+            .map(|m| (m.len(), m.modified().ok())),
+        crate::destinations::BodySpec::Template(_) => None,
+    };
+    format!("{destination:?} {script:?}")
 }

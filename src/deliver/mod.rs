@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::destinations::auth::Credentials;
-use crate::destinations::body::{self, BodyError};
+use crate::destinations::body::{BodyError, Payload};
 use crate::destinations::breaker::{AttemptResult, Breaker, Permit};
 use crate::destinations::rate::{LocalRateGate, RateGate};
 use crate::destinations::{Body, BodySpec, BreakerSettings, BreakerState, Destination, Template};
@@ -230,8 +230,11 @@ impl AlertSender {
                 return;
             }
         };
+        let Some(payload) = self.target.payload(&body) else {
+            return;
+        };
         for attempt in 1..=3u32 {
-            let exchange = send_request(&self.client, &self.target, &self.credentials, &id, &body).await;
+            let exchange = send_payload(&self.client, &self.target, &self.credentials, &id, &payload).await;
             if exchange.succeeded {
                 return;
             }
@@ -519,64 +522,49 @@ impl Deliverer {
     /// Builds the body (the stored scored contact, or its template or
     /// transform) and sends it.
     async fn exchange(&self, delivery: &ClaimedDelivery) -> Exchange {
-        let body = match &self.destination.body {
+        let payload = match &self.destination.body {
             // The stored body as it is: byte for byte what was scored.
-            BodySpec::Template(Template::ScoredContact) => Ok(Body::Text(delivery.body.clone())),
-            _ => match crate::payload::parse_json::<Value>(&delivery.body) {
-                Ok(event) => self.destination.build_body(&event),
-                Err(e) => Err(BodyError::Transform(format!("the stored event does not parse: {e}"))),
+            BodySpec::Template(Template::ScoredContact) => Payload {
+                bytes: delivery.body.as_bytes().to_vec(),
+                content_type: "application/json".to_owned(),
             },
-        };
-        let body = match body {
-            Ok(Body::Skip(reason)) => return Exchange::skipped(reason),
-            Ok(body) => body,
-            Err(e) => return Exchange::failed_for_good(e.class(), e.to_string()),
-        };
-        let json_text;
-        let body = match (&self.destination.body, body) {
-            // Sent as JSON though held as text.
-            (BodySpec::Template(Template::ScoredContact), Body::Text(text)) => {
-                json_text = text;
-                SendBody::Json(&json_text)
+            _ => {
+                let body = match crate::payload::parse_json::<Value>(&delivery.body) {
+                    Ok(event) => self.destination.build_body(&event),
+                    Err(e) => Err(BodyError::Transform(format!(
+                        "the stored event does not parse: {e}"
+                    ))),
+                };
+                match body {
+                    Ok(Body::Skip(reason)) => return Exchange::skipped(reason),
+                    Ok(body) => match self.destination.payload(&body) {
+                        Some(payload) => payload,
+                        None => return Exchange::skipped("nothing to send".into()),
+                    },
+                    Err(e) => return Exchange::failed_for_good(e.class(), e.to_string()),
+                }
             }
-            (_, body) => SendBody::Built(body),
         };
-        send_prepared(&self.client, &self.destination, &self.credentials, &delivery.event_id, body).await
+        send_payload(
+            &self.client,
+            &self.destination,
+            &self.credentials,
+            &delivery.event_id,
+            &payload,
+        )
+        .await
     }
-}
-
-/// A body ready to send.
-enum SendBody<'a> {
-    /// JSON text as stored (the scored contact).
-    Json(&'a str),
-    Built(Body),
-}
-
-async fn send_request(
-    client: &reqwest::Client,
-    destination: &Destination,
-    credentials: &Credentials,
-    event_id: &str,
-    body: &Body,
-) -> Exchange {
-    send_prepared(client, destination, credentials, event_id, SendBody::Built(body.clone())).await
 }
 
 /// Sends one request, fetching a new OAuth2 token and trying once more
 /// after a `401` when the destination uses one.
-async fn send_prepared(
+async fn send_payload(
     client: &reqwest::Client,
     destination: &Destination,
     credentials: &Credentials,
     event_id: &str,
-    body: SendBody<'_>,
+    payload: &Payload,
 ) -> Exchange {
-    // The headers are computed for the body's kind; the stored scored
-    // contact counts as JSON.
-    let (bytes, for_headers) = match &body {
-        SendBody::Json(text) => (text.as_bytes().to_vec(), Body::Json(Value::Null)),
-        SendBody::Built(built) => (built.bytes().unwrap_or_default(), built.clone()),
-    };
     let mut retried = false;
     loop {
         let timestamp = SystemTime::now()
@@ -584,7 +572,7 @@ async fn send_prepared(
             .map_or(0, |d| d.as_secs())
             .to_string();
         let headers = match credentials
-            .request_headers_for_bytes(destination, &for_headers, &bytes, event_id, &timestamp)
+            .request_headers(destination, payload, event_id, &timestamp)
             .await
         {
             Ok(headers) => headers,
@@ -593,7 +581,7 @@ async fn send_prepared(
         let request = client
             .post(destination.url.url().clone())
             .headers(headers.headers.clone())
-            .body(bytes.clone());
+            .body(payload.bytes.clone());
         let exchange = match request.send().await {
             Ok(response) => {
                 let status = response.status().as_u16();
@@ -601,10 +589,7 @@ async fn send_prepared(
                 let full = tokio::time::timeout(Duration::from_secs(1), read_body(response))
                     .await
                     .unwrap_or_default();
-                let failure = match &destination.body {
-                    BodySpec::Template(Template::Hubspot) => body::hubspot_failure(status, &full),
-                    _ => None,
-                };
+                let failure = destination.failed_answer(status, &full);
                 let text = truncate_body(&String::from_utf8_lossy(&full));
                 Exchange {
                     succeeded: (200..300).contains(&status) && failure.is_none(),

@@ -7,12 +7,12 @@ pub mod auth;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use crate::deliver::manager::Routes;
+use crate::destinations::{Destinations, Selection};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use crate::deliver::manager::Routes;
-use crate::destinations::{Destinations, Selection};
 
 use crate::payload::{self, Contact, PayloadError};
 use crate::reload::LiveRules;
@@ -80,7 +80,10 @@ impl Ingest {
             .map_err(|e| IngestError::Internal(e.to_string()))??;
         let timings: Vec<_> = prepared.iter().map(|p| p.1).collect();
         let events: Vec<NewEvent> = prepared.into_iter().map(|p| p.0).collect();
-        let mut selected: Vec<String> = events.iter().flat_map(|e| e.destinations.iter().cloned()).collect();
+        let mut selected: Vec<String> = events
+            .iter()
+            .flat_map(|e| e.destinations.iter().cloned())
+            .collect();
         let stored = self.store.enqueue(events).await?;
         let mut reply = IngestReply {
             accepted: 0,

@@ -8,6 +8,7 @@
 //!   polling waits);
 //! - [`ingest`]: the webhook, `POST /score`, refusals, admin token, metrics;
 //! - [`delivery`]: forwarding, retries, dead deliveries, order, duplicates;
+//! - [`destinations`]: several destinations (SPEC 10);
 //! - [`faults`]: receivers that never answer or trickle their answer;
 //! - [`reload`]: hot reload of the rules folder;
 //! - [`process`]: the binary under SIGKILL, SIGTERM, SIGHUP and bad config.
@@ -22,6 +23,7 @@
 mod backtest;
 mod console;
 mod delivery;
+mod destinations;
 mod faults;
 mod ingest;
 mod process;

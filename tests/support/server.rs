@@ -201,8 +201,9 @@ impl Options {
             use leadscore::deliver::manager::{DestinationsSource, Environment};
             let defaults = serve.destination_defaults();
             let env = Environment::Fixed(std::sync::Arc::new(env.clone()));
-            let destinations = leadscore::destinations::Destinations::load(path, &defaults, &|name: &str| env.get(name))
-                .unwrap_or_else(|e| panic!("the test's destinations file is refused: {e}"));
+            let destinations =
+                leadscore::destinations::Destinations::load(path, &defaults, &|name: &str| env.get(name))
+                    .unwrap_or_else(|e| panic!("the test's destinations file is refused: {e}"));
             config.deliveries = Some(leadscore::server::DeliveryConfig {
                 destinations,
                 source: DestinationsSource::File {

@@ -50,9 +50,9 @@ UPDATE leadscore_idempotency_keys SET event_id = $2, created_at = $3 WHERE key =
 pub(super) const RECORD_ATTEMPTS: &str = "
 WITH u AS (
     SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int4[], $5::text[], $6::int8[], $7::int8[],
-                         $8::int8[], $9::int8[], $10::int8[], $11::text[])
+                         $8::int8[], $9::int8[], $10::int8[], $11::text[], $12::int4[], $13::text[])
         AS u(seq, destination, status, last_status, error, next_attempt_at, delivered_at, claim, at,
-             latency_ms, response_body)),
+             latency_ms, response_body, attempt_status, attempt_error)),
 changed AS (
     UPDATE leadscore_deliveries d
     SET status = u.status, attempts = d.attempts + 1, last_status = u.last_status, last_error = u.error,
@@ -63,7 +63,7 @@ changed AS (
       AND d.claimed_until = u.claim
     RETURNING d.event_seq, d.destination)
 INSERT INTO leadscore_attempts (event_seq, destination, at, status, error, latency_ms, response_body)
-SELECT u.seq, u.destination, u.at, u.last_status, u.error, u.latency_ms, u.response_body
+SELECT u.seq, u.destination, u.at, u.attempt_status, u.attempt_error, u.latency_ms, u.response_body
 FROM u JOIN changed c ON c.event_seq = u.seq AND c.destination = u.destination";
 
 pub(super) const HEARTBEAT: &str = "

@@ -228,6 +228,8 @@ struct RecordColumns<'a> {
     at: Vec<i64>,
     latency_ms: Vec<i64>,
     response_body: Vec<Option<&'a str>>,
+    attempt_status: Vec<Option<i32>>,
+    attempt_error: Vec<Option<&'a str>>,
 }
 
 /// One attempt to record: which delivery, under which claim, and how it went.
@@ -260,9 +262,11 @@ impl<'a> RecordColumns<'a> {
         self.latency_ms
             .push(record.attempt.latency_ms.min(i64::MAX as u64) as i64);
         self.response_body.push(record.attempt.response_body.as_deref());
+        self.attempt_status.push(record.attempt.status.map(i32::from));
+        self.attempt_error.push(record.attempt.error.as_deref());
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 13] {
         [
             &self.seq,
             &self.destination,
@@ -275,6 +279,8 @@ impl<'a> RecordColumns<'a> {
             &self.at,
             &self.latency_ms,
             &self.response_body,
+            &self.attempt_status,
+            &self.attempt_error,
         ]
     }
 }
@@ -446,7 +452,7 @@ async fn apply(
             columns
         })
         .collect();
-    let record_params: Vec<[&(dyn ToSql + Sync); 11]> =
+    let record_params: Vec<[&(dyn ToSql + Sync); 13]> =
         record_columns.iter().map(RecordColumns::params).collect();
     let flat_keys: Vec<[u8; 16]> = flats.iter().map(|f| f.key).collect();
     let key_layers = layers(&flat_keys);

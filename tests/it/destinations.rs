@@ -1,0 +1,414 @@
+//! Destinations (SPEC 10) on the real server: routing by `when`, the
+//! HubSpot and Slack templates, credentials kept out of answers, a failing
+//! destination behind its breaker while another keeps receiving, alerts,
+//! transforms that fail and are fixed, and reloads of the file.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Answer, Options, Receiver, TestServer, WAIT, contact_with_id, eventually, generated};
+
+/// A destinations file in a folder of its own (transforms beside it).
+struct DestinationsDir {
+    dir: tempfile::TempDir,
+}
+
+impl DestinationsDir {
+    fn new(text: &str) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary folder");
+        std::fs::write(dir.path().join("destinations.toml"), text).expect("write the file");
+        Self { dir }
+    }
+
+    fn file(&self) -> PathBuf {
+        self.dir.path().join("destinations.toml")
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        // Written beside and renamed over: the watcher never reads half a file.
+        let temporary = self.dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&temporary, text).expect("write");
+        std::fs::rename(&temporary, self.dir.path().join(name)).expect("rename");
+    }
+}
+
+async fn start(dir: &DestinationsDir, env: &[(&str, &str)]) -> TestServer {
+    let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    TestServer::start(Options {
+        forward: false,
+        destinations: Some((dir.file(), env)),
+        ..Options::default()
+    })
+    .await
+}
+
+fn by_id<'a>(requests: impl IntoIterator<Item = &'a Value>) -> HashSet<String> {
+    requests
+        .into_iter()
+        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn deliveries_of(server: &TestServer, destination: &str) -> Vec<Value> {
+    let reply = server
+        .get(&format!("/deliveries?destination={destination}&limit=1000"))
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json()["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+/// Every lead to the CRM as a HubSpot upsert with its bearer token (those
+/// without an email skipped), hot leads to Slack, everything as the scored
+/// contact to a third; secrets never in the API's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_destination_gets_what_it_selects_in_its_own_shape() {
+    let (crm, slack, all) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    let dir = DestinationsDir::new(&format!(
+        r#"
+[[destination]]
+name = "crm"
+url = "{crm}"
+template = "hubspot"
+auth = {{ bearer_env = "CRM_TOKEN" }}
+
+[[destination]]
+name = "hot-leads"
+url = {{ env = "SLACK_URL" }}
+template = "slack"
+when = 'tier == "hot"'
+
+[[destination]]
+name = "everything"
+url = "{all}"
+"#,
+        crm = crm.url(),
+        all = all.url(),
+    ));
+    let slack_url = format!("{}/services/T000/B000/secret-path-xyz", slack.url());
+    let server = start(
+        &dir,
+        &[("CRM_TOKEN", "crm-token-s3cr3t-0042"), ("SLACK_URL", &slack_url)],
+    )
+    .await;
+    let mut contacts = generated(24, 11);
+    // One without an email: skipped at the CRM, not dead.
+    contacts[3].as_object_mut().unwrap().remove("email");
+    let reply = server.webhook(&json!(contacts)).await;
+    assert_eq!(reply["accepted"], 24, "{reply}");
+    let results = reply["results"].as_array().unwrap();
+    let hot: HashSet<String> = results
+        .iter()
+        .filter(|r| r["tier"] == "hot")
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        !hot.is_empty() && hot.len() < 24,
+        "the generated contacts have some hot ones: {hot:?}"
+    );
+
+    // Everything, as the scored contact (SPEC 3).
+    let received = all.wait_for(24, WAIT).await;
+    let scored: Vec<Value> = received.iter().map(|r| r.json()).collect();
+    assert_eq!(by_id(&scored).len(), 24);
+    assert!(scored.iter().all(|s| s["type"] == "contact.scored"));
+
+    // Hot ones only, as Slack messages, to the URL from the environment.
+    let messages = eventually("the hot leads at Slack", WAIT, async || {
+        let got = slack.accepted();
+        (got.len() >= hot.len()).then_some(got)
+    })
+    .await;
+    let slack_ids: HashSet<String> = messages.iter().map(|m| m.webhook_id()).collect();
+    assert_eq!(slack_ids, hot);
+    for message in &messages {
+        let body = message.json();
+        assert!(body["text"].as_str().unwrap().contains("hot"), "{body}");
+        assert!(body["blocks"].as_array().is_some_and(|b| !b.is_empty()), "{body}");
+    }
+
+    // The CRM: a batch upsert keyed by email, with the bearer token.
+    let upserts = eventually("23 upserts at the CRM", WAIT, async || {
+        let got = crm.accepted();
+        (got.len() >= 23).then_some(got)
+    })
+    .await;
+    assert_eq!(upserts.len(), 23);
+    for upsert in &upserts {
+        assert_eq!(upsert.header("authorization"), "Bearer crm-token-s3cr3t-0042");
+        let body = upsert.json();
+        let input = &body["inputs"][0];
+        assert_eq!(input["idProperty"], "email", "{body}");
+        assert_eq!(input["id"], input["properties"]["email"], "{body}");
+        let event = results
+            .iter()
+            .find(|r| r["id"] == upsert.webhook_id())
+            .expect("an event of this webhook");
+        assert_eq!(input["properties"]["leadscore_tier"], event["tier"], "{body}");
+    }
+    let skipped_id = results[3]["id"].as_str().unwrap();
+    let crm_deliveries = eventually("the CRM's 24 deliveries done", WAIT, async || {
+        let list = deliveries_of(&server, "crm").await;
+        list.iter().all(|d| d["status"] != "pending").then_some(list)
+    })
+    .await;
+    let skipped: Vec<&Value> = crm_deliveries
+        .iter()
+        .filter(|d| d["status"] == "skipped")
+        .collect();
+    assert_eq!(skipped.len(), 1, "{crm_deliveries:?}");
+    assert_eq!(skipped[0]["id"], skipped_id);
+    assert!(crm_deliveries.iter().all(|d| d["destination"] == "crm"));
+
+    // The attempt log of one delivery.
+    let some_id = upserts[0].webhook_id();
+    let attempts = server
+        .get(&format!("/deliveries/{some_id}/attempts?destination=crm"))
+        .await;
+    assert_eq!(attempts.status, 200, "{}", attempts.text);
+    let attempts = attempts.json()["attempts"].as_array().cloned().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        (
+            attempts[0]["destination"].as_str(),
+            attempts[0]["status"].as_u64()
+        ),
+        (Some("crm"), Some(200))
+    );
+    let all_attempts = server
+        .get(&format!("/deliveries/{some_id}/attempts"))
+        .await
+        .json();
+    assert!(
+        all_attempts["attempts"].as_array().unwrap().len() >= 2,
+        "{all_attempts}"
+    );
+
+    // GET /destinations: the three, the secret URL as scheme and host only.
+    let status = server.get("/destinations").await;
+    assert_eq!(status.status, 200, "{}", status.text);
+    let report = status.json();
+    let names: Vec<&str> = report["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["crm", "hot-leads", "everything"]);
+    let slack_status = &report["destinations"][1];
+    assert_eq!(slack_status["url"], "http://127.0.0.1");
+    assert_eq!(slack_status["template"], "slack");
+    assert_eq!(slack_status["when"], "tier == \"hot\"");
+    assert_eq!(slack_status["breaker"], "closed");
+    assert_eq!(report["last_error"], Value::Null);
+    // Secrets appear in no answer.
+    for path in ["/destinations", "/deliveries?limit=1000", "/metrics"] {
+        let text = server.get(path).await.text;
+        for secret in ["crm-token-s3cr3t-0042", "secret-path-xyz"] {
+            assert!(!text.contains(secret), "{path} shows {secret}");
+        }
+    }
+    server.shutdown().await;
+}
+
+/// A destination answering `503` forever opens its breaker (one `failing`
+/// alert, no retries used up while open) while another keeps receiving;
+/// when it answers again, one `recovered` alert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_opens_its_breaker_alerts_and_recovers() {
+    let (flaky, healthy, ops) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
+    flaky.answer_by_default(Answer::status(503));
+    let dir = DestinationsDir::new(&format!(
+        r#"
+[[destination]]
+name = "flaky"
+url = "{flaky}"
+breaker = {{ failures = 2, cooldown = "1s" }}
+retry_schedule = "100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms,100ms"
+alert = "ops"
+
+[[destination]]
+name = "healthy"
+url = "{healthy}"
+
+[[destination]]
+name = "ops"
+url = "{ops}"
+when = 'type == "destination.failing"'
+"#,
+        flaky = flaky.url(),
+        healthy = healthy.url(),
+        ops = ops.url(),
+    ));
+    let server = start(&dir, &[]).await;
+    let contacts: Vec<Value> = (0..5).map(|i| contact_with_id("qualified", 9000 + i)).collect();
+    server.webhook(&json!(contacts)).await;
+    healthy.wait_for(5, WAIT).await;
+    let failing = eventually("a failing alert", WAIT, async || {
+        ops.accepted()
+            .into_iter()
+            .map(|r| r.json())
+            .find(|a| a["type"] == "destination.failing")
+    })
+    .await;
+    assert_eq!(failing["destination"], "flaky");
+    assert!(
+        failing["reason"].as_str().unwrap().contains("breaker"),
+        "{failing}"
+    );
+    let breaker = eventually("the breaker open", WAIT, async || {
+        let report = server.get("/destinations").await.json();
+        let state = report["destinations"][0]["breaker"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        (state != "closed").then_some(state)
+    })
+    .await;
+    assert!(["open", "half-open"].contains(&breaker.as_str()), "{breaker}");
+    // While open, the flaky receiver is asked at most once per cooldown.
+    let before = flaky.requests().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = flaky.requests().len() - before;
+    assert!(during <= 3, "{during} requests in 1.5 s with a 1 s cooldown");
+    // The contacts never reached `ops` (its `when` selects none of them);
+    // alerts bypass `when`.
+    flaky.answer_by_default(Answer::status(200));
+    eventually("the five delivered to flaky", WAIT, async || {
+        let list = deliveries_of(&server, "flaky").await;
+        (list.len() == 5 && list.iter().all(|d| d["status"] == "delivered")).then_some(())
+    })
+    .await;
+    let alerts = eventually("a recovered alert", WAIT, async || {
+        let alerts: Vec<Value> = ops.accepted().into_iter().map(|r| r.json()).collect();
+        alerts
+            .iter()
+            .any(|a| a["type"] == "destination.recovered")
+            .then_some(alerts)
+    })
+    .await;
+    let kinds: Vec<&str> = alerts.iter().map(|a| a["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["destination.failing", "destination.recovered"],
+        "one of each: {alerts:?}"
+    );
+    let flaky_deliveries = deliveries_of(&server, "flaky").await;
+    assert!(
+        flaky_deliveries.iter().all(|d| d["status"] == "delivered"),
+        "{flaky_deliveries:?}"
+    );
+    server.shutdown().await;
+}
+
+/// A transform that fails makes its delivery dead with the error; the
+/// fixed file reloads, the requeued delivery goes out in the new shape.
+/// A broken destinations file keeps the last good set and shows where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_transform_and_a_broken_file_reload() {
+    let nurture = Receiver::start().await;
+    let file = |url: &str| {
+        format!(
+            r#"
+[[destination]]
+name = "nurture"
+url = "{url}"
+transform = "nurture.rhai"
+"#
+        )
+    };
+    let dir = DestinationsDir::new(&file(&nurture.url()));
+    dir.write("nurture.rhai", r#"throw "the list is not set up yet";"#);
+    let server = start(&dir, &[]).await;
+    let reply = server.webhook(&json!([contact_with_id("qualified", 7001)])).await;
+    let id = reply["results"][0]["id"].as_str().unwrap().to_owned();
+    let dead = server.wait_for_delivery(&id, "dead").await;
+    assert!(
+        dead["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("the list is not set up yet"),
+        "{dead}"
+    );
+    let attempts = server.get(&format!("/deliveries/{id}/attempts")).await.json();
+    assert_eq!(attempts["attempts"][0]["error"], "transform", "{attempts}");
+
+    dir.write(
+        "nurture.rhai",
+        r#"#{ list: "nurture", email: event.contact.email, tier: event.tier }"#,
+    );
+    let requeued = eventually("the fixed transform in force", WAIT, async || {
+        let reply = server
+            .request(
+                "POST",
+                &format!("/deliveries/{id}/retry?destination=nurture"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(reply.status, 202, "{}", reply.text);
+        // The file is looked at twice a second: until the reload, the
+        // requeued delivery dies again and is requeued again here.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let got = nurture.accepted();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    let body = requeued[0].json();
+    assert_eq!(body["list"], "nurture", "{body}");
+    assert_eq!(body["tier"], reply["results"][0]["tier"], "{body}");
+
+    // A broken file: the last good set stays, the error shows where.
+    dir.write(
+        "destinations.toml",
+        "[[destination]]\nname = \"nurture\"\nurl = 42\n",
+    );
+    let report = eventually("the broken file reported", WAIT, async || {
+        let report = server.get("/destinations").await.json();
+        (!report["last_error"].is_null()).then_some(report)
+    })
+    .await;
+    let error = &report["last_error"];
+    assert_eq!(
+        (error["line"].as_u64(), error["column"].as_u64()),
+        (Some(3), Some(7)),
+        "{error}"
+    );
+    assert!(
+        error["file"].as_str().unwrap().ends_with("destinations.toml"),
+        "{error}"
+    );
+    assert_eq!(
+        report["destinations"][0]["name"], "nurture",
+        "still in force: {report}"
+    );
+    // A good file again: a new destination appears, the error is gone.
+    let second = Receiver::start().await;
+    dir.write(
+        "destinations.toml",
+        &format!(
+            "{}\n[[destination]]\nname = \"second\"\nurl = \"{}\"\n",
+            file(&nurture.url()),
+            second.url()
+        ),
+    );
+    eventually("the second destination", WAIT, async || {
+        let report = server.get("/destinations").await.json();
+        (report["destinations"].as_array().map_or(0, Vec::len) == 2 && report["last_error"].is_null())
+            .then_some(())
+    })
+    .await;
+    server.webhook(&json!([contact_with_id("qualified", 7002)])).await;
+    second.wait_for(1, WAIT).await;
+    server.shutdown().await;
+}
