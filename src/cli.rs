@@ -4,6 +4,7 @@
 
 mod backtest;
 mod demo;
+mod destinations;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufWriter, Read, Write};
@@ -65,6 +66,9 @@ pub enum Command {
     Config(Box<ServeArgs>),
     /// Generate realistic demo contacts: post them to a running engine (--url) or write JSON lines.
     Demo(demo::DemoArgs),
+    /// Check the destinations file, or preview the request a destination would get.
+    #[command(subcommand)]
+    Destinations(destinations::DestinationsCommand),
 }
 
 /// Where the rules are and the limits they run under.
@@ -181,6 +185,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Some(Command::Test(args)) => test(&args),
         Some(Command::Config(args)) => show_config(&args, &parsed),
         Some(Command::Demo(args)) => demo::run(&args),
+        Some(Command::Destinations(command)) => destinations::run(command),
         // `with_default_command` names `serve` whenever no subcommand is given.
         None => run([
             args.first().cloned().unwrap_or_else(|| "leadscore".into()),

@@ -158,13 +158,7 @@ impl Options {
         flag("forward-concurrency", self.forward_concurrency.to_string());
         flag("forward-timeout", millis(self.forward_timeout));
         flag("delivery-lease", "30s".into());
-        flag(
-            "destinations",
-            self.destinations
-                .as_ref()
-                .map(|(path, _)| path.display().to_string())
-                .unwrap_or_default(),
-        );
+
         if self.allow_rule_edits {
             args.push("--allow-rule-edits".into());
         }
@@ -175,16 +169,7 @@ impl Options {
     /// and checked as the binary does it.
     pub fn serve_config(&self) -> ServeConfig {
         let args = self.command_line();
-        // The file is read here, with the test's environment.
-        let args: Vec<String> = match &self.destinations {
-            Some(_) => {
-                let mut args = args;
-                let at = args.iter().position(|a| a == "--destinations").expect("the flag");
-                args.drain(at..at + 2);
-                args
-            }
-            None => args,
-        };
+        // A destinations file is read below, with the test's environment.
         let serve = match Cli::try_parse_from(&args) {
             Ok(Cli {
                 command: Some(Command::Serve(serve)),
