@@ -476,3 +476,123 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     assert!(log.contains("hello from the rule"), "{log}");
     assert!(!log.contains('\u{1b}'), "ESC in the command's log: {log:?}");
 }
+
+/// SPEC 10 `leadscore destinations check`: the example file with its
+/// variables set loads; a missing variable and a bad setting are named
+/// with file, line and column (exit 2).
+#[test]
+fn destinations_check_names_every_problem() {
+    let example = repo().join("destinations.example.toml");
+    let env = [
+        ("HUBSPOT_TOKEN", "pat-test-token-9f8e7d"),
+        (
+            "SLACK_WEBHOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/xyzzy-secret",
+        ),
+        ("NURTURE_API_KEY", "nurture-key-1234"),
+        ("NURTURE_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+    ];
+    let out = run(leadscore()
+        .args(["destinations", "check", "--destinations"])
+        .arg(&example)
+        .envs(env));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("crm: hubspot to https://api.hubapi.com"), "{text}");
+    assert!(
+        text.contains("ops-slack: slack to https://hooks.slack.com ("),
+        "{text}"
+    );
+    assert!(text.contains("destination(s), OK"), "{text}");
+    for (_, secret) in env {
+        assert!(
+            !text.contains(secret) && !stderr(&out).contains(secret),
+            "{secret} shown"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("destinations.toml");
+    std::fs::write(
+        &broken,
+        "[[destination]]\nname = \"crm\"\nurl = \"https://crm.example/hook\"\nrate = \"0/10s\"\n\n\
+         [[destination]]\nname = \"chat\"\nurl = { env = \"CHAT_URL_NOT_SET_ANYWHERE\" }\n",
+    )
+    .unwrap();
+    let out = run(leadscore()
+        .args(["destinations", "check", "--destinations"])
+        .arg(&broken));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let errors = stderr(&out);
+    let path = broken.display().to_string();
+    assert!(errors.contains(&format!("{path}:4:")), "{errors}");
+    assert!(errors.contains("destination \"crm\": rate"), "{errors}");
+    assert!(errors.contains(&format!("{path}:8:")), "{errors}");
+    assert!(
+        errors.contains("CHAT_URL_NOT_SET_ANYWHERE is not set"),
+        "{errors}"
+    );
+}
+
+/// SPEC 10 `leadscore destinations preview`: the request a destination
+/// would get for a scored fixture, the token masked, nothing sent.
+#[test]
+fn destinations_preview_shows_the_request_with_secrets_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("destinations.toml");
+    std::fs::write(
+        &file,
+        "[[destination]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/never-called\"\ntemplate = \"hubspot\"\n\
+         auth = { bearer_env = \"PREVIEW_TOKEN\" }\n",
+    )
+    .unwrap();
+    let out = run(leadscore()
+        .args(["destinations", "preview", "--rules"])
+        .arg(repo().join("rules"))
+        .arg("--destinations")
+        .arg(&file)
+        .args(["--json", "crm"])
+        .arg(fixture("contact-created-qualified.json"))
+        .env("PREVIEW_TOKEN", "tok-preview-5678"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(!text.contains("tok-preview-5678"), "{text}");
+    let request: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(request["destination"], "crm");
+    assert_eq!(request["method"], "POST");
+    assert_eq!(request["url"], "http://127.0.0.1:9/never-called");
+    let headers: Vec<(String, String)> = serde_json::from_value(request["headers"].clone()).unwrap();
+    assert!(
+        headers.contains(&("authorization".into(), "Bearer ***".into())),
+        "{headers:?}"
+    );
+    let input = &request["body"]["json"]["inputs"][0];
+    assert_eq!(input["idProperty"], "email", "{request}");
+    assert!(input["properties"]["leadscore_tier"].is_string(), "{request}");
+}
+
+/// `--forward-url` and a destinations file together are refused at start.
+#[test]
+fn forward_url_and_a_destinations_file_are_refused_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("destinations.toml");
+    std::fs::write(
+        &file,
+        "[[destination]]\nname = \"crm\"\nurl = \"http://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    let out = run(leadscore()
+        .args([
+            "config",
+            "--forward-url",
+            "http://127.0.0.1:9/x",
+            "--destinations",
+        ])
+        .arg(&file));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("--forward-url and the destinations file"),
+        "{}",
+        stderr(&out)
+    );
+}

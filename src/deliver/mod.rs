@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use crate::destinations::auth::Credentials;
 use crate::destinations::body::{BodyError, Payload};
 use crate::destinations::breaker::{AttemptResult, Breaker, Permit};
-use crate::destinations::rate::{LocalRateGate, RateGate};
+use crate::destinations::rate::RateGate;
 use crate::destinations::{Body, BodySpec, BreakerSettings, BreakerState, Destination, Template};
 use crate::store::{AttemptLog, AttemptOutcome, ClaimedDelivery, Store, StoreResult, truncate_body};
 use crate::telemetry;
@@ -264,7 +264,7 @@ impl Deliverer {
     ) -> reqwest::Result<Self> {
         let client = http_client(destination.timeout)?;
         let credentials = Credentials::new(&destination);
-        let gate: Arc<dyn RateGate> = Arc::new(LocalRateGate::new(destination.rate));
+        let gate = store.rate_gate(&destination.name, destination.rate);
         Ok(Self {
             store,
             destination,

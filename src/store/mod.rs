@@ -476,6 +476,15 @@ pub trait Store: Send + Sync + 'static {
     async fn recent_events(&self, limit: usize) -> StoreResult<Vec<StoredEvent>>;
     /// The per-minute counters from `since_ms` on.
     async fn counters(&self, since_ms: i64) -> StoreResult<Counters>;
+    /// The rate limit of a destination (SPEC 10): counted within this
+    /// process, or shared by every instance of a shared store.
+    fn rate_gate(
+        &self,
+        _destination: &str,
+        limit: Option<crate::destinations::RateLimit>,
+    ) -> Arc<dyn crate::destinations::rate::RateGate> {
+        Arc::new(crate::destinations::rate::LocalRateGate::new(limit))
+    }
     /// Called once when `serve` starts: frees the claims a crashed earlier
     /// run left behind, where the backend can know they were that run's.
     /// SQLite (one server per file) frees them all at once; a shared store

@@ -38,6 +38,7 @@
 //! the `Store` methods that run on the pool.
 
 mod pool;
+mod rate;
 mod schema;
 mod sql;
 mod store;

@@ -113,6 +113,13 @@ CREATE TABLE leadscore_attempts (
 );
 CREATE INDEX leadscore_attempts_delivery ON leadscore_attempts (event_seq, destination, at);
 CREATE INDEX leadscore_attempts_at ON leadscore_attempts USING brin (at);
+-- Rate limits shared by every instance: the start times (unix ms, the
+-- database's clock) of a destination's last requests, and its 429 pause.
+CREATE TABLE leadscore_rate_windows (
+    destination  text PRIMARY KEY,
+    started      bigint[] NOT NULL DEFAULT '{}',
+    paused_until bigint NOT NULL DEFAULT 0
+);
 -- The events keep only the event (dropping columns is instant here).
 DROP INDEX leadscore_events_pending_contact;
 DROP INDEX leadscore_events_pending_due;

@@ -347,6 +347,24 @@ impl Store for PostgresStore {
             .await
     }
 
+    /// Shared through the store when there is a limit to share; a
+    /// destination without one only pauses this instance on a `429` (no
+    /// round trip per request for it).
+    fn rate_gate(
+        &self,
+        destination: &str,
+        limit: Option<crate::destinations::RateLimit>,
+    ) -> Arc<dyn crate::destinations::rate::RateGate> {
+        match limit {
+            Some(limit) => Arc::new(super::rate::SharedRateGate {
+                pool: self.pool.clone(),
+                destination: destination.to_owned(),
+                limit,
+            }),
+            None => Arc::new(crate::destinations::rate::LocalRateGate::new(None)),
+        }
+    }
+
     async fn prune(&self) -> StoreResult<Pruned> {
         let retention = self.retention;
         self.pool
