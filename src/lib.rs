@@ -18,6 +18,7 @@ pub mod deliver;
 pub mod demo;
 pub mod http;
 pub mod ingest;
+pub mod lint;
 pub mod payload;
 pub mod reload;
 pub mod rule_files;

@@ -207,6 +207,50 @@ impl Tiers {
             .unwrap_or(NO_TIER)
     }
 
+    /// The tiers no score within `[min, max]` can reach, each with why
+    /// (`leadscore lint`). A threshold tier covers `[min_score, next higher
+    /// threshold)`, the catch-all tier everything below the lowest threshold.
+    pub fn unreachable(&self) -> Vec<(String, String)> {
+        let (low, high) = (
+            self.min.unwrap_or(f64::NEG_INFINITY),
+            self.max.unwrap_or(f64::INFINITY),
+        );
+        let bounds = || format!("the score bounds [{}, {}]", show(self.min), show(self.max));
+        let mut found = Vec::new();
+        let mut above = f64::INFINITY; // the next higher threshold
+        for (name, threshold) in &self.thresholds {
+            let lowest_score = threshold.max(low);
+            if lowest_score > high {
+                found.push((
+                    name.clone(),
+                    format!("its min_score {threshold} is above {}", bounds()),
+                ));
+            } else if lowest_score >= above {
+                found.push((
+                    name.clone(),
+                    format!(
+                        "every score of {} that reaches its min_score {threshold} reaches a higher tier's",
+                        bounds()
+                    ),
+                ));
+            }
+            above = above.min(*threshold);
+        }
+        if let Some(name) = &self.catch_all
+            && low >= above
+        {
+            found.push((
+                name.clone(),
+                format!(
+                    "it takes scores below {above}, and {} start at {}",
+                    bounds(),
+                    show(self.min)
+                ),
+            ));
+        }
+        found
+    }
+
     /// Every tier name a result can carry, highest first.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.thresholds.iter().map(|(n, _)| n.clone()).collect();
@@ -226,6 +270,11 @@ impl Points {
             Points::Float(f) => f,
         }
     }
+}
+
+/// A score bound as `tiers.toml` gives it; `none` when it has none.
+fn show(bound: Option<f64>) -> String {
+    bound.map_or_else(|| "none".to_owned(), |b| b.to_string())
 }
 
 /// 1-based line and column of a byte offset.
