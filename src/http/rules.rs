@@ -58,20 +58,6 @@ fn percent_decoded(segment: &str) -> Result<String, AppError> {
     String::from_utf8(out).map_err(|_| AppError::bad_request("the file name is not UTF-8"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn file_names_are_percent_decoded() {
-        assert_eq!(percent_decoded("10-role.rhai").unwrap(), "10-role.rhai");
-        assert_eq!(percent_decoded("my%20rule.rhai").unwrap(), "my rule.rhai");
-        assert_eq!(percent_decoded("..%2Fx.rhai").unwrap(), "../x.rhai");
-        assert!(percent_decoded("bad%zz").is_err());
-        assert!(percent_decoded("%ff.rhai").is_err());
-    }
-}
-
 /// `POST /lint` (SPEC 13): the given rule files (or the loaded ones) against
 /// the stored contacts; the console shows the findings beside its editor.
 pub async fn lint(engine: &Engine, settings: &HttpSettings, request: Request) -> Handled {
@@ -85,4 +71,18 @@ pub async fn lint(engine: &Engine, settings: &HttpSettings, request: Request) ->
     };
     let report = engine.lint(lint_request).await?;
     Ok(json_reply(StatusCode::OK, &report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_are_percent_decoded() {
+        assert_eq!(percent_decoded("10-role.rhai").unwrap(), "10-role.rhai");
+        assert_eq!(percent_decoded("my%20rule.rhai").unwrap(), "my rule.rhai");
+        assert_eq!(percent_decoded("..%2Fx.rhai").unwrap(), "../x.rhai");
+        assert!(percent_decoded("bad%zz").is_err());
+        assert!(percent_decoded("%ff.rhai").is_err());
+    }
 }

@@ -5,7 +5,7 @@
 //! constant text are listed without one: nothing can be checked before
 //! the rule runs.
 
-use rhai::{AST, ASTNode, Expr};
+use rhai::{AST, ASTNode, Expr, Stmt};
 
 /// The reading functions whose argument names something of the contact.
 pub const LOOKUP_FUNCTIONS: &[&str] = &["answer", "has_answer", "utm", "first_utm"];
@@ -28,7 +28,14 @@ pub fn of(rule: &str, ast: &AST) -> Vec<RuleCall> {
     let own: Vec<&str> = ast.iter_functions().map(|f| f.name).collect();
     let mut calls = Vec::new();
     ast.walk(&mut |path: &[ASTNode]| {
-        if let Some(ASTNode::Expr(Expr::FnCall(call, pos))) = path.last() {
+        // A call that is a statement of its own is a `Stmt::FnCall`.
+        let call = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, pos)) | ASTNode::Stmt(Stmt::FnCall(call, pos))) => {
+                Some((call, pos))
+            }
+            _ => None,
+        };
+        if let Some((call, pos)) = call {
             let known = LOOKUP_FUNCTIONS
                 .iter()
                 .chain(EFFECT_FUNCTIONS)

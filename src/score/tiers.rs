@@ -289,6 +289,34 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 mod tests {
     use super::*;
 
+    fn unreachable(text: &str) -> Vec<String> {
+        Tiers::parse(text)
+            .unwrap()
+            .unreachable()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    #[test]
+    fn tiers_out_of_the_score_bounds_are_unreachable() {
+        let tiers = |min: &str, max: &str, rest: &str| format!("[score]\nmin = {min}\nmax = {max}\n{rest}");
+        let three = "[[tiers]]\nname = \"hot\"\nmin_score = 70\n[[tiers]]\nname = \"warm\"\nmin_score = 40\n[[tiers]]\nname = \"cold\"\n";
+        assert!(unreachable(&tiers("0", "100", three)).is_empty());
+        assert_eq!(unreachable(&tiers("0", "60", three)), ["hot"]);
+        assert_eq!(
+            unreachable(&tiers("0", "70", three)),
+            Vec::<String>::new(),
+            "70 itself is hot"
+        );
+        // Every score is at least 40: cold is never given.
+        assert_eq!(unreachable(&tiers("40", "100", three)), ["cold"]);
+        // Every score is at least 75: warm and cold are never given.
+        assert_eq!(unreachable(&tiers("75", "100", three)), ["warm", "cold"]);
+        // Without bounds every tier is reachable.
+        assert!(unreachable(three).is_empty());
+    }
+
     const SPEC_TIERS: &str = r#"
 [score]
 min = 0

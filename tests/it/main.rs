@@ -10,7 +10,8 @@
 //! - [`delivery`]: forwarding, retries, dead deliveries, order, duplicates;
 //! - [`faults`]: receivers that never answer or trickle their answer;
 //! - [`reload`]: hot reload of the rules folder;
-//! - [`process`]: the binary under SIGKILL, SIGTERM, SIGHUP and bad config.
+//! - [`process`]: the binary under SIGKILL, SIGTERM, SIGHUP and bad config;
+//! - [`tools`]: tools for rule authors: trace, lint, time per rule.
 //!
 //! Run with `cargo test --test it`. The store under test is SQLite in a
 //! temporary folder; the harness takes the store as a parameter
@@ -28,3 +29,4 @@ mod process;
 mod reload;
 #[path = "../support/mod.rs"]
 mod support;
+mod tools;
