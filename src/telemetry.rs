@@ -139,7 +139,7 @@ pub fn sample_rule_times() -> bool {
     SCORED.with(|scored| {
         let n = scored.get();
         scored.set(n.wrapping_add(1));
-        n % RULE_TIME_SAMPLE == 0
+        n.is_multiple_of(RULE_TIME_SAMPLE)
     })
 }
 

@@ -281,7 +281,7 @@ async fn backtest_lists_the_slowest_rule_files() {
     let server = with_history(RulesDir::example(), 60).await;
     let mut candidate = rules_with_mistakes();
     candidate["rules"]["96-slow.rhai"] =
-        "let i = 0; let s = 0; while i < 2000 { s += i; i += 1; } if s < 0 { add(1, \"never\") }\n".into();
+        "let i = 0; let s = 0; while i < 20000 { s += i; i += 1; } if s < 0 { add(1, \"never\") }\n".into();
     candidate.as_object_mut().unwrap().remove("tiers");
     let reply = server.post_json("/backtest", &candidate, &[]).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
