@@ -621,4 +621,16 @@ fn lint_without_a_store_finds_an_unreachable_tier() {
     let out = run(leadscore().args(["lint", "--rules", "rules"]));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(last_line(&out).starts_with("0 finding(s)"), "{}", stdout(&out));
+
+    // Lint that cannot run says why and exits 2: a store that does not exist,
+    // a window that is not one.
+    let missing = dir.path().join("no-such.db");
+    let out = run(leadscore()
+        .args(["lint", "--rules", "rules", "--store"])
+        .arg(format!("sqlite://{}", missing.display())));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    let out = run(leadscore().args(["lint", "--rules", "rules", "--since", "soon"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("error: --since"), "{}", stderr(&out));
 }

@@ -131,6 +131,19 @@ async fn lint_finds_nothing_on_the_example_rules() {
     // A bad window is the caller's mistake, named.
     let reply = server.post_json("/lint", &json!({"since": "soon"}), &[]).await;
     assert!(reply.assert_error(400).starts_with("since"), "{}", reply.text);
+    // Rules that do not compile are listed with their place, as for a backtest.
+    let reply = server
+        .post_json("/lint", &json!({"rules": {"10-broken.rhai": "add(1,"}}), &[])
+        .await;
+    assert_eq!(reply.status, 422, "{}", reply.text);
+    assert_eq!(
+        reply.json()["errors"][0]["file"],
+        "10-broken.rhai",
+        "{}",
+        reply.text
+    );
+    let reply = server.post_json("/lint", &json!({"rulez": {}}), &[]).await;
+    assert_eq!(reply.status, 400, "unknown fields are refused: {}", reply.text);
 }
 
 /// The command line runs the same checks against the same store; it exits
