@@ -11,8 +11,14 @@
 //!
 //! Run pinned to one core: `taskset -c 0 cargo bench --bench scoring`.
 //!
+//! Tools for rule authors (SPEC 13, BENCHMARKS.md "Session 9"):
+//! `evaluate_traced` is `score --trace`'s evaluation, `evaluate_timed` times
+//! every rule file of every contact, and `ingest_scoring` is what ingest
+//! does per contact: the time per rule file taken for one contact in 16
+//! and recorded into the Prometheus histogram, the others scored plainly.
+//!
 //! Counting mode, for a machine too busy for stable timings: with
-//! `SCORING_COUNT=evaluate|evaluate_rhai_only|score|parse_score_serialize` (and optionally
+//! `SCORING_COUNT=evaluate|evaluate_rhai_only|score|parse_score_serialize|evaluate_traced|evaluate_timed|ingest_scoring` (and optionally
 //! `SCORING_PASSES=N`, default 1) the binary skips criterion and runs that
 //! step N times over the mix, so that under
 //! `valgrind --tool=callgrind` the instructions per contact are
@@ -24,7 +30,8 @@ use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, SamplingMode, criterion_group};
 use leadscore::payload::{self, Contact};
-use leadscore::score::{Limits, Outcome, RuleSet, ScoredContact};
+use leadscore::score::{Limits, Outcome, RuleSet, RuleTrace, ScoredContact};
+use leadscore::telemetry;
 
 // The allocator of the `leadscore` binary (src/main.rs), so that the figures
 // are those of the shipped program.
@@ -71,6 +78,28 @@ fn score(rules: &RuleSet, contact: &Contact) -> ScoredContact {
     rules.score(contact, None, SystemTime::now())
 }
 
+#[inline(never)]
+fn evaluate_traced(rules: &RuleSet, contact: &Contact) -> (Outcome, Vec<RuleTrace>) {
+    rules.evaluate_traced(contact)
+}
+
+#[inline(never)]
+fn evaluate_timed(rules: &RuleSet, contact: &Contact) -> Outcome {
+    rules.evaluate_timed(contact).0
+}
+
+/// Ingest's scoring of one contact (src/ingest/mod.rs, `prepare`).
+#[inline(never)]
+fn ingest_scoring(rules: &RuleSet, contact: &Contact) -> ScoredContact {
+    if telemetry::sample_rule_times() {
+        let (outcome, times) = rules.evaluate_timed(contact);
+        telemetry::rule_times(&times);
+        rules.scored_contact(contact, outcome, None, SystemTime::now())
+    } else {
+        rules.score(contact, None, SystemTime::now())
+    }
+}
+
 /// What the CLI does per payload: parse, score, print one JSON line.
 #[inline(never)]
 fn parse_score_serialize(rules: &RuleSet, body: &[u8], out: &mut Vec<u8>) {
@@ -113,6 +142,9 @@ fn bench_qualified(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("qualified");
     group.bench_function("evaluate", |b| b.iter(|| evaluate(&rules, black_box(&contact))));
+    group.bench_function("evaluate_traced", |b| {
+        b.iter(|| evaluate_traced(&rules, black_box(&contact)))
+    });
     group.bench_function("score", |b| b.iter(|| score(&rules, black_box(&contact))));
     // The same rules run by Rhai alone (no native evaluation): the reference.
     let rhai_only = load_rules(&Limits::default()).interpreted_only();
@@ -151,7 +183,21 @@ fn bench_mix(c: &mut Criterion) {
         b.iter(|| evaluate(&rules, black_box(cycle.next())))
     });
     let mut cycle = Cycle::new(&contacts);
+    group.bench_function("evaluate_traced", |b| {
+        b.iter(|| evaluate_traced(&rules, black_box(cycle.next())))
+    });
+    let mut cycle = Cycle::new(&contacts);
+    group.bench_function("evaluate_timed", |b| {
+        b.iter(|| evaluate_timed(&rules, black_box(cycle.next())))
+    });
+    let mut cycle = Cycle::new(&contacts);
     group.bench_function("score", |b| b.iter(|| score(&rules, black_box(cycle.next()))));
+    // The histogram records into the server's recorder, as in `serve`.
+    telemetry::metrics_handle();
+    let mut cycle = Cycle::new(&contacts);
+    group.bench_function("ingest_scoring", |b| {
+        b.iter(|| ingest_scoring(&rules, black_box(cycle.next())))
+    });
     let rhai_only = load_rules(&Limits::default()).interpreted_only();
     let mut cycle = Cycle::new(&contacts);
     group.bench_function("evaluate_rhai_only", |b| {
@@ -182,11 +228,26 @@ fn count(step: &str, passes: usize) {
                 .iter()
                 .for_each(|c| drop(black_box(evaluate(&rhai_only, c)))),
             "score" => contacts.iter().for_each(|c| drop(black_box(score(&rules, c)))),
+            "evaluate_traced" => contacts
+                .iter()
+                .for_each(|c| drop(black_box(evaluate_traced(&rules, c)))),
+            "evaluate_timed" => contacts
+                .iter()
+                .for_each(|c| drop(black_box(evaluate_timed(&rules, c)))),
+            "ingest_scoring" => {
+                telemetry::metrics_handle();
+                contacts
+                    .iter()
+                    .for_each(|c| drop(black_box(ingest_scoring(&rules, c))));
+            }
             "parse_score_serialize" => payloads
                 .iter()
                 .for_each(|p| parse_score_serialize(&rules, p, &mut out)),
             other => {
-                panic!("SCORING_COUNT={other}: evaluate, evaluate_rhai_only, score or parse_score_serialize")
+                panic!(
+                    "SCORING_COUNT={other}: evaluate, evaluate_rhai_only, score, parse_score_serialize, \
+                     evaluate_traced, evaluate_timed or ingest_scoring"
+                )
             }
         }
     }

@@ -68,6 +68,8 @@ pub struct Backtest {
     /// the backtest answers its webhooks first (`POST /backtest`); the
     /// command line runs at normal priority.
     pub background: bool,
+    /// Given contacts only: both results carry their trace (the playground).
+    pub trace: bool,
 }
 
 /// Lowers the calling thread to the lowest CPU priority of normal
@@ -158,7 +160,22 @@ pub struct Report {
     pub duration_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub results: Option<Vec<PairResult>>,
+    /// The candidate's slowest rule files, slowest first (SPEC 13).
+    pub slowest_rules: Vec<RuleTime>,
 }
+
+/// How long a rule file of the candidate took per contact.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleTime {
+    pub rule: String,
+    /// Mean time per contact, in microseconds.
+    pub mean_micros: f64,
+    /// Its share of the time of all rule files, in percent.
+    pub share_percent: f64,
+}
+
+/// How many rule files the report lists as the slowest.
+pub const SLOWEST_RULES: usize = 5;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionInfo {
@@ -232,6 +249,8 @@ impl Backtest {
     ) -> Result<Report, BacktestError> {
         let started = Instant::now();
         let scorer = Arc::new(Scorer::new(self.baseline.clone(), self.candidate.clone()));
+        let timing = scorer.clone();
+        let trace = self.trace;
         let mut builder = ReportBuilder::new(self.top, &scorer);
         let mut on_row = on_row;
         let (mut report, results) = match self.source {
@@ -255,10 +274,15 @@ impl Backtest {
                         let Baseline::Rules(baseline_rules) = &scorer.baseline else {
                             unreachable!("checked above")
                         };
-                        results.push(PairResult {
+                        let mut pair = PairResult {
                             baseline: baseline_rules.scored_contact(contact, baseline, None, now),
                             candidate: scorer.candidate.scored_contact(contact, candidate, None, now),
-                        });
+                        };
+                        if trace {
+                            pair.baseline.trace = Some(baseline_rules.evaluate_traced(contact).1);
+                            pair.candidate.trace = Some(scorer.candidate.evaluate_traced(contact).1);
+                        }
+                        results.push(pair);
                         progress.done.fetch_add(1, AtomicOrdering::Relaxed);
                     }
                     (builder, results)
@@ -302,6 +326,7 @@ impl Backtest {
             }
         };
         report.results = results;
+        report.slowest_rules = timing.slowest_rules(SLOWEST_RULES);
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)
     }
@@ -417,7 +442,17 @@ struct Scorer {
     baseline: Baseline,
     candidate: Arc<RuleSet>,
     comparison: Option<Comparison>,
+    /// Nanoseconds each candidate rule file took, summed over the timed contacts.
+    rule_nanos: Vec<AtomicU64>,
+    timed_contacts: AtomicU64,
+    /// Contacts scored: the first and one in [`TIME_ONE_IN`] are timed.
+    scored: AtomicU64,
 }
+
+/// Reading the clock around every rule of every contact costs about 10 %
+/// on this machine's clock (BENCHMARKS.md, "Session 9"); a sample of one
+/// contact in 16 ranks the rule files as well.
+const TIME_ONE_IN: u64 = 16;
 
 /// What a backtest reads of a stored scored contact.
 #[derive(Deserialize)]
@@ -439,6 +474,9 @@ impl Scorer {
             Baseline::Stored => None,
         };
         Self {
+            rule_nanos: candidate.file_names().iter().map(|_| AtomicU64::new(0)).collect(),
+            timed_contacts: AtomicU64::new(0),
+            scored: AtomicU64::new(0),
             baseline,
             candidate,
             comparison,
@@ -448,9 +486,62 @@ impl Scorer {
     /// Both outcomes of a contact, baseline rules first.
     fn outcomes(&self, contact: &Contact) -> (Outcome, Outcome) {
         match &self.comparison {
-            Some(comparison) => comparison.evaluate(contact),
+            Some(comparison) => self.compare(comparison, contact),
             None => unreachable!("only with a baseline rule set"),
         }
+    }
+
+    /// Both outcomes, timing the candidate's rule files on a sample of contacts.
+    fn compare(&self, comparison: &Comparison, contact: &Contact) -> (Outcome, Outcome) {
+        if self.time_this_one() {
+            self.timed(comparison.evaluate_timed(contact))
+        } else {
+            comparison.evaluate(contact)
+        }
+    }
+
+    fn time_this_one(&self) -> bool {
+        self.scored
+            .fetch_add(1, AtomicOrdering::Relaxed)
+            .is_multiple_of(TIME_ONE_IN)
+    }
+
+    /// Adds the candidate's rule times of one contact to the totals.
+    fn timed(&self, (baseline, candidate, times): (Outcome, Outcome, Vec<Duration>)) -> (Outcome, Outcome) {
+        self.add_times(times.into_iter());
+        (baseline, candidate)
+    }
+
+    fn add_times(&self, times: impl Iterator<Item = Duration>) {
+        for (total, elapsed) in self.rule_nanos.iter().zip(times) {
+            total.fetch_add(elapsed.as_nanos() as u64, AtomicOrdering::Relaxed);
+        }
+        self.timed_contacts.fetch_add(1, AtomicOrdering::Relaxed);
+    }
+
+    /// The `n` candidate rule files that took longest, slowest first.
+    fn slowest_rules(&self, n: usize) -> Vec<RuleTime> {
+        let contacts = self.timed_contacts.load(AtomicOrdering::Relaxed);
+        if contacts == 0 {
+            return Vec::new();
+        }
+        let totals: Vec<u64> = self
+            .rule_nanos
+            .iter()
+            .map(|t| t.load(AtomicOrdering::Relaxed))
+            .collect();
+        let all: u64 = totals.iter().sum::<u64>().max(1);
+        let mut times: Vec<(String, u64)> = self.candidate.file_names().into_iter().zip(totals).collect();
+        times.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        times
+            .into_iter()
+            .take(n)
+            .map(|(rule, nanos)| RuleTime {
+                rule,
+                mean_micros: (nanos as f64 / contacts as f64 / 10.0).round() / 100.0,
+                share_percent: (nanos as f64 * 1000.0 / all as f64).round() / 10.0,
+            })
+            .collect()
     }
 
     fn compare_stored(&self, event: &StoredEvent) -> Compared {
@@ -464,11 +555,24 @@ impl Scorer {
         };
         match &self.comparison {
             Some(comparison) => {
-                let (baseline, candidate) = comparison.evaluate(&contact);
+                let (baseline, candidate) = self.compare(comparison, &contact);
                 compare(contact.id.clone(), &baseline, &candidate)
             }
             None => {
-                let candidate = self.candidate.evaluate(&contact);
+                let candidate = if self.time_this_one() {
+                    let (candidate, times) = self.candidate.evaluate_timed(&contact);
+                    // Only the rules that ran are timed: place each by its name.
+                    let names = self.candidate.file_names();
+                    self.add_times(names.iter().map(|name| {
+                        times
+                            .iter()
+                            .find(|(rule, _)| rule == name)
+                            .map_or(Duration::ZERO, |(_, elapsed)| *elapsed)
+                    }));
+                    candidate
+                } else {
+                    self.candidate.evaluate(&contact)
+                };
                 let baseline = Outcome {
                     score: stored.score,
                     tier: stored.tier,
@@ -777,6 +881,7 @@ impl ReportBuilder {
             },
             duration_ms: 0,
             results: None,
+            slowest_rules: Vec::new(),
         }
     }
 }

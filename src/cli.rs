@@ -60,6 +60,8 @@ pub enum Command {
     Check(RuleArgs),
     /// Run the rule tests in RULES/tests/*.toml.
     Test(TestArgs),
+    /// Find what makes rules silently dead: misspelt questions, absent UTM names, rules that never fire, unreachable tiers.
+    Lint(LintArgs),
     /// Try a candidate rules folder on the stored contacts: which would change tier?
     Backtest(Box<backtest::BacktestArgs>),
     /// Print the settings `serve` would run with, where each comes from, secrets masked.
@@ -137,6 +139,9 @@ pub struct ScoreArgs {
     /// Payload files: a JSON array or object per file, or one payload per line. `-` reads stdin.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// Add each result's trace: per rule file, what it did and every question or UTM value it looked up.
+    #[arg(long)]
+    pub trace: bool,
 }
 
 #[derive(Debug, Args)]
@@ -145,6 +150,24 @@ pub struct TestArgs {
     pub rules: RuleArgs,
     /// Test files to run instead of RULES/tests/*.toml.
     pub files: Vec<PathBuf>,
+    /// Also list, per rule file, the tests in which it had an effect, and the add/disqualify/tag calls no test reached.
+    #[arg(long)]
+    pub coverage: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LintArgs {
+    #[command(flatten)]
+    pub rules: RuleArgs,
+    /// Check the rules against the contacts in this store (`sqlite://PATH` or `postgres://...`); without it only the checks that need no store run.
+    #[arg(long, env = "LEADSCORE_STORE")]
+    pub store: Option<String>,
+    /// Contacts received since this long ago (`30d`) or this RFC 3339 time.
+    #[arg(long, default_value = app::lint::DEFAULT_SINCE)]
+    pub since: String,
+    /// How long the store keeps received contacts (`serve --retention`): lint reaches no further back.
+    #[arg(long, env = "LEADSCORE_RETENTION", default_value = "90d", value_parser = parse_duration)]
+    pub retention: Duration,
 }
 
 /// Entry point of the binary.
@@ -182,7 +205,8 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Some(Command::Score(args)) => score(&args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Backtest(args)) => backtest::run(&args),
-        Some(Command::Test(args)) => test(&args),
+        Some(Command::Test(args)) => test(args),
+        Some(Command::Lint(args)) => lint(&args),
         Some(Command::Config(args)) => show_config(&args, &parsed),
         Some(Command::Demo(args)) => demo::run(&args),
         Some(Command::Destinations(command)) => destinations::run(command),
@@ -261,11 +285,15 @@ fn check(args: &RuleArgs) -> ExitCode {
     }
 }
 
-fn test(args: &TestArgs) -> ExitCode {
+fn test(args: TestArgs) -> ExitCode {
     let rules = match args.rules.load_or_report() {
+        // Coverage needs the line of each effect call, which only Rhai's
+        // calls carry; Rhai alone gives the same results (native.rs).
+        Ok(rules) if args.coverage => rules.interpreted_only(),
         Ok(rules) => rules,
         Err(code) => return code,
     };
+    let mut coverage = args.coverage.then(|| rule_test_runner::Coverage::new(&rules));
     let files = if args.files.is_empty() {
         match rule_test_runner::test_files(&args.rules.rules) {
             Ok(files) => files,
@@ -289,7 +317,7 @@ fn test(args: &TestArgs) -> ExitCode {
     }
     let (mut passed, mut failed) = (0usize, 0usize);
     for file in &files {
-        for outcome in rule_test_runner::run_file(&rules, file) {
+        for outcome in rule_test_runner::run_file_covered(&rules, file, coverage.as_mut()) {
             if outcome.passed() {
                 passed += 1;
                 println!("ok   {} › {}", outcome.file.display(), outcome.name);
@@ -301,6 +329,9 @@ fn test(args: &TestArgs) -> ExitCode {
                 }
             }
         }
+    }
+    if let Some(coverage) = &coverage {
+        print!("{}", coverage.report(&args.rules.rules));
     }
     println!("{passed} passed, {failed} failed");
     if passed + failed == 0 {
@@ -315,10 +346,81 @@ fn test(args: &TestArgs) -> ExitCode {
     }
 }
 
+/// `leadscore lint`: every finding on a line (`FILE:LINE: message`), a
+/// summary line last; exit 1 when anything is found, 2 when lint could not run.
+fn lint(args: &LintArgs) -> ExitCode {
+    let rules = match args.rules.load_or_report() {
+        Ok(rules) => std::sync::Arc::new(rules),
+        Err(code) => return code,
+    };
+    if let Err(e) = crate::time::parse_since(&args.since, SystemTime::now()) {
+        eprintln!("error: --since: {e}");
+        return ExitCode::from(2);
+    }
+    let store_url = args.store.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    if let Some(url) = store_url
+        && let Err(e) = check_store_url(url)
+    {
+        eprintln!("error: --store {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let report = runtime.block_on(async {
+        let store = match store_url {
+            Some(url) => {
+                let retention = Retention {
+                    dedupe_window: DEFAULT_DEDUPE_WINDOW.min(args.retention),
+                    retention: args.retention,
+                };
+                Some(
+                    store::open_existing(url, retention)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            None => None,
+        };
+        app::lint::run(rules, store, &args.since, args.retention)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    for finding in &report.findings {
+        let finding = crate::lint::Finding {
+            file: args.rules.rules.join(&finding.file).display().to_string(),
+            ..finding.clone()
+        };
+        println!("{finding}");
+    }
+    let against = match (report.contacts, &report.since) {
+        (Some(n), Some(since)) => format!("{n} stored contact(s) received since {since}"),
+        _ => "no store (--store): only the checks that need none ran".to_owned(),
+    };
+    println!("{} finding(s); checked against {against}", report.findings.len());
+    if report.findings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
 fn score(args: &ScoreArgs) -> ExitCode {
     let rules = match args.rules.load_or_report() {
         Ok(rules) => rules,
         Err(code) => return code,
+    };
+    let rules = Scoring {
+        rules: &rules,
+        trace: args.trace,
     };
     let stdout = std::io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
@@ -350,7 +452,7 @@ fn score(args: &ScoreArgs) -> ExitCode {
 
 /// A file is one JSON payload, or JSON lines when it is not.
 fn score_file(
-    rules: &RuleSet,
+    rules: &Scoring,
     bytes: &[u8],
     name: &str,
     out: &mut impl Write,
@@ -371,7 +473,7 @@ fn score_file(
 
 /// JSON lines: one payload per non-empty line.
 fn score_stream(
-    rules: &RuleSet,
+    rules: &Scoring,
     input: impl Read,
     name: &str,
     out: &mut impl Write,
@@ -394,9 +496,22 @@ fn score_stream(
     Ok(())
 }
 
-fn write_scored(rules: &RuleSet, contacts: &[payload::Contact], out: &mut impl Write) -> std::io::Result<()> {
+/// The rules `leadscore score` scores with, and whether with the trace.
+struct Scoring<'a> {
+    rules: &'a RuleSet,
+    trace: bool,
+}
+
+fn write_scored(
+    scoring: &Scoring,
+    contacts: &[payload::Contact],
+    out: &mut impl Write,
+) -> std::io::Result<()> {
     for contact in contacts {
-        let scored = rules.score(contact, None, SystemTime::now());
+        let scored = match scoring.trace {
+            true => scoring.rules.score_traced(contact, SystemTime::now()),
+            false => scoring.rules.score(contact, None, SystemTime::now()),
+        };
         serde_json::to_writer(&mut *out, &scored).map_err(std::io::Error::other)?;
         out.write_all(b"\n")?;
     }

@@ -19,6 +19,7 @@ pub mod demo;
 pub mod destinations;
 pub mod http;
 pub mod ingest;
+pub mod lint;
 pub mod payload;
 pub mod reload;
 pub mod rule_files;

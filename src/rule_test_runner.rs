@@ -1,5 +1,6 @@
 //! `leadscore test`: the rule tests of SPEC section 6 (`rules/tests/*.toml`).
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -63,9 +64,115 @@ pub fn test_files(rules_dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Which rule files the tests exercised and which effect calls they reached
+/// (`leadscore test --coverage`, SPEC 13).
+#[derive(Debug)]
+pub struct Coverage {
+    /// Per rule file, in order: its name and the tests in which it added
+    /// points, disqualified or tagged.
+    pub rules: Vec<(String, Vec<String>)>,
+    /// Every `add`/`disqualify`/`tag` call: rule file, line, function.
+    calls: Vec<(String, usize, &'static str)>,
+    /// `(rule file, line)` of the effect calls some test ran.
+    reached: BTreeSet<(String, usize)>,
+}
+
+impl Coverage {
+    pub fn new(rules: &RuleSet) -> Self {
+        Self {
+            rules: rules
+                .file_names()
+                .into_iter()
+                .map(|name| (name, Vec::new()))
+                .collect(),
+            calls: rules
+                .calls()
+                .into_iter()
+                .filter(|call| crate::score::calls::EFFECT_FUNCTIONS.contains(&call.function))
+                .map(|call| (call.rule, call.line, call.function))
+                .collect(),
+            reached: BTreeSet::new(),
+        }
+    }
+
+    fn record(&mut self, test: &str, per_rule: &[(crate::score::Status, Vec<usize>)]) {
+        for ((rule, tests), (status, lines)) in self.rules.iter_mut().zip(per_rule) {
+            if status.had_effect() && !tests.iter().any(|t| t == test) {
+                tests.push(test.to_owned());
+            }
+            self.reached
+                .extend(lines.iter().map(|line| (rule.clone(), *line)));
+        }
+    }
+
+    /// Rule files no test saw add points, disqualify or tag.
+    pub fn untested_rules(&self) -> Vec<&str> {
+        self.rules
+            .iter()
+            .filter(|(_, tests)| tests.is_empty())
+            .map(|(rule, _)| rule.as_str())
+            .collect()
+    }
+
+    /// The effect calls no test ran: rule file, line, function.
+    pub fn unreached_calls(&self) -> Vec<(&str, usize, &'static str)> {
+        self.calls
+            .iter()
+            .filter(|(rule, line, _)| !self.reached.contains(&(rule.clone(), *line)))
+            .map(|(rule, line, function)| (rule.as_str(), *line, *function))
+            .collect()
+    }
+
+    /// The report `leadscore test --coverage` prints; paths under `dir`.
+    pub fn report(&self, dir: &Path) -> String {
+        let mut out =
+            String::from("coverage (tests in which each rule file added points, disqualified or tagged):\n");
+        for (rule, tests) in &self.rules {
+            match tests.len() {
+                0 => {
+                    let _ = writeln!(out, "  {rule}: no test");
+                }
+                n => {
+                    let _ = writeln!(out, "  {rule}: {n} test(s)");
+                    for test in tests {
+                        let _ = writeln!(out, "    {test}");
+                    }
+                }
+            }
+        }
+        let untested = self.untested_rules();
+        let unreached = self.unreached_calls();
+        if untested.is_empty() && unreached.is_empty() {
+            out.push_str("every rule file and every add/disqualify/tag call was reached by a test\n");
+            return out;
+        }
+        for rule in untested {
+            let _ = writeln!(out, "untested rule file: {}", dir.join(rule).display());
+        }
+        for (rule, line, function) in unreached {
+            let _ = writeln!(
+                out,
+                "not reached by any test: {}:{line}: {function}(…)",
+                dir.join(rule).display()
+            );
+        }
+        out
+    }
+}
+
 /// Runs every test of one file. A file that cannot be read or parsed is
 /// one failed test named after the file.
 pub fn run_file(rules: &RuleSet, file: &Path) -> Vec<TestOutcome> {
+    run_file_covered(rules, file, None)
+}
+
+/// [`run_file`], recording coverage. Lines are recorded only where Rhai
+/// runs a rule: give a rule set made with `RuleSet::interpreted_only`.
+pub fn run_file_covered(
+    rules: &RuleSet,
+    file: &Path,
+    mut coverage: Option<&mut Coverage>,
+) -> Vec<TestOutcome> {
     let broken = |message: String| {
         vec![TestOutcome {
             file: file.to_path_buf(),
@@ -94,19 +201,38 @@ pub fn run_file(rules: &RuleSet, file: &Path) -> Vec<TestOutcome> {
         .map(|case| TestOutcome {
             file: file.to_path_buf(),
             name: case.name.clone(),
-            failures: run_case(rules, base, case),
+            failures: run_case(
+                rules,
+                base,
+                case,
+                &file.display().to_string(),
+                coverage.as_deref_mut(),
+            ),
         })
         .collect()
 }
 
-fn run_case(rules: &RuleSet, base: &Path, case: &TestCase) -> Vec<String> {
+fn run_case(
+    rules: &RuleSet,
+    base: &Path,
+    case: &TestCase,
+    file: &str,
+    mut coverage: Option<&mut Coverage>,
+) -> Vec<String> {
     let contacts = match load_contacts(base, case) {
         Ok(contacts) => contacts,
         Err(e) => return vec![e],
     };
     let mut failures = Vec::new();
     for contact in &contacts {
-        let result = rules.score(contact, None, SystemTime::now());
+        let result = match coverage.as_deref_mut() {
+            None => rules.score(contact, None, SystemTime::now()),
+            Some(coverage) => {
+                let (outcome, per_rule) = rules.evaluate_covered(contact);
+                coverage.record(&format!("{file} › {}", case.name), &per_rule);
+                rules.scored_contact(contact, outcome, None, SystemTime::now())
+            }
+        };
         let label = if contacts.len() > 1 {
             format!("contact {}: ", contact.id_text())
         } else {

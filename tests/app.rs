@@ -178,6 +178,7 @@ async fn a_backtest_of_given_contacts_compares_both_rule_sets() {
             against: None,
             top: None,
             contacts: Some(contacts),
+            trace: false,
         })
         .await
         .unwrap();
@@ -196,6 +197,7 @@ async fn a_backtest_of_given_contacts_compares_both_rule_sets() {
             against: None,
             top: Some(5000),
             contacts: None,
+            trace: false,
         })
         .await;
     assert!(

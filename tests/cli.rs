@@ -596,3 +596,161 @@ fn forward_url_and_a_destinations_file_are_refused_together() {
         stderr(&out)
     );
 }
+
+/// SPEC 13: `score --trace` adds one trace entry per rule file, in order,
+/// with the question a rule looked for and that nothing matched.
+#[test]
+fn score_trace_shows_each_rule_and_what_it_looked_up() {
+    let dir = rules_dir(&[
+        (
+            "10-role.rhai",
+            "if answer(\"What is your roll\") == \"CEO\" { add(25, \"CEO\") }\n",
+        ),
+        (
+            "20-source.rhai",
+            "if utm(\"source\") == \"google\" { add(5, \"search\") }\n",
+        ),
+    ]);
+    let contact = r#"{"id": 9, "questionsAndAnswers": {"What is your role?": "CEO"}, "tracking": {"utm_source": "google"}}"#;
+    let out = run_with_stdin(
+        leadscore()
+            .args(["score", "--trace", "--rules"])
+            .arg(dir.path())
+            .arg("-"),
+        contact,
+    );
+    let lines = scored_lines(&out);
+    let trace = lines[0]["trace"].as_array().expect("a trace");
+    assert_eq!(trace.len(), 2);
+    assert_eq!(trace[0]["rule"], "10-role.rhai");
+    assert_eq!(trace[0]["status"], "no effect");
+    assert_eq!(
+        trace[0]["lookups"],
+        json!([{"fn": "answer", "arg": "What is your roll", "result": "", "matched": null, "how": "none"}])
+    );
+    assert_eq!(trace[1]["status"], "added");
+    assert_eq!(trace[1]["points"], 5);
+    assert_eq!(trace[1]["lookups"][0]["matched"], "utm_source");
+    // Without the flag, no trace.
+    let out = run_with_stdin(
+        leadscore().args(["score", "--rules"]).arg(dir.path()).arg("-"),
+        contact,
+    );
+    assert!(scored_lines(&out)[0].get("trace").is_none());
+}
+
+/// SPEC 13: `test --coverage` names the rule file no test exercised and
+/// the effect call no test reached, by file and line; the summary line and
+/// the exit code stay those of `test`.
+#[test]
+fn test_coverage_names_an_untested_rule_and_an_unreached_line() {
+    let dir = rules_dir(&[
+        (
+            "10-role.rhai",
+            "if answer(\"role\") == \"CEO\" {\n    add(25, \"CEO\");\n} else if answer(\"role\") == \"Intern\" {\n    disqualify(\"intern\");\n}\n",
+        ),
+        (
+            "20-seats.rhai",
+            "if answer(\"seats\") != \"\" {\n    tag(\"seats\");\n}\n",
+        ),
+        (
+            "tests/role.toml",
+            r#"
+[[test]]
+name = "ceo scores 25"
+score = 25
+[test.contact]
+id = 1
+[test.contact.questionsAndAnswers]
+"What is your role?" = "CEO"
+"#,
+        ),
+    ]);
+    let out = run(leadscore()
+        .args(["test", "--coverage", "--rules"])
+        .arg(dir.path()));
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}\n{}", stderr(&out));
+    assert_eq!(last_line(&out), "1 passed, 0 failed");
+    assert!(
+        text.contains("  10-role.rhai: 1 test(s)\n    ") && text.contains("role.toml › ceo scores 25"),
+        "{text}"
+    );
+    assert!(text.contains("  20-seats.rhai: no test\n"), "{text}");
+    let rules = dir.path();
+    assert!(
+        text.contains(&format!(
+            "untested rule file: {}\n",
+            rules.join("20-seats.rhai").display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "not reached by any test: {}:4: disqualify(…)\n",
+            rules.join("10-role.rhai").display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "not reached by any test: {}:2: tag(…)\n",
+            rules.join("20-seats.rhai").display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("10-role.rhai:2:"), "line 2 was reached: {text}");
+    // A failing test still fails the run with coverage on.
+    std::fs::write(
+        dir.path().join("tests/role.toml"),
+        "[[test]]\nname = \"wrong\"\nscore = 1\n[test.contact]\nid = 1\n",
+    )
+    .unwrap();
+    let out = run(leadscore()
+        .args(["test", "--coverage", "--rules"])
+        .arg(dir.path()));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(last_line(&out), "0 passed, 1 failed");
+}
+
+/// SPEC 13: without a store, `lint` runs the checks that need none: a tier
+/// no score within the bounds reaches is found (exit 1); the example rules
+/// have none (exit 0).
+#[test]
+fn lint_without_a_store_finds_an_unreachable_tier() {
+    let dir = rules_dir(&[
+        ("10-a.rhai", "add(1, \"one\");\n"),
+        (
+            "tiers.toml",
+            "[score]\nmin = 0\nmax = 100\n\n[[tiers]]\nname = \"legendary\"\nmin_score = 150\n\n[[tiers]]\nname = \"hot\"\nmin_score = 70\n\n[[tiers]]\nname = \"cold\"\n",
+        ),
+    ]);
+    let out = run(leadscore().args(["lint", "--rules"]).arg(dir.path()));
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}\n{}", stderr(&out));
+    assert!(
+        text.contains("tiers.toml: tier \"legendary\" cannot be reached: its min_score 150 is above the score bounds [0, 100]"),
+        "{text}"
+    );
+    assert!(!text.contains("\"hot\"") && !text.contains("\"cold\""), "{text}");
+    assert!(
+        last_line(&out).starts_with("1 finding(s); checked against no store"),
+        "{text}"
+    );
+
+    let out = run(leadscore().args(["lint", "--rules", "rules"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(last_line(&out).starts_with("0 finding(s)"), "{}", stdout(&out));
+
+    // Lint that cannot run says why and exits 2: a store that does not exist,
+    // a window that is not one.
+    let missing = dir.path().join("no-such.db");
+    let out = run(leadscore()
+        .args(["lint", "--rules", "rules", "--store"])
+        .arg(format!("sqlite://{}", missing.display())));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    let out = run(leadscore().args(["lint", "--rules", "rules", "--since", "soon"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).starts_with("error: --since"), "{}", stderr(&out));
+}

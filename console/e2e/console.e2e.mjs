@@ -342,6 +342,38 @@ test('playground: a syntax error is marked at its line', async () => {
   await eventually('the edited result', async () => (await page.locator('[data-side=candidate] [data-field=tier]').textContent()) === 'cold');
 });
 
+test('playground: the trace of a rule that did not fire shows the question it looked for and that nothing matched', async () => {
+  const TYPO = '90-typo.rhai';
+  await page.getByLabel('New rule file').fill(TYPO);
+  await page.getByRole('button', { name: 'Add', exact: true }).click();
+  await page.getByRole('tab', { name: new RegExp(TYPO) }).waitFor();
+  await page.locator('.cm-content').click();
+  await page.keyboard.press('Control+End');
+  await page.keyboard.insertText('if answer("What is your roll") == "CEO" { add(5, "typo") }\n');
+  const entry = page.locator(`.trace [data-rule="${TYPO}"]`);
+  await eventually('the new rule in the trace', async () => (await entry.count()) === 1);
+  assert.equal(await entry.locator('[data-field=status]').textContent(), 'no effect');
+  const why = await entry.locator('[data-field=why-not]').textContent();
+  assert.match(why, /looked for the question “What is your roll” and no question of this contact matched/);
+  const lookup = entry.locator('.lookup[data-how=none]');
+  assert.match(await lookup.textContent(), /answer\("What is your roll"\) nothing matched → ""/);
+  // The rules that did fire are in the trace too, in file order.
+  const rulesInTrace = await page.locator('.trace [data-rule]').evaluateAll((els) => els.map((e) => e.dataset.rule));
+  assert.equal(rulesInTrace.at(-1), TYPO);
+  assert.ok(rulesInTrace.indexOf(EDITED) >= 0 && rulesInTrace.indexOf(EDITED) < rulesInTrace.length - 1);
+  // Lint beside the editor names the misspelt question at its line, with
+  // the stored question it most likely meant.
+  // Line 2: a new file starts with a comment line naming it.
+  await eventually('the lint finding', async () => (await page.locator('.lint-findings').textContent()).includes(`${TYPO}:2`));
+  assert.match(await page.locator('.lint-findings').textContent(), /answer\("What is your roll"\) matches no question .* the closest stored question is "What is your role\?"/);
+  await shot('playground-trace');
+
+  // Discard the new file: the later tests see the rules as before.
+  await page.getByRole('tab', { name: new RegExp(TYPO) }).click();
+  await page.getByRole('button', { name: 'Discard new file' }).click();
+  await eventually('the new rule to leave the trace', async () => (await entry.count()) === 0);
+});
+
 test('backtest: the transition count on the page matches POST /backtest', async () => {
   await goto('#/backtest');
   await page.getByText('1 file changed').waitFor();

@@ -17,6 +17,8 @@ import {
 } from './rules-state.js';
 
 const DEBOUNCE_MS = 300;
+// Lint reads the stored contacts of the last 30 days: less often than scoring.
+const LINT_DEBOUNCE_MS = 1500;
 
 export function playgroundPage(ctx) {
   const editStates = new Map(); // name → EditorState
@@ -26,6 +28,9 @@ export function playgroundPage(ctx) {
   let seq = 0;
   let inflight = null;
   let lastErrors = []; // compile errors of the edited set
+  let lintTimer = null;
+  let lintSeq = 0;
+  let lintInflight = null;
 
   const panelId = uid('editor-panel');
   const tabsBox = h('div', { class: 'file-tabs' });
@@ -57,6 +62,8 @@ export function playgroundPage(ctx) {
   });
   const contactNote = h('div', { class: 'hint', role: 'status', 'aria-live': 'polite' });
   const results = h('div', { class: 'results', 'aria-live': 'polite', 'aria-busy': 'false' });
+  const traceBox = h('div', { class: 'trace', 'aria-live': 'polite' });
+  const lintBox = h('div', { class: 'lint-findings', role: 'status', 'aria-live': 'polite' }, h('p', { class: 'hint' }, 'Checking the rules…'));
 
   const el = h(
     'section',
@@ -77,6 +84,7 @@ export function playgroundPage(ctx) {
         tabsBox,
         editorBox,
         compileStatus,
+        h('section', { class: 'lint', 'aria-labelledby': 'pg-lint-title' }, h('h2', { id: 'pg-lint-title' }, 'Lint'), lintBox),
         actions,
         saveMessage,
         newForm,
@@ -90,6 +98,9 @@ export function playgroundPage(ctx) {
         contactNote,
         h('h2', {}, 'Results'),
         results,
+        h('h2', {}, 'Trace of the edited rules'),
+        h('p', { class: 'hint' }, 'Each rule file in order: what it did, and every question or UTM value it looked up. A rule that did not fire shows what it looked for.'),
+        traceBox,
       ),
     ),
   );
@@ -205,6 +216,49 @@ export function playgroundPage(ctx) {
   function schedule() {
     clearTimeout(timer);
     timer = setTimeout(run, DEBOUNCE_MS);
+    clearTimeout(lintTimer);
+    lintTimer = setTimeout(lint, LINT_DEBOUNCE_MS);
+  }
+
+  async function lint() {
+    const mine = ++lintSeq;
+    lintInflight?.abort();
+    lintInflight = new AbortController();
+    try {
+      const report = await api('POST', '/lint', candidate(), { signal: lintInflight.signal });
+      if (mine !== lintSeq) return;
+      renderLint(report);
+    } catch (e) {
+      if (e.name === 'AbortError' || mine !== lintSeq) return;
+      if (e instanceof ApiError && e.status === 422) clear(lintBox, h('p', { class: 'hint' }, 'Lint runs once the edited rules compile.'));
+      else if (!(e instanceof ApiError && e.status === 401)) clear(lintBox, h('p', { class: 'error-text' }, `Lint failed: ${e.message}`));
+    }
+  }
+
+  function renderLint(report) {
+    const against = report.contacts == null ? 'no store' : `${report.contacts} stored contact${report.contacts === 1 ? '' : 's'} of the last 30 days`;
+    if (!report.findings.length) {
+      clear(lintBox, h('p', { class: 'ok' }, `No findings (checked against ${against}).`));
+      return;
+    }
+    clear(
+      lintBox,
+      h('p', { class: 'hint' }, `${report.findings.length} finding${report.findings.length === 1 ? '' : 's'}, checked against ${against}:`),
+      h(
+        'ul',
+        { class: 'findings' },
+        report.findings.map((f) =>
+          h(
+            'li',
+            { 'data-kind': f.kind },
+            f.line && rules.edited.has(f.file)
+              ? h('button', { type: 'button', class: 'link', onclick: () => jumpTo({ file: f.file, line: f.line, column: 1 }) }, `${f.file}:${f.line}`)
+              : h('span', { class: 'rule' }, f.file),
+            ` ${f.message}`,
+          ),
+        ),
+      ),
+    );
   }
 
   function parseContact() {
@@ -234,7 +288,7 @@ export function playgroundPage(ctx) {
     results.setAttribute('aria-busy', 'true');
     results.classList.add('busy');
     try {
-      const report = await api('POST', '/backtest', { ...candidate(), contacts: [parsed.contact] }, { signal: inflight.signal });
+      const report = await api('POST', '/backtest', { ...candidate(), contacts: [parsed.contact], trace: true }, { signal: inflight.signal });
       if (mine !== seq) return;
       applyErrors([]);
       const pair = report.results?.[0];
@@ -274,6 +328,7 @@ export function playgroundPage(ctx) {
         scoredCard('Edited rules', 'candidate', pair.candidate, report.candidate?.rules_version, pair.baseline),
       ),
     );
+    clear(traceBox, traceTable(pair.candidate.trace ?? []));
   }
 
   async function pickStored() {
@@ -407,7 +462,9 @@ export function playgroundPage(ctx) {
     el,
     destroy() {
       clearTimeout(timer);
+      clearTimeout(lintTimer);
       inflight?.abort();
+      lintInflight?.abort();
       view.destroy();
     },
   };
@@ -454,6 +511,61 @@ function scoredCard(title, side, scored, version, other) {
       ? [h('h4', {}, 'Rule errors'), h('ul', { class: 'rule-errors' }, scored.errors.map((d) => h('li', {}, h('span', { class: 'rule' }, `${d.rule}: `), d.error)))]
       : null,
     scored.tags?.length ? h('p', { class: 'tags' }, 'Tags: ', scored.tags.map((t) => h('span', { class: 'tag' }, t))) : null,
+  );
+}
+
+/** The trace of one result: a row per rule file, its lookups beneath. */
+function traceTable(trace) {
+  if (!trace.length) return h('p', { class: 'hint' }, 'No rule files.');
+  return h(
+    'ol',
+    { class: 'trace-rules' },
+    trace.map((t) =>
+      h(
+        'li',
+        { 'data-rule': t.rule, 'data-status': t.status, class: `trace-rule status-${cssName(t.status)}` },
+        h(
+          'div',
+          { class: 'trace-head' },
+          h('span', { class: 'rule' }, t.rule),
+          h('span', { class: 'status', 'data-field': 'status' }, t.status),
+          t.points ? h('span', { class: t.points < 0 ? 'neg num' : 'num' }, t.points > 0 ? `+${fmt(t.points)}` : fmt(t.points)) : null,
+          h('span', { class: 'micros' }, `${fmt(Math.round(t.micros * 10) / 10)} µs`),
+        ),
+        whyNot(t),
+        t.lookups.length ? h('ul', { class: 'lookups' }, t.lookups.map(lookupLine)) : null,
+      ),
+    ),
+  );
+}
+
+/** "Why didn't this rule fire?": the questions and values it looked for that this contact does not have. */
+function whyNot(t) {
+  if (t.status !== 'no effect') return null;
+  const missed = t.lookups.filter((l) => l.how === 'none');
+  if (!missed.length) return h('p', { class: 'why-not hint' }, 'It ran to the end without adding points, disqualifying or tagging: its conditions did not hold.');
+  return h(
+    'p',
+    { class: 'why-not', 'data-field': 'why-not' },
+    'Why it did not fire: ',
+    missed.map((l, i) => [
+      i ? '; ' : '',
+      l.fn === 'answer' || l.fn === 'has_answer'
+        ? `it looked for the question “${l.arg}” and no question of this contact matched`
+        : `it read ${l.fn}(“${l.arg}”) and this contact has no such value`,
+    ]),
+    '.',
+  );
+}
+
+function lookupLine(l) {
+  const found = l.how === 'none' ? 'nothing matched' : l.fn.endsWith('utm') ? `read ${l.matched}` : `matched “${l.matched}” (${l.how})`;
+  return h(
+    'li',
+    { class: l.how === 'none' ? 'lookup missed' : 'lookup', 'data-how': l.how },
+    h('code', {}, `${l.fn}("${l.arg}")`),
+    ` ${found} → `,
+    h('code', {}, JSON.stringify(l.result)),
   );
 }
 

@@ -37,6 +37,10 @@ pub struct BacktestRequest {
     pub top: Option<usize>,
     /// Contacts to score instead of stored ones (the playground).
     pub contacts: Option<Box<RawValue>>,
+    /// With `contacts`: each result has its trace (SPEC 13), so that the
+    /// playground shows what the edited rules looked up.
+    #[serde(default)]
+    pub trace: bool,
 }
 
 /// `rules` (the loaded rule set, or `--rules`) or `stored` (the scores
@@ -181,6 +185,7 @@ impl Engine {
             threads: backtest::default_threads(),
             // Webhooks first: the backtest takes the CPU time they leave.
             background: true,
+            trace: request.trace,
         };
         run(job, progress, None).await
     }

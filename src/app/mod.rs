@@ -13,6 +13,7 @@ pub mod contacts;
 pub mod deliveries;
 pub mod destinations;
 mod error;
+pub mod lint;
 pub mod rules;
 pub mod stats;
 
@@ -27,6 +28,19 @@ use crate::ingest::{Ingest, IngestReply};
 use crate::reload::LiveRules;
 use crate::score::ScoredContact;
 use crate::store::Store;
+
+/// A yes/no parameter (`?trace=true`): `true`/`false`, `1`/`0`; absent is no.
+pub fn parse_flag(name: &str, value: Option<&str>) -> Result<bool, AppError> {
+    match value.map(str::trim) {
+        None => Ok(false),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0" | "") => Ok(false),
+        Some(other) => Err(AppError::parameter(
+            name,
+            format!("{other:?} is not true or false"),
+        )),
+    }
+}
 
 /// What the use cases need besides the domain parts.
 #[derive(Debug, Clone)]
@@ -72,9 +86,10 @@ impl Engine {
         Ok(self.ingest.ingest(body, delivery_id).await?)
     }
 
-    /// `POST /score`: scored with the live rules, nothing stored.
-    pub async fn dry_run(&self, body: Bytes) -> Result<Vec<ScoredContact>, AppError> {
-        Ok(self.ingest.dry_run(body).await?)
+    /// `POST /score`: scored with the live rules, nothing stored; with
+    /// `trace`, each result has its trace (SPEC 13).
+    pub async fn dry_run(&self, body: Bytes, trace: bool) -> Result<Vec<ScoredContact>, AppError> {
+        Ok(self.ingest.dry_run(body, trace).await?)
     }
 
     /// Ready when the store takes a write; answers the live rules' version.

@@ -115,6 +115,7 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
                 .threads
                 .map_or_else(backtest::default_threads, |n| n as usize),
             background: false,
+            trace: false,
         };
         let on_row = csv.as_ref().map(|csv| csv.writer());
         let report = use_case::run(job, progress, on_row).await;
@@ -282,6 +283,16 @@ pub fn table(report: &Report, all_events: bool, shared: Option<(usize, usize)>) 
         let _ = writeln!(w, "\nRULE ERRORS (candidate)");
         for e in &report.errors {
             let _ = writeln!(w, "{}  {} contact(s), e.g. {}", e.rule, e.count, e.example);
+        }
+    }
+    if !report.slowest_rules.is_empty() {
+        let _ = writeln!(w, "\nSLOWEST RULE FILES (candidate, mean per contact)");
+        for r in &report.slowest_rules {
+            let _ = writeln!(
+                w,
+                "{:<28}  {:>9.2} µs  {:>5.1} %",
+                r.rule, r.mean_micros, r.share_percent
+            );
         }
     }
     out

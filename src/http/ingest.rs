@@ -60,8 +60,9 @@ fn refused(failure: &crate::ingest::auth::AuthFailure) -> HttpError {
 }
 
 pub async fn score(engine: &Engine, settings: &HttpSettings, request: Request) -> Handled {
+    let trace = crate::app::parse_flag("trace", request.params()?.get("trace").map(String::as_str))?;
     let (body, _) = request.body(settings.max_body, BodyKind::Json).await?;
-    let results = engine.dry_run(body).await?;
+    let results = engine.dry_run(body, trace).await?;
     Ok(json_reply(StatusCode::OK, &ScoreReply { results }))
 }
 

@@ -190,6 +190,7 @@ async fn dispatch(
         Endpoint::OpenApi => Ok(ops::openapi()),
         Endpoint::Rules => Ok(rules::status(engine)),
         Endpoint::RuleFile => rules::file(engine, settings, request).await,
+        Endpoint::Lint => rules::lint(engine, settings, request).await,
         Endpoint::Deliveries => deliveries::list(engine, request).await,
         Endpoint::RetryDead => deliveries::retry_dead(engine, request).await,
         Endpoint::RetryOne => deliveries::retry_one(engine, request).await,

@@ -26,6 +26,7 @@ pub enum Endpoint {
     ConsoleConfig,
     ConsoleAsset,
     RuleFile,
+    Lint,
 }
 
 /// Who may call a route (SPEC 4.2).
@@ -88,6 +89,7 @@ pub const ROUTES: &[Route] = &[
     route!("/console/config", GET, ConsoleConfig, Console),
     route!("/assets/{asset}", GET, ConsoleAsset, Console),
     route!("/rules/{file}", GET_PUT_DELETE, RuleFile, Admin),
+    route!("/lint", POST, Lint, Admin),
 ];
 
 impl Route {

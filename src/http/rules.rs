@@ -58,6 +58,21 @@ fn percent_decoded(segment: &str) -> Result<String, AppError> {
     String::from_utf8(out).map_err(|_| AppError::bad_request("the file name is not UTF-8"))
 }
 
+/// `POST /lint` (SPEC 13): the given rule files (or the loaded ones) against
+/// the stored contacts; the console shows the findings beside its editor.
+pub async fn lint(engine: &Engine, settings: &HttpSettings, request: Request) -> Handled {
+    let (body, _) = request.body(settings.max_body, BodyKind::Json).await?;
+    let lint_request: crate::app::lint::LintRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        let text = std::str::from_utf8(&body).map_err(|_| AppError::bad_request("the body is not UTF-8"))?;
+        crate::payload::parse_json(text)
+            .map_err(|e| AppError::bad_request(format!("invalid lint request: {e}")))?
+    };
+    let report = engine.lint(lint_request).await?;
+    Ok(json_reply(StatusCode::OK, &report))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

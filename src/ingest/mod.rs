@@ -112,8 +112,9 @@ impl Ingest {
         Ok(reply)
     }
 
-    /// `POST /score`: the same checks, scored with the live rules, nothing stored.
-    pub async fn dry_run(&self, body: Bytes) -> Result<Vec<ScoredContact>, IngestError> {
+    /// `POST /score`: the same checks, scored with the live rules, nothing
+    /// stored; with `trace`, each result has its trace (SPEC 13).
+    pub async fn dry_run(&self, body: Bytes, trace: bool) -> Result<Vec<ScoredContact>, IngestError> {
         let rules = self.rules.current();
         let max_contacts = self.max_contacts;
         self.pool
@@ -121,7 +122,10 @@ impl Ingest {
                 let contacts = payload::parse_body(&body, max_contacts)?;
                 Ok(contacts
                     .iter()
-                    .map(|c| rules.score(c, None, SystemTime::now()))
+                    .map(|c| match trace {
+                        true => rules.score_traced(c, SystemTime::now()),
+                        false => rules.score(c, None, SystemTime::now()),
+                    })
                     .collect())
             })
             .await
@@ -167,7 +171,13 @@ fn prepare(
         .map(|contact| {
             let started = Instant::now();
             let event_id = new_event_id();
-            let scored = rules.score(contact, Some(event_id.clone()), SystemTime::now());
+            let scored = if telemetry::sample_rule_times() {
+                let (outcome, times) = rules.evaluate_timed(contact);
+                telemetry::rule_times(&times);
+                rules.scored_contact(contact, outcome, Some(event_id.clone()), SystemTime::now())
+            } else {
+                rules.score(contact, Some(event_id.clone()), SystemTime::now())
+            };
             let elapsed = started.elapsed();
             telemetry::scoring_time(elapsed);
             for failure in &scored.errors {

@@ -28,6 +28,35 @@ pub struct Answers {
     entries: Vec<Entry>,
 }
 
+/// How a question text given to `answer` found a question of the contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// The same text, ignoring case and surrounding spaces.
+    Exact,
+    /// The first question containing the text (ignoring case).
+    Contains,
+    /// No question: the answer is `""`.
+    None,
+}
+
+impl Match {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Exact => "exact",
+            Self::Contains => "contains",
+            Self::None => "none",
+        }
+    }
+}
+
+/// What `answer(q)` read: the response, the question matched and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerLookup<'a> {
+    pub response: &'a str,
+    pub question: Option<&'a str>,
+    pub how: Match,
+}
+
 /// Ranges of `Answers::text`; the question pre-lowered for matching.
 #[derive(Debug, Clone)]
 struct Entry {
@@ -114,18 +143,40 @@ impl Answers {
     /// SPEC `answer(q)`: exact (case- and space-insensitive) question match
     /// first, then the first question containing `q`; `""` when none.
     pub fn answer(&self, query: &str) -> &str {
+        self.find(query)
+            .map_or("", |(e, _)| &self.text[e.response.clone()])
+    }
+
+    /// [`Answers::answer`] with the question it matched and how (a rule
+    /// trace shows them: "why didn't this rule fire?").
+    pub fn lookup(&self, query: &str) -> AnswerLookup<'_> {
+        match self.find(query) {
+            Some((e, how)) => AnswerLookup {
+                response: &self.text[e.response.clone()],
+                question: Some(&self.text[e.question.clone()]),
+                how,
+            },
+            None => AnswerLookup {
+                response: "",
+                question: None,
+                how: Match::None,
+            },
+        }
+    }
+
+    fn find(&self, query: &str) -> Option<(&Entry, Match)> {
         let wanted = lowercase(query.trim());
         let wanted = wanted.as_ref();
-        let hit = self.entries.iter().find(|e| self.question_lower(e) == wanted);
-        let hit = match hit {
-            Some(hit) => Some(hit),
-            None if wanted.is_empty() => None,
-            None => self
-                .entries
-                .iter()
-                .find(|e| contains(self.question_lower(e), wanted)),
-        };
-        hit.map_or("", |e| &self.text[e.response.clone()])
+        if let Some(hit) = self.entries.iter().find(|e| self.question_lower(e) == wanted) {
+            return Some((hit, Match::Exact));
+        }
+        if wanted.is_empty() {
+            return None;
+        }
+        self.entries
+            .iter()
+            .find(|e| contains(self.question_lower(e), wanted))
+            .map(|hit| (hit, Match::Contains))
     }
 
     /// Question text → response; the first occurrence of a question wins.
@@ -252,9 +303,14 @@ pub fn utm(contact: &Value, name: &str, touch: Touch) -> String {
 /// [`utm`], borrowing from the contact: rules call it several times per
 /// contact, so it allocates nothing in the usual cases.
 pub fn utm_text<'a>(contact: &'a Value, name: &str, touch: Touch) -> Cow<'a, str> {
-    let Some(tracking) = contact.get("tracking").and_then(Value::as_object) else {
-        return Cow::Borrowed("");
-    };
+    utm_lookup(contact, name, touch).map_or(Cow::Borrowed(""), |(_, value)| value)
+}
+
+/// [`utm_text`] with the tracking key the value was read from
+/// (`utm_source`, `first_utm_source` or a custom pair's `utmValue_N`);
+/// `None` when the value is `""`.
+pub fn utm_lookup<'a>(contact: &'a Value, name: &str, touch: Touch) -> Option<(&'a str, Cow<'a, str>)> {
+    let tracking = contact.get("tracking").and_then(Value::as_object)?;
     let lower = ascii_lowercase(name.trim());
     let lower = lower.as_ref();
     // `first_utm_` is a prefix of first-touch names only: `utm("first_utm_x")`
@@ -267,36 +323,40 @@ pub fn utm_text<'a>(contact: &'a Value, name: &str, touch: Touch) -> Cow<'a, str
         .or_else(|| lower.strip_prefix("utm_"))
         .unwrap_or(lower);
     if bare.is_empty() {
-        return Cow::Borrowed("");
+        return None;
     }
     let prefix = match touch {
         Touch::Current => "utm_",
         Touch::First => "first_utm_",
     };
-    if let Some(value) = get_ignore_ascii_case(tracking, prefix, bare) {
+    if let Some((key, value)) = get_ignore_ascii_case(tracking, prefix, bare) {
         let text = value_text_cow(value);
         if !text.is_empty() {
-            return text;
+            return Some((key, text));
         }
     }
     if touch == Touch::First {
-        return Cow::Borrowed("");
+        return None;
     }
-    custom_utm(tracking, lower, bare)
+    custom_utm(tracking, lower, bare).filter(|(_, text)| !text.is_empty())
 }
 
 /// Looks `name` (as given, or without its `utm_` prefix) up among the
 /// `utmKey_N`/`utmValue_N` pairs, lowest N first. `name` and `bare` are
 /// lower-case.
-fn custom_utm<'a>(tracking: &'a Map<String, Value>, name: &str, bare: &str) -> Cow<'a, str> {
+fn custom_utm<'a>(
+    tracking: &'a Map<String, Value>,
+    name: &str,
+    bare: &str,
+) -> Option<(&'a str, Cow<'a, str>)> {
     // The matching key with the lowest N that has a value (on equal N, the
     // first received: both read the same `utmValue_N`).
-    let mut found: Option<(u64, &Value)> = None;
+    let mut found: Option<(u64, &str, &Value)> = None;
     for (k, key) in tracking {
         let Some(n) = k.strip_prefix("utmKey_").and_then(|n| n.parse::<u64>().ok()) else {
             continue;
         };
-        if found.is_some_and(|(lowest, _)| lowest <= n) {
+        if found.is_some_and(|(lowest, _, _)| lowest <= n) {
             continue;
         }
         let key = value_text_cow(key);
@@ -304,16 +364,20 @@ fn custom_utm<'a>(tracking: &'a Map<String, Value>, name: &str, bare: &str) -> C
         if key.is_empty() || !(key.eq_ignore_ascii_case(name) || key.eq_ignore_ascii_case(bare)) {
             continue;
         }
-        if let Some(value) = tracking.get(&format!("utmValue_{n}")) {
-            found = Some((n, value));
+        if let Some((value_key, value)) = tracking.get_key_value(&format!("utmValue_{n}")) {
+            found = Some((n, value_key.as_str(), value));
         }
     }
-    found.map_or(Cow::Borrowed(""), |(_, value)| value_text_cow(value))
+    found.map(|(_, key, value)| (key, value_text_cow(value)))
 }
 
 /// The value of the key `prefix` + `name`: the key exactly, else the first
 /// key equal to it ignoring ASCII case.
-fn get_ignore_ascii_case<'a>(map: &'a Map<String, Value>, prefix: &str, name: &str) -> Option<&'a Value> {
+fn get_ignore_ascii_case<'a>(
+    map: &'a Map<String, Value>,
+    prefix: &str,
+    name: &str,
+) -> Option<(&'a str, &'a Value)> {
     let exact = |k: &str| k.strip_prefix(prefix) == Some(name);
     let any_case = |k: &str| {
         let (p, n) = k.as_bytes().split_at(prefix.len().min(k.len()));
@@ -322,7 +386,7 @@ fn get_ignore_ascii_case<'a>(map: &'a Map<String, Value>, prefix: &str, name: &s
     map.iter()
         .find(|(k, _)| exact(k))
         .or_else(|| map.iter().find(|(k, _)| any_case(k)))
-        .map(|(_, v)| v)
+        .map(|(k, v)| (k.as_str(), v))
 }
 
 /// SPEC `email_domain()`: the lower-cased part after the last `@` of

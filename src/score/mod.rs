@@ -3,15 +3,17 @@
 //! the rules folder, no HTTP types.
 
 pub(crate) mod budget;
+pub mod calls;
 pub mod helpers;
 mod native;
 pub mod pool;
 pub mod runtime;
 pub mod tiers;
+pub mod trace;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use rhai::{AST, Caches, Dynamic, Engine, ImmutableString, Scope};
 use serde::{Deserialize, Serialize};
@@ -24,6 +26,7 @@ use budget::Budget;
 use runtime::{CachePool, ContactUse, RunGuard, describe_runtime_error};
 pub use runtime::{Limits, Points};
 pub use tiers::Tiers;
+pub use trace::{Lookup, RuleTrace, Status};
 
 /// The name of the tiers file inside a rules folder.
 pub const TIERS_FILE: &str = "tiers.toml";
@@ -268,6 +271,20 @@ impl RuleSet {
         self.rules.iter().map(|r| r.name.to_string()).collect()
     }
 
+    /// The rule files' names and texts, in order.
+    pub fn rule_texts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.rules.iter().map(|r| (&*r.name, &*r.text))
+    }
+
+    /// Every call of the rule API with a constant argument and every
+    /// `add`/`disqualify`/`tag` call, by file and line (calls.rs).
+    pub fn calls(&self) -> Vec<calls::RuleCall> {
+        self.rules
+            .iter()
+            .flat_map(|rule| calls::of(&rule.name, &rule.ast))
+            .collect()
+    }
+
     pub fn tiers(&self) -> &Tiers {
         &self.tiers
     }
@@ -309,12 +326,105 @@ impl RuleSet {
             rules_version: self.version.clone(),
             scored_at: humantime::format_rfc3339_millis(scored_at).to_string(),
             contact: contact.raw.clone(),
+            trace: None,
         }
     }
 
     /// Runs every rule against a contact.
     pub fn evaluate(&self, contact: &Contact) -> Outcome {
-        self.outcome(self.run_rules(contact, |_| None))
+        self.outcome(self.run_rules(contact, |_| None, Probe::OFF).0)
+    }
+
+    /// [`RuleSet::evaluate`], with the time each rule file took (for the
+    /// time-per-rule histogram; two readings of the monotonic clock per rule).
+    pub fn evaluate_timed(&self, contact: &Contact) -> (Outcome, Vec<(&str, Duration)>) {
+        let (runs, probes) = self.run_rules(contact, |_| None, Probe::TIME);
+        let times = self
+            .rules
+            .iter()
+            .zip(&probes)
+            .filter(|(_, probe)| probe.ran)
+            .map(|(rule, probe)| (&*rule.name, probe.elapsed))
+            .collect();
+        (self.outcome(runs), times)
+    }
+
+    /// [`RuleSet::evaluate`] with its trace (SPEC 13): one entry per rule
+    /// file, in order. Both evaluation paths record the same lookups (the
+    /// rule API records them, trace.rs), so the trace is exact whichever runs.
+    pub fn evaluate_traced(&self, contact: &Contact) -> (Outcome, Vec<RuleTrace>) {
+        let probe = Probe {
+            time: true,
+            lookups: true,
+            lines: false,
+        };
+        let (runs, probes) = self.run_rules(contact, |_| None, probe);
+        let traces = self.traces(&runs, probes.into_iter().map(|p| (p.ran, p.elapsed, p.lookups)));
+        (self.outcome(runs), traces)
+    }
+
+    /// The scored contact with its trace (`score --trace`, `POST /score?trace=true`).
+    pub fn score_traced(&self, contact: &Contact, scored_at: SystemTime) -> ScoredContact {
+        let (outcome, trace) = self.evaluate_traced(contact);
+        let mut scored = self.scored_contact(contact, outcome, None, scored_at);
+        scored.trace = Some(trace);
+        scored
+    }
+
+    /// What each rule did to a contact and the lines of the `add`,
+    /// `disqualify` and `tag` calls that ran (`test --coverage`). Lines are
+    /// known only where Rhai runs a rule: coverage uses a rule set made
+    /// with [`RuleSet::interpreted_only`], which gives the same results.
+    pub fn evaluate_covered(&self, contact: &Contact) -> (Outcome, Vec<(Status, Vec<usize>)>) {
+        let probe = Probe {
+            time: false,
+            lookups: false,
+            lines: true,
+        };
+        let (runs, probes) = self.run_rules(contact, |_| None, probe);
+        let lines: Vec<Vec<usize>> = probes.iter().map(|p| p.lines.clone()).collect();
+        let traces = self.traces(&runs, probes.into_iter().map(|p| (p.ran, p.elapsed, Vec::new())));
+        let covered = traces.into_iter().map(|t| t.status).zip(lines).collect();
+        (self.outcome(runs), covered)
+    }
+
+    /// Each rule's trace entry from its run and what was recorded.
+    fn traces(
+        &self,
+        runs: &[RuleRun],
+        probes: impl Iterator<Item = (bool, Duration, Vec<Lookup>)>,
+    ) -> Vec<RuleTrace> {
+        self.rules
+            .iter()
+            .zip(runs)
+            .zip(probes)
+            .map(|((rule, run), (ran, elapsed, lookups))| {
+                let mut points = Total::default();
+                let status = match run {
+                    Err(_) if !ran => Status::NotRun,
+                    Err(_) => Status::Error,
+                    Ok(effects) => {
+                        effects.reasons.iter().for_each(|(p, _)| points.add(*p));
+                        if !effects.disqualifications.is_empty() {
+                            Status::Disqualified
+                        } else if !effects.reasons.is_empty() {
+                            Status::Added
+                        } else if !effects.tags.is_empty() {
+                            Status::Tagged
+                        } else {
+                            Status::NoEffect
+                        }
+                    }
+                };
+                RuleTrace {
+                    rule: rule.name.to_string(),
+                    status,
+                    points: points.points(),
+                    micros: trace::micros(elapsed),
+                    lookups,
+                }
+            })
+            .collect()
     }
 
     /// The outcome when every rule runs natively to the end; `None` when a
@@ -322,27 +432,55 @@ impl RuleSet {
     /// native path itself, not only the combined result.
     #[doc(hidden)]
     pub fn evaluate_native_only(&self, contact: &Contact) -> Option<Outcome> {
+        self.evaluate_native_only_traced(contact)
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// [`RuleSet::evaluate_native_only`] with the trace (times left at 0):
+    /// tests compare it with the trace of Rhai alone.
+    #[doc(hidden)]
+    pub fn evaluate_native_only_traced(&self, contact: &Contact) -> Option<(Outcome, Vec<RuleTrace>)> {
         let budget = Budget::start(&self.limits);
         let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget);
+        run.record_lookups();
         let mut native_run = native::Run::new(&contact.value, &self.limits);
         let mut runs = Vec::with_capacity(self.rules.len());
+        let mut lookups = Vec::with_capacity(self.rules.len());
         for rule in &self.rules {
             run.begin_rule(&rule.name);
             native_run.run(rule.native.as_ref()?).ok()?;
             runs.push(Ok(run.take_effects()));
+            lookups.push((true, Duration::ZERO, run.take_lookups()));
         }
-        Some(self.outcome(runs))
+        let traces = self.traces(&runs, lookups.into_iter());
+        Some((self.outcome(runs), traces))
     }
 
     /// Runs the rules against a contact, except those `reused` already has
-    /// a result for (by rule index).
-    fn run_rules(&self, contact: &Contact, mut reused: impl FnMut(usize) -> Option<RuleRun>) -> Vec<RuleRun> {
+    /// a result for (by rule index). With a probe on, also what each rule
+    /// took and recorded (one entry per rule; none when the probe is off).
+    fn run_rules(
+        &self,
+        contact: &Contact,
+        mut reused: impl FnMut(usize) -> Option<RuleRun>,
+        probe: Probe,
+    ) -> (Vec<RuleRun>, Vec<RuleProbe>) {
         let mut runs: Vec<Option<RuleRun>> = (0..self.rules.len()).map(&mut reused).collect();
+        let mut probes = Vec::new();
+        if probe.any() {
+            probes.resize_with(self.rules.len(), RuleProbe::default);
+        }
         if runs.iter().all(Option::is_some) {
-            return runs.into_iter().flatten().collect();
+            return (runs.into_iter().flatten().collect(), probes);
         }
         let budget = Budget::start(&self.limits);
         let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget);
+        if probe.lookups {
+            run.record_lookups();
+        }
+        if probe.lines {
+            run.record_effect_lines();
+        }
         let mut native_run = native::Run::new(&contact.value, &self.limits);
         // Rhai's scope and caches only when a rule needs Rhai.
         let mut rhai: Option<(Scope, usize, Vec<Caches>)> = None;
@@ -354,10 +492,14 @@ impl RuleSet {
                 *slot = Some(Err(format!("not run: {}", why.describe(&self.limits))));
                 continue;
             }
+            let started = probe.time.then(Instant::now);
             run.begin_rule(&rule.name);
             if let Some(native) = rule.native.as_ref().filter(|_| self.native) {
                 if native_run.run(native).is_ok() {
                     *slot = Some(Ok(run.take_effects()));
+                    if probe.any() {
+                        probes[index] = RuleProbe::of(&run, started);
+                    }
                     continue;
                 }
                 run.begin_rule(&rule.name); // gave up: Rhai runs it afresh
@@ -377,11 +519,14 @@ impl RuleSet {
                 Err(error) => Err(describe_runtime_error(&error, &self.limits)),
                 Ok(()) => Ok(effects),
             });
+            if probe.any() {
+                probes[index] = RuleProbe::of(&run, started);
+            }
         }
         if let Some((_, _, caches)) = rhai {
             self.caches.give_back(caches);
         }
-        runs.into_iter().flatten().collect()
+        (runs.into_iter().flatten().collect(), probes)
     }
 
     /// The outcome of a contact from what each rule did, in rule order.
@@ -430,6 +575,52 @@ impl RuleSet {
 
 /// What one rule did to one contact: its effects, or why it failed.
 type RuleRun = Result<runtime::RuleEffects, String>;
+
+/// What a run records besides the outcome. Off costs one test per rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Probe {
+    time: bool,
+    lookups: bool,
+    lines: bool,
+}
+
+impl Probe {
+    const OFF: Self = Self {
+        time: false,
+        lookups: false,
+        lines: false,
+    };
+    const TIME: Self = Self {
+        time: true,
+        lookups: false,
+        lines: false,
+    };
+
+    fn any(self) -> bool {
+        self.time || self.lookups || self.lines
+    }
+}
+
+/// What a probe recorded of one rule.
+#[derive(Debug, Default)]
+struct RuleProbe {
+    /// False for a rule the budget stopped before it ran (or one reused).
+    ran: bool,
+    elapsed: Duration,
+    lookups: Vec<Lookup>,
+    lines: Vec<usize>,
+}
+
+impl RuleProbe {
+    fn of(run: &RunGuard, started: Option<Instant>) -> Self {
+        Self {
+            ran: true,
+            elapsed: started.map_or(Duration::ZERO, |s| s.elapsed()),
+            lookups: run.take_lookups(),
+            lines: run.take_effect_lines(),
+        }
+    }
+}
 
 /// Two rule sets scoring the same contacts side by side (a backtest).
 ///
@@ -483,13 +674,36 @@ impl Comparison {
     /// The baseline's and the candidate's outcome for one contact: the same
     /// as `baseline.evaluate` and `candidate.evaluate`, for less work.
     pub fn evaluate(&self, contact: &Contact) -> (Outcome, Outcome) {
-        let baseline_runs = self.baseline.run_rules(contact, |_| None);
-        let candidate_runs = self
-            .candidate
-            .run_rules(contact, |i| self.shared[i].map(|b| baseline_runs[b].clone()));
+        let (baseline, candidate, _) = self.evaluate_with(contact, Probe::OFF);
+        (baseline, candidate)
+    }
+
+    /// [`Comparison::evaluate`], with the time each candidate rule file
+    /// took (a shared rule's time is its baseline run's): the backtest's
+    /// slowest rule files.
+    pub fn evaluate_timed(&self, contact: &Contact) -> (Outcome, Outcome, Vec<Duration>) {
+        self.evaluate_with(contact, Probe::TIME)
+    }
+
+    fn evaluate_with(&self, contact: &Contact, probe: Probe) -> (Outcome, Outcome, Vec<Duration>) {
+        let (baseline_runs, baseline_probes) = self.baseline.run_rules(contact, |_| None, probe);
+        let (candidate_runs, candidate_probes) = self.candidate.run_rules(
+            contact,
+            |i| self.shared[i].map(|b| baseline_runs[b].clone()),
+            probe,
+        );
+        let times = candidate_probes
+            .iter()
+            .zip(&self.shared)
+            .map(|(own, shared)| match shared {
+                Some(b) => baseline_probes.get(*b).map_or(Duration::ZERO, |p| p.elapsed),
+                None => own.elapsed,
+            })
+            .collect();
         (
             self.baseline.outcome(baseline_runs),
             self.candidate.outcome(candidate_runs),
+            times,
         )
     }
 }
@@ -606,6 +820,10 @@ pub struct ScoredContact {
     pub rules_version: String,
     pub scored_at: String,
     pub contact: Box<RawValue>,
+    /// SPEC 13: per rule file, what it did and looked up; only when asked
+    /// for (`score --trace`, `POST /score?trace=true`), never stored or forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<Vec<RuleTrace>>,
 }
 
 impl ScoredContact {

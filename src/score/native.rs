@@ -33,7 +33,7 @@
 
 use std::borrow::Cow;
 
-use rhai::{AST, ASTFlags, Array, Dynamic, Expr, FLOAT, INT, ImmutableString, Stmt};
+use rhai::{AST, ASTFlags, Array, Dynamic, Expr, FLOAT, INT, ImmutableString, Position, Stmt};
 
 use super::runtime::{self, Limits, Points};
 
@@ -479,10 +479,12 @@ impl<'a> Run<'a> {
                     (_, Ok(f)) if f.is_finite() => Points::Float(f),
                     _ => return Err(Bail), // not finite: Rhai's error
                 };
-                runtime::api_add(points, reason).map(|()| Dynamic::UNIT)
+                runtime::api_add(points, reason, Position::NONE).map(|()| Dynamic::UNIT)
             }
-            (Op::Disqualify, Some(reason), None) => runtime::api_disqualify(reason).map(|()| Dynamic::UNIT),
-            (Op::Tag, Some(label), None) => runtime::api_tag(label).map(|()| Dynamic::UNIT),
+            (Op::Disqualify, Some(reason), None) => {
+                runtime::api_disqualify(reason, Position::NONE).map(|()| Dynamic::UNIT)
+            }
+            (Op::Tag, Some(label), None) => runtime::api_tag(label, Position::NONE).map(|()| Dynamic::UNIT),
             (Op::Equal, Some(a), Some(b)) => return compare(op, a, b),
             (
                 Op::NotEqual | Op::Less | Op::LessOrEqual | Op::Greater | Op::GreaterOrEqual,

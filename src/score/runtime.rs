@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::budget::{Budget, Exhausted};
 use super::helpers::{self, Answers, Touch};
+use super::trace::Lookup;
 
 /// Run-time limits of a rule (SPEC 2.3), documented in the README.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +136,11 @@ struct RunState {
     answers: Option<Answers>,
     email_domain: Option<ImmutableString>,
     effects: RuleEffects,
+    /// The current rule's lookups, when a trace is asked for.
+    lookups: Option<Vec<Lookup>>,
+    /// Lines of the current rule's `add`/`disqualify`/`tag` calls that ran,
+    /// when coverage is asked for (Rhai's calls only carry a position).
+    effect_lines: Option<Vec<usize>>,
 }
 
 thread_local! {
@@ -157,17 +163,50 @@ impl RunGuard {
                 answers: None,
                 email_domain: None,
                 effects: RuleEffects::default(),
+                lookups: None,
+                effect_lines: None,
             })
         });
         RunGuard(())
     }
 
-    /// Starts a rule: clears the effects of the previous one.
+    /// Records the lookups of each rule from now on (a trace).
+    pub fn record_lookups(&self) {
+        with_state(|s| s.lookups = Some(Vec::new()));
+    }
+
+    /// Records the lines of the effect calls of each rule from now on (coverage).
+    pub fn record_effect_lines(&self) {
+        with_state(|s| s.effect_lines = Some(Vec::new()));
+    }
+
+    /// Starts a rule: clears the effects (and what is recorded) of the
+    /// previous one, or of a native run that gave up.
     pub fn begin_rule(&self, rule: &Arc<str>) {
         with_state(|s| {
             s.rule = rule.clone();
             s.effects = RuleEffects::default();
+            if let Some(lookups) = s.lookups.as_mut() {
+                lookups.clear();
+            }
+            if let Some(lines) = s.effect_lines.as_mut() {
+                lines.clear();
+            }
         });
+    }
+
+    /// The current rule's lookups (empty unless recorded).
+    pub fn take_lookups(&self) -> Vec<Lookup> {
+        with_state(|s| s.lookups.as_mut().map(std::mem::take))
+            .flatten()
+            .unwrap_or_default()
+    }
+
+    /// The current rule's effect lines (empty unless recorded).
+    pub fn take_effect_lines(&self) -> Vec<usize> {
+        with_state(|s| s.effect_lines.as_mut().map(std::mem::take))
+            .flatten()
+            .unwrap_or_default()
     }
 
     pub fn take_effects(&self) -> RuleEffects {
@@ -238,9 +277,18 @@ fn text_of(value: &Dynamic) -> String {
     }
 }
 
-fn push_reason(points: Points, reason: &Dynamic) -> RhaiResult<()> {
+fn push_reason(points: Points, reason: &Dynamic, at: Position) -> RhaiResult<()> {
     let reason = text_of(reason);
-    read(|s| s.effects.reasons.push((points, reason)))
+    read(|s| {
+        note_effect_line(s, at);
+        s.effects.reasons.push((points, reason))
+    })
+}
+
+fn note_effect_line(state: &mut RunState, at: Position) {
+    if let (Some(lines), Some(line)) = (state.effect_lines.as_mut(), at.line()) {
+        lines.push(line);
+    }
 }
 
 /// What a rule reads of the `contact` variable, found in its compiled AST.
@@ -464,23 +512,47 @@ fn register_fast_paths(engine: &mut Engine) {
 
 pub(crate) fn api_answer(q: &str) -> RhaiResult<ImmutableString> {
     // Rhai's own string type: a `String` would be copied once more into one.
-    read(|s| answers(s).answer(q).into())
-}
-
-pub(crate) fn api_has_answer(q: &str) -> RhaiResult<bool> {
-    read(|s| !answers(s).answer(q).is_empty())
-}
-
-pub(crate) fn api_utm(name: &str) -> RhaiResult<ImmutableString> {
     read(|s| {
-        helpers::utm_text(&s.contact, name, Touch::Current)
-            .as_ref()
-            .into()
+        if s.lookups.is_none() {
+            return answers(s).answer(q).into();
+        }
+        let found = answers(s).lookup(q);
+        let response = ImmutableString::from(found.response);
+        let lookup = Lookup::answer("answer", q, &found, response.as_str().into());
+        s.lookups.get_or_insert_default().push(lookup);
+        response
     })
 }
 
+pub(crate) fn api_has_answer(q: &str) -> RhaiResult<bool> {
+    read(|s| {
+        if s.lookups.is_none() {
+            return !answers(s).answer(q).is_empty();
+        }
+        let found = answers(s).lookup(q);
+        let has = !found.response.is_empty();
+        let lookup = Lookup::answer("has_answer", q, &found, has.into());
+        s.lookups.get_or_insert_default().push(lookup);
+        has
+    })
+}
+
+pub(crate) fn api_utm(name: &str) -> RhaiResult<ImmutableString> {
+    read(|s| tracking_value(s, "utm", name, Touch::Current))
+}
+
 pub(crate) fn api_first_utm(name: &str) -> RhaiResult<ImmutableString> {
-    read(|s| helpers::utm_text(&s.contact, name, Touch::First).as_ref().into())
+    read(|s| tracking_value(s, "first_utm", name, Touch::First))
+}
+
+fn tracking_value(state: &mut RunState, function: &str, name: &str, touch: Touch) -> ImmutableString {
+    let Some(lookups) = state.lookups.as_mut() else {
+        return helpers::utm_text(&state.contact, name, touch).as_ref().into();
+    };
+    let found = helpers::utm_lookup(&state.contact, name, touch);
+    let found = found.as_ref().map(|(key, value)| (*key, value.as_ref()));
+    lookups.push(Lookup::tracking(function, name, found));
+    found.map_or("", |(_, value)| value).into()
 }
 
 pub(crate) fn api_email_domain() -> RhaiResult<ImmutableString> {
@@ -504,18 +576,24 @@ pub(crate) fn api_disqualifying_groups() -> RhaiResult<Array> {
     })
 }
 
-pub(crate) fn api_add(points: Points, reason: &Dynamic) -> RhaiResult<()> {
-    push_reason(points, reason)
+/// `add`, `disqualify` and `tag` take the call's position (`Position::NONE`
+/// from the native path): coverage lists the calls no test reached.
+pub(crate) fn api_add(points: Points, reason: &Dynamic, at: Position) -> RhaiResult<()> {
+    push_reason(points, reason, at)
 }
 
-pub(crate) fn api_disqualify(reason: &Dynamic) -> RhaiResult<()> {
+pub(crate) fn api_disqualify(reason: &Dynamic, at: Position) -> RhaiResult<()> {
     let reason = text_of(reason);
-    read(|s| s.effects.disqualifications.push(reason))
+    read(|s| {
+        note_effect_line(s, at);
+        s.effects.disqualifications.push(reason)
+    })
 }
 
-pub(crate) fn api_tag(label: &Dynamic) -> RhaiResult<()> {
+pub(crate) fn api_tag(label: &Dynamic, at: Position) -> RhaiResult<()> {
     let label = text_of(label);
     read(|s| {
+        note_effect_line(s, at);
         if !s.effects.tags.contains(&label) {
             s.effects.tags.push(label);
         }
@@ -550,19 +628,31 @@ fn register_read_api(engine: &mut Engine) {
 }
 
 fn register_write_api(engine: &mut Engine) {
-    engine.register_fn("add", |points: INT, reason: Dynamic| -> RhaiResult<()> {
-        api_add(Points::Int(points), &reason)
-    });
-    engine.register_fn("add", |points: FLOAT, reason: Dynamic| -> RhaiResult<()> {
-        if !points.is_finite() {
-            return Err(format!("add: points must be a finite number, got {points}").into());
-        }
-        api_add(Points::Float(points), &reason)
-    });
-    engine.register_fn("disqualify", |reason: Dynamic| -> RhaiResult<()> {
-        api_disqualify(&reason)
-    });
-    engine.register_fn("tag", |label: Dynamic| -> RhaiResult<()> { api_tag(&label) });
+    engine.register_fn(
+        "add",
+        |ctx: NativeCallContext, points: INT, reason: Dynamic| -> RhaiResult<()> {
+            api_add(Points::Int(points), &reason, ctx.call_position())
+        },
+    );
+    engine.register_fn(
+        "add",
+        |ctx: NativeCallContext, points: FLOAT, reason: Dynamic| -> RhaiResult<()> {
+            if !points.is_finite() {
+                return Err(format!("add: points must be a finite number, got {points}").into());
+            }
+            api_add(Points::Float(points), &reason, ctx.call_position())
+        },
+    );
+    engine.register_fn(
+        "disqualify",
+        |ctx: NativeCallContext, reason: Dynamic| -> RhaiResult<()> {
+            api_disqualify(&reason, ctx.call_position())
+        },
+    );
+    engine.register_fn(
+        "tag",
+        |ctx: NativeCallContext, label: Dynamic| -> RhaiResult<()> { api_tag(&label, ctx.call_position()) },
+    );
 }
 
 /// A run-time error as shown in a result's `errors`: the message and where

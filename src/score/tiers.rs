@@ -207,6 +207,50 @@ impl Tiers {
             .unwrap_or(NO_TIER)
     }
 
+    /// The tiers no score within `[min, max]` can reach, each with why
+    /// (`leadscore lint`). A threshold tier covers `[min_score, next higher
+    /// threshold)`, the catch-all tier everything below the lowest threshold.
+    pub fn unreachable(&self) -> Vec<(String, String)> {
+        let (low, high) = (
+            self.min.unwrap_or(f64::NEG_INFINITY),
+            self.max.unwrap_or(f64::INFINITY),
+        );
+        let bounds = || format!("the score bounds [{}, {}]", show(self.min), show(self.max));
+        let mut found = Vec::new();
+        let mut above = f64::INFINITY; // the next higher threshold
+        for (name, threshold) in &self.thresholds {
+            let lowest_score = threshold.max(low);
+            if lowest_score > high {
+                found.push((
+                    name.clone(),
+                    format!("its min_score {threshold} is above {}", bounds()),
+                ));
+            } else if lowest_score >= above {
+                found.push((
+                    name.clone(),
+                    format!(
+                        "every score of {} that reaches its min_score {threshold} reaches a higher tier's",
+                        bounds()
+                    ),
+                ));
+            }
+            above = above.min(*threshold);
+        }
+        if let Some(name) = &self.catch_all
+            && low >= above
+        {
+            found.push((
+                name.clone(),
+                format!(
+                    "it takes scores below {above}, and {} start at {}",
+                    bounds(),
+                    show(self.min)
+                ),
+            ));
+        }
+        found
+    }
+
     /// Every tier name a result can carry, highest first.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.thresholds.iter().map(|(n, _)| n.clone()).collect();
@@ -228,6 +272,11 @@ impl Points {
     }
 }
 
+/// A score bound as `tiers.toml` gives it; `none` when it has none.
+fn show(bound: Option<f64>) -> String {
+    bound.map_or_else(|| "none".to_owned(), |b| b.to_string())
+}
+
 /// 1-based line and column of a byte offset.
 pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
@@ -239,6 +288,34 @@ pub fn line_column(text: &str, offset: usize) -> (usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unreachable(text: &str) -> Vec<String> {
+        Tiers::parse(text)
+            .unwrap()
+            .unreachable()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect()
+    }
+
+    #[test]
+    fn tiers_out_of_the_score_bounds_are_unreachable() {
+        let tiers = |min: &str, max: &str, rest: &str| format!("[score]\nmin = {min}\nmax = {max}\n{rest}");
+        let three = "[[tiers]]\nname = \"hot\"\nmin_score = 70\n[[tiers]]\nname = \"warm\"\nmin_score = 40\n[[tiers]]\nname = \"cold\"\n";
+        assert!(unreachable(&tiers("0", "100", three)).is_empty());
+        assert_eq!(unreachable(&tiers("0", "60", three)), ["hot"]);
+        assert_eq!(
+            unreachable(&tiers("0", "70", three)),
+            Vec::<String>::new(),
+            "70 itself is hot"
+        );
+        // Every score is at least 40: cold is never given.
+        assert_eq!(unreachable(&tiers("40", "100", three)), ["cold"]);
+        // Every score is at least 75: warm and cold are never given.
+        assert_eq!(unreachable(&tiers("75", "100", three)), ["warm", "cold"]);
+        // Without bounds every tier is reachable.
+        assert!(unreachable(three).is_empty());
+    }
 
     const SPEC_TIERS: &str = r#"
 [score]

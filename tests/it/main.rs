@@ -11,7 +11,8 @@
 //! - [`destinations`]: several destinations (SPEC 10);
 //! - [`faults`]: receivers that never answer or trickle their answer;
 //! - [`reload`]: hot reload of the rules folder;
-//! - [`process`]: the binary under SIGKILL, SIGTERM, SIGHUP and bad config.
+//! - [`process`]: the binary under SIGKILL, SIGTERM, SIGHUP and bad config;
+//! - [`tools`]: tools for rule authors: trace, lint, time per rule.
 //!
 //! Run with `cargo test --test it`. The store under test is SQLite in a
 //! temporary folder; the harness takes the store as a parameter
@@ -30,3 +31,4 @@ mod process;
 mod reload;
 #[path = "../support/mod.rs"]
 mod support;
+mod tools;
