@@ -72,8 +72,8 @@ async fn instances_starting_together_migrate_once() {
         .unwrap()
         .get(0);
     assert_eq!(
-        tables, 7,
-        "events, keys, instances, counters, deliveries, attempts and migrations in the test's schema"
+        tables, 8,
+        "events, keys, instances, counters, deliveries, attempts, rate windows and migrations in the test's schema"
     );
     // What one instance stores, the others see.
     let stores: Vec<Arc<dyn Store>> = opened.into_iter().map(Result::unwrap).collect();
@@ -881,4 +881,55 @@ async fn overlapping_batches_on_two_instances_store_each_key_once() {
             "key {key}: a duplicate of the stored event"
         );
     }
+}
+
+/// SPEC 10: a destination's rate limit is shared by the instances on one
+/// store: two instances taking slots as fast as they can for `5/1s` start
+/// at most 5 requests in any second between them, and a `429` pause taken
+/// on one holds the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_a_destinations_rate_limit_and_pause() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let a = open(&schema.url()).await;
+    let b = open(&schema.url()).await;
+    let limit = leadscore::destinations::RateLimit::parse("5/1s").unwrap();
+    let gates = [a.rate_gate("crm", Some(limit)), b.rate_gate("crm", Some(limit))];
+    let started = Instant::now();
+    let taken = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let mut takers = Vec::new();
+    for gate in gates.iter().cloned() {
+        let taken = taken.clone();
+        takers.push(tokio::spawn(async move {
+            while started.elapsed() < Duration::from_millis(2600) {
+                match gate.try_acquire().await {
+                    Ok(()) => taken.lock().unwrap().push(started.elapsed()),
+                    Err(wait) => tokio::time::sleep(wait.min(Duration::from_millis(50))).await,
+                }
+            }
+        }));
+    }
+    for taker in takers {
+        taker.await.unwrap();
+    }
+    let mut taken = taken.lock().unwrap().clone();
+    taken.sort();
+    assert!(taken.len() >= 10, "slots were given in 2.6 s: {taken:?}");
+    // Any window a little under a second (the clocks of the database and of
+    // this test differ by a query's time) holds at most 5 starts.
+    for (i, first) in taken.iter().enumerate() {
+        let within = taken[i..]
+            .iter()
+            .take_while(|t| **t - *first < Duration::from_millis(950))
+            .count();
+        assert!(
+            within <= 5,
+            "{within} starts within 950 ms from {first:?}: {taken:?}"
+        );
+    }
+    // A pause taken on one instance holds the other.
+    gates[0].pause_for(Duration::from_secs(30)).await;
+    let wait = gates[1].try_acquire().await.expect_err("paused");
+    assert!(wait > Duration::from_secs(25), "{wait:?}");
 }
