@@ -58,3 +58,111 @@ pub async fn recent(store: &dyn Store, limit: usize) -> Result<Vec<ContactEntry>
         })
         .collect())
 }
+
+/// Most events one contact timeline shows.
+pub const MAX_TIMELINE_EVENTS: usize = 1000;
+
+/// `GET /contacts/{id}` (SPEC 10 "Contact timeline").
+#[derive(Debug, Serialize)]
+pub struct Timeline {
+    pub contact_id: Value,
+    pub first_seen: String,
+    pub events: Vec<TimelineEvent>,
+    pub deliveries: Vec<TimelineDelivery>,
+    /// The contact's calls and outcomes (SPEC 11): none are received yet.
+    pub calls: Vec<Value>,
+    pub outcomes: Vec<Value>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineEvent {
+    pub id: String,
+    pub kind: String,
+    #[serde(rename = "type")]
+    pub event_type: Value,
+    pub received_at: String,
+    pub score: Value,
+    pub tier: Value,
+    pub rules_version: Value,
+    pub reasons: Value,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineDelivery {
+    pub id: String,
+    pub destination: String,
+    pub status: crate::store::DeliveryStatus,
+    pub attempts: Vec<crate::store::AttemptInfo>,
+}
+
+/// The stored keys a contact id given in a path may have: a number's (by
+/// value, as ingest keys it) and a string's.
+fn keys_of(id: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    if let Ok(raw) = RawValue::from_string(format!("{{\"id\":{id}}}"))
+        && let Ok(parsed) = crate::payload::parse_json::<Value>(raw.get())
+        && parsed["id"].is_number()
+    {
+        keys.push(crate::payload::id_key(&parsed["id"], &raw));
+    }
+    keys.push(Value::String(id.to_owned()).to_string());
+    keys
+}
+
+/// A contact's events, deliveries and attempts; `NotFound` when no event
+/// of it is stored.
+pub async fn timeline(store: &dyn Store, id: &str) -> Result<Timeline, AppError> {
+    for key in keys_of(id) {
+        let found = store.contact_timeline(&key, MAX_TIMELINE_EVENTS).await?;
+        if found.events.is_empty() {
+            continue;
+        }
+        let events: Vec<TimelineEvent> = found
+            .events
+            .iter()
+            .map(|event| {
+                let body: Value = crate::payload::parse_json(&event.body).unwrap_or_default();
+                TimelineEvent {
+                    id: event.id.clone(),
+                    kind: body["kind"].as_str().unwrap_or("contact").to_owned(),
+                    event_type: body["type"].clone(),
+                    received_at: crate::time::format_ms(event.received_at),
+                    score: body["score"].clone(),
+                    tier: body["tier"].clone(),
+                    rules_version: body["rules_version"].clone(),
+                    reasons: body["reasons"].clone(),
+                }
+            })
+            .collect();
+        let deliveries = found
+            .deliveries
+            .into_iter()
+            .map(|delivery| TimelineDelivery {
+                attempts: found
+                    .attempts
+                    .iter()
+                    .filter(|(event, attempt)| {
+                        *event == delivery.id && attempt.destination == delivery.destination
+                    })
+                    .map(|(_, attempt)| attempt.clone())
+                    .collect(),
+                id: delivery.id,
+                destination: delivery.destination,
+                status: delivery.status,
+            })
+            .collect();
+        // As received, with its JSON type (SPEC 3).
+        let contact_id = crate::payload::parse_json::<Value>(&found.events[0].body)
+            .map(|body| body["contact_id"].clone())
+            .unwrap_or(Value::Null);
+        return Ok(Timeline {
+            contact_id,
+            first_seen: events[0].received_at.clone(),
+            events,
+            deliveries,
+            calls: Vec::new(),
+            outcomes: Vec::new(),
+        });
+    }
+    Err(AppError::NotFound(format!("no contact with id {id:?}")))
+}

@@ -20,6 +20,17 @@ pub async fn backtest(engine: &Engine, settings: &HttpSettings, request: Request
     Ok(json_reply(StatusCode::OK, &report))
 }
 
+/// `GET /contacts/{id}`: the id percent-decoded (`%22` and the like).
+pub async fn contact(engine: &Engine, request: Request) -> Handled {
+    let raw = request.param.unwrap_or_default();
+    let id: String = form_urlencoded::parse(format!("id={}", raw.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default();
+    let timeline = contacts::timeline(engine.store().as_ref(), &id).await?;
+    Ok(json_reply(StatusCode::OK, &timeline))
+}
+
 pub async fn contacts(engine: &Engine, request: Request) -> Handled {
     let params = request.params()?;
     let limit = contacts::parse_limit(params.get("limit").map(String::as_str))?;

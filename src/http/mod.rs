@@ -198,6 +198,7 @@ async fn dispatch(
         Endpoint::Destinations => deliveries::destinations(engine).await,
         Endpoint::Backtest => history::backtest(engine, settings, request).await,
         Endpoint::Contacts => history::contacts(engine, request).await,
+        Endpoint::ContactTimeline => history::contact(engine, request).await,
         Endpoint::Stats => history::stats(engine, request).await,
         Endpoint::ConsoleIndex => Ok(console::index()),
         Endpoint::ConsoleConfig => Ok(console::config(engine, settings)),

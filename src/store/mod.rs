@@ -233,6 +233,16 @@ pub struct AttemptInfo {
     pub response_body: Option<String>,
 }
 
+/// What [`Store::contact_timeline`] reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactTimeline {
+    pub events: Vec<StoredEvent>,
+    /// In event order, then by destination.
+    pub deliveries: Vec<DeliveryInfo>,
+    /// `(event id, attempt)`, oldest first per delivery.
+    pub attempts: Vec<(String, AttemptInfo)>,
+}
+
 /// Which deliveries a listing shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeliveryFilter {
@@ -472,6 +482,9 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<StoredEvent>>;
+    /// A contact's history (SPEC 10 "Contact timeline"): its events in the
+    /// order received (at most `limit`), their deliveries and attempts.
+    async fn contact_timeline(&self, contact_key: &str, limit: usize) -> StoreResult<ContactTimeline>;
     /// The newest `limit` events, newest first (the console's contact picker).
     async fn recent_events(&self, limit: usize) -> StoreResult<Vec<StoredEvent>>;
     /// The per-minute counters from `since_ms` on.

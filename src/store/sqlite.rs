@@ -25,10 +25,10 @@ use tokio::sync::oneshot;
 
 use super::reply::{Done, PruneStep, Reply, ReplyTo};
 use super::{
-    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, Counters, DeliveryBacklog,
-    DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, DeliveryStatus, Enqueued, EventSummary,
-    EventWindow, NewEvent, OutcomeColumns, Pruned, Requeue, Retention, Store, StoreResult, StoredEvent,
-    key_digest, now_ms, packed, tally, unavailable,
+    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactTimeline, Counters,
+    DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, DeliveryStatus, Enqueued,
+    EventSummary, EventWindow, NewEvent, OutcomeColumns, Pruned, Requeue, Retention, Store, StoreResult,
+    StoredEvent, key_digest, now_ms, packed, tally, unavailable,
 };
 
 /// Most operations one transaction takes.
@@ -638,6 +638,72 @@ impl Store for SqliteStore {
                 stored_event,
             )?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn contact_timeline(&self, contact_key: &str, limit: usize) -> StoreResult<ContactTimeline> {
+        let key = contact_key.to_owned();
+        self.read(move |conn| {
+            let mut events = conn.prepare_cached(
+                "SELECT seq, id, received_at, body FROM events WHERE contact_key = ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let events: Vec<StoredEvent> = events
+                .query_map(params![key, limit as i64], stored_event)?
+                .collect::<rusqlite::Result<_>>()?;
+            let (first, last) = match (events.first(), events.last()) {
+                (Some(first), Some(last)) => (first.seq, last.seq),
+                _ => return Ok(ContactTimeline::default()),
+            };
+            let mut deliveries = conn.prepare_cached(
+                "SELECT e.id, d.destination, d.contact_key, d.status, d.attempts, d.last_status, d.last_error,
+                        d.next_attempt_at, d.created_at, d.delivered_at
+                 FROM events e JOIN deliveries d ON d.event_seq = e.seq
+                 WHERE e.contact_key = ?1 AND e.seq BETWEEN ?2 AND ?3 ORDER BY e.seq, d.destination",
+            )?;
+            let deliveries = deliveries
+                .query_map(params![key, first, last], |row| {
+                    Ok(DeliveryRow {
+                        id: row.get(0)?,
+                        destination: row.get(1)?,
+                        contact_key: row.get(2)?,
+                        status: row.get(3)?,
+                        attempts: row.get(4)?,
+                        last_status: row.get(5)?,
+                        last_error: row.get(6)?,
+                        next_attempt_at: row.get(7)?,
+                        created_at: row.get(8)?,
+                        delivered_at: row.get(9)?,
+                    }
+                    .into_info())
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut attempts = conn.prepare_cached(
+                "SELECT e.id, a.destination, a.at, a.status, a.error, a.latency_ms, a.response_body
+                 FROM events e JOIN attempts a ON a.event_seq = e.seq
+                 WHERE e.contact_key = ?1 AND e.seq BETWEEN ?2 AND ?3 ORDER BY e.seq, a.destination, a.at",
+            )?;
+            let attempts = attempts
+                .query_map(params![key, first, last], |row| {
+                    Ok((
+                        row.get(0)?,
+                        AttemptRow {
+                            destination: row.get(1)?,
+                            at: row.get(2)?,
+                            status: row.get(3)?,
+                            error: row.get(4)?,
+                            latency_ms: row.get(5)?,
+                            response_body: row.get(6)?,
+                        }
+                        .into_info(),
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ContactTimeline {
+                events,
+                deliveries,
+                attempts,
+            })
         })
         .await
     }

@@ -412,3 +412,72 @@ transform = "nurture.rhai"
     second.wait_for(1, WAIT).await;
     server.shutdown().await;
 }
+
+/// SPEC 10 "Contact timeline": a contact that arrives POTENTIAL, then
+/// QUALIFIED, with its events in order and each event's deliveries per
+/// destination with their attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_of_a_contact_that_becomes_qualified() {
+    let (crm, chat) = (Receiver::start().await, Receiver::start().await);
+    let dir = DestinationsDir::new(&format!(
+        "[[destination]]\nname = \"crm\"\nurl = \"{}\"\n\n[[destination]]\nname = \"chat\"\nurl = \"{}\"\n",
+        crm.url(),
+        chat.url()
+    ));
+    let server = start(&dir, &[]).await;
+    let first = server.webhook(&json!([contact_with_id("potential", 555)])).await;
+    let second = server.webhook(&json!([contact_with_id("qualified", 555)])).await;
+    crm.wait_for(2, WAIT).await;
+    chat.wait_for(2, WAIT).await;
+    let timeline = eventually("both events delivered twice", WAIT, async || {
+        let reply = server.get("/contacts/555").await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        let timeline = reply.json();
+        let delivered = timeline["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["status"] == "delivered" && d["attempts"].as_array().unwrap().len() == 1)
+            .count();
+        (delivered == 4).then_some(timeline)
+    })
+    .await;
+    assert_eq!(timeline["contact_id"], 555, "{timeline}");
+    let events = timeline["events"].as_array().unwrap();
+    let ids: Vec<&Value> = events.iter().map(|e| &e["id"]).collect();
+    assert_eq!(ids, [&first["results"][0]["id"], &second["results"][0]["id"]]);
+    assert_eq!(events[0]["tier"], first["results"][0]["tier"]);
+    assert_eq!(events[1]["tier"], second["results"][0]["tier"]);
+    assert_eq!(events[0]["type"], "contact.scored");
+    assert_eq!(timeline["first_seen"], events[0]["received_at"]);
+    let deliveries: Vec<(String, String)> = timeline["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["id"].as_str().unwrap().to_owned(),
+                d["destination"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let (a, b) = (ids[0].as_str().unwrap(), ids[1].as_str().unwrap());
+    assert_eq!(
+        deliveries,
+        [
+            (a.into(), "chat".into()),
+            (a.into(), "crm".into()),
+            (b.into(), "chat".into()),
+            (b.into(), "crm".into())
+        ]
+    );
+    assert_eq!(timeline["deliveries"][0]["attempts"][0]["status"], 200);
+    assert_eq!(
+        (timeline["calls"].clone(), timeline["outcomes"].clone()),
+        (json!([]), json!([]))
+    );
+    // The string "555" is another contact; an unknown one is 404.
+    server.get("/contacts/%22555%22").await.assert_error(404);
+    server.get("/contacts/556").await.assert_error(404);
+    server.shutdown().await;
+}

@@ -17,9 +17,9 @@ use super::writer::{Work, WriteOp, Writer};
 use super::{ENQUEUE_DEADLINE, PRUNE_BATCH};
 use crate::store::reply::{Reply, ReplyTo};
 use crate::store::{
-    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, Counters, DeliveryBacklog,
-    DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, Enqueued, EventWindow, NewEvent, Pruned,
-    Requeue, Retention, Store, StoreResult, StoredEvent, now_ms, unavailable,
+    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactTimeline, Counters,
+    DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, Enqueued, EventWindow,
+    NewEvent, Pruned, Requeue, Retention, Store, StoreResult, StoredEvent, now_ms, unavailable,
 };
 
 pub struct PostgresStore {
@@ -444,6 +444,78 @@ impl Store for PostgresStore {
                         )
                         .await?;
                     Ok(rows.iter().map(stored_event).collect())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn contact_timeline(&self, contact_key: &str, limit: usize) -> StoreResult<ContactTimeline> {
+        let key = contact_key.to_owned();
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.pool
+            .run("cannot read the contact", move |conn| {
+                async move {
+                    let events: Vec<StoredEvent> = conn
+                        .client
+                        .query(
+                            "SELECT seq, id, received_at, body FROM leadscore_events
+                             WHERE contact_key = $1 ORDER BY seq LIMIT $2",
+                            &[&key, &limit],
+                        )
+                        .await?
+                        .iter()
+                        .map(stored_event)
+                        .collect();
+                    let (first, last) = match (events.first(), events.last()) {
+                        (Some(first), Some(last)) => (first.seq, last.seq),
+                        _ => return Ok(ContactTimeline::default()),
+                    };
+                    let deliveries = conn
+                        .client
+                        .query(
+                            "SELECT e.id, d.destination, d.contact_key, d.status, d.attempts, d.last_status,
+                                    d.last_error, d.next_attempt_at, d.created_at, d.delivered_at
+                             FROM leadscore_events e JOIN leadscore_deliveries d ON d.event_seq = e.seq
+                             WHERE e.contact_key = $1 AND e.seq BETWEEN $2 AND $3
+                             ORDER BY e.seq, d.destination",
+                            &[&key, &first, &last],
+                        )
+                        .await?
+                        .iter()
+                        .map(delivery_info)
+                        .collect();
+                    let attempts = conn
+                        .client
+                        .query(
+                            "SELECT e.id, a.destination, a.at, a.status, a.error, a.latency_ms, a.response_body
+                             FROM leadscore_events e JOIN leadscore_attempts a ON a.event_seq = e.seq
+                             WHERE e.contact_key = $1 AND e.seq BETWEEN $2 AND $3
+                             ORDER BY e.seq, a.destination, a.at",
+                            &[&key, &first, &last],
+                        )
+                        .await?
+                        .iter()
+                        .map(|row| {
+                            (
+                                row.get(0),
+                                AttemptRow {
+                                    destination: row.get(1),
+                                    at: row.get(2),
+                                    status: row.get::<_, Option<i32>>(3).map(i64::from),
+                                    error: row.get(4),
+                                    latency_ms: row.get(5),
+                                    response_body: row.get(6),
+                                }
+                                .into_info(),
+                            )
+                        })
+                        .collect();
+                    Ok(ContactTimeline {
+                        events,
+                        deliveries,
+                        attempts,
+                    })
                 }
                 .boxed()
             })
