@@ -899,7 +899,7 @@ async fn two_instances_share_a_destinations_rate_limit_and_pause() {
     let started = Instant::now();
     let taken = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let mut takers = Vec::new();
-    for gate in gates.iter().cloned() {
+    for gate in gates.clone() {
         let taken = taken.clone();
         takers.push(tokio::spawn(async move {
             while started.elapsed() < Duration::from_millis(2600) {
