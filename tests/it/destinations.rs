@@ -481,3 +481,57 @@ async fn the_timeline_of_a_contact_that_becomes_qualified() {
     server.get("/contacts/556").await.assert_error(404);
     server.shutdown().await;
 }
+
+/// SPEC 10 "Rate limit": `rate = "5/1s"` starts at most 5 requests in any
+/// second, every contact is delivered, and a `429` with `Retry-After: 2`
+/// pauses the whole destination for 2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_destination_keeps_its_rate_and_pauses_on_429() {
+    let crm = Receiver::start().await;
+    crm.answer_next([Answer {
+        retry_after: Some("2".into()),
+        ..Answer::status(429)
+    }]);
+    let dir = DestinationsDir::new(&format!(
+        "[[destination]]\nname = \"crm\"\nurl = \"{}\"\nrate = \"5/1s\"\nretry_schedule = \"100ms,100ms,100ms\"\n",
+        crm.url()
+    ));
+    let server = start(&dir, &[]).await;
+    let contacts: Vec<Value> = (0..12).map(|i| contact_with_id("qualified", 8000 + i)).collect();
+    server.webhook(&json!(contacts)).await;
+    eventually("all 12 delivered", WAIT, async || {
+        let list = deliveries_of(&server, "crm").await;
+        (list.len() == 12 && list.iter().all(|d| d["status"] == "delivered")).then_some(())
+    })
+    .await;
+    let requests = crm.requests();
+    let times: Vec<Duration> = {
+        let first = requests[0].at;
+        requests
+            .iter()
+            .map(|r| r.at.duration_since(first).unwrap_or_default())
+            .collect()
+    };
+    // At most 5 in any window a little under a second (arrival, not start).
+    for (i, start) in times.iter().enumerate() {
+        let within = times[i..]
+            .iter()
+            .take_while(|t| **t - *start < Duration::from_millis(900))
+            .count();
+        assert!(
+            within <= 5,
+            "{within} requests within 900 ms from {start:?}: {times:?}"
+        );
+    }
+    // The 429 paused the destination: nothing started in the next 2 s but
+    // what was already in flight (answered within a few milliseconds).
+    let paused_at = times[requests.iter().position(|r| r.answered == 429).unwrap()];
+    let during = times
+        .iter()
+        .filter(|t| {
+            **t > paused_at + Duration::from_millis(300) && **t < paused_at + Duration::from_millis(1800)
+        })
+        .count();
+    assert_eq!(during, 0, "requests during the pause: {times:?}");
+    server.shutdown().await;
+}
