@@ -535,3 +535,101 @@ async fn a_rate_limited_destination_keeps_its_rate_and_pauses_on_429() {
     assert_eq!(during, 0, "requests during the pause: {times:?}");
     server.shutdown().await;
 }
+
+/// An OAuth2 token endpoint on loopback: each `POST` gets a new token
+/// (`tok-1`, `tok-2`, …) valid for `expires_in` seconds; it records the
+/// forms it was sent.
+struct TokenEndpoint {
+    url: String,
+    forms: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl TokenEndpoint {
+    async fn start(expires_in: u64) -> Self {
+        use warp::Filter as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let forms = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = forms.clone();
+        let filter = warp::post()
+            .and(warp::body::bytes())
+            .map(move |body: bytes::Bytes| {
+                let mut forms = seen.lock().unwrap();
+                forms.push(String::from_utf8_lossy(&body).into_owned());
+                warp::reply::json(&json!({
+                    "access_token": format!("tok-{}", forms.len()),
+                    "token_type": "Bearer",
+                    "expires_in": expires_in,
+                }))
+            });
+        let task = tokio::spawn(warp::serve(filter).incoming(listener).run());
+        Self {
+            url: format!("http://{addr}/token"),
+            forms,
+            _task: task,
+        }
+    }
+
+    fn forms(&self) -> Vec<String> {
+        self.forms.lock().unwrap().clone()
+    }
+}
+
+/// SPEC 10 "Credentials": the OAuth2 client-credentials grant. The token is
+/// fetched once and reused; a `401` fetches a new one and tries once more;
+/// the client secret never shows in an answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oauth2_tokens_are_fetched_reused_and_renewed_after_a_401() {
+    let tokens = TokenEndpoint::start(3600).await;
+    let crm = Receiver::start().await;
+    let dir = DestinationsDir::new(&format!(
+        "[[destination]]\nname = \"crm\"\nurl = \"{}\"\nconcurrency = 1\n\
+         auth = {{ oauth2 = {{ token_url = \"{}\", client_id = \"leadscore\", client_secret_env = \"CRM_SECRET\", scope = \"contacts\" }} }}\n",
+        crm.url(),
+        tokens.url
+    ));
+    let server = start(&dir, &[("CRM_SECRET", "client-s3cret-77")]).await;
+    server.webhook(&json!([contact_with_id("qualified", 6001)])).await;
+    crm.wait_for(1, WAIT).await;
+    server.webhook(&json!([contact_with_id("qualified", 6002)])).await;
+    crm.wait_for(2, WAIT).await;
+    let forms = tokens.forms();
+    assert_eq!(forms.len(), 1, "one token for both: {forms:?}");
+    assert!(forms[0].contains("grant_type=client_credentials"), "{forms:?}");
+    assert!(forms[0].contains("client_id=leadscore"), "{forms:?}");
+    assert!(forms[0].contains("scope=contacts"), "{forms:?}");
+    let sent: Vec<String> = crm
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").to_owned())
+        .collect();
+    assert_eq!(sent, ["Bearer tok-1", "Bearer tok-1"]);
+    // The token is refused: a new one, and the same request again with it.
+    crm.answer_next([Answer::status(401)]);
+    server.webhook(&json!([contact_with_id("qualified", 6003)])).await;
+    crm.wait_for(4, WAIT).await;
+    let requests = crm.requests();
+    let last: Vec<(String, u16)> = requests[2..]
+        .iter()
+        .map(|r| (r.header("authorization").to_owned(), r.answered))
+        .collect();
+    assert_eq!(
+        last,
+        [("Bearer tok-1".to_owned(), 401), ("Bearer tok-2".to_owned(), 200)]
+    );
+    assert_eq!(
+        requests[2].webhook_id(),
+        requests[3].webhook_id(),
+        "the same delivery"
+    );
+    assert_eq!(tokens.forms().len(), 2);
+    for path in ["/destinations", "/deliveries?limit=1000", "/metrics"] {
+        let text = server.get(path).await.text;
+        assert!(
+            !text.contains("client-s3cret-77") && !text.contains("tok-"),
+            "{path}: {text}"
+        );
+    }
+    server.shutdown().await;
+}
