@@ -464,3 +464,59 @@ async fn broken_rules_exit_2_naming_file_and_line() {
     assert_eq!(status.code(), Some(2), "{log}");
     assert!(log.contains("no-such-rules"), "the folder is named:\n{log}");
 }
+
+/// SPEC 10 "Credentials": the real binary with a destinations file whose
+/// secrets come from its environment (a bearer token, a URL that is its
+/// own secret, a signing secret) never writes them to its log, even at
+/// debug level, while it delivers and while a destination fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_secrets_never_reach_the_log() {
+    let (crm, chat) = (
+        crate::support::Receiver::start().await,
+        crate::support::Receiver::start().await,
+    );
+    chat.answer_by_default(crate::support::Answer::status(500));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("destinations.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[destination]]\nname = \"crm\"\nurl = \"{}\"\ntemplate = \"hubspot\"\n\
+             auth = {{ bearer_env = \"LS_TEST_CRM_TOKEN\" }}\nsigning_secret = {{ env = \"LS_TEST_SIGNING\" }}\n\n\
+             [[destination]]\nname = \"chat\"\nurl = {{ env = \"LS_TEST_CHAT_URL\" }}\ntemplate = \"slack\"\n\
+             retry_schedule = \"50ms\"\n",
+            crm.url()
+        ),
+    )
+    .unwrap();
+    let chat_url = format!("{}/services/T1/B2/chat-url-s3cret", chat.url());
+    let secrets = [
+        ("LS_TEST_CRM_TOKEN", "crm-bearer-s3cret-31337"),
+        ("LS_TEST_SIGNING", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ("LS_TEST_CHAT_URL", chat_url.as_str()),
+        ("LEADSCORE_LOG", "debug"),
+    ];
+    let mut server = Process::serve(&["--destinations", file.to_str().unwrap()], &secrets);
+    server.wait_ready(WAIT).await;
+    let reply = reqwest::Client::new()
+        .post(server.url("/webhooks/iclosed"))
+        .header("content-type", "application/json")
+        .body(json!([contact_with_id("qualified", 4242)]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 200);
+    crm.wait_for(1, WAIT).await;
+    chat.wait_for(2, WAIT).await;
+    server.signal("TERM");
+    server.wait_exit(WAIT).await;
+    let log = server.log_text();
+    assert!(log.contains("crm"), "the log is the server's: {log}");
+    for secret in [
+        "crm-bearer-s3cret-31337",
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "chat-url-s3cret",
+    ] {
+        assert!(!log.contains(secret), "the log shows {secret}:\n{log}");
+    }
+}
