@@ -957,8 +957,8 @@ pub enum DeliveriesCommand {
     List {
         #[command(flatten)]
         store: StoreArgs,
-        /// Only deliveries with this status: pending, dead or delivered.
-        #[arg(long, value_parser = ["pending", "dead", "delivered"])]
+        /// Only deliveries with this status: pending, dead, delivered or skipped.
+        #[arg(long, value_parser = ["pending", "dead", "delivered", "skipped"])]
         status: Option<String>,
         /// Most deliveries to list.
         #[arg(long, default_value_t = 100)]

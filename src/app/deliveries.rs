@@ -48,7 +48,7 @@ impl DeliveryQuery {
             Some(text) => Some(DeliveryStatus::parse(text).ok_or_else(|| {
                 AppError::parameter(
                     "status",
-                    format!("unknown status {text:?}; use pending, dead or delivered"),
+                    format!("unknown status {text:?}; use pending, dead, delivered or skipped"),
                 )
             })?),
         };
