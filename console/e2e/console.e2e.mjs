@@ -2,7 +2,10 @@
 // driven by playwright-core, against the real `leadscore serve` on a
 // loopback port with a copy of the example rules, a fresh SQLite store, an
 // admin token, --allow-rule-edits, and a downstream receiver in this process
-// whose answers the test switches.
+// whose answers the test switches; and a second engine started with
+// --destinations (a file in a temporary folder: "crm", a receiver in this
+// process, and "broken", a closed loopback port) for the Destinations,
+// Deliveries-by-destination and Contact pages.
 //
 //   node --test console/e2e/            (from the repository root, after `cargo build`)
 //
@@ -40,14 +43,25 @@ const DEAD_ID = 990001;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'leadscore-e2e-'));
 const rulesDir = path.join(tmp, 'rules');
-let server; // child process
 let base; // http://127.0.0.1:PORT
 let receiver; // http.Server
 let receiverStatus = 200;
 const received = []; // {contact_id, status}
 let browser; // the persistent browser context
 let page;
-let serverLog = '';
+// The destination tests: a second engine with a destinations file, its
+// receiver, and a browser page on that engine's origin.
+const destDir = path.join(tmp, 'dest');
+const destFile = path.join(destDir, 'destinations.toml');
+let destBase;
+let hooks; // http.Server: the "crm" destination
+const HOOK_ANSWER = '<b>received</b> & stored';
+let dpage; // opened by the destination tests, closed after them (a page in the background gets no animation frames)
+/** The contact with two events in the destination tests (a cold one, then the qualified one: hot). */
+const TIMELINE_ID = 48213;
+/** A contact whose id is a string that needs encoding in a URL. */
+const STRING_ID = 'acme/lead 7';
+const engines = []; // {proc, base, log} of every engine started
 
 // ------------------------------------------------------------------ helpers
 
@@ -62,7 +76,7 @@ async function freePort() {
   });
 }
 
-async function call(method, pathname, body) {
+async function call(method, pathname, body, at = base) {
   const headers = { Authorization: `Bearer ${TOKEN}` };
   let payload;
   if (typeof body === 'string') payload = body;
@@ -70,7 +84,7 @@ async function call(method, pathname, body) {
     headers['Content-Type'] = 'application/json';
     payload = JSON.stringify(body);
   }
-  const response = await fetch(base + pathname, { method, headers, body: payload });
+  const response = await fetch(at + pathname, { method, headers, body: payload });
   const text = await response.text();
   let json = null;
   try {
@@ -117,9 +131,61 @@ function generatedContacts() {
     });
 }
 
-async function shot(name, fullPage = false) {
+/**
+ * Starts `leadscore serve` on a free loopback port with the admin token, a
+ * fresh SQLite store, a 200 ms retry schedule and `args` (e.g.
+ * `--forward-url URL` or `--destinations FILE`); resolves once /healthz
+ * answers. The engine is stopped in `after`.
+ */
+async function startEngine({ rules, store, args }) {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LEADSCORE_')));
+  env.LEADSCORE_LOG = 'warn';
+  env.NO_COLOR = '1';
+  const proc = spawn(
+    BIN,
+    [
+      'serve',
+      '--listen', `127.0.0.1:${port}`,
+      '--rules', rules,
+      '--store', `sqlite://${store}`,
+      '--admin-token', TOKEN,
+      '--retry-schedule', '200ms',
+      ...args,
+    ],
+    // The store's folder as the working folder: the engine reads ./destinations.toml by default.
+    { env, cwd: path.dirname(store), stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const engine = { proc, base: url, log: '' };
+  engines.push(engine);
+  proc.stdout.on('data', (d) => (engine.log += d));
+  proc.stderr.on('data', (d) => (engine.log += d));
+  await eventually(`the engine on ${url} to answer /healthz`, async () => {
+    if (proc.exitCode !== null) throw new Error(`leadscore exited ${proc.exitCode}: ${engine.log}`);
+    return (await fetch(`${url}/healthz`)).ok;
+  });
+  return engine;
+}
+
+async function stopEngine(proc) {
+  if (!proc || proc.exitCode !== null) return;
+  proc.kill('SIGTERM');
+  await new Promise((r) => {
+    const t = setTimeout(() => {
+      proc.kill('SIGKILL');
+      r();
+    }, 10_000);
+    proc.once('exit', () => {
+      clearTimeout(t);
+      r();
+    });
+  });
+}
+
+async function shot(name, fullPage = false, on = page) {
   fs.mkdirSync(SHOTS, { recursive: true });
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage });
+  await on.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage });
 }
 
 async function goto(hash) {
@@ -154,31 +220,7 @@ before(async () => {
   await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
   const forward = `http://127.0.0.1:${receiver.address().port}/hooks/scored`;
 
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LEADSCORE_')));
-  env.LEADSCORE_LOG = 'warn';
-  env.NO_COLOR = '1';
-  server = spawn(
-    BIN,
-    [
-      'serve',
-      '--listen', `127.0.0.1:${port}`,
-      '--rules', rulesDir,
-      '--store', `sqlite://${path.join(tmp, 'leadscore.db')}`,
-      '--admin-token', TOKEN,
-      '--allow-rule-edits',
-      '--retry-schedule', '200ms',
-      '--forward-url', forward,
-    ],
-    { env, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  server.stdout.on('data', (d) => (serverLog += d));
-  server.stderr.on('data', (d) => (serverLog += d));
-  await eventually('the engine to answer /healthz', async () => {
-    if (server.exitCode !== null) throw new Error(`leadscore exited ${server.exitCode}: ${serverLog}`);
-    return (await fetch(`${base}/healthz`)).ok;
-  });
+  ({ base } = await startEngine({ rules: rulesDir, store: path.join(tmp, 'leadscore.db'), args: ['--allow-rule-edits', '--forward-url', forward] }));
 
   // Fill the store: 50 generated contacts, then the iClosed fixtures (the
   // batch repeats them: duplicates), so the qualified lead is among the
@@ -195,6 +237,58 @@ before(async () => {
   const accepted = ingest.json.accepted;
   assert.ok(accepted >= 50, `accepted ${accepted}`);
   await eventually(`${accepted} deliveries`, () => received.filter((r) => r.status === 200).length >= accepted);
+
+  // The engine of the destination tests: "crm" (every event) answers from
+  // this process; "broken" (hot leads only) points at a closed loopback port.
+  fs.mkdirSync(destDir);
+  const destRules = path.join(destDir, 'rules');
+  fs.mkdirSync(destRules);
+  for (const name of fs.readdirSync(path.join(repo, 'rules'))) {
+    if (name.endsWith('.rhai') || name === 'tiers.toml') fs.copyFileSync(path.join(repo, 'rules', name), path.join(destRules, name));
+  }
+  hooks = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'Content-Type': 'text/html' });
+      res.end(HOOK_ANSWER);
+    });
+  });
+  await new Promise((r) => hooks.listen(0, '127.0.0.1', r));
+  const closedPort = await freePort();
+  fs.writeFileSync(
+    destFile,
+    [
+      '# The destinations of the console e2e tests.',
+      '[[destination]]',
+      'name = "crm"',
+      `url = "http://127.0.0.1:${hooks.address().port}/crm"`,
+      'rate = "100/1s"',
+      '',
+      '[[destination]]',
+      'name = "broken"',
+      `url = "http://127.0.0.1:${closedPort}/hook"`,
+      `when = 'tier == "hot"'`,
+      '',
+    ].join('\n'),
+  );
+  ({ base: destBase } = await startEngine({ rules: destRules, store: path.join(destDir, 'leadscore.db'), args: ['--destinations', destFile] }));
+  const qualified = fixture('qualified')[0];
+  const bodies = [
+    [{ ...qualified, status: 'POTENTIAL', questionsAndAnswers: [], latestCall: null }],
+    [qualified],
+    fixture('disqualified'),
+    [{ ...qualified, id: STRING_ID, email: 'lead7@acme.example' }],
+  ];
+  for (const body of bodies) {
+    const r = await call('POST', '/webhooks/iclosed', body, destBase);
+    assert.equal(r.status, 200, r.text);
+    assert.equal(r.json.accepted, body.length, r.text);
+  }
+  await eventually('the destination engine to settle its deliveries', async () => {
+    const pending = await call('GET', '/deliveries?status=pending', undefined, destBase);
+    const dead = await call('GET', '/deliveries?status=dead&destination=broken', undefined, destBase);
+    return pending.json.deliveries.length === 0 && dead.json.deliveries.length >= 2;
+  });
 
   // A fresh profile: launchPersistentContext is playwright's way to pass
   // --user-data-dir.
@@ -222,20 +316,9 @@ before(async () => {
 
 after(async () => {
   await browser?.close().catch(() => {});
-  if (server && server.exitCode === null) {
-    server.kill('SIGTERM');
-    await new Promise((r) => {
-      const t = setTimeout(() => {
-        server.kill('SIGKILL');
-        r();
-      }, 10_000);
-      server.once('exit', () => {
-        clearTimeout(t);
-        r();
-      });
-    });
-  }
+  await Promise.all(engines.map((e) => stopEngine(e.proc)));
   await new Promise((r) => receiver?.close(r) ?? r());
+  await new Promise((r) => hooks?.close(r) ?? r());
   fs.rmSync(tmp, { recursive: true, force: true });
 });
 
@@ -456,6 +539,198 @@ test('deliveries: a dead delivery is shown and retried from the page until the r
   await eventually('the delivery among the delivered', async () => (await page.locator(`table[data-status=delivered] tr[data-contact="${DEAD_ID}"]`).count()) > 0);
 });
 
+// ------------------------------------------- destinations and the contact page
+
+async function signIn(p, at) {
+  await p.goto(`${at}/`);
+  const input = p.getByLabel('Admin token');
+  await input.waitFor();
+  await input.fill(TOKEN);
+  await input.press('Enter');
+  await p.getByRole('navigation', { name: 'Pages' }).waitFor();
+}
+
+async function openDestPage() {
+  if (dpage) return;
+  dpage = await browser.newPage();
+  dpage.setDefaultTimeout(WAIT);
+  dpage.on('pageerror', (e) => console.error('page error (destinations engine):', e.message));
+  await signIn(dpage, destBase);
+}
+
+async function closeDestPage() {
+  await dpage?.close();
+  dpage = null;
+  await page.bringToFront();
+}
+
+async function dgoto(hash) {
+  await openDestPage();
+  await dpage.goto(`${destBase}/${hash}`);
+}
+
+test('destinations: the page lists each destination with its breaker, backlog and last error, and a broken file’s error', async () => {
+  await openDestPage();
+  await dpage.getByRole('link', { name: 'Destinations', exact: true }).click();
+  await dpage.getByRole('heading', { name: 'Destinations' }).waitFor();
+  const api = await call('GET', '/destinations', undefined, destBase);
+  assert.equal(api.status, 200, api.text);
+  assert.equal(api.json.last_error, null);
+  const rows = dpage.locator('table.destinations-table tbody tr');
+  await eventually('both destinations on the page', async () => (await rows.count()) === 2);
+  assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.destination)), api.json.destinations.map((d) => d.name));
+  for (const d of api.json.destinations) {
+    const row = dpage.locator(`tr[data-destination="${d.name}"]`);
+    assert.equal(await row.locator('[data-field=url]').textContent(), d.url);
+    assert.equal(await row.locator('[data-field=template]').textContent(), d.template);
+    assert.equal(await row.locator('[data-field=breaker]').textContent(), d.breaker);
+  }
+  const broken = api.json.destinations.find((d) => d.name === 'broken');
+  assert.ok(broken.dead >= 2 && broken.last_error, JSON.stringify(broken));
+  const brokenRow = dpage.locator('tr[data-destination="broken"]');
+  assert.equal(Number(await brokenRow.locator('[data-field=dead]').textContent()), broken.dead);
+  assert.equal(await brokenRow.locator('[data-field=last-error]').textContent(), broken.last_error);
+  assert.equal(await brokenRow.locator('[data-field=when]').textContent(), 'tier == "hot"');
+  assert.notEqual(await dpage.locator('tr[data-destination="crm"] [data-field=last-success]').textContent(), '—');
+  assert.equal(await dpage.locator('[data-field=file-error]').count(), 0, 'no file error while the file loads');
+  await shot('destinations', false, dpage);
+
+  // Break the file: the last good set stays, the error shows with its place.
+  const good = fs.readFileSync(destFile, 'utf8');
+  fs.writeFileSync(destFile, `${good}\n[[destination]]\nname = "extra"\nurl = 42\n`);
+  const rejected = await eventually('the engine to reject the file', async () => (await call('GET', '/destinations', undefined, destBase)).json.last_error);
+  const alert = dpage.locator('[data-field=file-error]');
+  await eventually('the file error on the page', async () => {
+    if (await alert.count()) return true;
+    await dpage.getByRole('button', { name: 'Refresh' }).click();
+    return false;
+  });
+  assert.equal(await alert.locator('[data-field=file-error-location]').textContent(), `${rejected.file}:${rejected.line}:${rejected.column}`);
+  assert.equal(await alert.locator('[data-field=file-error-message]').textContent(), rejected.message);
+  assert.match(await alert.textContent(), /destinations\.toml:\d+:\d+/);
+  assert.equal(await rows.count(), 2, 'the last good destinations are still listed');
+  await shot('destinations-error', false, dpage);
+  fs.writeFileSync(destFile, good);
+});
+
+test('deliveries: filtered by destination, with a delivery’s attempts and the destination passed on retry', async () => {
+  await dgoto('#/deliveries?status=dead');
+  const select = dpage.getByLabel('Destination');
+  await eventually('the destinations in the filter', async () => (await select.locator('option').count()) === 3);
+  assert.deepEqual(await select.locator('option').evaluateAll((os) => os.map((o) => o.value)), ['', 'crm', 'broken']);
+
+  // Dead at "broken": only its rows, as many as the API lists.
+  await select.selectOption('broken');
+  const deadApi = (await call('GET', '/deliveries?status=dead&destination=broken', undefined, destBase)).json.deliveries;
+  const rows = dpage.locator('table.deliveries-table tbody tr[data-contact]');
+  await eventually('the dead deliveries of broken', async () => (await rows.count()) === deadApi.length);
+  assert.deepEqual(new Set(await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.destination))), new Set(['broken']));
+  assert.ok(dpage.url().includes('destination=broken'), dpage.url());
+
+  // Its attempts: each a connection error, as the API lists them.
+  const first = deadApi[0];
+  const row = dpage.locator(`tr[data-id="${first.id}"][data-destination="broken"]`);
+  await row.getByRole('button', { name: /attempts/i }).click();
+  const attemptsRow = dpage.locator(`tr.attempts-row[data-attempts-of="${first.id}"]`);
+  await attemptsRow.locator('table.attempts-table').waitFor();
+  const attemptsApi = (await call('GET', `/deliveries/${first.id}/attempts?destination=broken`, undefined, destBase)).json.attempts;
+  assert.ok(attemptsApi.length >= 2, JSON.stringify(attemptsApi));
+  assert.deepEqual(await attemptsRow.locator('[data-field=attempt-result]').allTextContents(), attemptsApi.map((a) => a.error));
+  assert.equal(await row.getByRole('button', { name: /attempts/i }).getAttribute('aria-expanded'), 'true');
+  await shot('deliveries-attempts', false, dpage);
+
+  // Retry passes the destination.
+  const retried = dpage.waitForRequest((r) => r.method() === 'POST' && r.url().includes(`/deliveries/${first.id}/retry?destination=broken`));
+  await row.getByRole('button', { name: 'Retry' }).click();
+  await retried;
+  await dpage.getByText(`Delivery of contact ${first.contact_id} requeued.`).waitFor();
+
+  // Delivered at "crm": the receiver's answer is shown as text, not markup.
+  await dpage.getByRole('tab', { name: 'Delivered' }).click();
+  await select.selectOption('crm');
+  const deliveredApi = (await call('GET', '/deliveries?status=delivered&destination=crm', undefined, destBase)).json.deliveries;
+  assert.equal(deliveredApi.length, 4, JSON.stringify(deliveredApi));
+  await eventually('the delivered deliveries of crm', async () => (await rows.count()) === deliveredApi.length && (await rows.evaluateAll((trs) => trs.every((tr) => tr.dataset.destination === 'crm'))));
+  const crmRow = dpage.locator(`tr[data-id="${deliveredApi[0].id}"][data-destination="crm"]`);
+  await crmRow.getByRole('button', { name: /attempts/i }).click();
+  const crmAttempts = dpage.locator(`tr.attempts-row[data-attempts-of="${deliveredApi[0].id}"]`);
+  await crmAttempts.locator('[data-field=response-body]').waitFor();
+  assert.equal(await crmAttempts.locator('[data-field=attempt-result]').first().textContent(), '200');
+  assert.equal(await crmAttempts.locator('[data-field=response-body]').first().textContent(), HOOK_ANSWER);
+  assert.equal(await crmAttempts.locator('[data-field=response-body] b').count(), 0, 'the answer is not rendered as HTML');
+
+  // All destinations again: both names in the destination column.
+  await select.selectOption('');
+  await eventually('deliveries of every destination', async () => (await rows.count()) === (await call('GET', '/deliveries?status=delivered', undefined, destBase)).json.deliveries.length);
+});
+
+test('contact page: two events of one contact with their deliveries, from a contact id link and from the search box', async (t) => {
+  t.after(closeDestPage);
+  const timeline = await call('GET', `/contacts/${TIMELINE_ID}`, undefined, destBase);
+  assert.equal(timeline.status, 200, timeline.text);
+  assert.equal(timeline.json.events.length, 2, timeline.text);
+
+  // From a contact id in the deliveries list.
+  await dgoto('#/deliveries?status=delivered&destination=crm');
+  const link = dpage.locator(`table.deliveries-table a[data-contact-link="${TIMELINE_ID}"]`).first();
+  await link.click();
+  await dpage.getByRole('heading', { name: `Contact ${TIMELINE_ID}` }).waitFor();
+  assert.ok(dpage.url().endsWith(`#/contact?id=${TIMELINE_ID}`), dpage.url());
+  const events = dpage.locator('li.event');
+  await eventually('both events', async () => (await events.count()) === 2);
+  assert.equal(await dpage.locator('[data-field=contact-id]').textContent(), String(TIMELINE_ID));
+  // In the order received, with their tiers, scores and reasons.
+  assert.deepEqual(await events.evaluateAll((lis) => lis.map((li) => li.dataset.eventId)), timeline.json.events.map((e) => e.id));
+  for (const [i, e] of timeline.json.events.entries()) {
+    const item = events.nth(i);
+    assert.equal(await item.locator('[data-field=event-tier]').textContent(), e.tier);
+    assert.equal(await item.locator('[data-field=event-score]').textContent(), String(e.score));
+    assert.equal(await item.locator('[data-field=event-reasons] li').count(), e.reasons.length);
+    // Its deliveries per destination, each with its attempts.
+    const mine = timeline.json.deliveries.filter((d) => d.id === e.id);
+    assert.deepEqual(
+      await item.locator('.event-delivery').evaluateAll((els) => els.map((el) => `${el.dataset.destination}:${el.dataset.status}`)).then((x) => x.sort()),
+      mine.map((d) => `${d.destination}:${d.status}`).sort(),
+    );
+    for (const d of mine) {
+      assert.equal(await item.locator(`.event-delivery[data-destination="${d.destination}"] tr.attempt`).count(), d.attempts.length, `${e.id} → ${d.destination}`);
+    }
+  }
+  assert.notEqual(timeline.json.events[0].tier, 'hot', 'the first event is not hot');
+  assert.equal(timeline.json.events[1].tier, 'hot', 'the second event is hot');
+  await events.nth(1).locator('.event-delivery[data-destination="broken"] [data-field=attempt-result]').first().waitFor();
+  assert.equal(await events.nth(1).locator('.event-delivery[data-destination="broken"] [data-field=attempt-result]').first().textContent(), 'connect');
+  await shot('contact', true, dpage);
+
+  // The search box: a string id (URL-encoded in the path), then a number.
+  const search = dpage.getByLabel('Contact id');
+  await search.fill(STRING_ID);
+  await search.press('Enter');
+  await dpage.getByRole('heading', { name: `Contact ${STRING_ID}` }).waitFor();
+  await eventually('the string contact', async () => (await dpage.locator('[data-field=contact-id]').textContent()) === STRING_ID);
+  assert.equal(await events.count(), 1);
+  await dpage.getByLabel('Contact id').fill(String(TIMELINE_ID));
+  await dpage.getByRole('button', { name: 'Open contact' }).click();
+  await eventually('the numbered contact', async () => (await dpage.locator('[data-field=contact-id]').count()) && (await dpage.locator('[data-field=contact-id]').textContent()) === String(TIMELINE_ID));
+  assert.equal(await events.count(), 2);
+  await dpage.getByLabel('Contact id').fill('no-such-contact');
+  await dpage.getByLabel('Contact id').press('Enter');
+  await dpage.locator('[data-field=not-found]').waitFor();
+});
+
+test('playground: the picked stored contact links to its contact page', async () => {
+  await closeDestPage();
+  await goto('#/playground');
+  const select = page.getByLabel('Stored contact');
+  await eventually('stored contacts in the picker', async () => (await select.locator('option').count()) > 1);
+  await select.selectOption(await select.locator('option', { hasText: `#${LEAD_ID} ` }).first().getAttribute('value'));
+  await page.locator(`[data-field=picked-contact] a[data-contact-link="${LEAD_ID}"]`).click();
+  await page.getByRole('heading', { name: `Contact ${LEAD_ID}` }).waitFor();
+  await eventually('the contact’s events', async () => (await page.locator('li.event').count()) > 0);
+  const timeline = await call('GET', `/contacts/${LEAD_ID}`);
+  assert.equal(await page.locator('li.event').count(), timeline.json.events.length);
+});
+
 test('phone width: the pages stay usable at 390 px', async () => {
   await page.setViewportSize({ width: 390, height: 844 });
   await goto('#/playground');
@@ -463,6 +738,14 @@ test('phone width: the pages stay usable at 390 px', async () => {
   const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
   assert.ok(overflow <= 1, `the page scrolls sideways by ${overflow} px`);
   await shot('playground-phone');
+  // The destinations and contact pages too (wide tables scroll inside their box).
+  for (const [hash, ready] of [['#/destinations', 'table.destinations-table'], ['#/deliveries?status=delivered', 'table.deliveries-table'], [`#/contact?id=${LEAD_ID}`, 'li.event']]) {
+    await goto(hash);
+    await page.locator(ready).first().waitFor();
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(wide <= 1, `${hash} scrolls sideways by ${wide} px`);
+  }
+  await shot('contact-phone');
   await page.setViewportSize({ width: 1280, height: 800 });
 });
 

@@ -2,7 +2,7 @@
 // tier transition matrix, before/after score distribution, top changes.
 
 import { api, ApiError } from './api.js';
-import { h, clear, field, short, fmt, when } from './dom.js';
+import { h, clear, field, short, fmt, when, contactLink } from './dom.js';
 import { state as rules, loadRules, candidate, changedCount } from './rules-state.js';
 import { distributionChart } from './charts.js';
 import { cssName } from './playground.js';
@@ -229,7 +229,7 @@ function changedTable(changed) {
           h(
             'tr',
             {},
-            h('th', { scope: 'row' }, String(c.contact_id)),
+            h('th', { scope: 'row' }, contactLink(c.contact_id)),
             h('td', {}, `${fmt(c.baseline?.score)} `, h('span', { class: `tier tier-${cssName(c.baseline?.tier)}` }, c.baseline?.tier ?? '')),
             h('td', {}, `${fmt(c.candidate?.score)} `, h('span', { class: `tier tier-${cssName(c.candidate?.tier)}` }, c.candidate?.tier ?? '')),
             h('td', {}, list(c.reasons_added)),

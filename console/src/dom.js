@@ -119,3 +119,14 @@ export function tabs({ label, items, selected, onSelect, panelId, extraClass }) 
   append(list, buttons);
   return { el: list, buttons, select: (key) => select(key, false) };
 }
+
+/** The console's address of a contact's page (the id URL-encoded, numbers and strings alike). */
+export function contactHref(contactId) {
+  return `#/contact?${new URLSearchParams({ id: String(contactId) })}`;
+}
+
+/** A contact id as a link to its contact page. */
+export function contactLink(contactId, props = {}) {
+  if (contactId === null || contactId === undefined || contactId === '') return '—';
+  return h('a', { class: 'contact-link mono', href: contactHref(contactId), dataset: { contactLink: String(contactId) }, ...props }, String(contactId));
+}

@@ -1,7 +1,7 @@
 // The leadscore console: a login form when the engine wants an admin token,
-// then four pages behind a hash router (#/overview, #/playground,
-// #/backtest, #/deliveries). The token stays in sessionStorage only and is
-// never written into the page.
+// then the pages behind a hash router (#/overview, #/playground,
+// #/backtest, #/deliveries, #/destinations, #/contact?id=…). The token stays
+// in sessionStorage only and is never written into the page.
 
 import './style.css';
 import { api, ApiError, consoleConfig, getToken, setToken, setUnauthorizedHandler } from './api.js';
@@ -10,6 +10,8 @@ import { overviewPage } from './overview.js';
 import { playgroundPage } from './playground.js';
 import { backtestPage } from './backtest.js';
 import { deliveriesPage } from './deliveries.js';
+import { destinationsPage } from './destinations.js';
+import { contactPage } from './contact.js';
 import { state as rules } from './rules-state.js';
 
 const PAGES = [
@@ -17,6 +19,8 @@ const PAGES = [
   { key: 'playground', label: 'Playground', make: playgroundPage },
   { key: 'backtest', label: 'Backtest', make: backtestPage },
   { key: 'deliveries', label: 'Deliveries', make: deliveriesPage },
+  { key: 'destinations', label: 'Destinations', make: destinationsPage },
+  { key: 'contact', label: 'Contact', make: contactPage },
 ];
 
 const root = document.getElementById('app');

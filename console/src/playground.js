@@ -3,7 +3,7 @@
 // recomputed ≈300 ms after each edit through POST /backtest with `contacts`.
 
 import { api, ApiError } from './api.js';
-import { h, clear, field, short, when, fmt, tabs as makeTabs, uid } from './dom.js';
+import { h, clear, field, short, when, fmt, tabs as makeTabs, uid, contactLink } from './dom.js';
 import { createState, createView, withDiagnostics } from './editor.js';
 import {
   state as rules,
@@ -61,6 +61,7 @@ export function playgroundPage(ctx) {
     placeholder: '{"id": 1, "email": "…", "questionsAndAnswers": {…}}',
   });
   const contactNote = h('div', { class: 'hint', role: 'status', 'aria-live': 'polite' });
+  const contactOpen = h('p', { class: 'contact-open small', 'data-field': 'picked-contact' });
   const results = h('div', { class: 'results', 'aria-live': 'polite', 'aria-busy': 'false' });
   const traceBox = h('div', { class: 'trace', 'aria-live': 'polite' });
   const lintBox = h('div', { class: 'lint-findings', role: 'status', 'aria-live': 'polite' }, h('p', { class: 'hint' }, 'Checking the rules…'));
@@ -94,6 +95,7 @@ export function playgroundPage(ctx) {
         { class: 'pg-side' },
         h('h2', {}, 'Contact'),
         field('Stored contact', contactSelect, 'The newest contacts the engine received.'),
+        contactOpen,
         field('Contact payload (JSON)', contactText),
         contactNote,
         h('h2', {}, 'Results'),
@@ -335,6 +337,7 @@ export function playgroundPage(ctx) {
     const option = contactSelect.selectedOptions[0];
     if (!option || !option.value) return;
     const stored = storedContacts[Number(option.value)];
+    clear(contactOpen, stored ? ['Contact page: ', contactLink(stored.contact_id, { 'aria-label': `Open the page of contact ${stored.contact_id}` })] : null);
     if (stored) {
       contactText.value = JSON.stringify(stored.contact, null, 2);
       schedule();
