@@ -64,15 +64,15 @@ commits() { psql -qAtX "$PG" -c "SELECT xact_commit FROM pg_stat_database WHERE 
 drain() { # name ports...
   local name=$1; shift
   # The same backlog every time: all N pending and due, none claimed.
-  sql "UPDATE leadscore_events SET delivery = 'pending', attempts = 0, next_attempt_at = 0, claimed_until = NULL,
+  sql "UPDATE leadscore_deliveries SET status = 'pending', attempts = 0, next_attempt_at = 0, claimed_until = NULL,
          delivered_at = NULL, last_status = NULL, last_error = NULL" > /dev/null
-  sql "VACUUM ANALYZE leadscore_events" > /dev/null
+  sql "VACUUM ANALYZE leadscore_deliveries" > /dev/null
   local c0 start pids=() pending
   c0=$(commits)
   start=$(date +%s.%N)
   for port in "$@"; do pids+=("$(start "$port")"); done
   while :; do
-    pending=$(sql "SELECT count(*) FROM leadscore_events WHERE delivery = 'pending'")
+    pending=$(sql "SELECT count(*) FROM leadscore_deliveries WHERE status = 'pending'")
     [ "$pending" = "0" ] && break
     sleep 0.02
   done
@@ -82,7 +82,7 @@ drain() { # name ports...
   kill -TERM "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
   # Every delivery takes one attempt unless one was sent twice.
   local attempts
-  attempts=$(sql "SELECT sum(attempts) FROM leadscore_events")
+  attempts=$(sql "SELECT sum(attempts) FROM leadscore_deliveries")
   printf '%-16s %5d delivered in %6.3f s: %6.0f deliveries/s  attempts %d  commits/delivery %.2f\n' \
     "$name" "$N" "$(echo "$end - $start" | bc -l)" "$(echo "$N / ($end - $start)" | bc -l)" \
     "$attempts" "$(echo "($c1 - $c0) / $N" | bc -l)"

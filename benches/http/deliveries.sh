@@ -32,7 +32,17 @@ for line in open(sys.argv[1]):
 PY
 kill -TERM $PID; wait $PID || true
 # 2. Make them due now, start the receiver, time until none is pending.
-python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"UPDATE events SET next_attempt_at=0, attempts=0 WHERE delivery='pending'\"); c.commit()" "$WORK/ls.db"
+# (Schema 4 keeps deliveries in their own table; an older BIN's store has
+# them in the events' columns.)
+python3 - "$WORK/ls.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+if c.execute("SELECT count(*) FROM sqlite_master WHERE name='deliveries'").fetchone()[0]:
+    c.execute("UPDATE deliveries SET next_attempt_at=0, attempts=0 WHERE status='pending'")
+else:
+    c.execute("UPDATE events SET next_attempt_at=0, attempts=0 WHERE delivery='pending'")
+c.commit()
+PY
 taskset -c 1 target/release/examples/bare_warp 127.0.0.1:8094 & sleep 0.5
 START=$(date +%s.%N)
 LEADSCORE_LOG=error taskset -c 0 "$BIN" serve "${ARGS[@]}" & PID=$!
@@ -43,5 +53,13 @@ done
 END=$(date +%s.%N)
 kill -TERM $PID; wait $PID || true
 # Every delivery takes one attempt unless one was sent twice.
-A=$(python3 -c "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); print(c.execute(\"SELECT count(*), sum(attempts) FROM events WHERE delivery='delivered'\").fetchone())" "$WORK/ls.db")
+A=$(python3 - "$WORK/ls.db" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+if c.execute("SELECT count(*) FROM sqlite_master WHERE name='deliveries'").fetchone()[0]:
+    print(c.execute("SELECT count(*), sum(attempts) FROM deliveries WHERE status='delivered'").fetchone())
+else:
+    print(c.execute("SELECT count(*), sum(attempts) FROM events WHERE delivery='delivered'").fetchone())
+PY
+)
 echo "delivered $N in $(echo "$END-$START" | bc) s: $(echo "$N/($END-$START)" | bc) deliveries/s ((delivered, attempts): $A)"
