@@ -118,12 +118,17 @@ impl Routes {
             .clone()
     }
 
-    /// A destination's breaker and last results (kept across reloads).
+    /// A destination's breaker and last results: kept across reloads, and
+    /// a new breaker when its settings changed.
     pub fn health(&self, destination: &Destination) -> Arc<DestinationHealth> {
-        self.health
+        let mut entry = self
+            .health
             .entry(destination.name.clone())
-            .or_insert_with(|| Arc::new(DestinationHealth::new(destination.breaker)))
-            .clone()
+            .or_insert_with(|| Arc::new(DestinationHealth::new(destination.breaker)));
+        if entry.settings != destination.breaker {
+            *entry = Arc::new(DestinationHealth::new(destination.breaker));
+        }
+        entry.clone()
     }
 
     /// The breaker state and last results of a destination this instance
@@ -328,4 +333,31 @@ fn settings_of(destination: &Destination) -> String {
         crate::destinations::BodySpec::Template(_) => None,
     };
     format!("{destination:?} {script:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::destinations::BreakerSettings;
+
+    /// A reload keeps a destination's breaker, unless its settings changed.
+    #[test]
+    fn a_changed_breaker_setting_takes_effect_on_reload() {
+        let routes = Routes::new(Destinations::default());
+        let mut destination = Destination::default_from_forward(
+            "http://127.0.0.1:9/".parse().unwrap(),
+            None,
+            &Default::default(),
+            &Default::default(),
+        );
+        let first = routes.health(&destination);
+        assert!(Arc::ptr_eq(&first, &routes.health(&destination)), "kept");
+        destination.breaker = BreakerSettings {
+            failures: 3,
+            cooldown: Duration::from_secs(5),
+        };
+        let changed = routes.health(&destination);
+        assert!(!Arc::ptr_eq(&first, &changed), "replaced");
+        assert_eq!(changed.settings, destination.breaker);
+    }
 }

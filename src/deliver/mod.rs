@@ -167,6 +167,7 @@ pub struct Deliverer {
 /// A destination's state as `GET /destinations` shows it (per instance).
 #[derive(Debug)]
 pub struct DestinationHealth {
+    settings: BreakerSettings,
     breaker: Mutex<Breaker>,
     last: Mutex<LastResults>,
 }
@@ -181,6 +182,7 @@ pub struct LastResults {
 impl DestinationHealth {
     pub fn new(settings: BreakerSettings) -> Self {
         Self {
+            settings,
             breaker: Mutex::new(Breaker::new(settings)),
             last: Mutex::new(LastResults::default()),
         }
@@ -605,7 +607,12 @@ async fn send_payload(
                     answered: Some(status),
                 }
             }
-            Err(e) => Exchange::failed(error_class(&e), describe_error(&e)),
+            // Without the URL: it can be a secret (a Slack webhook, a
+            // password in it), and this text is stored, listed and logged.
+            Err(e) => {
+                let e = e.without_url();
+                Exchange::failed(error_class(&e), describe_error(&e))
+            }
         };
         if exchange.answered == Some(401) && credentials.refreshes_tokens() && !retried {
             credentials.token_rejected(&headers).await;

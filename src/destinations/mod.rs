@@ -66,7 +66,7 @@ pub use rate::RateLimit;
 pub use select::{Selection, When};
 
 /// The name of the `--forward-url` shorthand's destination.
-pub const DEFAULT_DESTINATION: &str = "default";
+pub use crate::store::DEFAULT_DESTINATION;
 
 /// A value read from the environment: shown as `***` everywhere.
 #[derive(Clone, PartialEq, Eq)]

@@ -555,16 +555,25 @@ async fn destination_secrets_never_reach_the_log() {
             "[[destination]]\nname = \"crm\"\nurl = \"{}\"\ntemplate = \"hubspot\"\n\
              auth = {{ bearer_env = \"LS_TEST_CRM_TOKEN\" }}\nsigning_secret = {{ env = \"LS_TEST_SIGNING\" }}\n\n\
              [[destination]]\nname = \"chat\"\nurl = {{ env = \"LS_TEST_CHAT_URL\" }}\ntemplate = \"slack\"\n\
-             retry_schedule = \"50ms\"\n",
+             retry_schedule = \"50ms\"\n\n\
+             [[destination]]\nname = \"down\"\nurl = {{ env = \"LS_TEST_DOWN_URL\" }}\nretry_schedule = \"50ms\"\n",
             crm.url()
         ),
     )
     .unwrap();
     let chat_url = format!("{}/services/T1/B2/chat-url-s3cret", chat.url());
+    // Nothing listens there: its errors are connection errors, whose text
+    // must not carry the URL.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let down_url = format!("http://{closed}/hooks/down-url-s3cret");
     let secrets = [
         ("LS_TEST_CRM_TOKEN", "crm-bearer-s3cret-31337"),
         ("LS_TEST_SIGNING", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
         ("LS_TEST_CHAT_URL", chat_url.as_str()),
+        ("LS_TEST_DOWN_URL", down_url.as_str()),
         ("LEADSCORE_LOG", "debug"),
     ];
     let mut server = Process::serve(&["--destinations", file.to_str().unwrap()], &secrets);
@@ -579,6 +588,35 @@ async fn destination_secrets_never_reach_the_log() {
     assert_eq!(reply.status(), 200);
     crm.wait_for(1, WAIT).await;
     chat.wait_for(2, WAIT).await;
+    // The unreachable destination's delivery is dead after its one retry;
+    // its last error, in the API and the log, says what failed, not where.
+    let client = reqwest::Client::new();
+    let down = eventually("the unreachable destination's delivery dead", WAIT, async || {
+        let text = client
+            .get(server.url("/deliveries?destination=down"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("\"dead\"").then_some(text)
+    })
+    .await;
+    assert!(down.contains("could not connect"), "{down}");
+    for path in ["/deliveries", "/destinations"] {
+        let text = client
+            .get(server.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for secret in ["down-url-s3cret", "chat-url-s3cret", "crm-bearer-s3cret-31337"] {
+            assert!(!text.contains(secret), "{path} shows {secret}: {text}");
+        }
+    }
     server.signal("TERM");
     server.wait_exit(WAIT).await;
     let log = server.log_text();
@@ -587,6 +625,7 @@ async fn destination_secrets_never_reach_the_log() {
         "crm-bearer-s3cret-31337",
         "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
         "chat-url-s3cret",
+        "down-url-s3cret",
     ] {
         assert!(!log.contains(secret), "the log shows {secret}:\n{log}");
     }
