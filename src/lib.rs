@@ -20,6 +20,7 @@ pub mod destinations;
 pub mod http;
 pub mod ingest;
 pub mod lint;
+pub mod outcomes;
 pub mod payload;
 pub mod reload;
 pub mod rule_files;

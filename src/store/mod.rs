@@ -487,6 +487,10 @@ pub trait Store: Send + Sync + 'static {
     async fn contact_timeline(&self, contact_key: &str, limit: usize) -> StoreResult<ContactTimeline>;
     /// The newest `limit` events, newest first (the console's contact picker).
     async fn recent_events(&self, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// One row per contact first seen at or after `since_ms` (SPEC 11): the
+    /// result stored for its latest contact event and what its linked calls
+    /// and outcomes say, in no particular order.
+    async fn contact_outcomes(&self, since_ms: i64) -> StoreResult<Vec<crate::outcomes::ContactOutcome>>;
     /// The per-minute counters from `since_ms` on.
     async fn counters(&self, since_ms: i64) -> StoreResult<Counters>;
     /// The rate limit of a destination (SPEC 10): counted within this

@@ -718,6 +718,11 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn contact_outcomes(&self, _since_ms: i64) -> StoreResult<Vec<crate::outcomes::ContactOutcome>> {
+        // WIP (issue 21): replaced by the real query before this ships.
+        Err(super::unavailable("contact outcomes are not built yet"))
+    }
+
     async fn counters(&self, since_ms: i64) -> StoreResult<Counters> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(

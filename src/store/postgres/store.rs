@@ -540,6 +540,11 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn contact_outcomes(&self, _since_ms: i64) -> StoreResult<Vec<crate::outcomes::ContactOutcome>> {
+        // WIP (issue 21): replaced by the real query before this ships.
+        Err(crate::store::unavailable("contact outcomes are not built yet"))
+    }
+
     async fn counters(&self, since_ms: i64) -> StoreResult<Counters> {
         let since = since_ms.div_euclid(60_000) * 60_000;
         self.pool
