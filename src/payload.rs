@@ -27,11 +27,12 @@ impl Contact {
     /// Parses one contact object from its JSON text, whose nesting the caller
     /// has already bounded (see [`parse_body`]).
     pub fn from_raw(raw: Box<RawValue>) -> Result<Self, String> {
-        let raw = match minify(raw.get()) {
-            Some(compact) => RawValue::from_string(compact).map_err(|e| e.to_string())?,
-            None => raw,
-        };
-        let value: Value = parse_json(raw.get()).map_err(|e| e.to_string())?;
+        let (raw, value) = compact_object(raw)?;
+        Self::from_parsed(raw, value)
+    }
+
+    /// A contact from an element already made compact and parsed.
+    fn from_parsed(raw: Box<RawValue>, value: Value) -> Result<Self, String> {
         let Value::Object(map) = &value else {
             return Err(format!("is a JSON {}, not an object", kind(&value)));
         };
@@ -175,6 +176,119 @@ pub enum PayloadError {
 /// Splits a webhook body into its contacts, checking everything SPEC 4 names.
 /// `max_contacts` bounds the contacts of one body.
 pub fn parse_body(body: &[u8], max_contacts: usize) -> Result<Vec<Contact>, PayloadError> {
+    split_body(body, max_contacts)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            Contact::from_raw(raw).map_err(|problem| PayloadError::InvalidContact {
+                index: i + 1,
+                problem,
+            })
+        })
+        .collect()
+}
+
+/// One element of a webhook body (SPEC 11 "Kinds").
+#[derive(Debug, Clone)]
+pub enum Element {
+    Contact(Contact),
+    Hook(Hook),
+}
+
+/// A call, outcome or unknown hook, kept as received beside its value.
+#[derive(Debug, Clone)]
+pub struct Hook {
+    pub kind: HookKind,
+    /// The element's JSON, compact (layout removed, nothing else changed).
+    pub raw: Box<RawValue>,
+    pub value: Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    Call,
+    Outcome,
+    Unknown,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Call => "call",
+            Self::Outcome => "outcome",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "call" => Some(Self::Call),
+            "outcome" => Some(Self::Outcome),
+            "unknown" => Some(Self::Unknown),
+            _ => None,
+        }
+    }
+}
+
+/// What an element is (SPEC 11): by `hookType` when it is a string, else by
+/// shape (a `callOutcome` field: an outcome; `event` and `invitee` objects:
+/// a call; anything else: a contact).
+pub fn classify(value: &Value) -> Option<HookKind> {
+    let Value::Object(map) = value else {
+        return None;
+    };
+    if let Some(Value::String(hook_type)) = map.get("hookType") {
+        return match hook_type.trim().to_ascii_lowercase().as_str() {
+            "contact created" | "contact updated" => None,
+            "call booked" | "call rescheduled" | "call canceled" | "call cancelled" => Some(HookKind::Call),
+            "outcome added" => Some(HookKind::Outcome),
+            _ => Some(HookKind::Unknown),
+        };
+    }
+    if map.contains_key("callOutcome") {
+        return Some(HookKind::Outcome);
+    }
+    if map.get("event").is_some_and(Value::is_object) && map.get("invitee").is_some_and(Value::is_object) {
+        return Some(HookKind::Call);
+    }
+    None
+}
+
+/// Splits a webhook body into its elements (SPEC 4 and 11): contacts, which
+/// must have an `id`, and call, outcome and unknown hooks. `max_elements`
+/// bounds the elements of one body, whatever their kind.
+pub fn parse_webhook(body: &[u8], max_elements: usize) -> Result<Vec<Element>, PayloadError> {
+    split_body(body, max_elements)?
+        .into_iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let invalid = |problem| PayloadError::InvalidContact {
+                index: i + 1,
+                problem,
+            };
+            let (raw, value) = compact_object(raw).map_err(invalid)?;
+            match classify(&value) {
+                Some(kind) => Ok(Element::Hook(Hook { kind, raw, value })),
+                None => Contact::from_parsed(raw, value)
+                    .map(Element::Contact)
+                    .map_err(invalid),
+            }
+        })
+        .collect()
+}
+
+/// An element's compact text and its parsed value.
+fn compact_object(raw: Box<RawValue>) -> Result<(Box<RawValue>, Value), String> {
+    let raw = match minify(raw.get()) {
+        Some(compact) => RawValue::from_string(compact).map_err(|e| e.to_string())?,
+        None => raw,
+    };
+    let value: Value = parse_json(raw.get()).map_err(|e| e.to_string())?;
+    Ok((raw, value))
+}
+
+/// A body's elements as raw JSON, after the checks every body gets.
+fn split_body(body: &[u8], max_elements: usize) -> Result<Vec<Box<RawValue>>, PayloadError> {
     let text = std::str::from_utf8(body).map_err(|e| PayloadError::InvalidUtf8(e.valid_up_to()))?;
     if too_deep(text) {
         return Err(PayloadError::TooDeep);
@@ -191,22 +305,40 @@ pub fn parse_body(body: &[u8], max_contacts: usize) -> Result<Vec<Contact>, Payl
             return Err(PayloadError::NotObjectOrArray(kind(&value)));
         }
     };
-    if items.len() > max_contacts {
+    if items.len() > max_elements {
         return Err(PayloadError::TooManyContacts {
             count: items.len(),
-            max: max_contacts,
+            max: max_elements,
         });
     }
-    items
-        .into_iter()
-        .enumerate()
-        .map(|(i, raw)| {
-            Contact::from_raw(raw).map_err(|problem| PayloadError::InvalidContact {
-                index: i + 1,
-                problem,
-            })
-        })
-        .collect()
+    Ok(items)
+}
+
+/// The identity a hook's `contactId` is compared by (SPEC 11: numbers and
+/// strings by value): a contact key (see [`id_key`]) with a string of a
+/// plain integer (`"48213"`) read as that number.
+pub fn loose_key(contact_key: &str) -> std::borrow::Cow<'_, str> {
+    if let Some(inner) = contact_key.strip_prefix('"').and_then(|k| k.strip_suffix('"'))
+        && !inner.is_empty()
+        && inner.len() <= 40
+        && inner.bytes().all(|b| b.is_ascii_digit())
+        && (inner == "0" || !inner.starts_with('0'))
+    {
+        return std::borrow::Cow::Owned(inner.to_owned());
+    }
+    std::borrow::Cow::Borrowed(contact_key)
+}
+
+/// The contact key of a hook's `contactId` value (a number or a string;
+/// anything else names no contact), in its [`loose_key`] form.
+pub fn reference_key(value: &Value) -> Option<String> {
+    let key = match value {
+        Value::Number(n) if n.is_f64() => exact_number(&n.to_string()),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if !s.trim().is_empty() => Value::String(s.trim().to_owned()).to_string(),
+        _ => return None,
+    };
+    Some(loose_key(&key).into_owned())
 }
 
 /// The JSON text without whitespace outside strings, or `None` when it is

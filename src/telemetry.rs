@@ -117,6 +117,17 @@ pub fn contact_ingested(
     }
 }
 
+/// A call, outcome or unknown hook stored (SPEC 11), or a duplicate of one.
+pub fn hook_received(kind: &'static str, hook_id: &str, contact_id: &serde_json::Value, duplicate: bool) {
+    if duplicate {
+        counter!("leadscore_duplicates_total").increment(1);
+        tracing::info!(kind, hook_id, contact_id = %contact_id, "duplicate hook, not stored again");
+    } else {
+        counter!("leadscore_hooks_received_total", "kind" => kind).increment(1);
+        tracing::info!(kind, hook_id, contact_id = %contact_id, "hook stored");
+    }
+}
+
 /// Time to score one contact.
 pub fn scoring_time(elapsed: Duration) {
     histogram!("leadscore_scoring_duration_seconds").record(elapsed.as_secs_f64());

@@ -43,9 +43,21 @@ pub fn parse_limit(limit: Option<&str>) -> Result<usize, AppError> {
     Ok(limit)
 }
 
-/// The newest `limit` contact events, newest first.
-pub async fn recent(store: &dyn Store, limit: usize) -> Result<Vec<ContactEntry>, AppError> {
-    let events = store.recent_events(limit).await?;
+/// The newest `limit` contact events, newest first; with `email`, the
+/// latest event of each contact whose email it is (trimmed,
+/// case-insensitive: SPEC 10 `GET /contacts?email=`).
+pub async fn recent(
+    store: &dyn Store,
+    limit: usize,
+    email: Option<&str>,
+) -> Result<Vec<ContactEntry>, AppError> {
+    let events = match email {
+        Some(text) => match crate::ingest::hooks::normal_email(text) {
+            Some(email) => store.contacts_by_email(&email, limit).await?,
+            None => return Err(AppError::parameter("email", "is empty")),
+        },
+        None => store.recent_events(limit).await?,
+    };
     Ok(events
         .into_iter()
         .filter_map(|event| {
@@ -69,10 +81,39 @@ pub struct Timeline {
     pub first_seen: String,
     pub events: Vec<TimelineEvent>,
     pub deliveries: Vec<TimelineDelivery>,
-    /// The contact's calls and outcomes (SPEC 11): none are received yet.
-    pub calls: Vec<Value>,
-    pub outcomes: Vec<Value>,
+    /// The contact's calls and outcomes (SPEC 11), oldest first.
+    pub calls: Vec<TimelineCall>,
+    pub outcomes: Vec<TimelineOutcome>,
 }
+
+/// One call hook linked to the contact.
+#[derive(Debug, Serialize)]
+pub struct TimelineCall {
+    pub id: String,
+    pub received_at: String,
+    /// iClosed's `event.uuid`: a booking, its reschedule and its
+    /// cancellation share it.
+    pub call_id: Option<String>,
+    /// `booked`, `rescheduled` or `canceled`.
+    pub status: Option<String>,
+    pub start_time: Option<String>,
+    pub event_type: Option<String>,
+}
+
+/// One outcome hook linked to the contact.
+#[derive(Debug, Serialize)]
+pub struct TimelineOutcome {
+    pub id: String,
+    pub received_at: String,
+    /// iClosed's `uuid` of the outcome.
+    pub outcome_id: Option<String>,
+    pub call_outcome: Option<String>,
+    pub sale: bool,
+    pub revenue: f64,
+}
+
+/// Most calls and outcomes one contact timeline shows.
+const MAX_TIMELINE_HOOKS: usize = 1000;
 
 #[derive(Debug, Serialize)]
 pub struct TimelineEvent {
@@ -155,13 +196,37 @@ pub async fn timeline(store: &dyn Store, id: &str) -> Result<Timeline, AppError>
         let contact_id = crate::payload::parse_json::<Value>(&found.events[0].body)
             .map(|body| body["contact_id"].clone())
             .unwrap_or(Value::Null);
+        let mut calls = Vec::new();
+        let mut outcomes = Vec::new();
+        for hook in store.contact_hooks(&key, MAX_TIMELINE_HOOKS).await? {
+            let received_at = crate::time::format_ms(hook.received_at);
+            match hook.kind {
+                crate::payload::HookKind::Call => calls.push(TimelineCall {
+                    id: hook.id,
+                    received_at,
+                    call_id: hook.own_id,
+                    status: hook.call_status,
+                    start_time: hook.call_start,
+                    event_type: hook.call_type,
+                }),
+                crate::payload::HookKind::Outcome => outcomes.push(TimelineOutcome {
+                    id: hook.id,
+                    received_at,
+                    outcome_id: hook.own_id,
+                    call_outcome: hook.call_outcome,
+                    sale: hook.sale,
+                    revenue: hook.revenue,
+                }),
+                crate::payload::HookKind::Unknown => {}
+            }
+        }
         return Ok(Timeline {
             contact_id,
             first_seen: events[0].received_at.clone(),
             events,
             deliveries,
-            calls: Vec::new(),
-            outcomes: Vec::new(),
+            calls,
+            outcomes,
         });
     }
     Err(AppError::NotFound(format!("no contact with id {id:?}")))

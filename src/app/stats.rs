@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 
 use crate::app::AppError;
-use crate::store::{COUNT_DUPLICATE, COUNT_RECEIVED, COUNT_RULE_ERROR, Counters, DeliveryCounts, Store};
+use crate::store::{
+    COUNT_DUPLICATE, COUNT_HOOK, COUNT_RECEIVED, COUNT_RULE_ERROR, Counters, DeliveryCounts, Store,
+};
 
 /// Most buckets one answer holds.
 pub const MAX_BUCKETS: u64 = 2000;
@@ -29,9 +31,15 @@ pub struct Stats {
 pub struct StatsBucket {
     /// RFC 3339.
     pub start: String,
+    /// Contacts stored (not calls, outcomes or rescored events).
     pub received: u64,
+    /// Duplicates of any kind of element.
     pub duplicates: u64,
     pub tiers: BTreeMap<String, u64>,
+    /// Call, outcome and unknown hooks stored (SPEC 11 "Counting").
+    pub calls: u64,
+    pub outcomes: u64,
+    pub unknown: u64,
 }
 
 /// A validated stats window: every number in range, so the buckets can be
@@ -101,6 +109,9 @@ impl Stats {
                 received: 0,
                 duplicates: 0,
                 tiers: Default::default(),
+                calls: 0,
+                outcomes: 0,
+                unknown: 0,
             })
             .collect();
         let mut rule_errors = BTreeMap::new();
@@ -115,6 +126,11 @@ impl Stats {
                     *bucket.tiers.entry(name.clone()).or_default() += n;
                 }
                 COUNT_DUPLICATE => bucket.duplicates += n,
+                COUNT_HOOK => match name.as_str() {
+                    "call" => bucket.calls += n,
+                    "outcome" => bucket.outcomes += n,
+                    _ => bucket.unknown += n,
+                },
                 COUNT_RULE_ERROR => *rule_errors.entry(name.clone()).or_default() += n,
                 _ => {}
             }

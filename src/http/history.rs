@@ -34,7 +34,8 @@ pub async fn contact(engine: &Engine, request: Request) -> Handled {
 pub async fn contacts(engine: &Engine, request: Request) -> Handled {
     let params = request.params()?;
     let limit = contacts::parse_limit(params.get("limit").map(String::as_str))?;
-    let contacts = contacts::recent(engine.store().as_ref(), limit).await?;
+    let email = params.get("email").map(String::as_str);
+    let contacts = contacts::recent(engine.store().as_ref(), limit, email).await?;
     Ok(json_reply(StatusCode::OK, &json!({ "contacts": contacts })))
 }
 

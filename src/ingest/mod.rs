@@ -3,6 +3,7 @@
 //! sender's delivery id and maps [`IngestError`] to a status.
 
 pub mod auth;
+pub mod hooks;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -14,11 +15,13 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::payload::{self, Contact, PayloadError};
+use crate::payload::{self, Contact, Element, PayloadError};
 use crate::reload::LiveRules;
 use crate::score::pool::ScoringPool;
 use crate::score::{Points, RuleSet, ScoredContact};
-use crate::store::{Enqueued, EventSummary, NewEvent, Store, StoreError, now_ms};
+use crate::store::{
+    Enqueued, EventSummary, HookSummary, ItemStored, NewEvent, NewItem, Store, StoreError, now_ms,
+};
 use crate::telemetry;
 
 /// The headers a sender may carry its delivery id in (SPEC 4.1), in order.
@@ -45,14 +48,31 @@ pub struct ContactResult {
     pub duplicate: bool,
 }
 
+/// A call's, outcome's or unknown hook's line in the ingest answer (SPEC 11).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HookResult {
+    pub kind: &'static str,
+    pub contact_id: Value,
+    pub id: String,
+    pub duplicate: bool,
+}
+
+/// One element's line in the ingest answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ResultLine {
+    Contact(ContactResult),
+    Hook(HookResult),
+}
+
 /// The `200` body of `POST /webhooks/iclosed`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IngestReply {
-    /// Contacts stored as new events.
+    /// Elements stored as new (contacts, calls, outcomes, unknown hooks).
     pub accepted: usize,
-    /// Contacts recognised as duplicates (not stored or forwarded again).
+    /// Elements recognised as duplicates (not stored or forwarded again).
     pub duplicates: usize,
-    pub results: Vec<ContactResult>,
+    pub results: Vec<ResultLine>,
 }
 
 pub struct Ingest {
@@ -79,28 +99,37 @@ impl Ingest {
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))??;
         let timings: Vec<_> = prepared.iter().map(|p| p.1).collect();
-        let events: Vec<NewEvent> = prepared.into_iter().map(|p| p.0).collect();
-        let mut selected: Vec<String> = events
+        let items: Vec<NewItem> = prepared.into_iter().map(|p| p.0).collect();
+        let mut selected: Vec<String> = items
             .iter()
-            .flat_map(|e| e.destinations.iter().cloned())
+            .filter_map(|item| match item {
+                NewItem::Event(e) => Some(e.destinations.iter().cloned()),
+                NewItem::Hook(_) => None,
+            })
+            .flatten()
             .collect();
-        let stored = self.store.enqueue(events).await?;
+        let stored = self.store.store_items(items).await?;
         let mut reply = IngestReply {
             accepted: 0,
             duplicates: 0,
             results: Vec::with_capacity(stored.len()),
         };
         for (outcome, scoring) in stored.into_iter().zip(timings) {
-            let (summary, duplicate) = match outcome {
-                Enqueued::Stored(s) => (s, false),
-                Enqueued::Duplicate(s) => (s, true),
+            let line = match outcome {
+                ItemStored::Event(Enqueued::Stored(s)) => result_line(s, false, scoring),
+                ItemStored::Event(Enqueued::Duplicate(s)) => result_line(s, true, scoring),
+                ItemStored::Hook(hook) => hook_line(hook),
+            };
+            let duplicate = match &line {
+                ResultLine::Contact(c) => c.duplicate,
+                ResultLine::Hook(h) => h.duplicate,
             };
             if duplicate {
                 reply.duplicates += 1;
             } else {
                 reply.accepted += 1;
             }
-            reply.results.push(result_line(summary, duplicate, scoring));
+            reply.results.push(line);
         }
         if reply.accepted > 0 {
             selected.sort_unstable();
@@ -133,7 +162,17 @@ impl Ingest {
     }
 }
 
-fn result_line(summary: EventSummary, duplicate: bool, scoring: std::time::Duration) -> ContactResult {
+fn hook_line(hook: HookSummary) -> ResultLine {
+    telemetry::hook_received(hook.kind.as_str(), &hook.id, &hook.contact_id, hook.duplicate);
+    ResultLine::Hook(HookResult {
+        kind: hook.kind.as_str(),
+        contact_id: hook.contact_id,
+        id: hook.id,
+        duplicate: hook.duplicate,
+    })
+}
+
+fn result_line(summary: EventSummary, duplicate: bool, scoring: std::time::Duration) -> ResultLine {
     let contact_text = match &summary.contact_id {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -146,29 +185,37 @@ fn result_line(summary: EventSummary, duplicate: bool, scoring: std::time::Durat
         duplicate,
         scoring,
     );
-    ContactResult {
+    ResultLine::Contact(ContactResult {
         contact_id: summary.contact_id,
         id: summary.id,
         score: summary.score,
         tier: summary.tier,
         disqualified: summary.disqualified,
         duplicate,
-    }
+    })
 }
 
-/// Parses and scores a body into events (blocking: runs the rules).
+/// Parses a body and scores its contacts into events; calls, outcomes and
+/// unknown hooks become hooks to store (blocking: runs the rules).
 fn prepare(
     rules: &RuleSet,
     body: &[u8],
     max_contacts: usize,
     delivery_id: Option<&str>,
     destinations: &Destinations,
-) -> Result<Vec<(NewEvent, std::time::Duration)>, PayloadError> {
-    let contacts = payload::parse_body(body, max_contacts)?;
+) -> Result<Vec<(NewItem, std::time::Duration)>, PayloadError> {
+    let elements = payload::parse_webhook(body, max_contacts)?;
     let received_at = now_ms();
-    Ok(contacts
+    Ok(elements
         .iter()
-        .map(|contact| {
+        .map(|element| {
+            let contact = match element {
+                Element::Contact(contact) => contact,
+                Element::Hook(hook) => {
+                    let hook = hooks::new_hook(hook, delivery_id, received_at);
+                    return (NewItem::Hook(hook), std::time::Duration::ZERO);
+                }
+            };
             let started = Instant::now();
             let event_id = new_event_id();
             let scored = if telemetry::sample_rule_times() {
@@ -197,8 +244,9 @@ fn prepare(
                 body: serde_json::to_string(&scored).unwrap_or_default(),
                 error_rules: scored.errors.iter().map(|e| e.rule.clone()).collect(),
                 destinations: select(destinations, &scored),
+                email: contact.value.get("email").and_then(hooks::email_of),
             };
-            (event, elapsed)
+            (NewItem::Event(event), elapsed)
         })
         .collect())
 }
@@ -279,7 +327,7 @@ pub fn idempotency_key(contact: &Contact, contact_key: &str, delivery_id: Option
 
 /// Writes the canonical JSON of a value (object keys sorted, no spaces), so
 /// that key order and layout do not change the digest.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+pub(crate) fn write_canonical(value: &Value, out: &mut Vec<u8>) {
     write_canonical_with(value, out, &mut Vec::new());
 }
 

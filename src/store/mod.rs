@@ -2,6 +2,7 @@
 //! behind one [`Store`] trait; the backend is chosen from the store URL in
 //! [`open`].
 
+mod outcome_row;
 mod packed;
 pub mod postgres;
 mod reply;
@@ -36,6 +37,81 @@ pub struct NewEvent {
     /// The destinations that selected the event (SPEC 10): one pending
     /// delivery each, committed with the event.
     pub destinations: Vec<String>,
+    /// The contact's email, trimmed and lower-cased: calls and outcomes
+    /// without a contact id link by it (SPEC 11).
+    pub email: Option<String>,
+}
+
+/// A call, outcome or unknown hook ready to be stored (SPEC 11): neither
+/// scored nor forwarded; kept to learn which contacts booked and bought.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewHook {
+    /// `hook_` and a time-ordered UUID.
+    pub id: String,
+    pub kind: crate::payload::HookKind,
+    pub idempotency_key: String,
+    pub received_at: i64,
+    /// The contact its `contactId` names, as a loose key
+    /// (`payload::loose_key`).
+    pub contact_ref: Option<String>,
+    /// Its email (an outcome's `email`, a call's `invitee.email`), trimmed
+    /// and lower-cased.
+    pub email: Option<String>,
+    /// An outcome's `uuid`, a call's `event.uuid`.
+    pub own_id: Option<String>,
+    /// A call's `booked`, `rescheduled` or `canceled`.
+    pub call_status: Option<&'static str>,
+    /// A call's `event.utc_start_time`.
+    pub call_start: Option<String>,
+    /// A call's `event_type.name`.
+    pub call_type: Option<String>,
+    /// An outcome's `callOutcome`.
+    pub call_outcome: Option<String>,
+    /// An outcome that is a sale (`SALE`, `PARTIAL_SALE`), and its value.
+    pub sale: bool,
+    pub revenue: f64,
+    /// The element as received (compact).
+    pub body: String,
+}
+
+/// One element of a request to store, in the request's order.
+#[derive(Debug, Clone)]
+pub enum NewItem {
+    Event(NewEvent),
+    Hook(NewHook),
+}
+
+/// What storing a hook did: its id (the first one's for a duplicate) and the
+/// contact it is linked to (`null` until that contact arrives).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookSummary {
+    pub kind: crate::payload::HookKind,
+    pub id: String,
+    pub contact_id: Value,
+    pub duplicate: bool,
+}
+
+/// What storing one element did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ItemStored {
+    Event(Enqueued),
+    Hook(HookSummary),
+}
+
+/// A stored call or outcome as the contact timeline shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredHook {
+    pub seq: i64,
+    pub id: String,
+    pub kind: crate::payload::HookKind,
+    pub received_at: i64,
+    pub own_id: Option<String>,
+    pub call_status: Option<String>,
+    pub call_start: Option<String>,
+    pub call_type: Option<String>,
+    pub call_outcome: Option<String>,
+    pub sale: bool,
+    pub revenue: f64,
 }
 
 /// The destination of `--forward-url`, and of every delivery stored before
@@ -362,6 +438,9 @@ pub struct Counters {
 pub const COUNT_RECEIVED: &str = "received";
 pub const COUNT_DUPLICATE: &str = "duplicate";
 pub const COUNT_RULE_ERROR: &str = "rule_error";
+/// Stored calls, outcomes and unknown hooks (name: the kind), counted apart
+/// from received contacts (SPEC 11 "Counting").
+pub const COUNT_HOOK: &str = "hook";
 const MINUTE_MS: i64 = 60_000;
 
 /// The counter increments one `enqueue` makes: stored events by tier, the
@@ -399,6 +478,33 @@ pub(crate) fn tally<'a>(
         .collect()
 }
 
+/// The counter increments of stored hooks (by kind) and their duplicates.
+pub(crate) fn tally_hooks<'a>(
+    hooks: impl IntoIterator<Item = (&'a NewHook, bool)>,
+    now: i64,
+) -> Vec<(i64, &'static str, String, i64)> {
+    let mut counts: std::collections::BTreeMap<(i64, &'static str, String), i64> = Default::default();
+    for (hook, stored) in hooks {
+        let key = match stored {
+            true => (
+                hook.received_at.div_euclid(MINUTE_MS) * MINUTE_MS,
+                COUNT_HOOK,
+                hook.kind.as_str().to_owned(),
+            ),
+            false => (
+                now.div_euclid(MINUTE_MS) * MINUTE_MS,
+                COUNT_DUPLICATE,
+                String::new(),
+            ),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .map(|((m, what, name), n)| (m, what, name, n))
+        .collect()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The store cannot take the write now (the sender should retry).
@@ -416,7 +522,24 @@ pub trait Store: Send + Sync + 'static {
     /// Stores the events of one request in one transaction, skipping
     /// duplicates inside the dedupe window; each stored event gets a
     /// pending delivery for each of its `destinations`. Returns once durable.
-    async fn enqueue(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Enqueued>>;
+    async fn enqueue(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Enqueued>> {
+        let items = events.into_iter().map(NewItem::Event).collect();
+        Ok(self
+            .store_items(items)
+            .await?
+            .into_iter()
+            .filter_map(|stored| match stored {
+                ItemStored::Event(enqueued) => Some(enqueued),
+                ItemStored::Hook(_) => None,
+            })
+            .collect())
+    }
+    /// [`Self::enqueue`] for a request that may also hold calls, outcomes
+    /// and unknown hooks (SPEC 11): all in one transaction, duplicates
+    /// skipped; a hook links to its contact when the contact is known, and a
+    /// contact links the hooks that were waiting for it. One answer per
+    /// item, in order.
+    async fn store_items(&self, items: Vec<NewItem>) -> StoreResult<Vec<ItemStored>>;
     /// Claims up to `limit` due deliveries of `destination` for `lease`,
     /// oldest first, never one whose contact has an earlier pending
     /// delivery or another one in flight at that destination.
@@ -485,6 +608,11 @@ pub trait Store: Send + Sync + 'static {
     /// A contact's history (SPEC 10 "Contact timeline"): its events in the
     /// order received (at most `limit`), their deliveries and attempts.
     async fn contact_timeline(&self, contact_key: &str, limit: usize) -> StoreResult<ContactTimeline>;
+    /// The contacts whose latest email is `email` (trimmed, lower-cased),
+    /// most recently received first: their keys and latest event.
+    async fn contacts_by_email(&self, email: &str, limit: usize) -> StoreResult<Vec<StoredEvent>>;
+    /// The calls and outcomes linked to a contact, oldest first.
+    async fn contact_hooks(&self, contact_key: &str, limit: usize) -> StoreResult<Vec<StoredHook>>;
     /// The newest `limit` events, newest first (the console's contact picker).
     async fn recent_events(&self, limit: usize) -> StoreResult<Vec<StoredEvent>>;
     /// One row per contact first seen at or after `since_ms` (SPEC 11): the
@@ -590,7 +718,7 @@ pub fn truncate_body(body: &str) -> String {
 }
 
 /// The contact id an event's `contact_key` (the id's JSON text) stands for.
-fn contact_id_of(contact_key: &str) -> serde_json::Value {
+pub(crate) fn contact_id_of(contact_key: &str) -> serde_json::Value {
     serde_json::from_str(contact_key).unwrap_or_else(|_| serde_json::Value::String(contact_key.to_owned()))
 }
 

@@ -5,13 +5,13 @@
 
 use tokio::sync::oneshot;
 
-use super::{ClaimedDelivery, Enqueued, StoreResult, unavailable};
+use super::{ClaimedDelivery, ItemStored, StoreResult, unavailable};
 
 pub(crate) type Reply<T> = oneshot::Sender<StoreResult<T>>;
 
 /// Where an operation's result goes.
 pub(crate) enum ReplyTo {
-    Enqueued(Reply<Vec<Enqueued>>),
+    Enqueued(Reply<Vec<ItemStored>>),
     Claimed(Reply<Vec<ClaimedDelivery>>),
     Unit(Reply<()>),
     Count(Reply<u64>),
@@ -42,7 +42,7 @@ impl ReplyTo {
 
 /// The result of one operation.
 pub(crate) enum Done {
-    Enqueued(Vec<Enqueued>),
+    Enqueued(Vec<ItemStored>),
     Claimed(Vec<ClaimedDelivery>),
     Unit,
     Count(u64),

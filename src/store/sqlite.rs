@@ -27,8 +27,9 @@ use super::reply::{Done, PruneStep, Reply, ReplyTo};
 use super::{
     AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactTimeline, Counters,
     DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, DeliveryStatus, Enqueued,
-    EventSummary, EventWindow, NewEvent, OutcomeColumns, Pruned, Requeue, Retention, Store, StoreResult,
-    StoredEvent, key_digest, now_ms, packed, tally, unavailable,
+    EventSummary, EventWindow, HookSummary, ItemStored, NewEvent, NewHook, NewItem, OutcomeColumns, Pruned,
+    Requeue, Retention, Store, StoreResult, StoredEvent, StoredHook, contact_id_of, key_digest, now_ms,
+    packed, tally, tally_hooks, unavailable,
 };
 
 /// Most operations one transaction takes.
@@ -63,7 +64,9 @@ CREATE TABLE IF NOT EXISTS events (
     disqualified    INTEGER NOT NULL,
     rules_version   TEXT NOT NULL,
     -- The scored contact, packed (store::packed); text in rows of schema 2.
-    body            TEXT NOT NULL
+    body            TEXT NOT NULL,
+    -- The contact's email, trimmed and lower-cased (schema 5; NULL before).
+    email           TEXT
     -- Files of schema 1 to 3 also have the columns of their one delivery
     -- per event (delivery, attempts, ...): copied into `deliveries` by the
     -- move to schema 4 and unused since.
@@ -116,6 +119,27 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- Calls, outcomes and unknown hooks (SPEC 11), never scored or forwarded.
+-- `contact_key` is the linked contact, NULL until it arrives; `contact_ref`
+-- (an outcome's contactId, loose form) and `email` are what links it.
+CREATE TABLE IF NOT EXISTS hooks (
+    seq             INTEGER PRIMARY KEY,
+    id              TEXT NOT NULL UNIQUE,
+    kind            TEXT NOT NULL,
+    idempotency_key BLOB NOT NULL,
+    received_at     INTEGER NOT NULL,
+    contact_key     TEXT,
+    contact_ref     TEXT,
+    email           TEXT,
+    own_id          TEXT,
+    call_status     TEXT,
+    call_start      TEXT,
+    call_type       TEXT,
+    call_outcome    TEXT,
+    sale            INTEGER NOT NULL DEFAULT 0,
+    revenue         REAL NOT NULL DEFAULT 0,
+    body            TEXT NOT NULL
+);
 "#;
 
 /// Schema 3 → 4: each event's one delivery becomes a delivery of `default`
@@ -140,6 +164,14 @@ CREATE INDEX IF NOT EXISTS deliveries_contact ON deliveries (destination, contac
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (event_seq) WHERE status = 'dead';
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (event_seq, destination, at);
+-- A contact by email (calls and outcomes link by it; GET /contacts?email=).
+CREATE INDEX IF NOT EXISTS events_email ON events (email, seq) WHERE email IS NOT NULL;
+-- A contact's calls and outcomes; duplicates; hooks waiting for their contact.
+CREATE INDEX IF NOT EXISTS hooks_contact ON hooks (contact_key, seq) WHERE contact_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS hooks_key ON hooks (idempotency_key);
+CREATE INDEX IF NOT EXISTS hooks_waiting_ref ON hooks (contact_ref) WHERE contact_key IS NULL;
+CREATE INDEX IF NOT EXISTS hooks_waiting_email ON hooks (email) WHERE contact_key IS NULL;
+CREATE INDEX IF NOT EXISTS hooks_received ON hooks (received_at);
 -- Deliveries by destination and status, kept by triggers, so that
 -- GET /metrics, GET /stats and GET /destinations read a few rows instead
 -- of counting deliveries. Filled from the deliveries once, when a file
@@ -177,14 +209,14 @@ INSERT INTO delivery_totals (destination, status, count)
 SELECT destination, status, COUNT(*) FROM deliveries GROUP BY destination, status;
 "#;
 
-/// 4: deliveries per destination; 3: bodies are packed (store::packed);
-/// 2: one index per contact.
-const SCHEMA_VERSION: u32 = 4;
+/// 5: calls and outcomes, contact emails; 4: deliveries per destination;
+/// 3: bodies are packed (store::packed); 2: one index per contact.
+const SCHEMA_VERSION: u32 = 5;
 
 /// What one queued write does.
 enum Work {
     Enqueue {
-        events: Vec<NewEvent>,
+        items: Vec<NewItem>,
     },
     Claim {
         destination: String,
@@ -265,6 +297,15 @@ fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
         )?;
         if has_event_deliveries > 0 && version.is_none_or(|v| v < 4) {
             conn.execute_batch(MOVE_DELIVERIES_OUT_OF_EVENTS)?;
+        }
+        let has_email: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name = 'email'",
+            [],
+            |r| r.get(0),
+        )?;
+        if has_email == 0 {
+            // Events of older files keep no email: their contacts link by id.
+            conn.execute_batch("ALTER TABLE events ADD COLUMN email TEXT")?;
         }
         let totals_exist: i64 = conn.query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'delivery_totals'
@@ -383,11 +424,11 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn enqueue(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Enqueued>> {
-        if events.is_empty() {
+    async fn store_items(&self, items: Vec<NewItem>) -> StoreResult<Vec<ItemStored>> {
+        if items.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(Work::Enqueue { events }, ReplyTo::Enqueued).await
+        self.write(Work::Enqueue { items }, ReplyTo::Enqueued).await
     }
 
     async fn claim_due(
@@ -718,9 +759,71 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn contact_outcomes(&self, _since_ms: i64) -> StoreResult<Vec<crate::outcomes::ContactOutcome>> {
-        // WIP (issue 21): replaced by the real query before this ships.
-        Err(super::unavailable("contact outcomes are not built yet"))
+    async fn contacts_by_email(&self, email: &str, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        let email = email.to_owned();
+        self.read(move |conn| {
+            // The newest event of each contact that had this email, then
+            // only contacts whose latest event still has it.
+            let mut stmt = conn.prepare_cached(
+                "SELECT e.seq, e.id, e.received_at, e.body FROM events e
+                 WHERE e.seq IN (SELECT MAX(seq) FROM events WHERE email = ?1 GROUP BY contact_key)
+                   AND NOT EXISTS (SELECT 1 FROM events l WHERE l.contact_key = e.contact_key AND l.seq > e.seq)
+                 ORDER BY e.seq DESC LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![email, limit as i64], stored_event)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn contact_hooks(&self, contact_key: &str, limit: usize) -> StoreResult<Vec<StoredHook>> {
+        let key = contact_key.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {HOOK_COLUMNS} FROM hooks WHERE contact_key = ?1 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = stmt.query_map(params![key, limit as i64], stored_hook)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn contact_outcomes(&self, since_ms: i64) -> StoreResult<Vec<crate::outcomes::ContactOutcome>> {
+        self.read(move |conn| {
+            let mut latest = conn.prepare_cached(
+                "SELECT f.contact_key, f.first_seen, e.score, e.tier, e.disqualified, e.body
+                 FROM (SELECT contact_key, MIN(received_at) AS first_seen, MAX(seq) AS last_seq
+                       FROM events GROUP BY contact_key HAVING MIN(received_at) >= ?1) f
+                 JOIN events e ON e.seq = f.last_seq",
+            )?;
+            let mut contacts = Vec::new();
+            let mut rows = latest.query([since_ms])?;
+            while let Some(row) = rows.next()? {
+                let score: String = row.get(2)?;
+                contacts.push(super::outcome_row::LatestResult {
+                    contact_key: row.get(0)?,
+                    first_seen: row.get(1)?,
+                    score: score.parse().unwrap_or(0.0),
+                    tier: row.get(3)?,
+                    disqualified: row.get(4)?,
+                    body: body_at(row, 5)?,
+                });
+            }
+            let mut hooks = conn.prepare_cached(&format!(
+                "SELECT h.contact_key, {HOOK_COLUMNS} FROM hooks h
+                 WHERE h.contact_key IS NOT NULL AND h.kind IN ('call', 'outcome')
+                   AND h.contact_key IN (SELECT contact_key FROM events GROUP BY contact_key
+                                         HAVING MIN(received_at) >= ?1)
+                 ORDER BY h.seq"
+            ))?;
+            let hooks = hooks
+                .query_map([since_ms], |row| {
+                    Ok((row.get::<_, String>(0)?, stored_hook_at(row, 1)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(super::outcome_row::combine(contacts, hooks))
+        })
+        .await
     }
 
     async fn counters(&self, since_ms: i64) -> StoreResult<Counters> {
@@ -757,6 +860,31 @@ const DUPLICATE_LOOKUP: &str = "SELECT id, score, tier, disqualified FROM events
 const WINDOW_FILTER: &str = "e.seq > :after AND e.seq <= :up_to AND e.received_at >= :since
     AND (:all OR NOT EXISTS (
         SELECT 1 FROM events l WHERE l.contact_key = e.contact_key AND l.seq > e.seq AND l.seq <= :up_to))";
+
+/// The columns [`stored_hook`] reads.
+const HOOK_COLUMNS: &str = "seq, id, kind, received_at, own_id, call_status, call_start, call_type, call_outcome, \
+                            sale, revenue";
+
+fn stored_hook(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredHook> {
+    stored_hook_at(row, 0)
+}
+
+fn stored_hook_at(row: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<StoredHook> {
+    let kind: String = row.get(at + 2)?;
+    Ok(StoredHook {
+        seq: row.get(at)?,
+        id: row.get(at + 1)?,
+        kind: crate::payload::HookKind::parse(&kind).unwrap_or(crate::payload::HookKind::Unknown),
+        received_at: row.get(at + 3)?,
+        own_id: row.get(at + 4)?,
+        call_status: row.get(at + 5)?,
+        call_start: row.get(at + 6)?,
+        call_type: row.get(at + 7)?,
+        call_outcome: row.get(at + 8)?,
+        sale: row.get(at + 9)?,
+        revenue: row.get(at + 10)?,
+    })
+}
 
 fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
     Ok(StoredEvent {
@@ -940,8 +1068,16 @@ impl Writer {
 
     /// Remembers whether the store took the last batch of contacts.
     fn note_outcome(&mut self, work: &Work, result: &Done) {
-        if let Work::Enqueue { events, .. } = work {
-            self.refused_bytes = result.failed().then(|| events.iter().map(|e| e.body.len()).sum());
+        if let Work::Enqueue { items } = work {
+            self.refused_bytes = result.failed().then(|| {
+                items
+                    .iter()
+                    .map(|item| match item {
+                        NewItem::Event(e) => e.body.len(),
+                        NewItem::Hook(h) => h.body.len(),
+                    })
+                    .sum()
+            });
         }
     }
 
@@ -965,7 +1101,7 @@ impl Writer {
 
     fn apply(&mut self, work: &Work) -> Done {
         match work {
-            Work::Enqueue { events } => Done::from_result(self.enqueue(events), Done::Enqueued),
+            Work::Enqueue { items } => Done::from_result(self.enqueue(items), Done::Enqueued),
             Work::Claim {
                 destination,
                 limit,
@@ -1006,81 +1142,205 @@ impl Writer {
         }
     }
 
-    fn enqueue(&self, events: &[NewEvent]) -> rusqlite::Result<Vec<Enqueued>> {
+    fn enqueue(&self, items: &[NewItem]) -> rusqlite::Result<Vec<ItemStored>> {
         if self.refused_bytes.is_some() {
             // The readiness probe's room is the contacts' again.
             self.conn
                 .execute("DELETE FROM meta WHERE key = 'write_probe'", [])?;
         }
-        let window_start = now_ms() - self.retention.dedupe_window.as_millis() as i64;
-        let mut find_key = self.conn.prepare_cached(DUPLICATE_LOOKUP)?;
-        let mut put_event = self.conn.prepare_cached(
-            "INSERT INTO events (id, contact_key, idempotency_key, received_at, score, tier, disqualified,
-                                 rules_version, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )?;
-        let mut put_delivery = self.conn.prepare_cached(
-            "INSERT INTO deliveries (event_seq, destination, contact_key, status, next_attempt_at, created_at)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
-        )?;
-        let mut results = Vec::with_capacity(events.len());
-        for event in events {
-            let key = key_digest(&event.idempotency_key);
-            let existing = find_key
-                .query_row(params![event.contact_key, key, window_start], |row| {
-                    let score: String = row.get(1)?;
-                    Ok(EventSummary {
-                        contact_id: event.contact_id.clone(),
-                        id: row.get(0)?,
-                        score: serde_json::from_str(&score).unwrap_or_else(|_| 0.into()),
-                        tier: row.get(2)?,
-                        disqualified: row.get(3)?,
-                    })
-                })
-                .optional()?;
-            if let Some(first) = existing {
-                results.push(Enqueued::Duplicate(first));
-                continue;
+        let now = now_ms();
+        let window_start = now - self.retention.dedupe_window.as_millis() as i64;
+        let mut results = Vec::with_capacity(items.len());
+        let mut event_tally = Vec::new();
+        let mut hook_tally = Vec::new();
+        for item in items {
+            match item {
+                NewItem::Event(event) => {
+                    let stored = self.put_event(event, window_start)?;
+                    event_tally.push((event, matches!(stored, Enqueued::Stored(_))));
+                    results.push(ItemStored::Event(stored));
+                }
+                NewItem::Hook(hook) => {
+                    let stored = self.put_hook(hook, window_start)?;
+                    hook_tally.push((hook, !stored.duplicate));
+                    results.push(ItemStored::Hook(stored));
+                }
             }
-            put_event.execute(params![
-                event.event_id,
-                event.contact_key,
-                key,
-                event.received_at,
-                event.score.to_string(),
-                event.tier,
-                event.disqualified,
-                event.rules_version,
-                // Packed on the writer's own thread, not on the async
-                // executor (a body of 1,000 contacts is milliseconds of
-                // LZ4), and only for events that are not duplicates.
-                packed::pack(&event.body),
-            ])?;
-            let seq = self.conn.last_insert_rowid();
-            for destination in &event.destinations {
-                put_delivery.execute(params![seq, destination, event.contact_key, event.received_at])?;
-            }
-            results.push(Enqueued::Stored(EventSummary {
-                contact_id: event.contact_id.clone(),
-                id: event.event_id.clone(),
-                score: event.score.clone(),
-                tier: event.tier.clone(),
-                disqualified: event.disqualified,
-            }));
         }
         let mut count = self.conn.prepare_cached(
             "INSERT INTO counters (minute, what, name, count) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (minute, what, name) DO UPDATE SET count = count + excluded.count",
         )?;
-        for (minute, what, name, n) in tally(
-            events
-                .iter()
-                .zip(results.iter().map(|r| matches!(r, Enqueued::Stored(_)))),
-            now_ms(),
-        ) {
+        for (minute, what, name, n) in tally(event_tally, now)
+            .into_iter()
+            .chain(tally_hooks(hook_tally, now))
+        {
             count.execute(params![minute, what, name, n])?;
         }
         Ok(results)
+    }
+
+    /// Stores one scored event with its deliveries (or finds the event it
+    /// duplicates), and links the hooks that were waiting for its contact.
+    fn put_event(&self, event: &NewEvent, window_start: i64) -> rusqlite::Result<Enqueued> {
+        let mut find_key = self.conn.prepare_cached(DUPLICATE_LOOKUP)?;
+        let key = key_digest(&event.idempotency_key);
+        let existing = find_key
+            .query_row(params![event.contact_key, key, window_start], |row| {
+                let score: String = row.get(1)?;
+                Ok(EventSummary {
+                    contact_id: event.contact_id.clone(),
+                    id: row.get(0)?,
+                    score: serde_json::from_str(&score).unwrap_or_else(|_| 0.into()),
+                    tier: row.get(2)?,
+                    disqualified: row.get(3)?,
+                })
+            })
+            .optional()?;
+        if let Some(first) = existing {
+            return Ok(Enqueued::Duplicate(first));
+        }
+        let mut put_event = self.conn.prepare_cached(
+            "INSERT INTO events (id, contact_key, idempotency_key, received_at, score, tier, disqualified,
+                                 rules_version, body, email)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        put_event.execute(params![
+            event.event_id,
+            event.contact_key,
+            key,
+            event.received_at,
+            event.score.to_string(),
+            event.tier,
+            event.disqualified,
+            event.rules_version,
+            // Packed on the writer's own thread, not on the async executor
+            // (a body of 1,000 contacts is milliseconds of LZ4), and only
+            // for events that are not duplicates.
+            packed::pack(&event.body),
+            event.email,
+        ])?;
+        let seq = self.conn.last_insert_rowid();
+        let mut put_delivery = self.conn.prepare_cached(
+            "INSERT INTO deliveries (event_seq, destination, contact_key, status, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
+        )?;
+        for destination in &event.destinations {
+            put_delivery.execute(params![seq, destination, event.contact_key, event.received_at])?;
+        }
+        // Hooks that arrived before their contact (SPEC 11 "Linking"): two
+        // probes of small partial indexes, empty most of the time.
+        self.conn
+            .prepare_cached(
+                "UPDATE hooks SET contact_key = ?1 WHERE contact_key IS NULL AND contact_ref = ?2",
+            )?
+            .execute(params![
+                event.contact_key,
+                crate::payload::loose_key(&event.contact_key)
+            ])?;
+        if let Some(email) = &event.email {
+            self.conn
+                .prepare_cached("UPDATE hooks SET contact_key = ?1 WHERE contact_key IS NULL AND email = ?2")?
+                .execute(params![event.contact_key, email])?;
+        }
+        Ok(Enqueued::Stored(EventSummary {
+            contact_id: event.contact_id.clone(),
+            id: event.event_id.clone(),
+            score: event.score.clone(),
+            tier: event.tier.clone(),
+            disqualified: event.disqualified,
+        }))
+    }
+
+    /// Stores one call, outcome or unknown hook linked to its contact when
+    /// known (or finds the hook it duplicates).
+    fn put_hook(&self, hook: &NewHook, window_start: i64) -> rusqlite::Result<HookSummary> {
+        let key = key_digest(&hook.idempotency_key);
+        let first = self
+            .conn
+            .prepare_cached(
+                "SELECT id, kind, contact_key FROM hooks WHERE idempotency_key = ?1 AND received_at >= ?2
+                 ORDER BY seq LIMIT 1",
+            )?
+            .query_row(params![key, window_start], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                ))
+            })
+            .optional()?;
+        if let Some((id, kind, contact_key)) = first {
+            return Ok(HookSummary {
+                kind: crate::payload::HookKind::parse(&kind).unwrap_or(hook.kind),
+                id,
+                contact_id: contact_key
+                    .as_deref()
+                    .map_or(serde_json::Value::Null, contact_id_of),
+                duplicate: true,
+            });
+        }
+        let contact_key = match hook.kind {
+            crate::payload::HookKind::Unknown => None,
+            _ => self.link_of(hook)?,
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO hooks (id, kind, idempotency_key, received_at, contact_key, contact_ref, email, own_id,
+                                    call_status, call_start, call_type, call_outcome, sale, revenue, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )?
+            .execute(params![
+                hook.id,
+                hook.kind.as_str(),
+                key,
+                hook.received_at,
+                contact_key,
+                hook.contact_ref,
+                hook.email,
+                hook.own_id,
+                hook.call_status,
+                hook.call_start,
+                hook.call_type,
+                hook.call_outcome,
+                hook.sale,
+                hook.revenue,
+                hook.body,
+            ])?;
+        Ok(HookSummary {
+            kind: hook.kind,
+            id: hook.id.clone(),
+            contact_id: contact_key
+                .as_deref()
+                .map_or(serde_json::Value::Null, contact_id_of),
+            duplicate: false,
+        })
+    }
+
+    /// The contact a hook links to (SPEC 11): the one its `contactId` names,
+    /// else the one most recently received with its email.
+    fn link_of(&self, hook: &NewHook) -> rusqlite::Result<Option<String>> {
+        if let Some(reference) = &hook.contact_ref {
+            let quoted = serde_json::Value::String(reference.clone()).to_string();
+            let found = self
+                .conn
+                .prepare_cached(
+                    "SELECT contact_key FROM events WHERE contact_key IN (?1, ?2) ORDER BY seq DESC LIMIT 1",
+                )?
+                .query_row(params![reference, quoted], |row| row.get(0))
+                .optional()?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        match &hook.email {
+            Some(email) => self
+                .conn
+                .prepare_cached("SELECT contact_key FROM events WHERE email = ?1 ORDER BY seq DESC LIMIT 1")?
+                .query_row([email], |row| row.get(0))
+                .optional(),
+            None => Ok(None),
+        }
     }
 
     fn claim(
@@ -1261,10 +1521,17 @@ impl Writer {
         })
     }
 
+    /// The end of a pass: counters and hooks past the retention (hooks are
+    /// few beside events; a pass removes at most [`PRUNE_SPAN`] of them, so
+    /// the transaction stays short, and the next pass goes on).
     fn prune_counters(&self, cutoff: i64) -> rusqlite::Result<()> {
         self.conn
-            .execute("DELETE FROM counters WHERE minute < ?1", [cutoff])
-            .map(drop)
+            .execute("DELETE FROM counters WHERE minute < ?1", [cutoff])?;
+        self.conn.execute(
+            "DELETE FROM hooks WHERE seq IN (SELECT seq FROM hooks WHERE received_at < ?1 ORDER BY received_at LIMIT ?2)",
+            params![cutoff, PRUNE_SPAN],
+        )?;
+        Ok(())
     }
 }
 

@@ -27,6 +27,7 @@ mod delivery;
 mod destinations;
 mod faults;
 mod ingest;
+mod outcomes;
 mod process;
 mod reload;
 #[path = "../support/mod.rs"]

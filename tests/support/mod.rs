@@ -107,6 +107,15 @@ pub fn fixture(name: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A call, outcome or contact-updated hook fixture (SPEC 11): `call-booked`,
+/// `call-rescheduled`, `call-canceled`, `outcome-added-sale`,
+/// `outcome-added-no-sale`, `contact-updated`; each a one-element array.
+pub fn hook_fixture(name: &str) -> Value {
+    let path = Path::new(FIXTURES).join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The (first) contact object of a fixture.
 pub fn contact(name: &str) -> Value {
     match fixture(name) {

@@ -161,6 +161,7 @@ pub fn event(id: &str, contact: i64, key: &str) -> leadscore::store::NewEvent {
         rules_version: "v1".into(),
         body: serde_json::json!({"type": "contact.scored", "id": id, "contact_id": contact}).to_string(),
         error_rules: Vec::new(),
+        email: None,
         destinations: vec![leadscore::store::DEFAULT_DESTINATION.to_owned()],
     }
 }

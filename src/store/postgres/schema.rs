@@ -130,6 +130,41 @@ ALTER TABLE leadscore_events
     DROP COLUMN last_error, DROP COLUMN delivered_at, DROP COLUMN claimed_until;
 "#,
     ),
+    (
+        4,
+        "calls and outcomes, contact emails",
+        r#"
+-- The contact's email, trimmed and lower-cased (NULL in older rows: those
+-- contacts link by id only).
+ALTER TABLE leadscore_events ADD COLUMN email text;
+CREATE INDEX leadscore_events_email ON leadscore_events (email, seq) WHERE email IS NOT NULL;
+-- Calls, outcomes and unknown hooks (SPEC 11), never scored or forwarded;
+-- contact_key is NULL until the contact arrives.
+CREATE TABLE leadscore_hooks (
+    seq             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id              text NOT NULL UNIQUE,
+    kind            text NOT NULL,
+    idempotency_key bytea NOT NULL,
+    received_at     bigint NOT NULL,
+    contact_key     text,
+    contact_ref     text,
+    email           text,
+    own_id          text,
+    call_status     text,
+    call_start      text,
+    call_type       text,
+    call_outcome    text,
+    sale            boolean NOT NULL DEFAULT false,
+    revenue         double precision NOT NULL DEFAULT 0,
+    body            text NOT NULL
+);
+CREATE INDEX leadscore_hooks_contact ON leadscore_hooks (contact_key, seq) WHERE contact_key IS NOT NULL;
+CREATE INDEX leadscore_hooks_key ON leadscore_hooks (idempotency_key);
+CREATE INDEX leadscore_hooks_waiting_ref ON leadscore_hooks (contact_ref) WHERE contact_key IS NULL;
+CREATE INDEX leadscore_hooks_waiting_email ON leadscore_hooks (email) WHERE contact_key IS NULL;
+CREATE INDEX leadscore_hooks_received ON leadscore_hooks USING brin (received_at);
+"#,
+    ),
 ];
 
 /// `"name"`, for SQL.

@@ -26,16 +26,51 @@ RETURNING k.key";
 /// their deliveries: `$9`/`$10` pair event ids with destinations.
 pub(super) const INSERT_EVENTS: &str = "
 WITH inserted AS (
-    INSERT INTO leadscore_events (id, contact_key, received_at, score, tier, disqualified, rules_version, body)
-    SELECT id, contact_key, received_at, score, tier, disqualified, rules_version, body
+    INSERT INTO leadscore_events (id, contact_key, received_at, score, tier, disqualified, rules_version, body,
+                                  email)
+    SELECT id, contact_key, received_at, score, tier, disqualified, rules_version, body, email
     FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::text[],
-                $8::text[]) WITH ORDINALITY
-         AS u(id, contact_key, received_at, score, tier, disqualified, rules_version, body, ord)
+                $8::text[], $11::text[]) WITH ORDINALITY
+         AS u(id, contact_key, received_at, score, tier, disqualified, rules_version, body, email, ord)
     ORDER BY ord
     RETURNING seq, id, contact_key, received_at)
 INSERT INTO leadscore_deliveries (event_seq, destination, contact_key, status, next_attempt_at, created_at)
 SELECT i.seq, d.destination, i.contact_key, 'pending', i.received_at, i.received_at
 FROM inserted i JOIN unnest($9::text[], $10::text[]) AS d(event_id, destination) ON d.event_id = i.id";
+
+/// Hooks waiting for these contacts ($1 keys, $2 their loose forms).
+pub(super) const LINK_BY_REF: &str = "
+UPDATE leadscore_hooks h SET contact_key = u.contact_key
+FROM unnest($1::text[], $2::text[]) AS u(contact_key, ref)
+WHERE h.contact_key IS NULL AND h.contact_ref = u.ref";
+
+/// Hooks waiting for these contacts' emails ($1 keys, $2 emails).
+pub(super) const LINK_BY_EMAIL: &str = "
+UPDATE leadscore_hooks h SET contact_key = u.contact_key
+FROM unnest($1::text[], $2::text[]) AS u(contact_key, email)
+WHERE h.contact_key IS NULL AND h.email = u.email";
+
+/// The contact a hook's reference names ($1 as a number, $2 as a string).
+pub(super) const LINK_OF_REF: &str =
+    "SELECT contact_key FROM leadscore_events WHERE contact_key IN ($1, $2) ORDER BY seq DESC LIMIT 1";
+
+/// The contact most recently received with an email.
+pub(super) const LINK_OF_EMAIL: &str =
+    "SELECT contact_key FROM leadscore_events WHERE email = $1 ORDER BY seq DESC LIMIT 1";
+
+/// The hook stored first under a key inside the dedupe window ($2: its start).
+pub(super) const FIND_HOOK: &str = "
+SELECT id, kind, contact_key FROM leadscore_hooks WHERE idempotency_key = $1 AND received_at >= $2
+ORDER BY seq LIMIT 1";
+
+pub(super) const INSERT_HOOK: &str = "
+INSERT INTO leadscore_hooks (id, kind, idempotency_key, received_at, contact_key, contact_ref, email, own_id,
+                             call_status, call_start, call_type, call_outcome, sale, revenue, body)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+/// Columns of a stored hook as the reads take them.
+pub(super) const HOOK_COLUMNS: &str =
+    "seq, id, kind, received_at, own_id, call_status, call_start, call_type, call_outcome, sale, revenue";
 
 pub(super) const FIND_FIRST_EVENTS: &str = "
 SELECT k.key, e.id, e.contact_key, e.score, e.tier, e.disqualified

@@ -11,15 +11,15 @@ use tokio_postgres::Row;
 
 use super::pool::{Conn, PgError, Pool};
 use super::schema::migrate;
-use super::sql::{WINDOW_FILTER, claim_pick_sql, claim_take_sql};
+use super::sql::{HOOK_COLUMNS, WINDOW_FILTER, claim_pick_sql, claim_take_sql};
 use super::url::parse_url;
 use super::writer::{Work, WriteOp, Writer};
 use super::{ENQUEUE_DEADLINE, PRUNE_BATCH};
 use crate::store::reply::{Reply, ReplyTo};
 use crate::store::{
     AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactTimeline, Counters,
-    DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, Enqueued, EventWindow,
-    NewEvent, Pruned, Requeue, Retention, Store, StoreResult, StoredEvent, now_ms, unavailable,
+    DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, EventWindow, ItemStored,
+    NewItem, Pruned, Requeue, Retention, Store, StoreResult, StoredEvent, StoredHook, now_ms, unavailable,
 };
 
 pub struct PostgresStore {
@@ -81,11 +81,11 @@ fn hostname() -> String {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn enqueue(&self, events: Vec<NewEvent>) -> StoreResult<Vec<Enqueued>> {
-        if events.is_empty() {
+    async fn store_items(&self, items: Vec<NewItem>) -> StoreResult<Vec<ItemStored>> {
+        if items.is_empty() {
             return Ok(Vec::new());
         }
-        let write = self.write(Work::Enqueue { events }, ReplyTo::Enqueued);
+        let write = self.write(Work::Enqueue { items }, ReplyTo::Enqueued);
         match tokio::time::timeout(ENQUEUE_DEADLINE, write).await {
             Ok(result) => result,
             Err(_) => Err(unavailable("PostgreSQL did not commit in time")),
@@ -540,9 +540,102 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn contact_outcomes(&self, _since_ms: i64) -> StoreResult<Vec<crate::outcomes::ContactOutcome>> {
-        // WIP (issue 21): replaced by the real query before this ships.
-        Err(crate::store::unavailable("contact outcomes are not built yet"))
+    async fn contacts_by_email(&self, email: &str, limit: usize) -> StoreResult<Vec<StoredEvent>> {
+        let email = email.to_owned();
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.pool
+            .run("cannot read the contacts", move |conn| {
+                async move {
+                    let rows = conn
+                        .client
+                        .query(
+                            "SELECT e.seq, e.id, e.received_at, e.body FROM leadscore_events e
+                             WHERE e.seq IN (SELECT max(seq) FROM leadscore_events WHERE email = $1
+                                             GROUP BY contact_key)
+                               AND NOT EXISTS (SELECT 1 FROM leadscore_events l
+                                               WHERE l.contact_key = e.contact_key AND l.seq > e.seq)
+                             ORDER BY e.seq DESC LIMIT $2",
+                            &[&email, &limit],
+                        )
+                        .await?;
+                    Ok(rows.iter().map(stored_event).collect())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn contact_hooks(&self, contact_key: &str, limit: usize) -> StoreResult<Vec<StoredHook>> {
+        let key = contact_key.to_owned();
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.pool
+            .run("cannot read the contact's calls", move |conn| {
+                async move {
+                    let rows = conn
+                        .client
+                        .query(
+                            &format!(
+                                "SELECT {HOOK_COLUMNS} FROM leadscore_hooks WHERE contact_key = $1
+                                 ORDER BY seq LIMIT $2"
+                            ),
+                            &[&key, &limit],
+                        )
+                        .await?;
+                    Ok(rows.iter().map(|row| stored_hook(row, 0)).collect())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn contact_outcomes(&self, since_ms: i64) -> StoreResult<Vec<crate::outcomes::ContactOutcome>> {
+        self.pool
+            .run("cannot read the outcomes", move |conn| {
+                async move {
+                    let latest = conn
+                        .client
+                        .query(
+                            "SELECT f.contact_key, f.first_seen, e.score, e.tier, e.disqualified, e.body
+                             FROM (SELECT contact_key, min(received_at) AS first_seen, max(seq) AS last_seq
+                                   FROM leadscore_events GROUP BY contact_key
+                                   HAVING min(received_at) >= $1) f
+                             JOIN leadscore_events e ON e.seq = f.last_seq",
+                            &[&since_ms],
+                        )
+                        .await?;
+                    let contacts = latest
+                        .iter()
+                        .map(|row| crate::store::outcome_row::LatestResult {
+                            contact_key: row.get(0),
+                            first_seen: row.get(1),
+                            score: row.get::<_, &str>(2).parse().unwrap_or(0.0),
+                            tier: row.get(3),
+                            disqualified: row.get(4),
+                            body: row.get(5),
+                        })
+                        .collect();
+                    let hooks = conn
+                        .client
+                        .query(
+                            &format!(
+                                "SELECT h.contact_key, {HOOK_COLUMNS} FROM leadscore_hooks h
+                                 WHERE h.contact_key IS NOT NULL AND h.kind IN ('call', 'outcome')
+                                   AND h.contact_key IN (SELECT contact_key FROM leadscore_events
+                                                         GROUP BY contact_key HAVING min(received_at) >= $1)
+                                 ORDER BY h.seq"
+                            ),
+                            &[&since_ms],
+                        )
+                        .await?;
+                    let hooks = hooks
+                        .iter()
+                        .map(|row| (row.get::<_, String>(0), stored_hook(row, 1)))
+                        .collect();
+                    Ok(crate::store::outcome_row::combine(contacts, hooks))
+                }
+                .boxed()
+            })
+            .await
     }
 
     async fn counters(&self, since_ms: i64) -> StoreResult<Counters> {
@@ -571,6 +664,23 @@ impl Store for PostgresStore {
 
     // `release_stale_claims` keeps the default: other instances may hold
     // the claims found at start; their leases run out instead.
+}
+
+fn stored_hook(row: &Row, at: usize) -> StoredHook {
+    let kind: &str = row.get(at + 2);
+    StoredHook {
+        seq: row.get(at),
+        id: row.get(at + 1),
+        kind: crate::payload::HookKind::parse(kind).unwrap_or(crate::payload::HookKind::Unknown),
+        received_at: row.get(at + 3),
+        own_id: row.get(at + 4),
+        call_status: row.get(at + 5),
+        call_start: row.get(at + 6),
+        call_type: row.get(at + 7),
+        call_outcome: row.get(at + 8),
+        sale: row.get(at + 9),
+        revenue: row.get(at + 10),
+    }
 }
 
 fn stored_event(row: &Row) -> StoredEvent {
@@ -697,6 +807,9 @@ async fn prune(conn: &mut Conn, retention: Retention) -> Result<Pruned, PgError>
         .await?
         >= PRUNE_BATCH as u64
     {}
+    let hooks_sql = "DELETE FROM leadscore_hooks
+                     WHERE seq IN (SELECT seq FROM leadscore_hooks WHERE received_at < $1 LIMIT $2)";
+    while conn.client.execute(hooks_sql, &[&cutoff, &PRUNE_BATCH]).await? >= PRUNE_BATCH as u64 {}
     while conn
         .client
         .execute(keys_sql, &[&window_start, &PRUNE_BATCH])

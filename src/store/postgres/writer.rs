@@ -11,21 +11,21 @@ use tokio_postgres::{Client, Config, Row, Statement};
 
 use super::pool::{PgError, connect, describe, transient};
 use super::sql::{
-    COUNT, FIND_FIRST_EVENTS, HEARTBEAT, INSERT_EVENTS, RECORD_ATTEMPTS, REPAIR_KEY, UPSERT_KEYS,
-    lock_contacts_sql,
+    COUNT, FIND_FIRST_EVENTS, FIND_HOOK, HEARTBEAT, INSERT_EVENTS, INSERT_HOOK, LINK_BY_EMAIL, LINK_BY_REF,
+    LINK_OF_EMAIL, LINK_OF_REF, RECORD_ATTEMPTS, REPAIR_KEY, UPSERT_KEYS, lock_contacts_sql,
 };
 use super::tls::MakeRustls;
 use super::{MAX_GROUP, OP_TIMEOUT, TRANSIENT_RETRIES};
 use crate::store::reply::{Done, ReplyTo};
 use crate::store::{
-    AttemptLog, AttemptOutcome, Enqueued, EventSummary, NewEvent, OutcomeColumns, Retention, contact_id_of,
-    key_digest, now_ms, tally,
+    AttemptLog, AttemptOutcome, Enqueued, EventSummary, HookSummary, ItemStored, NewEvent, NewHook, NewItem,
+    OutcomeColumns, Retention, contact_id_of, key_digest, now_ms, tally, tally_hooks,
 };
 
 /// What one queued write does.
 pub(super) enum Work {
     Enqueue {
-        events: Vec<NewEvent>,
+        items: Vec<NewItem>,
     },
     Record {
         seq: i64,
@@ -73,6 +73,8 @@ pub(super) struct WriterConn {
     heartbeat: Statement,
     count: Statement,
     lock_contacts: Statement,
+    link_by_ref: Statement,
+    link_by_email: Statement,
 }
 
 impl WriterConn {
@@ -89,13 +91,15 @@ impl WriterConn {
                 HEARTBEAT,
                 COUNT,
                 &lock_contacts,
+                LINK_BY_REF,
+                LINK_BY_EMAIL,
             ]
             .map(|sql| client.prepare(sql)),
         )
         .await
         .map_err(|e| format!("cannot prepare the writer's statements: {}", describe(&e)))?;
         let mut it = prepared.into_iter();
-        let mut next = || it.next().expect("eight statements");
+        let mut next = || it.next().expect("ten statements");
         Ok(Self {
             upsert_keys: next(),
             insert_events: next(),
@@ -105,6 +109,8 @@ impl WriterConn {
             heartbeat: next(),
             count: next(),
             lock_contacts: next(),
+            link_by_ref: next(),
+            link_by_email: next(),
             client,
         })
     }
@@ -132,6 +138,8 @@ pub(super) struct Writer {
 /// One event of a group, flattened.
 struct Flat<'a> {
     op: usize,
+    /// Its place among the operation's items.
+    pos: usize,
     event: &'a NewEvent,
     key: [u8; 16],
 }
@@ -172,6 +180,7 @@ struct EventColumns<'a> {
     disqualified: Vec<bool>,
     rules_version: Vec<&'a str>,
     body: Vec<&'a str>,
+    email: Vec<Option<&'a str>>,
     /// (event id, destination) of each delivery.
     delivery_event: Vec<&'a str>,
     delivery_destination: Vec<&'a str>,
@@ -188,6 +197,7 @@ impl<'a> EventColumns<'a> {
         self.disqualified.push(e.disqualified);
         self.rules_version.push(&e.rules_version);
         self.body.push(&e.body);
+        self.email.push(e.email.as_deref());
         for destination in &e.destinations {
             self.delivery_event.push(&e.event_id);
             self.delivery_destination.push(destination);
@@ -198,7 +208,7 @@ impl<'a> EventColumns<'a> {
         self.id.is_empty()
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 10] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
         [
             &self.id,
             &self.contact_key,
@@ -210,6 +220,7 @@ impl<'a> EventColumns<'a> {
             &self.body,
             &self.delivery_event,
             &self.delivery_destination,
+            &self.email,
         ]
     }
 }
@@ -414,14 +425,23 @@ async fn apply(
     // Flatten: records, events, touches.
     let mut records: Vec<Record> = Vec::new();
     let mut flats: Vec<Flat> = Vec::new();
+    let mut hooks: Vec<(usize, usize, &NewHook)> = Vec::new();
     let mut touch = false;
     for (op, work) in works.iter().enumerate() {
         match work {
-            Work::Enqueue { events } => flats.extend(events.iter().map(|event| Flat {
-                op,
-                event,
-                key: key_digest(&event.idempotency_key),
-            })),
+            Work::Enqueue { items } => {
+                for (pos, item) in items.iter().enumerate() {
+                    match item {
+                        NewItem::Event(event) => flats.push(Flat {
+                            op,
+                            pos,
+                            event,
+                            key: key_digest(&event.idempotency_key),
+                        }),
+                        NewItem::Hook(hook) => hooks.push((op, pos, hook)),
+                    }
+                }
+            }
             Work::Record {
                 seq,
                 destination,
@@ -471,15 +491,33 @@ async fn apply(
         .iter()
         .map(|(k, e, c)| -> [&(dyn ToSql + Sync); 4] { [k, e, c, &window_start] })
         .collect();
-    let contact_keys: Vec<&str> = flats.iter().map(|f| f.event.contact_key.as_str()).collect();
-    let lock_params: [&(dyn ToSql + Sync); 1] = [&contact_keys];
+    // The contacts' locks, and those of the emails, contact references and
+    // keys of hooks: a hook and the contact it links to are never written
+    // by two instances at once (so neither misses the other's row).
+    let mut lock_names: Vec<String> = flats.iter().map(|f| f.event.contact_key.clone()).collect();
+    for flat in &flats {
+        if let Some(email) = &flat.event.email {
+            lock_names.push(format!("@{email}"));
+        }
+    }
+    for (_, _, hook) in &hooks {
+        lock_names.push(format!("#{}", hex::encode(key_digest(&hook.idempotency_key))));
+        if let Some(email) = &hook.email {
+            lock_names.push(format!("@{email}"));
+        }
+        if let Some(reference) = &hook.contact_ref {
+            lock_names.push(reference.clone());
+            lock_names.push(serde_json::Value::String(reference.clone()).to_string());
+        }
+    }
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&lock_names];
     let mut round_one = Vec::new();
     // First the contacts' locks (before any key or row lock, in the same
     // order everywhere, so no two writers deadlock), then the records.
-    if !flats.is_empty() {
+    if !lock_names.is_empty() {
         round_one.push(client.query(&conn.lock_contacts, &lock_params));
     }
-    let lock_results = usize::from(!flats.is_empty());
+    let lock_results = usize::from(!lock_names.is_empty());
     for params in &record_params {
         round_one.push(client.query(&conn.record, params));
     }
@@ -534,9 +572,30 @@ async fn apply(
         &count_columns.3,
         &heartbeat.0,
     ];
+    // Hooks that were waiting for these contacts (SPEC 11 "Linking"); the
+    // last event of an email in the group wins, as in arrival order.
+    let mut links_by_ref: HashMap<String, &str> = HashMap::new();
+    let mut links_by_email: HashMap<&str, &str> = HashMap::new();
+    for (i, flat) in flats.iter().enumerate() {
+        if owned[i] {
+            let key = flat.event.contact_key.as_str();
+            links_by_ref.insert(crate::payload::loose_key(key).into_owned(), key);
+            if let Some(email) = &flat.event.email {
+                links_by_email.insert(email, key);
+            }
+        }
+    }
+    let ref_columns: (Vec<&str>, Vec<&str>) = links_by_ref.iter().map(|(r, k)| (*k, r.as_str())).unzip();
+    let email_columns: (Vec<&str>, Vec<&str>) = links_by_email.iter().map(|(e, k)| (*k, *e)).unzip();
+    let ref_params: [&(dyn ToSql + Sync); 2] = [&ref_columns.0, &ref_columns.1];
+    let email_params: [&(dyn ToSql + Sync); 2] = [&email_columns.0, &email_columns.1];
     let mut round_two = Vec::new();
     if !columns.is_empty() {
         round_two.push(client.query(&conn.insert_events, &event_params));
+        round_two.push(client.query(&conn.link_by_ref, &ref_params));
+        if !email_columns.0.is_empty() {
+            round_two.push(client.query(&conn.link_by_email, &email_params));
+        }
     }
     if touch {
         round_two.push(client.query(&conn.heartbeat, &heartbeat_params));
@@ -548,7 +607,8 @@ async fn apply(
     if !dup_keys.is_empty() {
         round_two.push(client.query(&conn.find_first, &dup_params));
     }
-    let results = if dup_keys.is_empty() {
+    let commit_now = dup_keys.is_empty() && hooks.is_empty();
+    let results = if commit_now {
         try_join(try_join_all(round_two), client.batch_execute("COMMIT"))
             .await?
             .0
@@ -582,15 +642,40 @@ async fn apply(
             }
             client.query(&conn.insert_events, &repaired.params()).await?;
         }
+    }
+    // Hooks are few: one after the other, after the group's contacts (so a
+    // hook finds a contact sent in the same request).
+    let mut hook_answers = Vec::with_capacity(hooks.len());
+    for (_, _, hook) in &hooks {
+        hook_answers.push(put_hook(client, hook, window_start).await?);
+    }
+    if !hooks.is_empty() {
+        let counts = tally_hooks(
+            hooks
+                .iter()
+                .zip(&hook_answers)
+                .map(|((_, _, h), a)| (*h, !a.duplicate)),
+            now,
+        );
+        let columns: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<i64>) = (
+            counts.iter().map(|c| c.0).collect(),
+            counts.iter().map(|c| c.1).collect(),
+            counts.iter().map(|c| c.2.as_str()).collect(),
+            counts.iter().map(|c| c.3).collect(),
+        );
+        let params: [&(dyn ToSql + Sync); 5] = [&columns.0, &columns.1, &columns.2, &columns.3, &heartbeat.0];
+        client.query(&conn.count, &params).await?;
+    }
+    if !commit_now {
         client.batch_execute("COMMIT").await?;
     }
 
     // The answers, per operation and in input order.
-    let mut done: Vec<Done> = works
+    let mut answers: Vec<Vec<Option<ItemStored>>> = works
         .iter()
         .map(|w| match w {
-            Work::Enqueue { events, .. } => Done::Enqueued(Vec::with_capacity(events.len())),
-            _ => Done::Unit,
+            Work::Enqueue { items } => vec![None; items.len()],
+            _ => Vec::new(),
         })
         .collect();
     for (i, flat) in flats.iter().enumerate() {
@@ -598,11 +683,85 @@ async fn apply(
             Some(first) if !owned[i] => Enqueued::Duplicate(first.clone()),
             _ => Enqueued::Stored(summary_of_new(flat.event)),
         };
-        if let Done::Enqueued(list) = &mut done[flat.op] {
-            list.push(answer);
+        answers[flat.op][flat.pos] = Some(ItemStored::Event(answer));
+    }
+    for ((op, pos, _), answer) in hooks.iter().zip(hook_answers) {
+        answers[*op][*pos] = Some(ItemStored::Hook(answer));
+    }
+    Ok(works
+        .iter()
+        .zip(answers)
+        .map(|(w, answers)| match w {
+            Work::Enqueue { .. } => Done::Enqueued(answers.into_iter().flatten().collect()),
+            _ => Done::Unit,
+        })
+        .collect())
+}
+
+/// Stores one hook (or finds the one it duplicates), linked to its contact
+/// when known: the one its `contactId` names, else the latest with its email.
+async fn put_hook(client: &Client, hook: &NewHook, window_start: i64) -> Result<HookSummary, PgError> {
+    let key = key_digest(&hook.idempotency_key);
+    let key = &key[..];
+    if let Some(first) = client.query_opt(FIND_HOOK, &[&key, &window_start]).await? {
+        let kind: &str = first.get(1);
+        let contact_key: Option<&str> = first.get(2);
+        return Ok(HookSummary {
+            kind: crate::payload::HookKind::parse(kind).unwrap_or(hook.kind),
+            id: first.get(0),
+            contact_id: contact_key.map_or(serde_json::Value::Null, contact_id_of),
+            duplicate: true,
+        });
+    }
+    let mut contact_key: Option<String> = None;
+    if hook.kind != crate::payload::HookKind::Unknown {
+        if let Some(reference) = &hook.contact_ref {
+            let quoted = serde_json::Value::String(reference.clone()).to_string();
+            contact_key = client
+                .query_opt(LINK_OF_REF, &[reference, &quoted])
+                .await?
+                .map(|row| row.get(0));
+        }
+        if contact_key.is_none()
+            && let Some(email) = &hook.email
+        {
+            contact_key = client
+                .query_opt(LINK_OF_EMAIL, &[email])
+                .await?
+                .map(|row| row.get(0));
         }
     }
-    Ok(done)
+    let sale = hook.sale;
+    client
+        .execute(
+            INSERT_HOOK,
+            &[
+                &hook.id,
+                &hook.kind.as_str(),
+                &key,
+                &hook.received_at,
+                &contact_key,
+                &hook.contact_ref,
+                &hook.email,
+                &hook.own_id,
+                &hook.call_status,
+                &hook.call_start,
+                &hook.call_type,
+                &hook.call_outcome,
+                &sale,
+                &hook.revenue,
+                &hook.body,
+            ],
+        )
+        .await?;
+    Ok(HookSummary {
+        kind: hook.kind,
+        id: hook.id.clone(),
+        contact_id: contact_key
+            .as_deref()
+            .map_or(serde_json::Value::Null, contact_id_of),
+        duplicate: false,
+    })
 }
 
 #[cfg(test)]
