@@ -1171,3 +1171,137 @@ async fn bad_store_urls_are_clear_errors() {
         assert!(!err.contains(":pw@"), "the password stays hidden: {err}");
     }
 }
+
+/// A stored hook of `kind` (as ingest makes one).
+fn hook(id: &str, kind: leadscore::payload::HookKind, key: &str) -> store::NewHook {
+    store::NewHook {
+        id: id.into(),
+        kind,
+        idempotency_key: key.into(),
+        received_at: now_ms(),
+        contact_ref: None,
+        email: None,
+        own_id: None,
+        call_status: None,
+        call_start: None,
+        call_type: None,
+        call_outcome: None,
+        sale: false,
+        revenue: 0.0,
+        body: json!({"id": id}).to_string(),
+    }
+}
+
+#[tokio::test]
+async fn hooks_link_to_their_contact_and_sum_into_outcomes() {
+    use leadscore::payload::HookKind::{Call, Outcome, Unknown};
+    use store::{ItemStored, NewItem};
+    for (name, store, _dir) in backends().await {
+        let linked = |stored: &ItemStored| match stored {
+            ItemStored::Hook(h) => (h.contact_id.clone(), h.duplicate),
+            other => panic!("{name}: {other:?}"),
+        };
+        // An outcome for contact 1 before it arrives, twice (a retry of the
+        // same outcome, another delivery id: one sale, not two).
+        let mut sale = hook("hook_s1", Outcome, "s1");
+        sale.contact_ref = Some("1".into());
+        sale.own_id = Some("o1".into());
+        sale.sale = true;
+        sale.revenue = 2500.0;
+        let mut sale_again = sale.clone();
+        sale_again.id = "hook_s1b".into();
+        sale_again.idempotency_key = "s1b".into();
+        // A booking of contact 2 by email, another case of it is ingest's job.
+        let mut booking = hook("hook_c2", Call, "c2");
+        booking.email = Some("two@example.com".into());
+        booking.call_status = Some("booked");
+        booking.own_id = Some("call-2".into());
+        let unknown = hook("hook_u", Unknown, "u");
+        let stored = store
+            .store_items(vec![
+                NewItem::Hook(sale.clone()),
+                NewItem::Hook(sale_again),
+                NewItem::Hook(booking),
+                NewItem::Hook(unknown),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(linked(&stored[0]), (json!(null), false), "{name}");
+        assert_eq!(linked(&stored[2]), (json!(null), false), "{name}");
+        // The same key again: a duplicate of the first.
+        let again = store.store_items(vec![NewItem::Hook(sale)]).await.unwrap();
+        match &again[0] {
+            ItemStored::Hook(h) => assert_eq!((h.id.as_str(), h.duplicate), ("hook_s1", true), "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+
+        // The contacts arrive: both hooks link.
+        let mut one = event("evt_1", 1, "e1");
+        one.body = json!({"reasons": [{"rule": "10-role.rhai", "reason": "CEO", "points": 30},
+                                      {"rule": "10-role.rhai", "reason": "CEO", "points": 5}],
+                          "tags": ["decision-maker"], "disqualifications": []})
+        .to_string();
+        one.score = 85.into();
+        one.tier = "hot".into();
+        let mut two = event("evt_2", 2, "e2");
+        two.email = Some("two@example.com".into());
+        two.disqualified = true;
+        two.tier = "disqualified".into();
+        two.body = json!({"reasons": [], "tags": [],
+                          "disqualifications": [{"rule": "80-dq.rhai", "reason": "student"}]})
+        .to_string();
+        store.enqueue(unforwarded(vec![one, two])).await.unwrap();
+        let timeline = store.contact_hooks("1", 10).await.unwrap();
+        assert_eq!(timeline.len(), 2, "{name}: {timeline:?}");
+        let calls = store.contact_hooks("2", 10).await.unwrap();
+        assert_eq!(calls.len(), 1, "{name}");
+        assert_eq!(calls[0].call_status.as_deref(), Some("booked"), "{name}");
+
+        // A call of contact 2 arriving later links at once, by email.
+        let mut canceled = hook("hook_c2x", Call, "c2x");
+        canceled.email = Some("two@example.com".into());
+        canceled.call_status = Some("canceled");
+        let now = store.store_items(vec![NewItem::Hook(canceled)]).await.unwrap();
+        assert_eq!(linked(&now[0]), (json!(2), false), "{name}");
+
+        let mut rows = store.contact_outcomes(0).await.unwrap();
+        rows.sort_by(|a, b| a.contact_key.cmp(&b.contact_key));
+        assert_eq!(rows.len(), 2, "{name}");
+        let (first, second) = (&rows[0], &rows[1]);
+        assert_eq!(first.contact_key, "1");
+        assert_eq!((first.score, first.tier.as_str()), (85.0, "hot"), "{name}");
+        assert_eq!(
+            first.reasons,
+            vec![("10-role.rhai".to_owned(), "CEO".to_owned())],
+            "{name}"
+        );
+        assert_eq!(first.tags, vec!["decision-maker".to_owned()], "{name}");
+        assert!(
+            !first.booked && first.with_outcome && first.converted,
+            "{name}: {first:?}"
+        );
+        assert_eq!(first.revenue, 2500.0, "{name}: one sale, sent twice");
+        assert_eq!(second.disqualified_by, vec!["80-dq.rhai".to_owned()], "{name}");
+        assert!(
+            second.disqualified && second.booked && !second.with_outcome && !second.converted,
+            "{name}"
+        );
+        assert_eq!(second.revenue, 0.0, "{name}");
+        // The window: contacts first seen after now are none.
+        assert!(
+            store
+                .contact_outcomes(now_ms() + 60_000)
+                .await
+                .unwrap()
+                .is_empty(),
+            "{name}"
+        );
+
+        let found = store.contacts_by_email("two@example.com", 10).await.unwrap();
+        assert_eq!(
+            found.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["evt_2"],
+            "{name}"
+        );
+    }
+}
