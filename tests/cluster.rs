@@ -110,6 +110,60 @@ async fn a_key_posted_to_two_instances_at_once_is_stored_once() {
     assert_eq!(counts.pending, 50);
 }
 
+/// SPEC 11 "Linking" across instances: contacts written by one instance and
+/// their outcomes (by id) and calls (by email) by the other, at the same
+/// time: every hook ends up linked, whichever committed first (neither
+/// transaction may miss the other's row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_and_their_contacts_on_two_instances_at_once_always_link() {
+    use leadscore::payload::HookKind;
+    use store::{ItemStored, NewHook, NewItem};
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let a = open(&schema.url()).await;
+    let b = open(&schema.options_url()).await;
+    let hook = |id: String, kind: HookKind, contact: i64| NewHook {
+        idempotency_key: id.clone(),
+        id,
+        kind,
+        received_at: store::now_ms(),
+        contact_ref: (kind == HookKind::Outcome).then(|| contact.to_string()),
+        email: (kind == HookKind::Call).then(|| format!("c{contact}@example.com")),
+        own_id: None,
+        call_status: Some("booked"),
+        call_start: None,
+        call_type: None,
+        call_outcome: Some("SALE".into()),
+        sale: kind == HookKind::Outcome,
+        revenue: 100.0,
+        body: "{}".into(),
+    };
+    for round in 0..40i64 {
+        let mut contact = event(&format!("evt_{round}"), round, &format!("e{round}"));
+        contact.email = Some(format!("c{round}@example.com"));
+        let hooks = vec![
+            NewItem::Hook(hook(format!("hook_o{round}"), HookKind::Outcome, round)),
+            NewItem::Hook(hook(format!("hook_c{round}"), HookKind::Call, round)),
+        ];
+        let (x, y) = tokio::join!(a.enqueue(unforwarded(vec![contact])), b.store_items(hooks));
+        x.unwrap();
+        for stored in y.unwrap() {
+            assert!(matches!(stored, ItemStored::Hook(_)), "round {round}");
+        }
+    }
+    let rows = a.contact_outcomes(0).await.unwrap();
+    assert_eq!(rows.len(), 40);
+    for row in rows {
+        assert!(
+            row.booked && row.converted,
+            "{} is not linked to its hooks: {row:?}",
+            row.contact_key
+        );
+        assert_eq!(row.revenue, 100.0, "{}", row.contact_key);
+    }
+}
+
 /// issue 19 (8): a contact's events are delivered in commit order across
 /// instances. Instance A's write is held after it has inserted its event
 /// (a row its counters need is locked) while instance B writes an event of
