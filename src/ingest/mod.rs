@@ -119,6 +119,10 @@ impl Ingest {
                 ItemStored::Event(Enqueued::Stored(s)) => result_line(s, false, scoring),
                 ItemStored::Event(Enqueued::Duplicate(s)) => result_line(s, true, scoring),
                 ItemStored::Hook(hook) => hook_line(hook),
+                // Only rescored events have a condition to fail.
+                ItemStored::Event(Enqueued::Superseded) => {
+                    return Err(IngestError::Internal("a received contact was not stored".into()));
+                }
             };
             let duplicate = match &line {
                 ResultLine::Contact(c) => c.duplicate,
@@ -245,6 +249,7 @@ fn prepare(
                 error_rules: scored.errors.iter().map(|e| e.rule.clone()).collect(),
                 destinations: select(destinations, &scored),
                 email: contact.value.get("email").and_then(hooks::email_of),
+                supersedes: None,
             };
             (NewItem::Event(event), elapsed)
         })

@@ -40,6 +40,10 @@ pub struct NewEvent {
     /// The contact's email, trimmed and lower-cased: calls and outcomes
     /// without a contact id link by it (SPEC 11).
     pub email: Option<String>,
+    /// A `contact.rescored` event (SPEC 12): stored only while the event at
+    /// this `seq` is still the contact's newest (checked in the writing
+    /// transaction, so a webhook arriving meanwhile wins).
+    pub supersedes: Option<i64>,
 }
 
 /// A call, outcome or unknown hook ready to be stored (SPEC 11): neither
@@ -72,6 +76,53 @@ pub struct NewHook {
     pub revenue: f64,
     /// The element as received (compact).
     pub body: String,
+}
+
+/// A rescore job (SPEC 12) as stored: one runs at a time per store; its
+/// owner renews a lease while it runs, and another instance (or the same one
+/// after a restart) takes over a job whose lease ran out, from its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RescoreJob {
+    pub id: String,
+    /// `running`, `done`, `failed` or `cancelled`.
+    pub state: String,
+    /// `rules`, `schedule`, `call` or `manual`.
+    pub cause: String,
+    /// Contacts first seen at or after this time (unix ms).
+    pub since_ms: i64,
+    /// The events the job looks at: up to this `seq` (its snapshot).
+    pub up_to_seq: i64,
+    /// The last source event done (contacts are taken in its order).
+    pub cursor: i64,
+    pub scored: u64,
+    pub changed: u64,
+    pub pushed: u64,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// What a rescore needs of one contact: the latest contact event (its
+/// source) and the latest stored result (the source itself, or a later
+/// rescored event).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RescoreSource {
+    pub contact_key: String,
+    pub source_seq: i64,
+    /// The source's scored contact (SPEC 3), whose `contact` is rescored.
+    pub source_body: String,
+    pub latest_seq: i64,
+    /// The latest result's scored contact when it is not the source.
+    pub latest_body: Option<String>,
+}
+
+/// A contact's history as rules see it (SPEC 12 `first_seen()`, `calls()`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContactHistory {
+    /// When its first kept event was received (unix ms).
+    pub first_seen: Option<i64>,
+    /// Its call hooks received up to the scoring time, oldest first.
+    pub calls: Vec<StoredHook>,
 }
 
 /// One element of a request to store, in the request's order.
@@ -133,6 +184,9 @@ pub enum Enqueued {
     Stored(EventSummary),
     /// A duplicate inside the dedupe window: the event stored first.
     Duplicate(EventSummary),
+    /// A rescored event not stored: the contact has a newer event than the
+    /// one it was computed from.
+    Superseded,
 }
 
 /// A delivery claimed by this instance, with what to send.
@@ -441,6 +495,8 @@ pub const COUNT_RULE_ERROR: &str = "rule_error";
 /// Stored calls, outcomes and unknown hooks (name: the kind), counted apart
 /// from received contacts (SPEC 11 "Counting").
 pub const COUNT_HOOK: &str = "hook";
+/// Stored `contact.rescored` events (name: the tier), not received contacts.
+pub const COUNT_RESCORED: &str = "rescored";
 const MINUTE_MS: i64 = 60_000;
 
 /// The counter increments one `enqueue` makes: stored events by tier, the
@@ -453,6 +509,12 @@ pub(crate) fn tally<'a>(
     let mut counts: std::collections::BTreeMap<(i64, &'static str, String), i64> = Default::default();
     for (event, stored) in events {
         match stored {
+            true if event.supersedes.is_some() => {
+                let minute = event.received_at.div_euclid(MINUTE_MS) * MINUTE_MS;
+                *counts
+                    .entry((minute, COUNT_RESCORED, event.tier.clone()))
+                    .or_default() += 1;
+            }
             true => {
                 let minute = event.received_at.div_euclid(MINUTE_MS) * MINUTE_MS;
                 *counts
@@ -613,6 +675,36 @@ pub trait Store: Send + Sync + 'static {
     async fn contacts_by_email(&self, email: &str, limit: usize) -> StoreResult<Vec<StoredEvent>>;
     /// The calls and outcomes linked to a contact, oldest first.
     async fn contact_hooks(&self, contact_key: &str, limit: usize) -> StoreResult<Vec<StoredHook>>;
+    /// Starts a rescore job unless one is running: `Err(id)` names the
+    /// running one. `owner` holds its lease until `lease_until` (unix ms).
+    async fn start_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<Result<(), String>>;
+    /// A job by id.
+    async fn rescore_job(&self, id: &str) -> StoreResult<Option<RescoreJob>>;
+    /// The newest jobs, newest first (the console's overview).
+    async fn recent_rescore_jobs(&self, limit: usize) -> StoreResult<Vec<RescoreJob>>;
+    /// Saves a running job's progress (and state, when it ends) and renews
+    /// the lease; `false` when `owner` no longer holds it (it was cancelled,
+    /// or taken over after the lease ran out): the owner stops.
+    async fn save_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<bool>;
+    /// Takes over the running job whose lease ran out, if any.
+    async fn take_over_rescore(&self, owner: &str, lease_until: i64) -> StoreResult<Option<RescoreJob>>;
+    /// Cancels a running job; the job as it stands, `None` when unknown.
+    async fn cancel_rescore(&self, id: &str) -> StoreResult<Option<RescoreJob>>;
+    /// Up to `limit` contacts first seen at or after `since_ms`, by the `seq`
+    /// of their latest contact event (after `after_seq`, up to `up_to_seq`).
+    async fn rescore_sources(
+        &self,
+        since_ms: i64,
+        up_to_seq: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<RescoreSource>>;
+    /// The histories of these contacts, with calls received up to `until_ms`.
+    async fn contact_histories(
+        &self,
+        contact_keys: Vec<String>,
+        until_ms: i64,
+    ) -> StoreResult<std::collections::HashMap<String, ContactHistory>>;
     /// The newest `limit` events, newest first (the console's contact picker).
     async fn recent_events(&self, limit: usize) -> StoreResult<Vec<StoredEvent>>;
     /// One row per contact first seen at or after `since_ms` (SPEC 11): the

@@ -27,7 +27,7 @@ use super::reply::{Done, PruneStep, Reply, ReplyTo};
 use super::{
     AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactTimeline, Counters,
     DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, DeliveryStatus, Enqueued,
-    EventSummary, EventWindow, HookSummary, ItemStored, NewEvent, NewHook, NewItem, OutcomeColumns, Pruned,
+    ContactHistory, EventSummary, EventWindow, HookSummary, RescoreJob, RescoreSource, ItemStored, NewEvent, NewHook, NewItem, OutcomeColumns, Pruned,
     Requeue, Retention, Store, StoreResult, StoredEvent, StoredHook, contact_id_of, key_digest, now_ms,
     packed, tally, tally_hooks, unavailable,
 };
@@ -66,7 +66,9 @@ CREATE TABLE IF NOT EXISTS events (
     -- The scored contact, packed (store::packed); text in rows of schema 2.
     body            TEXT NOT NULL,
     -- The contact's email, trimmed and lower-cased (schema 5; NULL before).
-    email           TEXT
+    email           TEXT,
+    -- 'contact' (a received contact) or 'rescored' (SPEC 12).
+    kind            TEXT NOT NULL DEFAULT 'contact'
     -- Files of schema 1 to 3 also have the columns of their one delivery
     -- per event (delivery, attempts, ...): copied into `deliveries` by the
     -- move to schema 4 and unused since.
@@ -140,6 +142,24 @@ CREATE TABLE IF NOT EXISTS hooks (
     revenue         REAL NOT NULL DEFAULT 0,
     body            TEXT NOT NULL
 );
+-- Rescore jobs (SPEC 12); at most one running (the unique partial index).
+CREATE TABLE IF NOT EXISTS rescore_jobs (
+    id          TEXT PRIMARY KEY,
+    state       TEXT NOT NULL,
+    cause       TEXT NOT NULL,
+    since_ms    INTEGER NOT NULL,
+    up_to_seq   INTEGER NOT NULL,
+    cursor      INTEGER NOT NULL,
+    scored      INTEGER NOT NULL,
+    changed     INTEGER NOT NULL,
+    pushed      INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    error       TEXT,
+    owner       TEXT,
+    lease_until INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS rescore_jobs_running ON rescore_jobs (state) WHERE state = 'running';
 "#;
 
 /// Schema 3 → 4: each event's one delivery becomes a delivery of `default`
@@ -305,7 +325,10 @@ fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
         )?;
         if has_email == 0 {
             // Events of older files keep no email: their contacts link by id.
-            conn.execute_batch("ALTER TABLE events ADD COLUMN email TEXT")?;
+            conn.execute_batch(
+                "ALTER TABLE events ADD COLUMN email TEXT;
+                 ALTER TABLE events ADD COLUMN kind TEXT NOT NULL DEFAULT 'contact';",
+            )?;
         }
         let totals_exist: i64 = conn.query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'delivery_totals'
@@ -759,6 +782,169 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn start_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<Result<(), String>> {
+        let (job, owner) = (job.clone(), owner.to_owned());
+        // Jobs are a few tiny writes: on the reading connection (WAL lets
+        // it write between the writer's transactions), not the writer's queue.
+        self.read(move |conn| {
+            let inserted = conn.execute(
+                "INSERT INTO rescore_jobs (id, state, cause, since_ms, up_to_seq, cursor, scored, changed, pushed,
+                                           started_at, owner, lease_until)
+                 VALUES (?1, 'running', ?2, ?3, ?4, ?5, 0, 0, 0, ?6, ?7, ?8)
+                 ON CONFLICT DO NOTHING",
+                params![job.id, job.cause, job.since_ms, job.up_to_seq, job.cursor, job.started_at, owner, lease_until],
+            )?;
+            if inserted == 1 {
+                return Ok(Ok(()));
+            }
+            let running: String =
+                conn.query_row("SELECT id FROM rescore_jobs WHERE state = 'running'", [], |row| row.get(0))?;
+            Ok(Err(running))
+        })
+        .await
+    }
+
+    async fn rescore_job(&self, id: &str) -> StoreResult<Option<RescoreJob>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM rescore_jobs WHERE id = ?1"), [id], rescore_job)
+                .optional()
+        })
+        .await
+    }
+
+    async fn recent_rescore_jobs(&self, limit: usize) -> StoreResult<Vec<RescoreJob>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {JOB_COLUMNS} FROM rescore_jobs ORDER BY started_at DESC, id DESC LIMIT ?1"
+            ))?;
+            let rows = stmt.query_map([limit as i64], rescore_job)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn save_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<bool> {
+        let (job, owner) = (job.clone(), owner.to_owned());
+        self.read(move |conn| {
+            let saved = conn.execute(
+                "UPDATE rescore_jobs SET state = ?2, cursor = ?3, scored = ?4, changed = ?5, pushed = ?6,
+                                         finished_at = ?7, error = ?8, lease_until = ?9
+                 WHERE id = ?1 AND state = 'running' AND owner = ?10",
+                params![
+                    job.id,
+                    job.state,
+                    job.cursor,
+                    job.scored as i64,
+                    job.changed as i64,
+                    job.pushed as i64,
+                    job.finished_at,
+                    job.error,
+                    lease_until,
+                    owner
+                ],
+            )?;
+            Ok(saved == 1)
+        })
+        .await
+    }
+
+    async fn take_over_rescore(&self, owner: &str, lease_until: i64) -> StoreResult<Option<RescoreJob>> {
+        let owner = owner.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                &format!(
+                    "UPDATE rescore_jobs SET owner = ?1, lease_until = ?2
+                     WHERE state = 'running' AND lease_until < ?3 RETURNING {JOB_COLUMNS}"
+                ),
+                params![owner, lease_until, now_ms()],
+                rescore_job,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn cancel_rescore(&self, id: &str) -> StoreResult<Option<RescoreJob>> {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            conn.execute(
+                "UPDATE rescore_jobs SET state = 'cancelled', finished_at = ?2, owner = NULL
+                 WHERE id = ?1 AND state = 'running'",
+                params![id, now_ms()],
+            )?;
+            conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM rescore_jobs WHERE id = ?1"), [id], rescore_job)
+                .optional()
+        })
+        .await
+    }
+
+    async fn rescore_sources(
+        &self,
+        since_ms: i64,
+        up_to_seq: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<RescoreSource>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT e.seq, e.contact_key, e.body, l.seq, CASE WHEN l.seq <> e.seq THEN l.body END
+                 FROM events e
+                 JOIN events l ON l.seq = (SELECT MAX(seq) FROM events m
+                                           WHERE m.contact_key = e.contact_key AND m.seq <= :up_to)
+                 WHERE e.seq > :after AND e.seq <= :up_to AND e.kind = 'contact'
+                   AND NOT EXISTS (SELECT 1 FROM events n WHERE n.contact_key = e.contact_key
+                                   AND n.seq > e.seq AND n.seq <= :up_to AND n.kind = 'contact')
+                   AND (SELECT received_at FROM events f WHERE f.contact_key = e.contact_key
+                        ORDER BY seq LIMIT 1) >= :since
+                 ORDER BY e.seq LIMIT :limit",
+            )?;
+            let rows = stmt.query_map(
+                named_params! {":after": after_seq, ":up_to": up_to_seq, ":since": since_ms, ":limit": limit as i64},
+                |row| {
+                    Ok(RescoreSource {
+                        source_seq: row.get(0)?,
+                        contact_key: row.get(1)?,
+                        source_body: body_at(row, 2)?,
+                        latest_seq: row.get(3)?,
+                        latest_body: match row.get_ref(4)? {
+                            rusqlite::types::ValueRef::Null => None,
+                            _ => Some(body_at(row, 4)?),
+                        },
+                    })
+                },
+            )?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn contact_histories(
+        &self,
+        contact_keys: Vec<String>,
+        until_ms: i64,
+    ) -> StoreResult<std::collections::HashMap<String, ContactHistory>> {
+        self.read(move |conn| {
+            let mut first = conn.prepare_cached(
+                "SELECT received_at FROM events WHERE contact_key = ?1 ORDER BY seq LIMIT 1",
+            )?;
+            let mut calls = conn.prepare_cached(&format!(
+                "SELECT {HOOK_COLUMNS} FROM hooks WHERE contact_key = ?1 AND kind = 'call' AND received_at <= ?2
+                 ORDER BY seq"
+            ))?;
+            let mut histories = std::collections::HashMap::with_capacity(contact_keys.len());
+            for key in contact_keys {
+                let first_seen = first.query_row([&key], |row| row.get(0)).optional()?;
+                let calls = calls
+                    .query_map(params![key, until_ms], stored_hook)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                histories.insert(key, ContactHistory { first_seen, calls });
+            }
+            Ok(histories)
+        })
+        .await
+    }
+
     async fn contacts_by_email(&self, email: &str, limit: usize) -> StoreResult<Vec<StoredEvent>> {
         let email = email.to_owned();
         self.read(move |conn| {
@@ -792,7 +978,8 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             let mut latest = conn.prepare_cached(
                 "SELECT f.contact_key, f.first_seen, e.score, e.tier, e.disqualified, e.body
-                 FROM (SELECT contact_key, MIN(received_at) AS first_seen, MAX(seq) AS last_seq
+                 FROM (SELECT contact_key, MIN(received_at) AS first_seen,
+                              MAX(CASE WHEN kind = 'contact' THEN seq END) AS last_seq
                        FROM events GROUP BY contact_key HAVING MIN(received_at) >= ?1) f
                  JOIN events e ON e.seq = f.last_seq",
             )?;
@@ -860,6 +1047,27 @@ const DUPLICATE_LOOKUP: &str = "SELECT id, score, tier, disqualified FROM events
 const WINDOW_FILTER: &str = "e.seq > :after AND e.seq <= :up_to AND e.received_at >= :since
     AND (:all OR NOT EXISTS (
         SELECT 1 FROM events l WHERE l.contact_key = e.contact_key AND l.seq > e.seq AND l.seq <= :up_to))";
+
+/// The columns [`rescore_job`] reads.
+const JOB_COLUMNS: &str = "id, state, cause, since_ms, up_to_seq, cursor, scored, changed, pushed, started_at, \
+                           finished_at, error";
+
+fn rescore_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<RescoreJob> {
+    Ok(RescoreJob {
+        id: row.get(0)?,
+        state: row.get(1)?,
+        cause: row.get(2)?,
+        since_ms: row.get(3)?,
+        up_to_seq: row.get(4)?,
+        cursor: row.get(5)?,
+        scored: row.get::<_, i64>(6)?.max(0) as u64,
+        changed: row.get::<_, i64>(7)?.max(0) as u64,
+        pushed: row.get::<_, i64>(8)?.max(0) as u64,
+        started_at: row.get(9)?,
+        finished_at: row.get(10)?,
+        error: row.get(11)?,
+    })
+}
 
 /// The columns [`stored_hook`] reads.
 const HOOK_COLUMNS: &str = "seq, id, kind, received_at, own_id, call_status, call_start, call_type, call_outcome, \
@@ -1200,10 +1408,19 @@ impl Writer {
         if let Some(first) = existing {
             return Ok(Enqueued::Duplicate(first));
         }
+        if let Some(source) = event.supersedes {
+            let newest: Option<i64> = self
+                .conn
+                .prepare_cached("SELECT MAX(seq) FROM events WHERE contact_key = ?1")?
+                .query_row([&event.contact_key], |row| row.get(0))?;
+            if newest != Some(source) {
+                return Ok(Enqueued::Superseded);
+            }
+        }
         let mut put_event = self.conn.prepare_cached(
             "INSERT INTO events (id, contact_key, idempotency_key, received_at, score, tier, disqualified,
-                                 rules_version, body, email)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                 rules_version, body, email, kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?;
         put_event.execute(params![
             event.event_id,
@@ -1219,6 +1436,7 @@ impl Writer {
             // for events that are not duplicates.
             packed::pack(&event.body),
             event.email,
+            if event.supersedes.is_some() { "rescored" } else { "contact" },
         ])?;
         let seq = self.conn.last_insert_rowid();
         let mut put_delivery = self.conn.prepare_cached(

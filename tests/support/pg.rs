@@ -162,6 +162,7 @@ pub fn event(id: &str, contact: i64, key: &str) -> leadscore::store::NewEvent {
         body: serde_json::json!({"type": "contact.scored", "id": id, "contact_id": contact}).to_string(),
         error_rules: Vec::new(),
         email: None,
+        supersedes: None,
         destinations: vec![leadscore::store::DEFAULT_DESTINATION.to_owned()],
     }
 }

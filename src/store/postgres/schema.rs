@@ -132,11 +132,13 @@ ALTER TABLE leadscore_events
     ),
     (
         4,
-        "calls and outcomes, contact emails",
+        "calls and outcomes, contact emails, rescore jobs",
         r#"
 -- The contact's email, trimmed and lower-cased (NULL in older rows: those
 -- contacts link by id only).
 ALTER TABLE leadscore_events ADD COLUMN email text;
+-- 'contact' (a received contact) or 'rescored' (SPEC 12).
+ALTER TABLE leadscore_events ADD COLUMN kind text NOT NULL DEFAULT 'contact';
 CREATE INDEX leadscore_events_email ON leadscore_events (email, seq) WHERE email IS NOT NULL;
 -- Calls, outcomes and unknown hooks (SPEC 11), never scored or forwarded;
 -- contact_key is NULL until the contact arrives.
@@ -163,6 +165,24 @@ CREATE INDEX leadscore_hooks_key ON leadscore_hooks (idempotency_key);
 CREATE INDEX leadscore_hooks_waiting_ref ON leadscore_hooks (contact_ref) WHERE contact_key IS NULL;
 CREATE INDEX leadscore_hooks_waiting_email ON leadscore_hooks (email) WHERE contact_key IS NULL;
 CREATE INDEX leadscore_hooks_received ON leadscore_hooks USING brin (received_at);
+-- Rescore jobs (SPEC 12): at most one running per schema, across instances.
+CREATE TABLE leadscore_rescore_jobs (
+    id          text PRIMARY KEY,
+    state       text NOT NULL,
+    cause       text NOT NULL,
+    since_ms    bigint NOT NULL,
+    up_to_seq   bigint NOT NULL,
+    cursor      bigint NOT NULL,
+    scored      bigint NOT NULL,
+    changed     bigint NOT NULL,
+    pushed      bigint NOT NULL,
+    started_at  bigint NOT NULL,
+    finished_at bigint,
+    error       text,
+    owner       text,
+    lease_until bigint NOT NULL
+);
+CREATE UNIQUE INDEX leadscore_rescore_jobs_running ON leadscore_rescore_jobs (state) WHERE state = 'running';
 "#,
     ),
 ];

@@ -27,11 +27,11 @@ RETURNING k.key";
 pub(super) const INSERT_EVENTS: &str = "
 WITH inserted AS (
     INSERT INTO leadscore_events (id, contact_key, received_at, score, tier, disqualified, rules_version, body,
-                                  email)
-    SELECT id, contact_key, received_at, score, tier, disqualified, rules_version, body, email
+                                  email, kind)
+    SELECT id, contact_key, received_at, score, tier, disqualified, rules_version, body, email, kind
     FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::bool[], $7::text[],
-                $8::text[], $11::text[]) WITH ORDINALITY
-         AS u(id, contact_key, received_at, score, tier, disqualified, rules_version, body, email, ord)
+                $8::text[], $11::text[], $12::text[]) WITH ORDINALITY
+         AS u(id, contact_key, received_at, score, tier, disqualified, rules_version, body, email, kind, ord)
     ORDER BY ord
     RETURNING seq, id, contact_key, received_at)
 INSERT INTO leadscore_deliveries (event_seq, destination, contact_key, status, next_attempt_at, created_at)

@@ -18,7 +18,8 @@ use super::{ENQUEUE_DEADLINE, PRUNE_BATCH};
 use crate::store::reply::{Reply, ReplyTo};
 use crate::store::{
     AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactTimeline, Counters,
-    DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, EventWindow, ItemStored,
+    ContactHistory, DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, EventWindow,
+    ItemStored, RescoreJob, RescoreSource,
     NewItem, Pruned, Requeue, Retention, Store, StoreResult, StoredEvent, StoredHook, now_ms, unavailable,
 };
 
@@ -540,6 +541,259 @@ impl Store for PostgresStore {
             .await
     }
 
+    async fn start_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<Result<(), String>> {
+        let (job, owner) = (job.clone(), owner.to_owned());
+        self.pool
+            .run("cannot start a rescore", move |conn| {
+                async move {
+                    let inserted = conn
+                        .client
+                        .execute(
+                            "INSERT INTO leadscore_rescore_jobs (id, state, cause, since_ms, up_to_seq, cursor, scored,
+                                                                 changed, pushed, started_at, owner, lease_until)
+                             VALUES ($1, 'running', $2, $3, $4, $5, 0, 0, 0, $6, $7, $8)
+                             ON CONFLICT DO NOTHING",
+                            &[
+                                &job.id,
+                                &job.cause,
+                                &job.since_ms,
+                                &job.up_to_seq,
+                                &job.cursor,
+                                &job.started_at,
+                                &owner,
+                                &lease_until,
+                            ],
+                        )
+                        .await?;
+                    if inserted == 1 {
+                        return Ok(Ok(()));
+                    }
+                    let running = conn
+                        .client
+                        .query_opt("SELECT id FROM leadscore_rescore_jobs WHERE state = 'running'", &[])
+                        .await?;
+                    Ok(Err(running.map(|row| row.get(0)).unwrap_or_default()))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn rescore_job(&self, id: &str) -> StoreResult<Option<RescoreJob>> {
+        let id = id.to_owned();
+        self.pool
+            .run("cannot read the rescore", move |conn| {
+                async move {
+                    let row = conn
+                        .client
+                        .query_opt(
+                            &format!("SELECT {JOB_COLUMNS} FROM leadscore_rescore_jobs WHERE id = $1"),
+                            &[&id],
+                        )
+                        .await?;
+                    Ok(row.as_ref().map(rescore_job))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn recent_rescore_jobs(&self, limit: usize) -> StoreResult<Vec<RescoreJob>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.pool
+            .run("cannot read the rescores", move |conn| {
+                async move {
+                    let rows = conn
+                        .client
+                        .query(
+                            &format!(
+                                "SELECT {JOB_COLUMNS} FROM leadscore_rescore_jobs ORDER BY started_at DESC, id DESC
+                                 LIMIT $1"
+                            ),
+                            &[&limit],
+                        )
+                        .await?;
+                    Ok(rows.iter().map(rescore_job).collect())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn save_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<bool> {
+        let (job, owner) = (job.clone(), owner.to_owned());
+        self.pool
+            .run("cannot save the rescore", move |conn| {
+                async move {
+                    let saved = conn
+                        .client
+                        .execute(
+                            "UPDATE leadscore_rescore_jobs SET state = $2, cursor = $3, scored = $4, changed = $5,
+                                 pushed = $6, finished_at = $7, error = $8, lease_until = $9
+                             WHERE id = $1 AND state = 'running' AND owner = $10",
+                            &[
+                                &job.id,
+                                &job.state,
+                                &job.cursor,
+                                &(job.scored as i64),
+                                &(job.changed as i64),
+                                &(job.pushed as i64),
+                                &job.finished_at,
+                                &job.error,
+                                &lease_until,
+                                &owner,
+                            ],
+                        )
+                        .await?;
+                    Ok(saved == 1)
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn take_over_rescore(&self, owner: &str, lease_until: i64) -> StoreResult<Option<RescoreJob>> {
+        let owner = owner.to_owned();
+        self.pool
+            .run("cannot take over a rescore", move |conn| {
+                async move {
+                    let row = conn
+                        .client
+                        .query_opt(
+                            &format!(
+                                "UPDATE leadscore_rescore_jobs SET owner = $1, lease_until = $2
+                                 WHERE state = 'running' AND lease_until < $3 RETURNING {JOB_COLUMNS}"
+                            ),
+                            &[&owner, &lease_until, &now_ms()],
+                        )
+                        .await?;
+                    Ok(row.as_ref().map(rescore_job))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn cancel_rescore(&self, id: &str) -> StoreResult<Option<RescoreJob>> {
+        let id = id.to_owned();
+        self.pool
+            .run("cannot cancel the rescore", move |conn| {
+                async move {
+                    conn.client
+                        .execute(
+                            "UPDATE leadscore_rescore_jobs SET state = 'cancelled', finished_at = $2, owner = NULL
+                             WHERE id = $1 AND state = 'running'",
+                            &[&id, &now_ms()],
+                        )
+                        .await?;
+                    let row = conn
+                        .client
+                        .query_opt(
+                            &format!("SELECT {JOB_COLUMNS} FROM leadscore_rescore_jobs WHERE id = $1"),
+                            &[&id],
+                        )
+                        .await?;
+                    Ok(row.as_ref().map(rescore_job))
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn rescore_sources(
+        &self,
+        since_ms: i64,
+        up_to_seq: i64,
+        after_seq: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<RescoreSource>> {
+        let limit = limit.min(i64::MAX as usize) as i64;
+        self.pool
+            .run("cannot read the contacts to rescore", move |conn| {
+                async move {
+                    let rows = conn
+                        .client
+                        .query(
+                            "SELECT e.seq, e.contact_key, e.body, l.seq, CASE WHEN l.seq <> e.seq THEN l.body END
+                             FROM leadscore_events e
+                             JOIN LATERAL (SELECT m.seq, m.body FROM leadscore_events m
+                                           WHERE m.contact_key = e.contact_key AND m.seq <= $2
+                                           ORDER BY m.seq DESC LIMIT 1) l ON true
+                             WHERE e.seq > $3 AND e.seq <= $2 AND e.kind = 'contact'
+                               AND NOT EXISTS (SELECT 1 FROM leadscore_events n WHERE n.contact_key = e.contact_key
+                                               AND n.seq > e.seq AND n.seq <= $2 AND n.kind = 'contact')
+                               AND (SELECT f.received_at FROM leadscore_events f WHERE f.contact_key = e.contact_key
+                                    ORDER BY f.seq LIMIT 1) >= $1
+                             ORDER BY e.seq LIMIT $4",
+                            &[&since_ms, &up_to_seq, &after_seq, &limit],
+                        )
+                        .await?;
+                    Ok(rows
+                        .iter()
+                        .map(|row| RescoreSource {
+                            source_seq: row.get(0),
+                            contact_key: row.get(1),
+                            source_body: row.get(2),
+                            latest_seq: row.get(3),
+                            latest_body: row.get(4),
+                        })
+                        .collect())
+                }
+                .boxed()
+            })
+            .await
+    }
+
+    async fn contact_histories(
+        &self,
+        contact_keys: Vec<String>,
+        until_ms: i64,
+    ) -> StoreResult<std::collections::HashMap<String, ContactHistory>> {
+        self.pool
+            .run("cannot read the contacts' calls", move |conn| {
+                async move {
+                    let firsts = conn
+                        .client
+                        .query(
+                            "SELECT k, (SELECT received_at FROM leadscore_events WHERE contact_key = k
+                                        ORDER BY seq LIMIT 1)
+                             FROM unnest($1::text[]) AS k",
+                            &[&contact_keys],
+                        )
+                        .await?;
+                    let mut histories: std::collections::HashMap<String, ContactHistory> = firsts
+                        .iter()
+                        .map(|row| {
+                            let history = ContactHistory {
+                                first_seen: row.get(1),
+                                calls: Vec::new(),
+                            };
+                            (row.get::<_, String>(0), history)
+                        })
+                        .collect();
+                    let calls = conn
+                        .client
+                        .query(
+                            &format!(
+                                "SELECT contact_key, {HOOK_COLUMNS} FROM leadscore_hooks
+                                 WHERE contact_key = ANY($1::text[]) AND kind = 'call' AND received_at <= $2
+                                 ORDER BY seq"
+                            ),
+                            &[&contact_keys, &until_ms],
+                        )
+                        .await?;
+                    for row in &calls {
+                        if let Some(history) = histories.get_mut(row.get::<_, &str>(0)) {
+                            history.calls.push(stored_hook(row, 1));
+                        }
+                    }
+                    Ok(histories)
+                }
+                .boxed()
+            })
+            .await
+    }
+
     async fn contacts_by_email(&self, email: &str, limit: usize) -> StoreResult<Vec<StoredEvent>> {
         let email = email.to_owned();
         let limit = limit.min(i64::MAX as usize) as i64;
@@ -596,7 +850,8 @@ impl Store for PostgresStore {
                         .client
                         .query(
                             "SELECT f.contact_key, f.first_seen, e.score, e.tier, e.disqualified, e.body
-                             FROM (SELECT contact_key, min(received_at) AS first_seen, max(seq) AS last_seq
+                             FROM (SELECT contact_key, min(received_at) AS first_seen,
+                                          max(seq) FILTER (WHERE kind = 'contact') AS last_seq
                                    FROM leadscore_events GROUP BY contact_key
                                    HAVING min(received_at) >= $1) f
                              JOIN leadscore_events e ON e.seq = f.last_seq",
@@ -664,6 +919,26 @@ impl Store for PostgresStore {
 
     // `release_stale_claims` keeps the default: other instances may hold
     // the claims found at start; their leases run out instead.
+}
+
+const JOB_COLUMNS: &str = "id, state, cause, since_ms, up_to_seq, cursor, scored, changed, pushed, started_at, \
+                           finished_at, error";
+
+fn rescore_job(row: &Row) -> RescoreJob {
+    RescoreJob {
+        id: row.get(0),
+        state: row.get(1),
+        cause: row.get(2),
+        since_ms: row.get(3),
+        up_to_seq: row.get(4),
+        cursor: row.get(5),
+        scored: row.get::<_, i64>(6).max(0) as u64,
+        changed: row.get::<_, i64>(7).max(0) as u64,
+        pushed: row.get::<_, i64>(8).max(0) as u64,
+        started_at: row.get(9),
+        finished_at: row.get(10),
+        error: row.get(11),
+    }
 }
 
 fn stored_hook(row: &Row, at: usize) -> StoredHook {

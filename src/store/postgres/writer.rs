@@ -181,6 +181,7 @@ struct EventColumns<'a> {
     rules_version: Vec<&'a str>,
     body: Vec<&'a str>,
     email: Vec<Option<&'a str>>,
+    kind: Vec<&'static str>,
     /// (event id, destination) of each delivery.
     delivery_event: Vec<&'a str>,
     delivery_destination: Vec<&'a str>,
@@ -198,6 +199,7 @@ impl<'a> EventColumns<'a> {
         self.rules_version.push(&e.rules_version);
         self.body.push(&e.body);
         self.email.push(e.email.as_deref());
+        self.kind.push(if e.supersedes.is_some() { "rescored" } else { "contact" });
         for destination in &e.destinations {
             self.delivery_event.push(&e.event_id);
             self.delivery_destination.push(destination);
@@ -208,7 +210,7 @@ impl<'a> EventColumns<'a> {
         self.id.is_empty()
     }
 
-    fn params(&self) -> [&(dyn ToSql + Sync); 11] {
+    fn params(&self) -> [&(dyn ToSql + Sync); 12] {
         [
             &self.id,
             &self.contact_key,
@@ -221,6 +223,7 @@ impl<'a> EventColumns<'a> {
             &self.delivery_event,
             &self.delivery_destination,
             &self.email,
+            &self.kind,
         ]
     }
 }
@@ -426,18 +429,25 @@ async fn apply(
     let mut records: Vec<Record> = Vec::new();
     let mut flats: Vec<Flat> = Vec::new();
     let mut hooks: Vec<(usize, usize, &NewHook)> = Vec::new();
+    let mut rescored: Vec<Flat> = Vec::new();
     let mut touch = false;
     for (op, work) in works.iter().enumerate() {
         match work {
             Work::Enqueue { items } => {
                 for (pos, item) in items.iter().enumerate() {
                     match item {
-                        NewItem::Event(event) => flats.push(Flat {
-                            op,
-                            pos,
-                            event,
-                            key: key_digest(&event.idempotency_key),
-                        }),
+                        NewItem::Event(event) => {
+                            let flat = Flat {
+                                op,
+                                pos,
+                                event,
+                                key: key_digest(&event.idempotency_key),
+                            };
+                            match event.supersedes {
+                                Some(_) => rescored.push(flat),
+                                None => flats.push(flat),
+                            }
+                        }
                         NewItem::Hook(hook) => hooks.push((op, pos, hook)),
                     }
                 }
@@ -499,6 +509,9 @@ async fn apply(
         if let Some(email) = &flat.event.email {
             lock_names.push(format!("@{email}"));
         }
+    }
+    for flat in &rescored {
+        lock_names.push(flat.event.contact_key.clone());
     }
     for (_, _, hook) in &hooks {
         lock_names.push(format!("#{}", hex::encode(key_digest(&hook.idempotency_key))));
@@ -607,7 +620,7 @@ async fn apply(
     if !dup_keys.is_empty() {
         round_two.push(client.query(&conn.find_first, &dup_params));
     }
-    let commit_now = dup_keys.is_empty() && hooks.is_empty();
+    let commit_now = dup_keys.is_empty() && hooks.is_empty() && rescored.is_empty();
     let results = if commit_now {
         try_join(try_join_all(round_two), client.batch_execute("COMMIT"))
             .await?
@@ -645,6 +658,27 @@ async fn apply(
     }
     // Hooks are few: one after the other, after the group's contacts (so a
     // hook finds a contact sent in the same request).
+    // Rescored events (SPEC 12): each only while the event it was computed
+    // from is still its contact's newest (the contact is locked above).
+    let mut rescored_answers = Vec::with_capacity(rescored.len());
+    for flat in &rescored {
+        rescored_answers.push(put_rescored(conn, flat, window_start).await?);
+    }
+    if rescored_answers.iter().any(|a| matches!(a, Enqueued::Stored(_))) {
+        let stored = rescored
+            .iter()
+            .zip(&rescored_answers)
+            .map(|(f, a)| (f.event, matches!(a, Enqueued::Stored(_))));
+        let counts = tally(stored, now);
+        let columns: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<i64>) = (
+            counts.iter().map(|c| c.0).collect(),
+            counts.iter().map(|c| c.1).collect(),
+            counts.iter().map(|c| c.2.as_str()).collect(),
+            counts.iter().map(|c| c.3).collect(),
+        );
+        let params: [&(dyn ToSql + Sync); 5] = [&columns.0, &columns.1, &columns.2, &columns.3, &heartbeat.0];
+        client.query(&conn.count, &params).await?;
+    }
     let mut hook_answers = Vec::with_capacity(hooks.len());
     for (_, _, hook) in &hooks {
         hook_answers.push(put_hook(client, hook, window_start).await?);
@@ -685,6 +719,9 @@ async fn apply(
         };
         answers[flat.op][flat.pos] = Some(ItemStored::Event(answer));
     }
+    for (flat, answer) in rescored.iter().zip(rescored_answers) {
+        answers[flat.op][flat.pos] = Some(ItemStored::Event(answer));
+    }
     for ((op, pos, _), answer) in hooks.iter().zip(hook_answers) {
         answers[*op][*pos] = Some(ItemStored::Hook(answer));
     }
@@ -696,6 +733,42 @@ async fn apply(
             _ => Done::Unit,
         })
         .collect())
+}
+
+/// Stores one rescored event, unless a newer event of its contact exists or
+/// its key (job and contact) was used already.
+async fn put_rescored(conn: &WriterConn, flat: &Flat<'_>, window_start: i64) -> Result<Enqueued, PgError> {
+    let client = &conn.client;
+    let event = flat.event;
+    let key = &flat.key[..];
+    let keys: [&(dyn ToSql + Sync); 4] = [
+        &vec![key],
+        &vec![event.event_id.as_str()],
+        &vec![event.received_at],
+        &window_start,
+    ];
+    if client.query(&conn.upsert_keys, &keys).await?.is_empty() {
+        let first = client.query(&conn.find_first, &[&vec![key]]).await?;
+        return Ok(match first.first() {
+            Some(row) => Enqueued::Duplicate(summary_of(row)),
+            None => Enqueued::Superseded,
+        });
+    }
+    let newest: Option<i64> = client
+        .query_one(
+            "SELECT max(seq) FROM leadscore_events WHERE contact_key = $1",
+            &[&event.contact_key],
+        )
+        .await?
+        .get(0);
+    if newest != event.supersedes {
+        // The key stays taken: this job will not try the contact again.
+        return Ok(Enqueued::Superseded);
+    }
+    let mut columns = EventColumns::default();
+    columns.push(flat);
+    client.query(&conn.insert_events, &columns.params()).await?;
+    Ok(Enqueued::Stored(summary_of_new(event)))
 }
 
 /// Stores one hook (or finds the one it duplicates), linked to its contact
