@@ -17,12 +17,16 @@
 //! `StdRng` nor its range sampling as stable across versions. A SplitMix64
 //! stream with the few draws written out here is.
 //!
-//! Room for more: calls and outcomes (SPEC 11) are meant to come from a
-//! generator of their own that reads a generated contact and draws from a
-//! stream seeded by (seed, contact id), so adding them never changes the
-//! contacts of a seed.
+//! Calls and outcomes (SPEC 11): [`hooks`] gives the call and outcome hooks
+//! of one contact from a generator of its own, which reads the contact and
+//! draws from a stream seeded by (seed, contact id), so they never change
+//! the contacts of a seed. Its module doc holds the buying model.
 
 use serde_json::{Map, Value, json};
+
+mod calls;
+
+pub use calls::hooks;
 
 /// The id of the first contact unless another is asked for.
 pub const FIRST_ID: u64 = 100_000;

@@ -1,5 +1,7 @@
 //! `leadscore demo`: generated contacts ([`crate::demo`]) posted to a running
-//! engine's webhook, or written as JSON lines (one webhook body per line).
+//! engine's webhook, or written as JSON lines (one webhook body per line);
+//! with `--outcomes`, then every contact's call and outcome hooks
+//! ([`crate::demo::hooks`]), one hook per body, to the same place.
 
 use std::io::{BufWriter, Write as _};
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use std::time::Duration;
 use clap::Args;
 use serde_json::Value;
 
-use crate::demo::{Contacts, FIRST_ID};
+use crate::demo::{Contacts, FIRST_ID, hooks};
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
@@ -40,14 +42,29 @@ pub struct DemoArgs {
     /// Write JSON lines here (`-` or no --url and no --out: standard output).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// After all the contacts, also send each contact's call and outcome
+    /// hooks (booked, rescheduled or canceled, outcome), one hook per body.
+    #[arg(long)]
+    pub outcomes: bool,
 }
 
 pub fn run(args: &DemoArgs) -> ExitCode {
-    let contacts = Contacts::starting_at(args.seed, args.first_id).take(args.contacts as usize);
-    let bodies = batches(contacts, args.batch as usize);
+    let (seed, first_id, n) = (args.seed, args.first_id, args.contacts as usize);
+    let contacts = batches(Contacts::starting_at(seed, first_id).take(n), args.batch as usize);
+    // The contacts come first, so that every hook links as it arrives; the
+    // hooks read the same contacts again (cheaper than keeping them).
+    let hook_bodies = args.outcomes.then(|| {
+        Contacts::starting_at(seed, first_id)
+            .take(n)
+            .flat_map(move |contact| hooks(seed, &contact))
+            .map(|hook| vec![hook])
+    });
     let outcome = match &args.url {
-        Some(url) => post_all(url, args.token.as_deref(), bodies),
-        None => write_all(args.out.as_ref(), bodies),
+        Some(url) => post_all(url, args.token.as_deref(), contacts, hook_bodies),
+        None => write_all(
+            args.out.as_ref(),
+            contacts.chain(hook_bodies.into_iter().flatten()),
+        ),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -98,7 +115,36 @@ fn webhook_url(text: &str) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
-fn post_all(url: &str, token: Option<&str>, bodies: impl Iterator<Item = Vec<Value>>) -> Result<(), String> {
+/// What the engine answered to a run of bodies.
+#[derive(Debug, Default)]
+struct Tally {
+    requests: u64,
+    sent: u64,
+    accepted: u64,
+    duplicates: u64,
+}
+
+impl Tally {
+    fn summary(&self, what: &str, url: &reqwest::Url) -> String {
+        let Self {
+            requests,
+            sent,
+            accepted,
+            duplicates,
+        } = self;
+        format!(
+            "sent {sent} {what} in {requests} request(s) to {url}: {accepted} accepted, {duplicates} duplicates"
+        )
+    }
+}
+
+/// Posts the contacts, then the hooks if there are any to send.
+fn post_all(
+    url: &str,
+    token: Option<&str>,
+    contacts: impl Iterator<Item = Vec<Value>>,
+    hooks: Option<impl Iterator<Item = Vec<Value>>>,
+) -> Result<(), String> {
     let url = webhook_url(url)?;
     let token = token.map(str::trim).filter(|t| !t.is_empty());
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -110,19 +156,31 @@ fn post_all(url: &str, token: Option<&str>, bodies: impl Iterator<Item = Vec<Val
             .timeout(Duration::from_secs(60))
             .build()
             .map_err(|e| format!("cannot make an HTTP client: {e}"))?;
-        let (mut requests, mut sent, mut accepted, mut duplicates) = (0u64, 0u64, 0u64, 0u64);
-        for body in bodies {
-            let answer = post_one(&client, &url, token, &body).await?;
-            requests += 1;
-            sent += body.len() as u64;
-            accepted += answer["accepted"].as_u64().unwrap_or(0);
-            duplicates += answer["duplicates"].as_u64().unwrap_or(0);
+        let tally = post_bodies(&client, &url, token, contacts).await?;
+        println!("{}", tally.summary("contacts", &url));
+        if let Some(hooks) = hooks {
+            let tally = post_bodies(&client, &url, token, hooks).await?;
+            println!("{}", tally.summary("call and outcome hooks", &url));
         }
-        println!(
-            "sent {sent} contacts in {requests} request(s) to {url}: {accepted} accepted, {duplicates} duplicates"
-        );
         Ok(())
     })
+}
+
+async fn post_bodies(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    token: Option<&str>,
+    bodies: impl Iterator<Item = Vec<Value>>,
+) -> Result<Tally, String> {
+    let mut tally = Tally::default();
+    for body in bodies {
+        let answer = post_one(client, url, token, &body).await?;
+        tally.requests += 1;
+        tally.sent += body.len() as u64;
+        tally.accepted += answer["accepted"].as_u64().unwrap_or(0);
+        tally.duplicates += answer["duplicates"].as_u64().unwrap_or(0);
+    }
+    Ok(tally)
 }
 
 /// Posts one body; a busy or briefly unavailable engine (429, 503) is
