@@ -594,6 +594,20 @@ pub struct ServeArgs {
     /// Most stored contacts one `POST /backtest` may score (a larger window is refused).
     #[arg(long, env = "LEADSCORE_BACKTEST_MAX_CONTACTS", default_value_t = 500_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub backtest_max_contacts: u64,
+    /// After each rule change put in force (a reload, a console save),
+    /// rescore the contacts first seen within --rescore-window and push
+    /// those whose score or tier moved (SPEC 12). The variable takes
+    /// true/false, 1/0, yes/no or on/off.
+    #[arg(long, env = "LEADSCORE_RESCORE_ON_RELOAD", value_parser = clap::builder::BoolishValueParser::new())]
+    pub rescore_on_reload: bool,
+    /// Rescore this often (e.g. `1h`), so that rules reading the time
+    /// (`days_since`, `now`) take effect without a new webhook. Off unless set.
+    #[arg(long, env = "LEADSCORE_RESCORE_EVERY", value_parser = parse_positive_duration)]
+    pub rescore_every: Option<Duration>,
+    /// The contacts a reload's or the schedule's rescore covers: those first
+    /// seen this long ago or later (`30d`) or since an RFC 3339 time.
+    #[arg(long, env = "LEADSCORE_RESCORE_WINDOW", default_value = "30d")]
+    pub rescore_window: String,
     /// Log format: `pretty` (for people) or `json` (one object per line).
     #[arg(long, env = "LEADSCORE_LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
@@ -802,6 +816,11 @@ impl ServeArgs {
             allow_rule_edits: self.allow_rule_edits,
             backtest_max_contacts: self.backtest_max_contacts as usize,
             max_connections_per_peer: crate::server::MAX_CONNECTIONS_PER_PEER,
+            rescore: crate::app::rescore::Triggers {
+                on_reload: self.rescore_on_reload,
+                every: self.rescore_every,
+                window: self.rescore_window.clone(),
+            },
         })
     }
 }

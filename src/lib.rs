@@ -23,6 +23,7 @@ pub mod lint;
 pub mod outcomes;
 pub mod payload;
 pub mod reload;
+pub mod rescore;
 pub mod rule_files;
 pub mod rule_test_runner;
 pub mod score;

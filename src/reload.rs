@@ -70,6 +70,8 @@ pub struct LiveRules {
     limits: Limits,
     /// Held while a reload or a change decides what is in force.
     changing: Mutex<()>,
+    /// The version in force, for whoever acts on a change (a rescore).
+    version: tokio::sync::watch::Sender<String>,
 }
 
 impl LiveRules {
@@ -86,12 +88,18 @@ impl LiveRules {
             dir: dir.to_path_buf(),
             limits,
             changing: Mutex::new(()),
+            version: tokio::sync::watch::Sender::new(String::new()),
         }))
     }
 
     /// The rule set to score with now.
     pub fn current(&self) -> Arc<RuleSet> {
         self.current.load_full()
+    }
+
+    /// Sees each new rule set put in force (a reload, a console change).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<String> {
+        self.version.subscribe()
     }
 
     pub fn dir(&self) -> &Path {
@@ -177,7 +185,9 @@ impl LiveRules {
 
     fn put_in_force(&self, rules: RuleSet) {
         telemetry::rules_loaded(rules.version(), rules.file_names().len());
+        let version = rules.version().to_owned();
         self.current.store(Arc::new(rules));
+        self.version.send_replace(version);
         let mut status = self.lock_status();
         status.last_error = None;
         status.loaded_at = SystemTime::now();

@@ -60,6 +60,8 @@ pub struct ServeConfig {
     pub backtest_max_contacts: usize,
     /// Connections one peer address may hold at once ([`MAX_CONNECTIONS_PER_PEER`]).
     pub max_connections_per_peer: usize,
+    /// When rescores start by themselves (SPEC 12 "Triggers").
+    pub rescore: crate::app::rescore::Triggers,
 }
 
 /// Where scored contacts go (SPEC 10).
@@ -159,6 +161,21 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         );
     }
 
+    let rescorer = Arc::new(crate::app::rescore::Rescorer {
+        store: store.clone(),
+        around: Arc::new(crate::app::rescore::Live {
+            rules: rules.clone(),
+            routes: destination_routes.clone(),
+        }),
+        owner: crate::app::rescore::owner_name(),
+        retention: config.retention.retention,
+    });
+    let rescore_task = tokio::spawn(crate::app::rescore::supervise(
+        rescorer.clone(),
+        rules.clone(),
+        config.rescore.clone(),
+        shutdown_rx.clone(),
+    ));
     let engine = Arc::new(Engine::new(
         Ingest {
             rules,
@@ -173,6 +190,7 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
             backtest_max_contacts: config.backtest_max_contacts,
             retention: config.retention.retention,
         },
+        rescorer,
     ));
     let http = HttpSettings {
         auth: config.auth.clone(),
@@ -210,6 +228,7 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
             let _ = task.await;
         }
         let _ = pruner.await;
+        let _ = rescore_task.await;
         drop(watcher);
         tracing::info!("stopped");
     });

@@ -41,12 +41,8 @@ async fn engine(allow_rule_edits: bool) -> Fixture {
     let url = format!("sqlite://{}", data.path().join("leadscore.db").display());
     let store = store::open(&url, retention).await.unwrap();
     let rules = LiveRules::load(rules_dir.path(), Limits::default()).unwrap();
-    let engine = Engine::new(
-        Ingest {
-            rules,
-            store,
-            // One destination, never started: deliveries stay pending.
-            routes: leadscore::deliver::manager::Routes::new(leadscore::destinations::Destinations {
+    // One destination, never started: deliveries stay pending.
+    let routes = leadscore::deliver::manager::Routes::new(leadscore::destinations::Destinations {
                 list: vec![leadscore::destinations::Destination::default_from_forward(
                     "http://127.0.0.1:9/".parse().unwrap(),
                     None,
@@ -54,7 +50,21 @@ async fn engine(allow_rule_edits: bool) -> Fixture {
                     &Default::default(),
                 )],
                 ..Default::default()
-            }),
+            });
+    let rescorer = std::sync::Arc::new(leadscore::app::rescore::Rescorer {
+        store: store.clone(),
+        around: std::sync::Arc::new(leadscore::app::rescore::Live {
+            rules: rules.clone(),
+            routes: routes.clone(),
+        }),
+        owner: "test".into(),
+        retention: retention.retention,
+    });
+    let engine = Engine::new(
+        Ingest {
+            rules,
+            store,
+            routes,
             max_contacts: 1000,
             pool: ScoringPool::new(2).unwrap(),
         },
@@ -63,6 +73,7 @@ async fn engine(allow_rule_edits: bool) -> Fixture {
             backtest_max_contacts: 1000,
             retention: retention.retention,
         },
+        rescorer,
     );
     Fixture {
         engine,

@@ -26,6 +26,10 @@ pub enum AppError {
     /// One at a time: try again after `retry_after`.
     #[error("{message}")]
     Busy { message: String, retry_after: Duration },
+    /// Another run of the same thing is in progress (a rescore job): `id`
+    /// names it.
+    #[error("{message}")]
+    Conflict { message: String, id: String },
     /// A rule set that does not compile; every error with its place.
     #[error("{message}")]
     Unprocessable {

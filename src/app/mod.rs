@@ -14,6 +14,7 @@ pub mod deliveries;
 pub mod destinations;
 mod error;
 pub mod lint;
+pub mod rescore;
 pub mod rules;
 pub mod stats;
 
@@ -58,15 +59,22 @@ pub struct Engine {
     ingest: Ingest,
     settings: EngineSettings,
     backtest_slot: backtest::Slot,
+    rescorer: Arc<rescore::Rescorer>,
 }
 
 impl Engine {
-    pub fn new(ingest: Ingest, settings: EngineSettings) -> Self {
+    pub fn new(ingest: Ingest, settings: EngineSettings, rescorer: Arc<rescore::Rescorer>) -> Self {
         Self {
             ingest,
             settings,
             backtest_slot: Default::default(),
+            rescorer,
         }
+    }
+
+    /// Starts a rescore job (`POST /rescore`, the console's "Rescore now").
+    pub async fn start_rescore(&self, since: Option<&str>) -> Result<rescore::JobView, AppError> {
+        self.rescorer.start(crate::rescore::Cause::Manual, since).await
     }
 
     pub fn rules(&self) -> &Arc<LiveRules> {
@@ -82,8 +90,34 @@ impl Engine {
     }
 
     /// Scores and durably stores every contact of a webhook body (SPEC 1, 4).
+    /// A call or outcome linked to a known contact rescores that contact
+    /// at once (SPEC 12, cause `call`), after the answer: the webhook never
+    /// waits for it.
     pub async fn ingest(&self, body: Bytes, delivery_id: Option<String>) -> Result<IngestReply, AppError> {
-        Ok(self.ingest.ingest(body, delivery_id).await?)
+        let reply = self.ingest.ingest(body, delivery_id).await?;
+        let mut linked: Vec<(String, String)> = reply
+            .results
+            .iter()
+            .filter_map(|line| match line {
+                crate::ingest::ResultLine::Hook(hook) if !hook.duplicate && hook.kind != "unknown" => {
+                    Some((hook.contact_key.clone()?, hook.id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        linked.sort();
+        linked.dedup_by(|a, b| a.0 == b.0);
+        if !linked.is_empty() {
+            let rescorer = self.rescorer.clone();
+            tokio::spawn(async move {
+                for (contact_key, hook_id) in linked {
+                    if let Err(e) = rescorer.rescore_contact(&contact_key, &hook_id).await {
+                        tracing::warn!(error = %e, hook_id, "cannot rescore the contact of a call or outcome");
+                    }
+                }
+            });
+        }
+        Ok(reply)
     }
 
     /// `POST /score`: scored with the live rules, nothing stored; with

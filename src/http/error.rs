@@ -40,6 +40,7 @@ impl From<AppError> for HttpError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Conflict { .. } => StatusCode::CONFLICT,
             AppError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -48,6 +49,10 @@ impl From<AppError> for HttpError {
         match e {
             AppError::Busy { retry_after, .. } => Self {
                 retry_after: Some(retry_after),
+                ..Self::new(status, message)
+            },
+            AppError::Conflict { id, .. } => Self {
+                details: Some(json!({ "id": id })),
                 ..Self::new(status, message)
             },
             AppError::Unprocessable { errors, .. } => Self {

@@ -11,6 +11,7 @@ pub mod error;
 mod history;
 mod ingest;
 mod ops;
+mod rescore;
 pub mod routes;
 mod rules;
 
@@ -203,6 +204,8 @@ async fn dispatch(
         Endpoint::ConsoleIndex => Ok(console::index()),
         Endpoint::ConsoleConfig => Ok(console::config(engine, settings)),
         Endpoint::ConsoleAsset => console::asset(request),
+        Endpoint::Rescore => rescore::jobs(engine, settings, request).await,
+        Endpoint::RescoreJob => rescore::job(engine, request).await,
     }
 }
 

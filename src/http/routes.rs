@@ -28,6 +28,8 @@ pub enum Endpoint {
     ConsoleAsset,
     RuleFile,
     Lint,
+    Rescore,
+    RescoreJob,
 }
 
 /// Who may call a route (SPEC 4.2).
@@ -58,6 +60,7 @@ const GET: &[Method] = &[Method::GET];
 const POST: &[Method] = &[Method::POST];
 const GET_PUT_DELETE: &[Method] = &[Method::GET, Method::PUT, Method::DELETE];
 const GET_DELETE: &[Method] = &[Method::GET, Method::DELETE];
+const GET_POST: &[Method] = &[Method::GET, Method::POST];
 
 macro_rules! route {
     ($path:literal, $methods:expr, $endpoint:ident, $access:ident) => {
@@ -92,6 +95,8 @@ pub const ROUTES: &[Route] = &[
     route!("/assets/{asset}", GET, ConsoleAsset, Console),
     route!("/rules/{file}", GET_PUT_DELETE, RuleFile, Admin),
     route!("/lint", POST, Lint, Admin),
+    route!("/rescore", GET_POST, Rescore, Admin),
+    route!("/rescore/{id}", GET_DELETE, RescoreJob, Admin),
 ];
 
 impl Route {

@@ -55,6 +55,9 @@ pub struct HookResult {
     pub contact_id: Value,
     pub id: String,
     pub duplicate: bool,
+    /// The linked contact's key (not answered; a rescore uses it).
+    #[serde(skip)]
+    pub contact_key: Option<String>,
 }
 
 /// One element's line in the ingest answer.
@@ -173,6 +176,7 @@ fn hook_line(hook: HookSummary) -> ResultLine {
         contact_id: hook.contact_id,
         id: hook.id,
         duplicate: hook.duplicate,
+        contact_key: hook.contact_key,
     })
 }
 
@@ -260,23 +264,23 @@ fn prepare(
 /// where the event is scored, so that its deliveries commit with it. The
 /// event is turned into a value only when some destination has a `when`.
 fn select(destinations: &Destinations, scored: &ScoredContact) -> Vec<String> {
-    let event = destinations
-        .iter()
-        .any(|d| d.when.is_some())
-        .then(|| serde_json::to_value(scored).unwrap_or_default());
+    if destinations.iter().all(|d| d.when.is_none()) {
+        return destinations.iter().map(|d| d.name.clone()).collect();
+    }
+    select_event(destinations, &serde_json::to_value(scored).unwrap_or_default())
+}
+
+/// The destinations whose `when` selects this event (a `when` that fails
+/// selects it, and is counted).
+pub fn select_event(destinations: &Destinations, event: &Value) -> Vec<String> {
     destinations
         .iter()
-        .filter(|destination| {
-            let Some(event) = &event else {
-                return true;
-            };
-            match destination.select(event) {
-                Selection::Selected => true,
-                Selection::NotSelected => false,
-                Selection::SelectedAfterError(error) => {
-                    telemetry::when_failed(&destination.name, &error);
-                    true
-                }
+        .filter(|destination| match destination.select(event) {
+            Selection::Selected => true,
+            Selection::NotSelected => false,
+            Selection::SelectedAfterError(error) => {
+                telemetry::when_failed(&destination.name, &error);
+                true
             }
         })
         .map(|destination| destination.name.clone())

@@ -139,6 +139,8 @@ pub struct HookSummary {
     pub kind: crate::payload::HookKind,
     pub id: String,
     pub contact_id: Value,
+    /// The linked contact's key (its id's JSON text).
+    pub contact_key: Option<String>,
     pub duplicate: bool,
 }
 

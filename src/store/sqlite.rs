@@ -1495,6 +1495,7 @@ impl Writer {
                 contact_id: contact_key
                     .as_deref()
                     .map_or(serde_json::Value::Null, contact_id_of),
+                contact_key,
                 duplicate: true,
             });
         }
@@ -1531,6 +1532,7 @@ impl Writer {
             contact_id: contact_key
                 .as_deref()
                 .map_or(serde_json::Value::Null, contact_id_of),
+            contact_key,
             duplicate: false,
         })
     }

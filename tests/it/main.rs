@@ -30,6 +30,7 @@ mod ingest;
 mod outcomes;
 mod process;
 mod reload;
+mod rescore;
 #[path = "../support/mod.rs"]
 mod support;
 mod tools;

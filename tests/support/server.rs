@@ -59,6 +59,12 @@ pub struct Options {
     /// environment its `{ env = … }` values are read from (instead of the
     /// process's: tests run side by side).
     pub destinations: Option<(std::path::PathBuf, std::collections::HashMap<String, String>)>,
+    /// `--rescore-on-reload`.
+    pub rescore_on_reload: bool,
+    /// `--rescore-every`.
+    pub rescore_every: Option<Duration>,
+    /// `--rescore-window`.
+    pub rescore_window: String,
 }
 
 impl Default for Options {
@@ -89,6 +95,9 @@ impl Default for Options {
             rule_max_operations: 1_000_000,
             max_connections_per_peer: leadscore::server::MAX_CONNECTIONS_PER_PEER,
             destinations: None,
+            rescore_on_reload: false,
+            rescore_every: None,
+            rescore_window: "30d".into(),
         }
     }
 }
@@ -158,6 +167,13 @@ impl Options {
         flag("forward-concurrency", self.forward_concurrency.to_string());
         flag("forward-timeout", millis(self.forward_timeout));
         flag("delivery-lease", "30s".into());
+        flag("rescore-window", self.rescore_window.clone());
+        if let Some(every) = self.rescore_every {
+            flag("rescore-every", millis(every));
+        }
+        if self.rescore_on_reload {
+            args.push("--rescore-on-reload".into());
+        }
 
         if self.allow_rule_edits {
             args.push("--allow-rule-edits".into());

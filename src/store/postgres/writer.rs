@@ -783,6 +783,7 @@ async fn put_hook(client: &Client, hook: &NewHook, window_start: i64) -> Result<
             kind: crate::payload::HookKind::parse(kind).unwrap_or(hook.kind),
             id: first.get(0),
             contact_id: contact_key.map_or(serde_json::Value::Null, contact_id_of),
+            contact_key: contact_key.map(str::to_owned),
             duplicate: true,
         });
     }
@@ -833,6 +834,7 @@ async fn put_hook(client: &Client, hook: &NewHook, window_start: i64) -> Result<
         contact_id: contact_key
             .as_deref()
             .map_or(serde_json::Value::Null, contact_id_of),
+        contact_key,
         duplicate: false,
     })
 }
