@@ -1023,6 +1023,86 @@ mod tests {
         assert_eq!(stats.max, Value::from(25));
     }
 
+    /// SPEC 11: the backtest keeps each contact's latest pair (a later
+    /// event wins; an unreadable event has no key) and judges both sides
+    /// by the outcome rows of the window.
+    #[test]
+    fn outcomes_judge_each_contacts_latest_pair() {
+        let tiers = "[[tiers]]\nname = \"hot\"\nmin_score = 50\n[[tiers]]\nname = \"cold\"\n";
+        let sources = crate::score::RuleSources {
+            files: vec![("10-a.rhai".into(), "add(1, \"a\");".into())],
+            tiers: Some(tiers.into()),
+        };
+        let rules = Arc::new(RuleSet::compile(sources, &crate::score::Limits::default()).unwrap());
+        let scorer = Scorer::new(Baseline::Rules(rules.clone()), rules);
+        let mut builder = ReportBuilder::new(0, &scorer);
+        builder.join_outcomes = true;
+        let side = |score: i64, tier: &str| Side {
+            score: Points::Int(score),
+            tier: tier.into(),
+            disqualified: false,
+        };
+        let pair = |key: &str, baseline: Side, candidate: Side| Compared {
+            contact_id: Value::from(key.parse::<i64>().unwrap()),
+            contact_key: Some(key.into()),
+            baseline,
+            candidate,
+            reasons_added: Vec::new(),
+            reasons_removed: Vec::new(),
+            candidate_errors: Vec::new(),
+            stored_version: None,
+        };
+        builder.add(1, pair("1", side(10, "cold"), side(60, "hot")));
+        builder.add(2, pair("2", side(70, "hot"), side(10, "cold")));
+        builder.add(3, pair("3", side(20, "cold"), side(20, "cold")));
+        // Contact 1 again: its latest event counts.
+        builder.add(4, pair("1", side(60, "hot"), side(15, "cold")));
+        let mut unreadable = pair("4", side(99, "hot"), side(99, "hot"));
+        unreadable.contact_key = None;
+        builder.add(5, unreadable);
+        let row = |key: &str, converted: bool| ContactOutcome {
+            contact_key: key.into(),
+            first_seen: 0,
+            score: 0.0,
+            tier: String::new(),
+            disqualified: false,
+            reasons: Vec::new(),
+            tags: Vec::new(),
+            disqualified_by: Vec::new(),
+            booked: converted,
+            with_outcome: converted,
+            converted,
+            revenue: if converted { 100.0 } else { 0.0 },
+        };
+        let rows = vec![row("1", true), row("2", false), row("3", false), row("4", true)];
+        let report = builder.finish(Some("s".into()), Some(rows));
+        let outcomes = report.outcomes.expect("outcomes");
+        let counts = |side: &outcomes::SideOutcomes| -> Vec<(String, u64, u64)> {
+            side.tiers
+                .iter()
+                .map(|t| (t.tier.clone(), t.contacts, t.sales))
+                .collect()
+        };
+        let expected = |hot: (u64, u64), cold: (u64, u64)| {
+            vec![
+                ("hot".to_owned(), hot.0, hot.1),
+                ("cold".to_owned(), cold.0, cold.1),
+                ("disqualified".to_owned(), 0, 0),
+            ]
+        };
+        assert_eq!(counts(&outcomes.baseline), expected((2, 1), (1, 0)));
+        assert_eq!(counts(&outcomes.candidate), expected((0, 0), (3, 1)));
+        // k = 2 (the baseline's hot): baseline 2 (70), 1 (60): one sale;
+        // candidate 3 (20), 1 (15): one sale too.
+        assert_eq!(outcomes.baseline.equal_volume.k, 2);
+        assert_eq!(outcomes.baseline.equal_volume.sales, 1);
+        assert_eq!(outcomes.candidate.equal_volume.sales, 1);
+        assert_eq!(outcomes.verdict(), outcomes::Verdict::Same);
+        // Given contacts have no outcomes.
+        let builder = ReportBuilder::new(0, &scorer);
+        assert!(builder.finish(None, None).outcomes.is_none());
+    }
+
     /// The nice value of the calling thread, from /proc (Linux).
     #[cfg(target_os = "linux")]
     fn own_nice() -> i64 {
