@@ -178,42 +178,34 @@ pub fn report(rows: &[ContactOutcome], tiers: &Tiers, since: String) -> OutcomeR
             share_of_sales: None,
         },
     };
-    let splits = |keys_of: &dyn Fn(&ContactOutcome) -> Vec<(String, String)>| {
-        let mut groups: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
-        for row in rows {
-            let mut keys = keys_of(row);
-            // Counted once per contact, however often a contact has it.
-            keys.sort();
-            keys.dedup();
-            for key in keys {
-                let group = groups.entry(key).or_default();
-                group.0 += 1;
-                group.1 += u64::from(row.converted);
-            }
-        }
-        let mut found: Vec<((String, String), Split)> = groups
-            .into_iter()
-            .map(|(key, (contacts, sales))| (key, split(contacts, sales, &total)))
-            .collect();
-        found.sort_by(|a, b| by_lift(&a.1, &b.1).then_with(|| a.0.cmp(&b.0)));
-        found
-    };
-    let reasons = splits(&|row| row.reasons.clone())
-        .into_iter()
-        .map(|((rule, reason), split)| ReasonRow { rule, reason, split })
-        .collect();
-    let tags = splits(&|row| row.tags.iter().map(|t| (t.clone(), String::new())).collect())
-        .into_iter()
-        .map(|((tag, _), split)| TagRow { tag, split })
-        .collect();
-    let disqualifications = splits(&|row| {
-        row.disqualified_by
+    let reasons = splits(rows, &total, |row| {
+        row.reasons
             .iter()
-            .map(|r| (r.clone(), String::new()))
+            .map(|(rule, reason)| (rule.as_str(), reason.as_str()))
             .collect()
     })
     .into_iter()
-    .map(|((rule, _), split)| DisqualificationRow { rule, split })
+    .map(|((rule, reason), split)| ReasonRow {
+        rule: rule.to_owned(),
+        reason: reason.to_owned(),
+        split,
+    })
+    .collect();
+    let tags = splits(rows, &total, |row| row.tags.iter().map(String::as_str).collect())
+        .into_iter()
+        .map(|(tag, split)| TagRow {
+            tag: tag.to_owned(),
+            split,
+        })
+        .collect();
+    let disqualifications = splits(rows, &total, |row| {
+        row.disqualified_by.iter().map(String::as_str).collect()
+    })
+    .into_iter()
+    .map(|(rule, split)| DisqualificationRow {
+        rule: rule.to_owned(),
+        split,
+    })
     .collect();
     OutcomeReport {
         since,
@@ -303,6 +295,32 @@ fn tier_rows<'a>(
             })
         })
         .collect()
+}
+
+/// The groups of contacts that share a key (a reason, a tag, a rule), each
+/// contact counted once per key, ranked by lift, then contacts, then key.
+fn splits<'a, K: Ord + Copy>(
+    rows: &'a [ContactOutcome],
+    total: &Tally,
+    keys_of: impl Fn(&'a ContactOutcome) -> Vec<K>,
+) -> Vec<(K, Split)> {
+    let mut groups: BTreeMap<K, (u64, u64)> = BTreeMap::new();
+    for row in rows {
+        let mut keys = keys_of(row);
+        keys.sort_unstable();
+        keys.dedup();
+        for key in keys {
+            let group = groups.entry(key).or_default();
+            group.0 += 1;
+            group.1 += u64::from(row.converted);
+        }
+    }
+    let mut found: Vec<(K, Split)> = groups
+        .into_iter()
+        .map(|(key, (contacts, sales))| (key, split(contacts, sales, total)))
+        .collect();
+    found.sort_by(|a, b| by_lift(&a.1, &b.1).then_with(|| a.0.cmp(&b.0)));
+    found
 }
 
 /// The contacts with something (`contacts`, `sales`) against all the others.
