@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::outcomes::{self, BacktestContact, BacktestOutcomes, ContactOutcome, SideScore};
 use crate::payload::{Contact, parse_json};
-use crate::score::{Comparison, Outcome, Points, Reason, RuleSet, ScoredContact};
+use crate::score::{Comparison, Outcome, Points, Reason, RuleSet, ScoredContact, Tiers};
 use crate::store::{EventWindow, Store, StoreError, StoredEvent};
 use crate::time::format_ms;
 
@@ -115,6 +116,9 @@ pub enum BacktestError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compared {
     pub contact_id: Value,
+    /// The contact's key (`payload::id_key`); `None` for a stored event
+    /// that cannot be read.
+    pub contact_key: Option<String>,
     pub baseline: Side,
     pub candidate: Side,
     pub reasons_added: Vec<String>,
@@ -129,6 +133,9 @@ pub struct Compared {
 pub struct Side {
     pub score: Points,
     pub tier: String,
+    /// Ranks it last in the comparison against outcomes (SPEC 11).
+    #[serde(skip)]
+    pub disqualified: bool,
 }
 
 impl Compared {
@@ -162,6 +169,10 @@ pub struct Report {
     pub results: Option<Vec<PairResult>>,
     /// The candidate's slowest rule files, slowest first (SPEC 13).
     pub slowest_rules: Vec<RuleTime>,
+    /// Stored contacts only: both sides judged by the contacts' calls and
+    /// outcomes (SPEC 11); absent when the store could not read them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<BacktestOutcomes>,
 }
 
 /// How long a rule file of the candidate took per contact.
@@ -266,7 +277,7 @@ impl Backtest {
                     let mut results = Vec::with_capacity(contacts.len());
                     for (i, contact) in contacts.iter().enumerate() {
                         let (baseline, candidate) = scorer.outcomes(contact);
-                        let compared = compare(contact.id.clone(), &baseline, &candidate);
+                        let compared = compare(contact, &baseline, &candidate);
                         if let Some(f) = on_row.as_mut() {
                             f(&compared);
                         }
@@ -289,7 +300,7 @@ impl Backtest {
                 })
                 .await
                 .map_err(|e| BacktestError::Internal(e.to_string()))?;
-                (builder.finish(None), Some(results))
+                (builder.finish(None, None), Some(results))
             }
             Source::Store {
                 store,
@@ -309,6 +320,16 @@ impl Backtest {
                     return Err(BacktestError::TooManyContacts { found: total, max });
                 }
                 progress.total.store(total, AtomicOrdering::Relaxed);
+                // Read once, before the scan: calls and outcomes that arrive
+                // during it are not in this snapshot either.
+                let outcomes = match store.contact_outcomes(since_ms).await {
+                    Ok(rows) => Some(rows),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the backtest goes without outcomes: the store could not read them");
+                        None
+                    }
+                };
+                builder.join_outcomes = outcomes.is_some();
                 builder = scan_store(
                     store,
                     window,
@@ -322,7 +343,7 @@ impl Backtest {
                     on_row,
                 )
                 .await?;
-                (builder.finish(Some(format_ms(since_ms))), None)
+                (builder.finish(Some(format_ms(since_ms)), outcomes), None)
             }
         };
         report.results = results;
@@ -460,6 +481,8 @@ struct StoredScore<'a> {
     score: Points,
     tier: String,
     #[serde(default)]
+    disqualified: bool,
+    #[serde(default)]
     reasons: Vec<Reason>,
     #[serde(default)]
     rules_version: String,
@@ -556,7 +579,7 @@ impl Scorer {
         match &self.comparison {
             Some(comparison) => {
                 let (baseline, candidate) = self.compare(comparison, &contact);
-                compare(contact.id.clone(), &baseline, &candidate)
+                compare(&contact, &baseline, &candidate)
             }
             None => {
                 let candidate = if self.time_this_one() {
@@ -576,10 +599,11 @@ impl Scorer {
                 let baseline = Outcome {
                     score: stored.score,
                     tier: stored.tier,
+                    disqualified: stored.disqualified,
                     reasons: stored.reasons,
                     ..Outcome::default()
                 };
-                let mut compared = compare(contact.id.clone(), &baseline, &candidate);
+                let mut compared = compare(&contact, &baseline, &candidate);
                 compared.stored_version = Some(stored.rules_version);
                 compared
             }
@@ -592,9 +616,11 @@ fn unreadable(event: &StoredEvent, error: &str) -> Compared {
     let side = Side {
         score: Points::Int(0),
         tier: String::new(),
+        disqualified: false,
     };
     Compared {
         contact_id: Value::String(event.id.clone()),
+        contact_key: None,
         baseline: side.clone(),
         candidate: side,
         reasons_added: Vec::new(),
@@ -605,7 +631,7 @@ fn unreadable(event: &StoredEvent, error: &str) -> Compared {
 }
 
 /// One contact's difference; reasons compared as (rule, points, reason).
-fn compare(contact_id: Value, baseline: &Outcome, candidate: &Outcome) -> Compared {
+fn compare(contact: &Contact, baseline: &Outcome, candidate: &Outcome) -> Compared {
     let mut removed: Vec<&Reason> = baseline.reasons.iter().collect();
     let mut added = Vec::new();
     for reason in &candidate.reasons {
@@ -617,14 +643,17 @@ fn compare(contact_id: Value, baseline: &Outcome, candidate: &Outcome) -> Compar
         }
     }
     Compared {
-        contact_id,
+        contact_id: contact.id.clone(),
+        contact_key: Some(contact.key.clone()),
         baseline: Side {
             score: baseline.score,
             tier: baseline.tier.clone(),
+            disqualified: baseline.disqualified,
         },
         candidate: Side {
             score: candidate.score,
             tier: candidate.tier.clone(),
+            disqualified: candidate.disqualified,
         },
         reasons_added: added,
         reasons_removed: removed.into_iter().map(|r| r.reason.clone()).collect(),
@@ -696,8 +725,8 @@ struct ReportBuilder {
     top: usize,
     contacts: u64,
     tier_order: Vec<String>,
-    baseline_tiers: HashMap<String, u64>,
-    candidate_tiers: HashMap<String, u64>,
+    baseline_tier_counts: HashMap<String, u64>,
+    candidate_tier_counts: HashMap<String, u64>,
     transitions: HashMap<(String, String), u64>,
     deltas: BTreeMap<Total, u64>,
     delta_sum: f64,
@@ -708,6 +737,15 @@ struct ReportBuilder {
     baseline_version: Option<String>,
     stored_versions: Option<String>,
     candidate_version: String,
+    /// Keep each contact's latest pair, to judge both sides by outcomes.
+    join_outcomes: bool,
+    /// Each contact's latest pair, and where it is by key.
+    pairs: Vec<BacktestContact>,
+    pair_index: HashMap<String, usize>,
+    /// The tiers each side's rows follow: the baseline rule set's, or for
+    /// stored scores the candidate's.
+    baseline_tiers: Tiers,
+    candidate_tiers: Tiers,
 }
 
 impl ReportBuilder {
@@ -724,8 +762,8 @@ impl ReportBuilder {
             top,
             contacts: 0,
             tier_order,
-            baseline_tiers: HashMap::new(),
-            candidate_tiers: HashMap::new(),
+            baseline_tier_counts: HashMap::new(),
+            candidate_tier_counts: HashMap::new(),
             transitions: HashMap::new(),
             deltas: BTreeMap::new(),
             delta_sum: 0.0,
@@ -739,6 +777,36 @@ impl ReportBuilder {
             },
             stored_versions: None,
             candidate_version: scorer.candidate.version().to_owned(),
+            join_outcomes: false,
+            pairs: Vec::new(),
+            pair_index: HashMap::new(),
+            baseline_tiers: match &scorer.baseline {
+                Baseline::Rules(rules) => rules.tiers().clone(),
+                Baseline::Stored => scorer.candidate.tiers().clone(),
+            },
+            candidate_tiers: scorer.candidate.tiers().clone(),
+        }
+    }
+
+    /// Keeps the contact's latest pair (store order: a later event wins).
+    fn keep_pair(&mut self, compared: &Compared) {
+        let Some(key) = &compared.contact_key else { return };
+        let ranked = |side: &Side| SideScore {
+            score: side.score.as_f64(),
+            tier: side.tier.clone(),
+            disqualified: side.disqualified,
+        };
+        let pair = BacktestContact {
+            contact_key: key.clone(),
+            baseline: ranked(&compared.baseline),
+            candidate: ranked(&compared.candidate),
+        };
+        match self.pair_index.get(key) {
+            Some(&i) => self.pairs[i] = pair,
+            None => {
+                self.pair_index.insert(key.clone(), self.pairs.len());
+                self.pairs.push(pair);
+            }
         }
     }
 
@@ -752,12 +820,15 @@ impl ReportBuilder {
             };
         }
         self.contacts += 1;
+        if self.join_outcomes {
+            self.keep_pair(&compared);
+        }
         *self
-            .baseline_tiers
+            .baseline_tier_counts
             .entry(compared.baseline.tier.clone())
             .or_default() += 1;
         *self
-            .candidate_tiers
+            .candidate_tier_counts
             .entry(compared.candidate.tier.clone())
             .or_default() += 1;
         if compared.tier_changed() {
@@ -803,7 +874,12 @@ impl ReportBuilder {
         }
     }
 
-    fn finish(self, since: Option<String>) -> Report {
+    /// The report; with `outcomes` (the window's rows), both sides judged
+    /// by them.
+    fn finish(self, since: Option<String>, outcomes: Option<Vec<ContactOutcome>>) -> Report {
+        let outcomes = outcomes.map(|rows| {
+            outcomes::against_outcomes(&self.pairs, &rows, &self.baseline_tiers, &self.candidate_tiers)
+        });
         let tier_counts = |counts: &HashMap<String, u64>| {
             let mut map = serde_json::Map::new();
             for name in &self.tier_order {
@@ -855,8 +931,8 @@ impl ReportBuilder {
                 rules_version: self.candidate_version,
             },
             tiers: SideBySide {
-                baseline: tier_counts(&self.baseline_tiers),
-                candidate: tier_counts(&self.candidate_tiers),
+                baseline: tier_counts(&self.baseline_tier_counts),
+                candidate: tier_counts(&self.candidate_tier_counts),
             },
             transitions,
             score_delta: delta_stats(&self.deltas, self.delta_sum, self.contacts),
@@ -882,6 +958,7 @@ impl ReportBuilder {
             duration_ms: 0,
             results: None,
             slowest_rules: Vec::new(),
+            outcomes,
         }
     }
 }
@@ -944,6 +1021,86 @@ mod tests {
         assert_eq!(stats.p90, Value::from(5));
         assert_eq!(stats.min, Value::from(-10));
         assert_eq!(stats.max, Value::from(25));
+    }
+
+    /// SPEC 11: the backtest keeps each contact's latest pair (a later
+    /// event wins; an unreadable event has no key) and judges both sides
+    /// by the outcome rows of the window.
+    #[test]
+    fn outcomes_judge_each_contacts_latest_pair() {
+        let tiers = "[[tiers]]\nname = \"hot\"\nmin_score = 50\n[[tiers]]\nname = \"cold\"\n";
+        let sources = crate::score::RuleSources {
+            files: vec![("10-a.rhai".into(), "add(1, \"a\");".into())],
+            tiers: Some(tiers.into()),
+        };
+        let rules = Arc::new(RuleSet::compile(sources, &crate::score::Limits::default()).unwrap());
+        let scorer = Scorer::new(Baseline::Rules(rules.clone()), rules);
+        let mut builder = ReportBuilder::new(0, &scorer);
+        builder.join_outcomes = true;
+        let side = |score: i64, tier: &str| Side {
+            score: Points::Int(score),
+            tier: tier.into(),
+            disqualified: false,
+        };
+        let pair = |key: &str, baseline: Side, candidate: Side| Compared {
+            contact_id: Value::from(key.parse::<i64>().unwrap()),
+            contact_key: Some(key.into()),
+            baseline,
+            candidate,
+            reasons_added: Vec::new(),
+            reasons_removed: Vec::new(),
+            candidate_errors: Vec::new(),
+            stored_version: None,
+        };
+        builder.add(1, pair("1", side(10, "cold"), side(60, "hot")));
+        builder.add(2, pair("2", side(70, "hot"), side(10, "cold")));
+        builder.add(3, pair("3", side(20, "cold"), side(20, "cold")));
+        // Contact 1 again: its latest event counts.
+        builder.add(4, pair("1", side(60, "hot"), side(15, "cold")));
+        let mut unreadable = pair("4", side(99, "hot"), side(99, "hot"));
+        unreadable.contact_key = None;
+        builder.add(5, unreadable);
+        let row = |key: &str, converted: bool| ContactOutcome {
+            contact_key: key.into(),
+            first_seen: 0,
+            score: 0.0,
+            tier: String::new(),
+            disqualified: false,
+            reasons: Vec::new(),
+            tags: Vec::new(),
+            disqualified_by: Vec::new(),
+            booked: converted,
+            with_outcome: converted,
+            converted,
+            revenue: if converted { 100.0 } else { 0.0 },
+        };
+        let rows = vec![row("1", true), row("2", false), row("3", false), row("4", true)];
+        let report = builder.finish(Some("s".into()), Some(rows));
+        let outcomes = report.outcomes.expect("outcomes");
+        let counts = |side: &outcomes::SideOutcomes| -> Vec<(String, u64, u64)> {
+            side.tiers
+                .iter()
+                .map(|t| (t.tier.clone(), t.contacts, t.sales))
+                .collect()
+        };
+        let expected = |hot: (u64, u64), cold: (u64, u64)| {
+            vec![
+                ("hot".to_owned(), hot.0, hot.1),
+                ("cold".to_owned(), cold.0, cold.1),
+                ("disqualified".to_owned(), 0, 0),
+            ]
+        };
+        assert_eq!(counts(&outcomes.baseline), expected((2, 1), (1, 0)));
+        assert_eq!(counts(&outcomes.candidate), expected((0, 0), (3, 1)));
+        // k = 2 (the baseline's hot): baseline 2 (70), 1 (60): one sale;
+        // candidate 3 (20), 1 (15): one sale too.
+        assert_eq!(outcomes.baseline.equal_volume.k, 2);
+        assert_eq!(outcomes.baseline.equal_volume.sales, 1);
+        assert_eq!(outcomes.candidate.equal_volume.sales, 1);
+        assert_eq!(outcomes.verdict(), outcomes::Verdict::Same);
+        // Given contacts have no outcomes.
+        let builder = ReportBuilder::new(0, &scorer);
+        assert!(builder.finish(None, None).outcomes.is_none());
     }
 
     /// The nice value of the calling thread, from /proc (Linux).

@@ -5,6 +5,7 @@
 mod backtest;
 mod demo;
 mod destinations;
+mod report;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufWriter, Read, Write};
@@ -64,6 +65,8 @@ pub enum Command {
     Lint(LintArgs),
     /// Try a candidate rules folder on the stored contacts: which would change tier?
     Backtest(Box<backtest::BacktestArgs>),
+    /// Did the hot leads buy? Sales, sale rates and lift per tier, reason, tag and score decile.
+    Report(report::ReportArgs),
     /// Print the settings `serve` would run with, where each comes from, secrets masked.
     Config(Box<ServeArgs>),
     /// Generate realistic demo contacts: post them to a running engine (--url) or write JSON lines.
@@ -205,6 +208,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Some(Command::Score(args)) => score(&args),
         Some(Command::Check(args)) => check(&args),
         Some(Command::Backtest(args)) => backtest::run(&args),
+        Some(Command::Report(args)) => report::run(&args),
         Some(Command::Test(args)) => test(args),
         Some(Command::Lint(args)) => lint(&args),
         Some(Command::Config(args)) => show_config(&args, &parsed),
@@ -656,14 +660,15 @@ impl RetentionArgs {
     }
 }
 
-/// The store and its retention, which bounds how far back a backtest reaches.
+/// The store and its retention, which bounds how far back a backtest or a
+/// report reaches.
 #[derive(Debug, Clone, Args)]
 pub struct StoreRetentionArgs {
     /// `sqlite://PATH` (embedded) or `postgres://...` (shared by several instances).
     #[arg(long, env = "LEADSCORE_STORE", default_value = "sqlite://./data/leadscore.db")]
     pub store: String,
     /// How long the store keeps received contacts (`serve --retention`): a
-    /// backtest reaches no further back.
+    /// backtest or a report reaches no further back.
     #[arg(long, env = "LEADSCORE_RETENTION", default_value = "90d", value_parser = parse_duration)]
     pub retention: Duration,
 }

@@ -1192,6 +1192,8 @@ async fn admin_parameters_out_of_range_are_refused_by_name() {
         ("/stats?since=9999-12-31T23:00:00-05:00", "since"),
         ("/stats?since=99999999999999999999d", "since"),
         ("/stats?since=1h&since=2h", "since"),
+        ("/report?since=10000-01-01T00:00:00Z", "since"),
+        ("/report?since=99999999999999999999d", "since"),
         ("/deliveries?limit=18446744073709551616", "limit"),
         ("/deliveries?limit=-1", "limit"),
         ("/deliveries?limit=0", "limit"),

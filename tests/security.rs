@@ -754,6 +754,7 @@ async fn admin_endpoints_need_the_admin_token() {
     for (method, path) in [
         ("POST", "/backtest"),
         ("GET", "/stats"),
+        ("GET", "/report"),
         ("PUT", "/rules/10-role.rhai"),
     ] {
         let reply = request(server.addr, method, path, &[json], b"{}").await;

@@ -14,6 +14,7 @@ pub mod deliveries;
 pub mod destinations;
 mod error;
 pub mod lint;
+pub mod report;
 pub mod rescore;
 pub mod rules;
 pub mod stats;

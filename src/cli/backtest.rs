@@ -279,6 +279,9 @@ pub fn table(report: &Report, all_events: bool, shared: Option<(usize, usize)>) 
             );
         }
     }
+    if let Some(outcomes) = &report.outcomes {
+        let _ = write!(w, "\n{}", crate::outcomes::format_against(outcomes));
+    }
     if !report.errors.is_empty() {
         let _ = writeln!(w, "\nRULE ERRORS (candidate)");
         for e in &report.errors {

@@ -707,6 +707,23 @@ mod tests {
         };
         assert_eq!(args.rules.rules, Path::new("from-file"));
         assert_eq!(args.store.retention, Duration::from_secs(30 * 86400));
+        let parsed = parse_with(text, &["leadscore", "report", "--since", "14d"]);
+        let Some(crate::cli::Command::Report(args)) = Cli::from_arg_matches(&parsed.matches).unwrap().command
+        else {
+            panic!("report")
+        };
+        assert_eq!(args.rules, Path::new("from-file"));
+        assert_eq!(args.store.store, "sqlite://x.db");
+        assert_eq!(args.store.retention, Duration::from_secs(30 * 86400));
+        assert_eq!(args.since, "14d");
+        let parsed = parse_with("", &["leadscore", "report", "--format", "json"]);
+        let Some(crate::cli::Command::Report(args)) = Cli::from_arg_matches(&parsed.matches).unwrap().command
+        else {
+            panic!("report")
+        };
+        assert_eq!(args.since, "90d", "SPEC 11's default window");
+        assert_eq!(args.rules, Path::new("./rules"));
+        assert_eq!(args.store.store, "sqlite://./data/leadscore.db");
     }
 
     #[test]
@@ -771,6 +788,13 @@ mod tests {
         let backtest = command.find_subcommand("backtest").unwrap();
         assert!(setting(backtest, "dedupe-window").is_none());
         assert!(setting(backtest, "retention").is_some(), "it bounds the window");
+        let report = command.find_subcommand("report").unwrap();
+        for unused in ["dedupe-window", "rule-timeout", "rule-max-operations", "listen"] {
+            assert!(setting(report, unused).is_none(), "report lists --{unused}");
+        }
+        for used in ["rules", "store", "retention", "since", "format"] {
+            assert!(setting(report, used).is_some(), "report lacks --{used}");
+        }
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! What reads stored history: `POST /backtest` (SPEC 8), `GET /stats` and
-//! `GET /contacts` (SPEC 9).
+//! `GET /contacts` (SPEC 9), `GET /report` (SPEC 11).
 
 use std::time::SystemTime;
 
@@ -48,4 +48,11 @@ pub async fn stats(engine: &Engine, request: Request) -> Handled {
     )?;
     let stats = stats::stats(engine.store().as_ref(), window).await?;
     Ok(json_reply(StatusCode::OK, &stats))
+}
+
+/// `GET /report?since=90d`: the outcomes report (SPEC 11).
+pub async fn report(engine: &Engine, request: Request) -> Handled {
+    let params = request.params()?;
+    let report = engine.report(params.get("since").map(String::as_str)).await?;
+    Ok(json_reply(StatusCode::OK, &report))
 }

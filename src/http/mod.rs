@@ -201,6 +201,7 @@ async fn dispatch(
         Endpoint::Contacts => history::contacts(engine, request).await,
         Endpoint::ContactTimeline => history::contact(engine, request).await,
         Endpoint::Stats => history::stats(engine, request).await,
+        Endpoint::Report => history::report(engine, request).await,
         Endpoint::ConsoleIndex => Ok(console::index()),
         Endpoint::ConsoleConfig => Ok(console::config(engine, settings)),
         Endpoint::ConsoleAsset => console::asset(request),

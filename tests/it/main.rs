@@ -12,7 +12,8 @@
 //! - [`faults`]: receivers that never answer or trickle their answer;
 //! - [`reload`]: hot reload of the rules folder;
 //! - [`process`]: the binary under SIGKILL, SIGTERM, SIGHUP and bad config;
-//! - [`tools`]: tools for rule authors: trace, lint, time per rule.
+//! - [`tools`]: tools for rule authors: trace, lint, time per rule;
+//! - [`report`]: the outcomes report and backtests against outcomes.
 //!
 //! Run with `cargo test --test it`. The store under test is SQLite in a
 //! temporary folder; the harness takes the store as a parameter
@@ -30,6 +31,7 @@ mod ingest;
 mod outcomes;
 mod process;
 mod reload;
+mod report;
 mod rescore;
 #[path = "../support/mod.rs"]
 mod support;
