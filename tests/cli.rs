@@ -788,7 +788,6 @@ fn report_names_what_keeps_it_from_running() {
 /// SPEC 11: the report of a store without contacts, to the letter: every
 /// tier of `rules/tiers.toml` with zeros, every rate `null`.
 #[test]
-#[ignore = "needs Store::contact_outcomes (issue 21 ingest)"]
 fn report_of_an_empty_store_lists_every_tier_with_null_rates() {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let url = format!("sqlite://{}", dir.path().join("leadscore.db").display());

@@ -666,7 +666,7 @@ async fn without_a_secret_ingest_is_open() {
 // -------------------------------------------------------------------- admin
 
 /// The admin endpoints (SPEC 4.2) as method, path and body.
-const ADMIN_ENDPOINTS: [(&str, &str, &[u8]); 12] = [
+const ADMIN_ENDPOINTS: [(&str, &str, &[u8]); 18] = [
     ("POST", "/score", br#"[{"id": 1}]"#),
     ("GET", "/rules", b""),
     ("GET", "/deliveries", b""),
@@ -679,6 +679,12 @@ const ADMIN_ENDPOINTS: [(&str, &str, &[u8]); 12] = [
     ("GET", "/rules/10-role.rhai", b""),
     ("PUT", "/rules/10-role.rhai", b"add(1, \"x\");"),
     ("DELETE", "/rules/10-role.rhai", b""),
+    ("GET", "/report", b""),
+    ("GET", "/rescore", b""),
+    ("POST", "/rescore", b""),
+    ("GET", "/rescore/rsc_unknown", b""),
+    ("DELETE", "/rescore/rsc_unknown", b""),
+    ("GET", "/contacts?email=a%40b.c", b""),
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -731,8 +737,8 @@ async fn admin_endpoints_need_the_admin_token() {
         )
         .await;
         let expected: &[u16] = match (method, path) {
-            (_, "/deliveries/evt_unknown/retry") => &[404],
-            (_, "/deliveries/retry-dead") => &[202],
+            (_, "/deliveries/evt_unknown/retry" | "/rescore/rsc_unknown") => &[404],
+            (_, "/deliveries/retry-dead") | ("POST", "/rescore") => &[202],
             // Rule edits are off on this server (no --allow-rule-edits).
             ("PUT" | "DELETE", _) => &[403],
             _ => &[200],

@@ -201,7 +201,6 @@ async fn with_outcomes() -> (TestServer, Vec<Value>, HashMap<String, Bought>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Store::contact_outcomes (issue 21 ingest)"]
 async fn the_report_counts_what_the_hooks_say_per_tier_and_decile() {
     let (server, contacts, bought) = with_outcomes().await;
     let scored = scores(&server, &contacts).await;
@@ -294,7 +293,6 @@ async fn the_report_counts_what_the_hooks_say_per_tier_and_decile() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Store::contact_outcomes (issue 21 ingest)"]
 async fn a_backtest_over_stored_contacts_compares_the_sales_of_equal_volumes() {
     let (server, contacts, bought) = with_outcomes().await;
     let scored = scores(&server, &contacts).await;
