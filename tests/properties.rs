@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use leadscore::payload::{self, Contact, MAX_DEPTH, PayloadError};
 use leadscore::score::helpers::{self, Answers, Touch};
-use leadscore::score::{Limits, Points, RuleSet, RuleSources, ScoredContact};
+use leadscore::score::{Limits, Points, RuleSet, RuleSources, ScoredContact, ScoringContext};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -513,7 +513,7 @@ proptest! {
     fn example_rules_score_any_contact(contact in contact()) {
         let contact = parsed(&contact);
         let rules = example_rules();
-        let scored = rules.score(&contact, None, SystemTime::now());
+        let scored = rules.score(&contact, None, &ScoringContext::at(SystemTime::now()));
         check_scored(rules, &contact, &scored)?;
     }
 
@@ -521,7 +521,7 @@ proptest! {
     fn every_helper_returns_its_documented_type(contact in contact()) {
         let contact = parsed(&contact);
         let rules = helper_rules();
-        let scored = rules.score(&contact, None, SystemTime::now());
+        let scored = rules.score(&contact, None, &ScoringContext::at(SystemTime::now()));
         check_scored(rules, &contact, &scored)?;
         prop_assert!(scored.errors.is_empty(), "{:?}\ncontact: {}", scored.errors, contact.raw.get());
         prop_assert_eq!(scored.reasons.len(), 1);

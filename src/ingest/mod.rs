@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::payload::{self, Contact, PayloadError};
 use crate::reload::LiveRules;
 use crate::score::pool::ScoringPool;
-use crate::score::{Points, RuleSet, ScoredContact};
+use crate::score::{Points, RuleSet, ScoredContact, ScoringContext};
 use crate::store::{Enqueued, EventSummary, NewEvent, Store, StoreError, now_ms};
 use crate::telemetry;
 
@@ -122,9 +122,13 @@ impl Ingest {
                 let contacts = payload::parse_body(&body, max_contacts)?;
                 Ok(contacts
                     .iter()
-                    .map(|c| match trace {
-                        true => rules.score_traced(c, SystemTime::now()),
-                        false => rules.score(c, None, SystemTime::now()),
+                    .map(|c| {
+                        // SPEC 12: the current time, no calls, first seen now.
+                        let at = ScoringContext::at(SystemTime::now());
+                        match trace {
+                            true => rules.score_traced(c, &at),
+                            false => rules.score(c, None, &at),
+                        }
                     })
                     .collect())
             })
@@ -166,17 +170,19 @@ fn prepare(
 ) -> Result<Vec<(NewEvent, std::time::Duration)>, PayloadError> {
     let contacts = payload::parse_body(body, max_contacts)?;
     let received_at = now_ms();
+    // Scored as of the receive time (SPEC 12).
+    let at = ScoringContext::at(crate::time::from_unix_ms(received_at));
     Ok(contacts
         .iter()
         .map(|contact| {
             let started = Instant::now();
             let event_id = new_event_id();
             let scored = if telemetry::sample_rule_times() {
-                let (outcome, times) = rules.evaluate_timed(contact);
+                let (outcome, times) = rules.evaluate_timed(contact, &at);
                 telemetry::rule_times(&times);
-                rules.scored_contact(contact, outcome, Some(event_id.clone()), SystemTime::now())
+                rules.scored_contact(contact, outcome, Some(event_id.clone()), &at)
             } else {
-                rules.score(contact, Some(event_id.clone()), SystemTime::now())
+                rules.score(contact, Some(event_id.clone()), &at)
             };
             let elapsed = started.elapsed();
             telemetry::scoring_time(elapsed);
