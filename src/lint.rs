@@ -253,7 +253,39 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
+    use crate::score::{Limits, RuleSources};
+
+    #[test]
+    fn time_rules_are_judged_as_of_now_and_call_rules_not_at_all() {
+        let sources = RuleSources {
+            files: [
+                (
+                    "10-decay.rhai",
+                    r#"if days_since(first_seen()) > 7.0 { add(-30, "cooling") }"#,
+                ),
+                ("20-booked.rhai", r#"if calls().len() > 0 { add(20, "booked") }"#),
+                ("30-never.rhai", r#"if now() == "" { add(1, "never") }"#),
+            ]
+            .map(|(name, text)| (name.to_owned(), text.to_owned()))
+            .to_vec(),
+            tiers: None,
+        };
+        let rules = Arc::new(RuleSet::compile(sources, &Limits::default()).unwrap());
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut history = History::new(rules, now);
+        let contact = Contact::from_value(&serde_json::json!({"id": 1})).unwrap();
+        history.add_contact(&contact, Some(now - Duration::from_secs(10 * 86_400)));
+        let no_effect: Vec<String> = history
+            .findings()
+            .into_iter()
+            .filter(|f| f.kind == "no_effect")
+            .map(|f| f.file)
+            .collect();
+        assert_eq!(no_effect, ["30-never.rhai"]);
+    }
 
     #[test]
     fn edit_distance_counts_single_character_edits() {
