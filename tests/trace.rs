@@ -213,3 +213,34 @@ fn tracing_changes_nothing_in_the_result() {
     without.as_object_mut().unwrap().remove("trace");
     assert_eq!(without, plain);
 }
+
+/// SPEC 12's functions in a trace: the rule's status and points follow the
+/// scoring context, both paths record the same, and the lookups are what
+/// the rule asked of the contact (the time and calls are not lookups).
+#[test]
+fn a_time_rule_traces_alike_both_ways() {
+    const DECAY: &str = r#"if has_answer("budget") && days_since(first_seen()) > 7.0 && calls().len() == 0 { add(-30, "cooling") }"#;
+    let files = [("90-decay.rhai", DECAY)];
+    let native = rule_set(&files, &Limits::default());
+    let rhai = rule_set(&files, &Limits::default()).interpreted_only();
+    let week_old = ScoringContext {
+        first_seen: Some(at().now - Duration::from_secs(8 * 86_400)),
+        ..at()
+    };
+    for (context, status, points) in [(at(), Status::NoEffect, 0), (week_old, Status::Added, -30)] {
+        let (_, native_trace) = native
+            .evaluate_native_only_traced(&lead(), &context)
+            .expect("the rule runs natively");
+        let (_, rhai_trace) = rhai.evaluate_traced(&lead(), &context);
+        assert_eq!(without_times(native_trace.clone()), without_times(rhai_trace));
+        assert_eq!(
+            (native_trace[0].status, native_trace[0].points),
+            (status, Points::Int(points))
+        );
+        assert_eq!(
+            serde_json::to_value(&native_trace[0].lookups).unwrap(),
+            json!([{"fn": "has_answer", "arg": "budget", "result": true,
+                    "matched": "What is your monthly budget for this project?", "how": "contains"}])
+        );
+    }
+}
