@@ -108,7 +108,8 @@ pub fn context_of(history: Option<&ContactHistory>, now: SystemTime) -> ScoringC
         .collect();
     ScoringContext {
         now,
-        first_seen: history.first_seen.map(crate::time::from_unix_ms),
+        // A contact without an earlier event is first seen now.
+        first_seen: Some(history.first_seen.map_or(now, crate::time::from_unix_ms)),
         calls,
     }
 }
