@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 use crate::payload::{self, Contact, Element, PayloadError};
 use crate::reload::LiveRules;
 use crate::score::pool::ScoringPool;
-use crate::score::{Points, RuleSet, ScoredContact};
+use crate::score::{Points, RuleSet, ScoredContact, ScoringContext};
 use crate::store::{
     ContactHistory, Enqueued, EventSummary, HookSummary, ItemStored, NewEvent, NewItem, Store, StoreError,
     now_ms,
