@@ -122,14 +122,32 @@ pub struct PageResult {
     pub changed: u64,
 }
 
-/// The result a contact has now, as the rescored event's `previous` shows it.
-fn previous_of(body: &Value) -> Value {
-    serde_json::json!({
-        "score": body["score"],
-        "tier": body["tier"],
-        "rules_version": body["rules_version"],
-        "scored_at": body["scored_at"],
-    })
+/// What a rescore reads of a stored scored contact: its result, and the
+/// contact as received (kept raw: parsed once, by the scorer).
+#[derive(serde::Deserialize)]
+struct StoredResult<'a> {
+    #[serde(default)]
+    score: Value,
+    #[serde(default)]
+    tier: Value,
+    #[serde(default)]
+    rules_version: Value,
+    #[serde(default)]
+    scored_at: Value,
+    #[serde(borrow)]
+    contact: Option<&'a serde_json::value::RawValue>,
+}
+
+impl StoredResult<'_> {
+    /// The result as the rescored event's `previous` shows it.
+    fn previous(&self) -> Value {
+        serde_json::json!({
+            "score": self.score,
+            "tier": self.tier,
+            "rules_version": self.rules_version,
+            "scored_at": self.scored_at,
+        })
+    }
 }
 
 /// Whether two JSON scores are the same number.
@@ -158,30 +176,31 @@ pub fn score_page(
         changed: 0,
     };
     for source in sources {
-        let Ok(stored) = crate::payload::parse_json::<Value>(&source.source_body) else {
+        let Ok(stored) = crate::payload::parse_json::<StoredResult>(&source.source_body) else {
             continue;
         };
-        let Ok(contact) = Contact::from_value(&stored["contact"]) else {
+        let Some(Ok(contact)) = stored.contact.map(|raw| Contact::from_raw(raw.to_owned())) else {
             continue;
         };
         result.scored += 1;
         let latest = match &source.latest_body {
-            Some(body) => crate::payload::parse_json::<Value>(body).unwrap_or_default(),
+            Some(body) => match crate::payload::parse_json::<StoredResult>(body) {
+                Ok(latest) => latest,
+                Err(_) => stored,
+            },
             None => stored,
         };
         let at = context_of(histories.get(&source.contact_key), now);
         let event_id = crate::ingest::new_event_id();
         let scored = rules.score(&contact, Some(event_id.clone()), &at);
         let score = crate::ingest::score_number(scored.score);
-        if same_score(&Value::Number(score.clone()), &latest["score"])
-            && latest["tier"] == scored.tier.as_str()
-        {
+        if same_score(&Value::Number(score.clone()), &latest.score) && latest.tier == scored.tier.as_str() {
             continue;
         }
         result.changed += 1;
         let mut body = serde_json::to_value(&scored).unwrap_or_default();
         body["type"] = "contact.rescored".into();
-        body["previous"] = previous_of(&latest);
+        body["previous"] = latest.previous();
         body["cause"] = cause.as_str().into();
         let selected = crate::ingest::select_event(destinations, &body);
         result.events.push(NewEvent {
