@@ -26,11 +26,12 @@
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, SamplingMode, criterion_group};
 use leadscore::payload::{self, Contact};
-use leadscore::score::{Limits, Outcome, RuleSet, RuleTrace, ScoredContact};
+use leadscore::score::{Limits, Outcome, RuleSet, RuleTrace, ScoredContact, ScoringContext};
 use leadscore::telemetry;
 
 // The allocator of the `leadscore` binary (src/main.rs), so that the figures
@@ -66,37 +67,41 @@ fn load_rules(limits: &Limits) -> RuleSet {
     RuleSet::load(&manifest_dir().join("benches/rules"), limits).expect("the bench rules load")
 }
 
+/// The scoring time and history of every measured contact: none, as at
+/// ingest until the store provides them.
+static AT: LazyLock<ScoringContext> = LazyLock::new(|| ScoringContext::at(SystemTime::now()));
+
 // The measured steps, kept out of line so that a profiler finds them by name.
 
 #[inline(never)]
 fn evaluate(rules: &RuleSet, contact: &Contact) -> Outcome {
-    rules.evaluate(contact)
+    rules.evaluate(contact, &AT)
 }
 
 #[inline(never)]
 fn score(rules: &RuleSet, contact: &Contact) -> ScoredContact {
-    rules.score(contact, None, SystemTime::now())
+    rules.score(contact, None, &AT)
 }
 
 #[inline(never)]
 fn evaluate_traced(rules: &RuleSet, contact: &Contact) -> (Outcome, Vec<RuleTrace>) {
-    rules.evaluate_traced(contact)
+    rules.evaluate_traced(contact, &AT)
 }
 
 #[inline(never)]
 fn evaluate_timed(rules: &RuleSet, contact: &Contact) -> Outcome {
-    rules.evaluate_timed(contact).0
+    rules.evaluate_timed(contact, &AT).0
 }
 
 /// Ingest's scoring of one contact (src/ingest/mod.rs, `prepare`).
 #[inline(never)]
 fn ingest_scoring(rules: &RuleSet, contact: &Contact) -> ScoredContact {
     if telemetry::sample_rule_times() {
-        let (outcome, times) = rules.evaluate_timed(contact);
+        let (outcome, times) = rules.evaluate_timed(contact, &AT);
         telemetry::rule_times(&times);
-        rules.scored_contact(contact, outcome, None, SystemTime::now())
+        rules.scored_contact(contact, outcome, None, &AT)
     } else {
-        rules.score(contact, None, SystemTime::now())
+        rules.score(contact, None, &AT)
     }
 }
 
@@ -136,7 +141,7 @@ fn bench_qualified(c: &mut Criterion) {
         .expect("read the qualified fixture");
     let contact = parse(&body).remove(0);
     // Guard against benchmarking a rule set that errors out early.
-    let outcome = rules.evaluate(&contact);
+    let outcome = rules.evaluate(&contact, &AT);
     assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
     assert_eq!(outcome.tier, "hot");
 
@@ -148,7 +153,7 @@ fn bench_qualified(c: &mut Criterion) {
     group.bench_function("score", |b| b.iter(|| score(&rules, black_box(&contact))));
     // The same rules run by Rhai alone (no native evaluation): the reference.
     let rhai_only = load_rules(&Limits::default()).interpreted_only();
-    assert_eq!(rhai_only.evaluate(&contact), outcome);
+    assert_eq!(rhai_only.evaluate(&contact, &AT), outcome);
     group.bench_function("evaluate_rhai_only", |b| {
         b.iter(|| evaluate(&rhai_only, black_box(&contact)))
     });
@@ -166,7 +171,7 @@ fn mix(limits: &Limits) -> (RuleSet, Vec<Vec<u8>>, Vec<Contact>) {
     let contacts: Vec<Contact> = payloads.iter().flat_map(|p| parse(p)).collect();
     assert_eq!(contacts.len(), MIX_SIZE, "one contact per generated payload");
     for contact in &contacts {
-        let outcome = rules.evaluate(contact);
+        let outcome = rules.evaluate(contact, &AT);
         assert!(outcome.errors.is_empty(), "{}: {:?}", contact.id, outcome.errors);
     }
     (rules, payloads, contacts)

@@ -23,9 +23,9 @@ use serde_json::value::RawValue;
 
 use crate::outcomes::{self, BacktestContact, BacktestOutcomes, ContactOutcome, SideScore};
 use crate::payload::{Contact, parse_json};
-use crate::score::{Comparison, Outcome, Points, Reason, RuleSet, ScoredContact, Tiers};
+use crate::score::{Comparison, Outcome, Points, Reason, RuleSet, ScoredContact, ScoringContext, Tiers};
 use crate::store::{EventWindow, Store, StoreError, StoredEvent};
-use crate::time::format_ms;
+use crate::time::{format_ms, from_unix_ms};
 
 /// Sees every compared contact, in order (e.g. writes a CSV row).
 pub type RowSink = Box<dyn FnMut(&Compared) + Send>;
@@ -273,10 +273,11 @@ impl Backtest {
                     .total
                     .store(contacts.len() as u64, AtomicOrdering::Relaxed);
                 let (builder, results) = tokio::task::spawn_blocking(move || {
-                    let now = SystemTime::now();
+                    // Given contacts have no history: scored now (SPEC 12).
+                    let at = ScoringContext::at(SystemTime::now());
                     let mut results = Vec::with_capacity(contacts.len());
                     for (i, contact) in contacts.iter().enumerate() {
-                        let (baseline, candidate) = scorer.outcomes(contact);
+                        let (baseline, candidate) = scorer.outcomes(contact, &at);
                         let compared = compare(contact, &baseline, &candidate);
                         if let Some(f) = on_row.as_mut() {
                             f(&compared);
@@ -286,12 +287,12 @@ impl Backtest {
                             unreachable!("checked above")
                         };
                         let mut pair = PairResult {
-                            baseline: baseline_rules.scored_contact(contact, baseline, None, now),
-                            candidate: scorer.candidate.scored_contact(contact, candidate, None, now),
+                            baseline: baseline_rules.scored_contact(contact, baseline, None, &at),
+                            candidate: scorer.candidate.scored_contact(contact, candidate, None, &at),
                         };
                         if trace {
-                            pair.baseline.trace = Some(baseline_rules.evaluate_traced(contact).1);
-                            pair.candidate.trace = Some(scorer.candidate.evaluate_traced(contact).1);
+                            pair.baseline.trace = Some(baseline_rules.evaluate_traced(contact, &at).1);
+                            pair.candidate.trace = Some(scorer.candidate.evaluate_traced(contact, &at).1);
                         }
                         results.push(pair);
                         progress.done.fetch_add(1, AtomicOrdering::Relaxed);
@@ -507,19 +508,19 @@ impl Scorer {
     }
 
     /// Both outcomes of a contact, baseline rules first.
-    fn outcomes(&self, contact: &Contact) -> (Outcome, Outcome) {
+    fn outcomes(&self, contact: &Contact, at: &ScoringContext) -> (Outcome, Outcome) {
         match &self.comparison {
-            Some(comparison) => self.compare(comparison, contact),
+            Some(comparison) => self.compare(comparison, contact, at),
             None => unreachable!("only with a baseline rule set"),
         }
     }
 
     /// Both outcomes, timing the candidate's rule files on a sample of contacts.
-    fn compare(&self, comparison: &Comparison, contact: &Contact) -> (Outcome, Outcome) {
+    fn compare(&self, comparison: &Comparison, contact: &Contact, at: &ScoringContext) -> (Outcome, Outcome) {
         if self.time_this_one() {
-            self.timed(comparison.evaluate_timed(contact))
+            self.timed(comparison.evaluate_timed(contact, at))
         } else {
-            comparison.evaluate(contact)
+            comparison.evaluate(contact, at)
         }
     }
 
@@ -576,14 +577,19 @@ impl Scorer {
             Ok(contact) => contact,
             Err(e) => return unreadable(event, &format!("the stored contact {e}")),
         };
+        // As of the event's receive time: what the engine knew then (SPEC 12).
+        // TODO(SPEC 12): the contact's first receive time and the calls
+        // received before the event, once the store keeps them; until then
+        // the event's own receive time and no calls.
+        let at = ScoringContext::at(from_unix_ms(event.received_at));
         match &self.comparison {
             Some(comparison) => {
-                let (baseline, candidate) = self.compare(comparison, &contact);
+                let (baseline, candidate) = self.compare(comparison, &contact, &at);
                 compare(&contact, &baseline, &candidate)
             }
             None => {
                 let candidate = if self.time_this_one() {
-                    let (candidate, times) = self.candidate.evaluate_timed(&contact);
+                    let (candidate, times) = self.candidate.evaluate_timed(&contact, &at);
                     // Only the rules that ran are timed: place each by its name.
                     let names = self.candidate.file_names();
                     self.add_times(names.iter().map(|name| {
@@ -594,7 +600,7 @@ impl Scorer {
                     }));
                     candidate
                 } else {
-                    self.candidate.evaluate(&contact)
+                    self.candidate.evaluate(&contact, &at)
                 };
                 let baseline = Outcome {
                     score: stored.score,

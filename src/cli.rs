@@ -27,7 +27,7 @@ use crate::destinations::{Defaults, Destination, Destinations};
 use crate::ingest::auth::InboundAuth;
 use crate::payload::{self, PayloadError};
 use crate::rule_test_runner;
-use crate::score::{Limits, RuleSet};
+use crate::score::{Limits, RuleSet, ScoringContext};
 use crate::server::DeliveryConfig;
 use crate::server::ServeConfig;
 use crate::store::{self, DeliveryStatus, Retention};
@@ -512,9 +512,11 @@ fn write_scored(
     out: &mut impl Write,
 ) -> std::io::Result<()> {
     for contact in contacts {
+        // SPEC 12: the current time, no calls, first seen now.
+        let at = ScoringContext::at(SystemTime::now());
         let scored = match scoring.trace {
-            true => scoring.rules.score_traced(contact, SystemTime::now()),
-            false => scoring.rules.score(contact, None, SystemTime::now()),
+            true => scoring.rules.score_traced(contact, &at),
+            false => scoring.rules.score(contact, None, &at),
         };
         serde_json::to_writer(&mut *out, &scored).map_err(std::io::Error::other)?;
         out.write_all(b"\n")?;

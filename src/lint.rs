@@ -9,17 +9,24 @@
 //! `first_utm` names never present, rule files that never had an effect.
 //! Only constant arguments are checked: `answer(q)` with a computed `q` is
 //! known only when it runs.
+//!
+//! Whether a rule has an effect is asked as of the time lint runs (a rule
+//! that cools leads after a week fires on the older contacts of the
+//! window), with each contact's latest receive time as its first (the
+//! earliest one lint knows) and no calls: lint does not read stored calls,
+//! so a rule file that reads `calls()` is never reported as without effect.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::payload::{Contact, parse_json};
-use crate::score::RuleSet;
 use crate::score::calls::RuleCall;
 use crate::score::helpers::{Answers, Touch, utm_lookup};
+use crate::score::{RuleSet, ScoringContext};
 use crate::store::StoredEvent;
 
 /// One thing lint found.
@@ -76,6 +83,8 @@ pub fn store_free(rules: &RuleSet) -> Vec<Finding> {
 /// What the stored contacts of a window hold, folded one event at a time.
 pub struct History {
     rules: Arc<RuleSet>,
+    /// When lint runs: the scoring time of every contact.
+    now: SystemTime,
     calls: Vec<RuleCall>,
     contacts: u64,
     /// Stored question texts by their lower-cased, trimmed form.
@@ -87,10 +96,11 @@ pub struct History {
 }
 
 impl History {
-    pub fn new(rules: Arc<RuleSet>) -> Self {
+    pub fn new(rules: Arc<RuleSet>, now: SystemTime) -> Self {
         Self {
             calls: rules.calls(),
             rules,
+            now,
             contacts: 0,
             questions: BTreeMap::new(),
             tracking_seen: BTreeSet::new(),
@@ -111,10 +121,12 @@ impl History {
         let Ok(contact) = Contact::from_raw(stored.contact.to_owned()) else {
             return;
         };
-        self.add_contact(&contact);
+        let received = crate::time::from_unix_ms(event.received_at);
+        self.add_contact(&contact, Some(received));
     }
 
-    pub fn add_contact(&mut self, contact: &Contact) {
+    /// Reads one contact, first received at `first_seen` (when known).
+    pub fn add_contact(&mut self, contact: &Contact, first_seen: Option<SystemTime>) {
         self.contacts += 1;
         for entry in Answers::from_contact(&contact.value).entries() {
             self.questions
@@ -134,7 +146,11 @@ impl History {
                 self.tracking_seen.insert(index);
             }
         }
-        let (_, statuses) = self.rules.evaluate_covered(contact);
+        let at = ScoringContext {
+            first_seen,
+            ..ScoringContext::at(self.now)
+        };
+        let (_, statuses) = self.rules.evaluate_covered(contact, &at);
         for (index, (status, _)) in statuses.iter().enumerate() {
             if status.had_effect() {
                 self.effective.insert(index);
@@ -185,11 +201,12 @@ impl History {
                 _ => {}
             }
         }
-        for (index, name) in self.rules.file_names().into_iter().enumerate() {
-            if !self.effective.contains(&index) {
+        for (index, (name, history)) in self.rules.history_use_by_rule().into_iter().enumerate() {
+            // Without the stored calls, a rule reading them may only seem dead.
+            if !self.effective.contains(&index) && !history.calls {
                 findings.push(Finding {
                     kind: "no_effect",
-                    file: name,
+                    file: name.to_owned(),
                     line: None,
                     message: format!(
                         "never added points, disqualified or tagged any of the {} stored contact(s) in the window",
@@ -236,7 +253,39 @@ pub fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
     use super::*;
+    use crate::score::{Limits, RuleSources};
+
+    #[test]
+    fn time_rules_are_judged_as_of_now_and_call_rules_not_at_all() {
+        let sources = RuleSources {
+            files: [
+                (
+                    "10-decay.rhai",
+                    r#"if days_since(first_seen()) > 7.0 { add(-30, "cooling") }"#,
+                ),
+                ("20-booked.rhai", r#"if calls().len() > 0 { add(20, "booked") }"#),
+                ("30-never.rhai", r#"if now() == "" { add(1, "never") }"#),
+            ]
+            .map(|(name, text)| (name.to_owned(), text.to_owned()))
+            .to_vec(),
+            tiers: None,
+        };
+        let rules = Arc::new(RuleSet::compile(sources, &Limits::default()).unwrap());
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut history = History::new(rules, now);
+        let contact = Contact::from_value(&serde_json::json!({"id": 1})).unwrap();
+        history.add_contact(&contact, Some(now - Duration::from_secs(10 * 86_400)));
+        let no_effect: Vec<String> = history
+            .findings()
+            .into_iter()
+            .filter(|f| f.kind == "no_effect")
+            .map(|f| f.file)
+            .collect();
+        assert_eq!(no_effect, ["30-never.rhai"]);
+    }
 
     #[test]
     fn edit_distance_counts_single_character_edits() {

@@ -108,7 +108,8 @@ pub fn context_of(history: Option<&ContactHistory>, now: SystemTime) -> ScoringC
         .collect();
     ScoringContext {
         now,
-        first_seen: history.first_seen.map(crate::time::from_unix_ms),
+        // A contact without an earlier event is first seen now.
+        first_seen: Some(history.first_seen.map_or(now, crate::time::from_unix_ms)),
         calls,
     }
 }
@@ -172,7 +173,9 @@ pub fn score_page(
         let event_id = crate::ingest::new_event_id();
         let scored = rules.score(&contact, Some(event_id.clone()), &at);
         let score = crate::ingest::score_number(scored.score);
-        if same_score(&Value::Number(score.clone()), &latest["score"]) && latest["tier"] == scored.tier.as_str() {
+        if same_score(&Value::Number(score.clone()), &latest["score"])
+            && latest["tier"] == scored.tier.as_str()
+        {
             continue;
         }
         result.changed += 1;
@@ -194,7 +197,10 @@ pub fn score_page(
             body: body.to_string(),
             error_rules: scored.errors.iter().map(|e| e.rule.clone()).collect(),
             destinations: selected,
-            email: contact.value.get("email").and_then(crate::ingest::hooks::email_of),
+            email: contact
+                .value
+                .get("email")
+                .and_then(crate::ingest::hooks::email_of),
             supersedes: Some(source.latest_seq),
         });
     }
@@ -269,7 +275,15 @@ pub async fn run(
         let destinations = around.destinations();
         let scope = job.id.clone();
         let page = low_priority(move || {
-            score_page(&page_rules, &destinations, &sources, &histories, now, cause, &scope)
+            score_page(
+                &page_rules,
+                &destinations,
+                &sources,
+                &histories,
+                now,
+                cause,
+                &scope,
+            )
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("a rescore thread failed: {e}")))?;
@@ -343,7 +357,10 @@ mod tests {
             .collect();
         assert_eq!(
             calls,
-            [(CallStatus::Booked, Some("t2")), (CallStatus::Canceled, Some("t1"))]
+            [
+                (CallStatus::Booked, Some("t2")),
+                (CallStatus::Canceled, Some("t1"))
+            ]
         );
     }
 

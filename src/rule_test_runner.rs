@@ -8,7 +8,7 @@ use std::time::SystemTime;
 use serde::Deserialize;
 
 use crate::payload::{self, Contact};
-use crate::score::{Points, RuleSet, ScoredContact};
+use crate::score::{CallStatus, CallSummary, Points, RuleSet, ScoredContact, ScoringContext, rfc3339};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +33,23 @@ struct TestCase {
     reasons_include: Vec<String>,
     #[serde(default)]
     tags_include: Vec<String>,
+    /// The scoring time (SPEC 12): an RFC 3339 time, quoted or not; the
+    /// current time when absent.
+    now: Option<toml::Value>,
+    /// When the contact was first received; `now` when absent.
+    first_seen: Option<toml::Value>,
+    /// The contact's calls, newest first; none when absent.
+    #[serde(default)]
+    calls: Vec<TestCall>,
+}
+
+/// One call of `calls`: `{status, start_time, event_type}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestCall {
+    status: CallStatus,
+    start_time: Option<toml::Value>,
+    event_type: Option<String>,
 }
 
 /// The result of one test.
@@ -223,14 +240,18 @@ fn run_case(
         Ok(contacts) => contacts,
         Err(e) => return vec![e],
     };
+    let at = match scoring_context(case) {
+        Ok(at) => at,
+        Err(e) => return vec![e],
+    };
     let mut failures = Vec::new();
     for contact in &contacts {
         let result = match coverage.as_deref_mut() {
-            None => rules.score(contact, None, SystemTime::now()),
+            None => rules.score(contact, None, &at),
             Some(coverage) => {
-                let (outcome, per_rule) = rules.evaluate_covered(contact);
+                let (outcome, per_rule) = rules.evaluate_covered(contact, &at);
                 coverage.record(&format!("{file} › {}", case.name), &per_rule);
-                rules.scored_contact(contact, outcome, None, SystemTime::now())
+                rules.scored_contact(contact, outcome, None, &at)
             }
         };
         let label = if contacts.len() > 1 {
@@ -243,6 +264,60 @@ fn run_case(
         }
     }
     failures
+}
+
+/// The time and history a test scores its contacts against (SPEC 12):
+/// `now` (else the current time), `first_seen` (else `now`) and `calls`.
+fn scoring_context(case: &TestCase) -> Result<ScoringContext, String> {
+    let now = match &case.now {
+        Some(value) => test_time("now", value)?,
+        None => SystemTime::now(),
+    };
+    let first_seen = match &case.first_seen {
+        Some(value) => test_time("first_seen", value)?,
+        None => now,
+    };
+    let calls = case
+        .calls
+        .iter()
+        .enumerate()
+        .map(|(i, call)| {
+            let start_time = match &call.start_time {
+                None => None,
+                Some(value) => Some(
+                    time_text(value)
+                        .ok_or_else(|| format!("calls[{i}].start_time: give the time as text"))?,
+                ),
+            };
+            Ok(CallSummary {
+                status: call.status,
+                start_time,
+                event_type: call.event_type.clone(),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(ScoringContext {
+        now,
+        first_seen: Some(first_seen),
+        calls,
+    })
+}
+
+/// A time of a test: RFC 3339 with an offset, as a TOML date-time or text.
+fn test_time(key: &str, value: &toml::Value) -> Result<SystemTime, String> {
+    let text = time_text(value).unwrap_or_else(|| value.to_string());
+    rfc3339::parse_time(&text).ok_or_else(|| {
+        format!("{key}: {text:?} is not an RFC 3339 time with an offset, such as 2026-11-20T15:28:40Z")
+    })
+}
+
+/// The text of a TOML string or date-time (written as it is in the file).
+fn time_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(text) => Some(text.clone()),
+        toml::Value::Datetime(at) => Some(at.to_string()),
+        _ => None,
+    }
 }
 
 fn load_contacts(base: &Path, case: &TestCase) -> Result<Vec<Contact>, String> {

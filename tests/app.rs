@@ -43,14 +43,14 @@ async fn engine(allow_rule_edits: bool) -> Fixture {
     let rules = LiveRules::load(rules_dir.path(), Limits::default()).unwrap();
     // One destination, never started: deliveries stay pending.
     let routes = leadscore::deliver::manager::Routes::new(leadscore::destinations::Destinations {
-                list: vec![leadscore::destinations::Destination::default_from_forward(
-                    "http://127.0.0.1:9/".parse().unwrap(),
-                    None,
-                    &Default::default(),
-                    &Default::default(),
-                )],
-                ..Default::default()
-            });
+        list: vec![leadscore::destinations::Destination::default_from_forward(
+            "http://127.0.0.1:9/".parse().unwrap(),
+            None,
+            &Default::default(),
+            &Default::default(),
+        )],
+        ..Default::default()
+    });
     let rescorer = std::sync::Arc::new(leadscore::app::rescore::Rescorer {
         store: store.clone(),
         around: std::sync::Arc::new(leadscore::app::rescore::Live {

@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use leadscore::payload::parse_body;
-use leadscore::score::{Limits, Points, RuleSet};
+use leadscore::score::{Limits, Points, RuleSet, ScoringContext};
 use serde_json::Value;
 
 const BENCH_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/rules");
@@ -389,7 +389,7 @@ fn the_engine_agrees_with_a_reference_implementation_of_the_bench_rules() {
                 .unwrap_or_else(|e| panic!("{source} line {}: {e}", line_no + 1));
             for contact in contacts {
                 let expected = reference(&contact.value);
-                let got = rules.evaluate(&contact);
+                let got = rules.evaluate(&contact, &ScoringContext::at(std::time::SystemTime::now()));
                 assert!(
                     got.errors.is_empty(),
                     "{source} contact {}: rule errors {:?}",

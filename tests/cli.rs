@@ -366,6 +366,83 @@ fn an_unquoted_toml_date_in_an_inline_contact_is_its_text() {
     assert!(out.status.success());
 }
 
+/// SPEC 12: rule tests may set the scoring time and the contact's history
+/// (`tests/fixtures/rules-time`: a hot lead without a booked call cools to
+/// warm after a week).
+#[test]
+fn rule_tests_set_the_scoring_time_first_seen_and_calls() {
+    let out = run(leadscore()
+        .args(["test", "--coverage", "--rules"])
+        .arg(fixture("rules-time")));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(counts(&last_line(&out)), (7, 0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("every rule file and every add/disqualify/tag call was reached by a test"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// SPEC 12: `leadscore score` scores at the current time, with no calls and
+/// first seen now.
+#[test]
+fn score_scores_now_with_no_history() {
+    let dir = rules_dir(&[(
+        "10-time.rhai",
+        "add(0, now()); tag(first_seen()); add(calls().len(), \"calls\");\n",
+    )]);
+    let out = run_with_stdin(
+        leadscore().args(["score", "--rules"]).arg(dir.path()).arg("-"),
+        "{\"id\": 1}\n",
+    );
+    let scored = scored_lines(&out).remove(0);
+    let scored_at = &scored["scored_at"];
+    assert!(scored_at.as_str().unwrap().ends_with('Z'), "{scored}");
+    assert_eq!(&scored["reasons"][0]["reason"], scored_at, "{scored}");
+    assert_eq!(scored["tags"], json!([scored_at]), "{scored}");
+    assert_eq!(scored["reasons"][1]["points"], 0, "{scored}");
+}
+
+#[test]
+fn a_rule_test_time_that_is_not_one_fails_the_test_saying_so() {
+    let contact = "contact = { id = 1 }\n";
+    let dir = rules_dir(&[
+        ("10-now.rhai", "add(1, now()); tag(first_seen());\n"),
+        (
+            "tests/a.toml",
+            &[
+                "[[test]]\nname = \"pinned\"\nnow = 2026-11-20T16:00:00.5+01:00\n",
+                "first_seen = \"2026-11-01T00:00:00Z\"\n",
+                "reasons_include = [\"2026-11-20T15:00:00.500Z\"]\ntags_include = [\"2026-11-01T00:00:00.000Z\"]\n",
+                contact,
+                "[[test]]\nname = \"a date alone\"\nnow = 2026-11-20\n",
+                contact,
+                "[[test]]\nname = \"no offset\"\nnow = \"2026-11-20T15:00:00\"\n",
+                contact,
+                "[[test]]\nname = \"a number\"\nfirst_seen = 5\n",
+                contact,
+            ]
+            .concat(),
+        ),
+        (
+            "tests/b.toml",
+            "[[test]]\nname = \"misspelt\"\ncalls = [{ status = \"cancelled\" }]\ncontact = { id = 1 }\n",
+        ),
+    ]);
+    let out = run(leadscore().arg("test").arg("--rules").arg(dir.path()));
+    let text = stdout(&out);
+    assert!(!out.status.success(), "{text}");
+    assert_eq!(counts(&last_line(&out)), (1, 4), "{text}");
+    for expected in [
+        r#"now: "2026-11-20" is not an RFC 3339 time with an offset, such as 2026-11-20T15:28:40Z"#,
+        r#"now: "2026-11-20T15:00:00" is not an RFC 3339 time"#,
+        r#"first_seen: "5" is not an RFC 3339 time"#,
+        "unknown variant `cancelled`, expected one of `booked`, `rescheduled`, `canceled`",
+    ] {
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}
+
 #[test]
 fn the_rules_folder_comes_from_leadscore_rules_unless_the_flag_says_otherwise() {
     let from_env = rules_dir(&[("10-a.rhai", "add(42, \"from LEADSCORE_RULES\");\n")]);

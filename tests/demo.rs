@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use leadscore::payload::parse_body;
-use leadscore::score::{Limits, RuleSet};
+use leadscore::score::{Limits, RuleSet, ScoringContext};
 use serde_json::Value;
 use support::{Options, TestServer, run_binary};
 
@@ -71,7 +71,7 @@ fn every_contact_scores_cleanly_and_every_tier_occurs() {
         let contacts =
             parse_body(line.as_bytes(), 1000).unwrap_or_else(|e| panic!("line {}: {e}\n{line}", line_no + 1));
         assert_eq!(contacts.len(), 1);
-        let outcome = rules.evaluate(&contacts[0]);
+        let outcome = rules.evaluate(&contacts[0], &ScoringContext::at(std::time::SystemTime::now()));
         assert!(
             outcome.errors.is_empty(),
             "line {}: rule errors {:?}\n{line}",

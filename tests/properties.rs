@@ -10,7 +10,10 @@ use std::time::SystemTime;
 
 use leadscore::payload::{self, Contact, MAX_DEPTH, PayloadError};
 use leadscore::score::helpers::{self, Answers, Touch};
-use leadscore::score::{Limits, Points, RuleSet, RuleSources, ScoredContact};
+use leadscore::score::rfc3339;
+use leadscore::score::{
+    CallStatus, CallSummary, Limits, Points, RuleSet, RuleSources, ScoredContact, ScoringContext,
+};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -454,6 +457,25 @@ if domain == "" && is_free_email() {
     throw "is_free_email() without an email domain";
 }
 check("iclosed_disqualified", iclosed_disqualified(), ["bool"]);
+check("now", now(), ["string"]);
+check("first_seen", first_seen(), ["string", "()"]);
+check("days_since(now())", days_since(now()), ["f64"]);
+if days_since(now()) != 0.0 {
+    throw "days_since(now()) is not 0";
+}
+check("calls", calls(), ["array"]);
+if calls().len() != 2 {
+    throw "calls() are not the two given";
+}
+for c in calls() {
+    check("a call", c, ["map"]);
+    check("a call's status", c.status, ["string"]);
+    check("a call's start time", c.start_time, ["string", "()"]);
+    check("a call's event type", c.event_type, ["string", "()"]);
+}
+for q in probes {
+    check("days_since of a probe", days_since(q), ["f64", "()"]);
+}
 let groups = disqualifying_groups();
 check("disqualifying_groups", groups, ["array"]);
 if groups.len() > 0 && !iclosed_disqualified() {
@@ -472,6 +494,27 @@ fn helper_rules() -> &'static RuleSet {
         RuleSet::compile(sources, &generous_limits())
             .unwrap_or_else(|e| panic!("the helper rule compiles: {e}"))
     })
+}
+
+/// A contact first seen three days ago, with a booked and a canceled call.
+fn with_history() -> ScoringContext {
+    let now = SystemTime::now();
+    ScoringContext {
+        now,
+        first_seen: Some(now - std::time::Duration::from_secs(3 * 86_400)),
+        calls: vec![
+            CallSummary {
+                status: CallStatus::Booked,
+                start_time: Some("2026-11-12T15:00:00.000Z".into()),
+                event_type: Some("Discovery call".into()),
+            },
+            CallSummary {
+                status: CallStatus::Canceled,
+                start_time: None,
+                event_type: None,
+            },
+        ],
+    }
 }
 
 fn parsed(contact: &Value) -> Contact {
@@ -513,7 +556,7 @@ proptest! {
     fn example_rules_score_any_contact(contact in contact()) {
         let contact = parsed(&contact);
         let rules = example_rules();
-        let scored = rules.score(&contact, None, SystemTime::now());
+        let scored = rules.score(&contact, None, &ScoringContext::at(SystemTime::now()));
         check_scored(rules, &contact, &scored)?;
     }
 
@@ -521,7 +564,7 @@ proptest! {
     fn every_helper_returns_its_documented_type(contact in contact()) {
         let contact = parsed(&contact);
         let rules = helper_rules();
-        let scored = rules.score(&contact, None, SystemTime::now());
+        let scored = rules.score(&contact, None, &with_history());
         check_scored(rules, &contact, &scored)?;
         prop_assert!(scored.errors.is_empty(), "{:?}\ncontact: {}", scored.errors, contact.raw.get());
         prop_assert_eq!(scored.reasons.len(), 1);
@@ -557,5 +600,15 @@ proptest! {
     fn parse_number_reads_the_first_number(text in text(), n in 0u64..1_000_000_000) {
         let _ = helpers::parse_number(&text);
         prop_assert_eq!(helpers::parse_number(&format!("about {n} people")), Some(n as f64));
+    }
+
+    /// Times as rules read and write them (SPEC 12): any text is read
+    /// without a panic, and every time written (years 0000-9999) reads
+    /// back as itself.
+    #[test]
+    fn times_read_back_as_written(text in text(), ms in -62_167_219_200_000i64..=253_402_300_799_999) {
+        let _ = rfc3339::parse_nanos(&text);
+        let written = rfc3339::format_millis(ms);
+        prop_assert_eq!(rfc3339::parse_nanos(&written), Some(i128::from(ms) * 1_000_000), "{}", written);
     }
 }

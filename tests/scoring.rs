@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use leadscore::payload::{Contact, parse_body};
-use leadscore::score::{Limits, Outcome, Points, RuleSet, RuleSources};
+use leadscore::score::{Limits, Outcome, Points, RuleSet, RuleSources, ScoringContext};
 use serde_json::{Value, json};
 
 #[path = "support/mod.rs"]
@@ -52,8 +52,13 @@ fn contact(value: Value) -> Contact {
     contacts.remove(0)
 }
 
+/// Scoring now, with no history (a dry run).
+fn at_now() -> ScoringContext {
+    ScoringContext::at(SystemTime::now())
+}
+
 fn evaluate(files: &[(&str, &str)], tiers: Option<&str>, value: Value) -> Outcome {
-    compile(files, tiers).evaluate(&contact(value))
+    compile(files, tiers).evaluate(&contact(value), &at_now())
 }
 
 /// The reasons as `(rule, points, reason)`.
@@ -95,7 +100,7 @@ fn one_probe(value: Value, expr: &str) -> String {
 }
 
 fn scored_json(rules: &RuleSet, value: Value) -> Value {
-    let scored = rules.score(&contact(value), None, SystemTime::now());
+    let scored = rules.score(&contact(value), None, &at_now());
     serde_json::to_value(&scored).expect("a scored contact serializes")
 }
 
@@ -719,7 +724,7 @@ fn a_tier_without_min_score_catches_every_lower_score() {
 fn without_tiers_toml_every_contact_is_scored_and_nothing_is_clamped() {
     let rules = compile(&[("10-a.rhai", r#"add(contact.points, "p");"#)], None);
     for points in [500, -20, 0] {
-        let outcome = rules.evaluate(&contact(json!({"id": 1, "points": points})));
+        let outcome = rules.evaluate(&contact(json!({"id": 1, "points": points})), &at_now());
         assert_eq!(outcome.score, Points::Int(points));
         assert_eq!(outcome.tier, "scored");
     }
@@ -881,7 +886,7 @@ fn a_rule_that_mutates_the_contact_fails_alone_and_the_contact_stays_intact() {
         None,
     );
     let input = json!({"id": 1, "email": "raya@northwind.com", "questionsAndAnswers": {"Role": "CEO"}});
-    let outcome = rules.evaluate(&contact(input.clone()));
+    let outcome = rules.evaluate(&contact(input.clone()), &at_now());
     assert_eq!(
         reason_texts(&outcome),
         ["copy copy@example.com", "raya@northwind.com", "CEO"]
@@ -999,7 +1004,7 @@ fn the_wall_clock_budget_stops_a_long_rule_and_the_rules_after_it() {
         None,
         &limits,
     );
-    let outcome = rules.evaluate(&contact(json!({"id": 1})));
+    let outcome = rules.evaluate(&contact(json!({"id": 1})), &at_now());
     let errs = errors(&outcome);
     // The long rule is stopped by the clock (no operations limit here) and the
     // rules after it are not run. (A machine stalled for the whole budget
@@ -1052,7 +1057,7 @@ fn size_and_depth_limits_are_errors_not_panics() {
         None,
         &limits,
     );
-    let outcome = rules.evaluate(&contact(json!({"id": 1})));
+    let outcome = rules.evaluate(&contact(json!({"id": 1})), &at_now());
     assert_eq!(reason_texts(&outcome), ["survived"]);
     let errs = errors(&outcome);
     assert_eq!(
@@ -1229,7 +1234,11 @@ fn the_scored_contact_has_every_field_and_the_contact_as_received() {
     let body = fixture("contact-created-qualified.json");
     let input: Value = serde_json::from_slice(&body).unwrap();
     let contacts = parse_body(&body, 1000).unwrap();
-    let scored = rules.score(&contacts[0], Some("evt_123".into()), SystemTime::UNIX_EPOCH);
+    let scored = rules.score(
+        &contacts[0],
+        Some("evt_123".into()),
+        &ScoringContext::at(SystemTime::UNIX_EPOCH),
+    );
     let text = serde_json::to_string(&scored).unwrap();
     let json: Value = serde_json::from_str(&text).unwrap();
 
@@ -1257,7 +1266,7 @@ fn the_scored_contact_has_every_field_and_the_contact_as_received() {
     let scored = rules.score(
         &contact(json!({"id": "lead-7", "extra": {"kept": [1, 2.5, null]}})),
         None,
-        SystemTime::now(),
+        &at_now(),
     );
     let json = serde_json::to_value(&scored).unwrap();
     assert_eq!(json["id"], Value::Null);
@@ -1275,7 +1284,7 @@ fn the_fixtures_score_as_expected_with_the_example_rules() {
     let got: Vec<(Value, Points, String, bool)> = contacts
         .iter()
         .map(|c| {
-            let o = rules.evaluate(c);
+            let o = rules.evaluate(c, &at_now());
             assert!(o.errors.is_empty(), "{:?}", o.errors);
             (c.id.clone(), o.score, o.tier, o.disqualified)
         })
@@ -1288,7 +1297,7 @@ fn the_fixtures_score_as_expected_with_the_example_rules() {
             (json!(48215), Points::Int(0), "cold".to_owned(), false),
         ]
     );
-    let dq = rules.evaluate(&contacts[1]);
+    let dq = rules.evaluate(&contacts[1], &at_now());
     assert_eq!(dq.disqualifications.len(), 1);
     assert_eq!(dq.disqualifications[0].rule, "80-disqualify.rhai");
     assert_eq!(
@@ -1298,7 +1307,7 @@ fn the_fixtures_score_as_expected_with_the_example_rules() {
 
     let single = parse_body(&fixture("contact-created-single-object.json"), 1000).unwrap();
     assert_eq!(single.len(), 1);
-    assert_eq!(rules.evaluate(&single[0]).tier, "hot");
+    assert_eq!(rules.evaluate(&single[0], &at_now()).tier, "hot");
 }
 
 #[test]
@@ -1334,8 +1343,9 @@ fn concurrent_scoring_matches_sequential_scoring() {
     }
     contacts.extend(parse_body(&fixture("contact-created-batch.json"), 1000).unwrap());
     let contacts = Arc::new(contacts);
+    let at = Arc::new(at_now());
 
-    let sequential: Vec<Outcome> = contacts.iter().map(|c| rules.evaluate(c)).collect();
+    let sequential: Vec<Outcome> = contacts.iter().map(|c| rules.evaluate(c, &at)).collect();
     assert!(sequential.iter().all(|o| o.errors.is_empty()));
     let tiers: std::collections::BTreeSet<&str> = sequential.iter().map(|o| o.tier.as_str()).collect();
     assert!(
@@ -1347,13 +1357,14 @@ fn concurrent_scoring_matches_sequential_scoring() {
         .map(|t| {
             let rules = Arc::clone(&rules);
             let contacts = Arc::clone(&contacts);
+            let at = Arc::clone(&at);
             std::thread::spawn(move || {
                 // Each thread walks the contacts from a different start.
                 let n = contacts.len();
                 (0..n)
                     .map(|k| {
                         let i = (k + t * 31) % n;
-                        (i, rules.evaluate(&contacts[i]))
+                        (i, rules.evaluate(&contacts[i], &at))
                     })
                     .collect::<Vec<_>>()
             })
@@ -1377,6 +1388,7 @@ fn concurrent_scoring_matches_sequential_scoring() {
 #[test]
 fn native_evaluation_agrees_with_rhai_on_generated_contacts() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let at = at_now();
     let text = std::fs::read_to_string(root.join("benches/data/contacts-1000-seed7.jsonl")).unwrap();
     let mut contacts: Vec<Contact> = text
         .lines()
@@ -1410,15 +1422,15 @@ fn native_evaluation_agrees_with_rhai_on_generated_contacts() {
         assert!(native.native_rule_count() > 0);
         let mut native_alone = 0;
         for (i, contact) in contacts.iter().enumerate() {
-            let expected = rhai.evaluate(contact);
+            let expected = rhai.evaluate(contact, &at);
             assert_eq!(
-                native.evaluate(contact),
+                native.evaluate(contact, &at),
                 expected,
                 "{} on {}",
                 folder.display(),
                 contact.value
             );
-            if let Some(outcome) = native.evaluate_native_only(contact) {
+            if let Some(outcome) = native.evaluate_native_only(contact, &at) {
                 assert_eq!(outcome, expected, "{} on {}", folder.display(), contact.value);
                 native_alone += usize::from(i < 1000);
             }

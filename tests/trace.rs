@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use leadscore::payload::Contact;
-use leadscore::score::{Limits, Points, RuleSet, RuleSources, RuleTrace, Status};
+use leadscore::score::{Limits, Points, RuleSet, RuleSources, RuleTrace, ScoringContext, Status};
 use serde_json::{Value, json};
 
 fn rule_set(files: &[(&str, &str)], limits: &Limits) -> RuleSet {
@@ -21,6 +21,11 @@ fn rule_set(files: &[(&str, &str)], limits: &Limits) -> RuleSet {
 
 fn contact(value: Value) -> Contact {
     Contact::from_value(&value).expect("a contact")
+}
+
+/// A fixed scoring time, no history.
+fn at() -> ScoringContext {
+    ScoringContext::at(std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000))
 }
 
 fn lead() -> Contact {
@@ -65,7 +70,7 @@ fn without_times(mut trace: Vec<RuleTrace>) -> Vec<RuleTrace> {
 #[test]
 fn each_status_is_the_rules_strongest_effect() {
     let rules = rule_set(STATUS_RULES, &Limits::default());
-    let (outcome, trace) = rules.evaluate_traced(&lead());
+    let (outcome, trace) = rules.evaluate_traced(&lead(), &at());
     let statuses: Vec<(&str, Status, Points)> = trace
         .iter()
         .map(|t| (t.rule.as_str(), t.status, t.points))
@@ -107,7 +112,7 @@ fn rules_after_the_budget_ran_out_are_not_run() {
         ],
         &limits,
     );
-    let (_, trace) = rules.evaluate_traced(&lead());
+    let (_, trace) = rules.evaluate_traced(&lead(), &at());
     let statuses: Vec<Status> = trace.iter().map(|t| t.status).collect();
     assert_eq!(statuses, [Status::Error, Status::NotRun]);
     assert_eq!(serde_json::to_value(trace[1].status).unwrap(), "not run");
@@ -129,7 +134,7 @@ if role == "VP Sales" { add(1, "vp") }
 #[test]
 fn each_lookup_shows_what_it_matched_and_how() {
     let rules = rule_set(&[("10-lookups.rhai", LOOKUP_RULE)], &Limits::default());
-    let (_, trace) = rules.evaluate_traced(&lead());
+    let (_, trace) = rules.evaluate_traced(&lead(), &at());
     let lookups = serde_json::to_value(&trace[0].lookups).unwrap();
     assert_eq!(
         lookups,
@@ -170,8 +175,8 @@ fn both_evaluation_paths_give_the_same_trace() {
         contact(json!({"id": 2, "questionsAndAnswers": {"What is your role?": "CEO"}, "tracking": "x"})),
     ];
     for contact in &others {
-        let (native_outcome, native_trace) = native.evaluate_traced(contact);
-        let (rhai_outcome, rhai_trace) = rhai.evaluate_traced(contact);
+        let (native_outcome, native_trace) = native.evaluate_traced(contact, &at());
+        let (rhai_outcome, rhai_trace) = rhai.evaluate_traced(contact, &at());
         assert_eq!(native_outcome, rhai_outcome, "{}", contact.value);
         assert_eq!(
             without_times(native_trace),
@@ -184,11 +189,11 @@ fn both_evaluation_paths_give_the_same_trace() {
     // trace is the same as Rhai's.
     let lookups_only = rule_set(&[("60-lookups.rhai", LOOKUP_RULE)], &limits);
     let (_, native_alone) = lookups_only
-        .evaluate_native_only_traced(&lead())
+        .evaluate_native_only_traced(&lead(), &at())
         .expect("the lookup rule runs natively");
     let (_, rhai_trace) = rule_set(&[("60-lookups.rhai", LOOKUP_RULE)], &limits)
         .interpreted_only()
-        .evaluate_traced(&lead());
+        .evaluate_traced(&lead(), &at());
     assert_eq!(without_times(native_alone), without_times(rhai_trace));
 }
 
@@ -196,13 +201,46 @@ fn both_evaluation_paths_give_the_same_trace() {
 fn tracing_changes_nothing_in_the_result() {
     let rules = rule_set(STATUS_RULES, &Limits::default());
     let contact = lead();
-    assert_eq!(rules.evaluate_traced(&contact).0, rules.evaluate(&contact));
-    let plain = serde_json::to_value(rules.score(&contact, None, std::time::SystemTime::UNIX_EPOCH)).unwrap();
+    assert_eq!(
+        rules.evaluate_traced(&contact, &at()).0,
+        rules.evaluate(&contact, &at())
+    );
+    let plain = serde_json::to_value(rules.score(&contact, None, &at())).unwrap();
     assert!(plain.get("trace").is_none(), "no trace unless asked for");
-    let traced =
-        serde_json::to_value(rules.score_traced(&contact, std::time::SystemTime::UNIX_EPOCH)).unwrap();
+    let traced = serde_json::to_value(rules.score_traced(&contact, &at())).unwrap();
     assert_eq!(traced["trace"].as_array().unwrap().len(), STATUS_RULES.len());
     let mut without = traced.clone();
     without.as_object_mut().unwrap().remove("trace");
     assert_eq!(without, plain);
+}
+
+/// SPEC 12's functions in a trace: the rule's status and points follow the
+/// scoring context, both paths record the same, and the lookups are what
+/// the rule asked of the contact (the time and calls are not lookups).
+#[test]
+fn a_time_rule_traces_alike_both_ways() {
+    const DECAY: &str = r#"if has_answer("budget") && days_since(first_seen()) > 7.0 && calls().len() == 0 { add(-30, "cooling") }"#;
+    let files = [("90-decay.rhai", DECAY)];
+    let native = rule_set(&files, &Limits::default());
+    let rhai = rule_set(&files, &Limits::default()).interpreted_only();
+    let week_old = ScoringContext {
+        first_seen: Some(at().now - Duration::from_secs(8 * 86_400)),
+        ..at()
+    };
+    for (context, status, points) in [(at(), Status::NoEffect, 0), (week_old, Status::Added, -30)] {
+        let (_, native_trace) = native
+            .evaluate_native_only_traced(&lead(), &context)
+            .expect("the rule runs natively");
+        let (_, rhai_trace) = rhai.evaluate_traced(&lead(), &context);
+        assert_eq!(without_times(native_trace.clone()), without_times(rhai_trace));
+        assert_eq!(
+            (native_trace[0].status, native_trace[0].points),
+            (status, Points::Int(points))
+        );
+        assert_eq!(
+            serde_json::to_value(&native_trace[0].lookups).unwrap(),
+            json!([{"fn": "has_answer", "arg": "budget", "result": true,
+                    "matched": "What is your monthly budget for this project?", "how": "contains"}])
+        );
+    }
 }

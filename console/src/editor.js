@@ -31,7 +31,7 @@ const rhaiMode = clike({
     'let const if else switch while loop do until for in return break continue throw try catch fn private global is_shared is_def_var is_def_fn this',
   ),
   builtin: words(
-    'contact add disqualify tag print debug answer has_answer answers utm first_utm email_domain is_free_email parse_number iclosed_disqualified disqualifying_groups type_of to_lower to_upper contains starts_with ends_with len trim split replace to_int to_float',
+    'contact add disqualify tag print debug answer has_answer answers utm first_utm email_domain is_free_email parse_number iclosed_disqualified disqualifying_groups now days_since first_seen calls type_of to_lower to_upper contains starts_with ends_with len trim split replace to_int to_float',
   ),
   atoms: words('true false'),
   blockKeywords: words('if else while loop for do try catch switch fn'),

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use leadscore::payload::{self, PayloadError};
-use leadscore::score::{Limits, RuleSet};
+use leadscore::score::{Limits, RuleSet, ScoringContext};
 use libfuzzer_sys::fuzz_target;
 
 /// The default `--max-contacts`.
@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
                     contact.id,
                     serde_json::Value::Number(_) | serde_json::Value::String(_)
                 ));
-                let scored = rules.score(contact, None, SystemTime::now());
+                let scored = rules.score(contact, None, &ScoringContext::at(SystemTime::now()));
                 assert_eq!(scored.contact_id, contact.id);
                 assert!(
                     rules.tiers().names().iter().any(|t| *t == scored.tier)

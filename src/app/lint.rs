@@ -56,7 +56,7 @@ pub async fn run(
         all_events: false,
         up_to_seq: store.last_seq().await?,
     };
-    let mut history = History::new(rules);
+    let mut history = History::new(rules, now);
     let mut after = 0i64;
     loop {
         let events = store.scan_events(window, after, PAGE).await?;

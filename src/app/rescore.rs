@@ -168,7 +168,11 @@ impl Rescorer {
     /// Takes over a job whose owner stopped renewing its lease (it crashed),
     /// and runs it from its cursor. Returns whether one was taken.
     pub async fn take_over(self: &Arc<Self>) -> bool {
-        match self.store.take_over_rescore(&self.owner, rescore::lease_until()).await {
+        match self
+            .store
+            .take_over_rescore(&self.owner, rescore::lease_until())
+            .await
+        {
             Ok(Some(job)) => {
                 tracing::info!(job = %job.id, cursor = job.cursor, "taking over a rescore whose owner stopped");
                 self.spawn(job);
@@ -211,7 +215,15 @@ impl Rescorer {
         let destinations = self.around.destinations();
         let scope = format!("call\0{hook_id}");
         let page = tokio::task::spawn_blocking(move || {
-            rescore::score_page(&rules, &destinations, &[source], &histories, now, Cause::Call, &scope)
+            rescore::score_page(
+                &rules,
+                &destinations,
+                &[source],
+                &histories,
+                now,
+                Cause::Call,
+                &scope,
+            )
         })
         .await
         .map_err(|e| AppError::Internal(e.to_string()))?;
@@ -220,7 +232,9 @@ impl Rescorer {
         selected.sort_unstable();
         selected.dedup();
         self.around.stored(&selected);
-        Ok(stored.iter().any(|s| matches!(s, crate::store::Enqueued::Stored(_))))
+        Ok(stored
+            .iter()
+            .any(|s| matches!(s, crate::store::Enqueued::Stored(_))))
     }
 }
 

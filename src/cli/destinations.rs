@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use super::{DEFAULT_DESTINATIONS_FILE, RuleArgs};
 use crate::destinations::{Defaults, Destinations};
 use crate::payload;
+use crate::score::ScoringContext;
 
 #[derive(Debug, Subcommand)]
 pub enum DestinationsCommand {
@@ -129,7 +130,7 @@ fn preview(args: &PreviewArgs) -> ExitCode {
             }
         };
         for contact in &contacts {
-            let scored = rules.score(contact, None, SystemTime::now());
+            let scored = rules.score(contact, None, &ScoringContext::at(SystemTime::now()));
             let event = serde_json::to_value(&scored).unwrap_or_default();
             match crate::destinations::preview::preview(destination, &event, SystemTime::now()) {
                 Ok(request) if args.json => {

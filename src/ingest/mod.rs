@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod hooks;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -18,9 +19,10 @@ use sha2::{Digest, Sha256};
 use crate::payload::{self, Contact, Element, PayloadError};
 use crate::reload::LiveRules;
 use crate::score::pool::ScoringPool;
-use crate::score::{Points, RuleSet, ScoredContact};
+use crate::score::{Points, RuleSet, ScoredContact, ScoringContext};
 use crate::store::{
-    Enqueued, EventSummary, HookSummary, ItemStored, NewEvent, NewItem, Store, StoreError, now_ms,
+    ContactHistory, Enqueued, EventSummary, HookSummary, ItemStored, NewEvent, NewItem, Store, StoreError,
+    now_ms,
 };
 use crate::telemetry;
 
@@ -96,9 +98,34 @@ impl Ingest {
         let rules = self.rules.current();
         let max_contacts = self.max_contacts;
         let destinations = self.routes.current();
+        let received_at = now_ms();
+        // Rules that read `first_seen()` or `calls()` see what the store
+        // knows of each contact: read first (the body is parsed twice then;
+        // rule sets without them pay nothing).
+        let histories = match rules.uses_history() {
+            true => {
+                let text = body.clone();
+                let keys = self
+                    .pool
+                    .run(move || contact_keys(&text, max_contacts))
+                    .await
+                    .map_err(|e| IngestError::Internal(e.to_string()))??;
+                self.store.contact_histories(keys, received_at).await?
+            }
+            false => HashMap::new(),
+        };
         let prepared = self
             .pool
-            .run(move || prepare(&rules, &body, max_contacts, delivery_id.as_deref(), &destinations))
+            .run(move || {
+                let request = Request {
+                    body: &body,
+                    max_contacts,
+                    delivery_id: delivery_id.as_deref(),
+                    received_at,
+                    histories: &histories,
+                };
+                prepare(&rules, &request, &destinations)
+            })
             .await
             .map_err(|e| IngestError::Internal(e.to_string()))??;
         let timings: Vec<_> = prepared.iter().map(|p| p.1).collect();
@@ -158,9 +185,13 @@ impl Ingest {
                 let contacts = payload::parse_body(&body, max_contacts)?;
                 Ok(contacts
                     .iter()
-                    .map(|c| match trace {
-                        true => rules.score_traced(c, SystemTime::now()),
-                        false => rules.score(c, None, SystemTime::now()),
+                    .map(|c| {
+                        // SPEC 12: the current time, no calls, first seen now.
+                        let at = ScoringContext::at(SystemTime::now());
+                        match trace {
+                            true => rules.score_traced(c, &at),
+                            false => rules.score(c, None, &at),
+                        }
                     })
                     .collect())
             })
@@ -203,17 +234,44 @@ fn result_line(summary: EventSummary, duplicate: bool, scoring: std::time::Durat
     })
 }
 
+/// The keys of a body's contacts (blocking: parses it).
+fn contact_keys(body: &[u8], max_contacts: usize) -> Result<Vec<String>, PayloadError> {
+    Ok(payload::parse_webhook(body, max_contacts)?
+        .into_iter()
+        .filter_map(|element| match element {
+            Element::Contact(contact) => Some(contact.key),
+            Element::Hook(_) => None,
+        })
+        .collect())
+}
+
+/// One webhook request as [`prepare`] takes it.
+struct Request<'a> {
+    body: &'a [u8],
+    max_contacts: usize,
+    delivery_id: Option<&'a str>,
+    /// When it was received (unix ms): the scoring time (SPEC 12).
+    received_at: i64,
+    /// What the store knows of its contacts, when the rules read it.
+    histories: &'a HashMap<String, ContactHistory>,
+}
+
 /// Parses a body and scores its contacts into events; calls, outcomes and
 /// unknown hooks become hooks to store (blocking: runs the rules).
 fn prepare(
     rules: &RuleSet,
-    body: &[u8],
-    max_contacts: usize,
-    delivery_id: Option<&str>,
+    request: &Request<'_>,
     destinations: &Destinations,
 ) -> Result<Vec<(NewItem, std::time::Duration)>, PayloadError> {
+    let Request {
+        body,
+        max_contacts,
+        delivery_id,
+        received_at,
+        histories,
+    } = *request;
     let elements = payload::parse_webhook(body, max_contacts)?;
-    let received_at = now_ms();
+    let now = crate::time::from_unix_ms(received_at);
     Ok(elements
         .iter()
         .map(|element| {
@@ -226,12 +284,13 @@ fn prepare(
             };
             let started = Instant::now();
             let event_id = new_event_id();
+            let at = crate::rescore::context_of(histories.get(&contact.key), now);
             let scored = if telemetry::sample_rule_times() {
-                let (outcome, times) = rules.evaluate_timed(contact);
+                let (outcome, times) = rules.evaluate_timed(contact, &at);
                 telemetry::rule_times(&times);
-                rules.scored_contact(contact, outcome, Some(event_id.clone()), SystemTime::now())
+                rules.scored_contact(contact, outcome, Some(event_id.clone()), &at)
             } else {
-                rules.score(contact, Some(event_id.clone()), SystemTime::now())
+                rules.score(contact, Some(event_id.clone()), &at)
             };
             let elapsed = started.elapsed();
             telemetry::scoring_time(elapsed);

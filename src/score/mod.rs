@@ -4,16 +4,18 @@
 
 pub(crate) mod budget;
 pub mod calls;
+pub mod context;
 pub mod helpers;
 mod native;
 pub mod pool;
+pub mod rfc3339;
 pub mod runtime;
 pub mod tiers;
 pub mod trace;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use rhai::{AST, Caches, Dynamic, Engine, ImmutableString, Scope};
 use serde::{Deserialize, Serialize};
@@ -23,6 +25,8 @@ use sha2::{Digest, Sha256};
 
 use crate::payload::Contact;
 use budget::Budget;
+pub use calls::HistoryUse;
+pub use context::{CallStatus, CallSummary, MAX_CALLS, ScoringContext};
 use runtime::{CachePool, ContactUse, RunGuard, describe_runtime_error};
 pub use runtime::{Limits, Points};
 pub use tiers::Tiers;
@@ -63,6 +67,8 @@ struct Rule {
     /// The rule translated for native evaluation (see native.rs), when it
     /// can be; Rhai runs it otherwise, or when the native run gives up.
     native: Option<native::NativeRule>,
+    /// Whether it reads the contact's calls or first receive time.
+    history: HistoryUse,
 }
 
 /// The source of a rule set: rule files by name, and `tiers.toml`.
@@ -208,6 +214,7 @@ impl RuleSet {
                         text: Arc::from(text.as_str()),
                         source: name.as_str().into(),
                         native: native::NativeRule::translate(&ast),
+                        history: calls::history_use(&ast),
                         ast,
                     });
                 }
@@ -285,6 +292,26 @@ impl RuleSet {
             .collect()
     }
 
+    /// Whether some rule reads the contact's history, `calls()` or
+    /// `first_seen()` (SPEC 12), decided from the rules' code when they
+    /// compiled: when none does, a caller need not look the history up —
+    /// [`ScoringContext::at`] gives the same results.
+    pub fn uses_history(&self) -> bool {
+        self.history_use().any()
+    }
+
+    /// What the rule set reads of the contact's history.
+    pub fn history_use(&self) -> HistoryUse {
+        self.rules
+            .iter()
+            .fold(HistoryUse::default(), |all, rule| all.union(rule.history))
+    }
+
+    /// What each rule file reads of the contact's history, in order.
+    pub fn history_use_by_rule(&self) -> Vec<(&str, HistoryUse)> {
+        self.rules.iter().map(|r| (&*r.name, r.history)).collect()
+    }
+
     pub fn tiers(&self) -> &Tiers {
         &self.tiers
     }
@@ -298,19 +325,20 @@ impl RuleSet {
         &self.limits
     }
 
-    /// Scores one contact. `event_id` is the stored event's id (`None` in a
-    /// dry run). Never fails: rule errors are reported in the result.
-    pub fn score(&self, contact: &Contact, event_id: Option<String>, scored_at: SystemTime) -> ScoredContact {
-        self.scored_contact(contact, self.evaluate(contact), event_id, scored_at)
+    /// Scores one contact as of `at` (its `now` is the result's
+    /// `scored_at`). `event_id` is the stored event's id (`None` in a dry
+    /// run). Never fails: rule errors are reported in the result.
+    pub fn score(&self, contact: &Contact, event_id: Option<String>, at: &ScoringContext) -> ScoredContact {
+        self.scored_contact(contact, self.evaluate(contact, at), event_id, at)
     }
 
-    /// The scored contact of an outcome this rule set produced.
+    /// The scored contact of an outcome this rule set produced as of `at`.
     pub fn scored_contact(
         &self,
         contact: &Contact,
         outcome: Outcome,
         event_id: Option<String>,
-        scored_at: SystemTime,
+        at: &ScoringContext,
     ) -> ScoredContact {
         ScoredContact {
             kind: ScoredContact::TYPE.to_owned(),
@@ -324,21 +352,22 @@ impl RuleSet {
             tags: outcome.tags,
             errors: outcome.errors,
             rules_version: self.version.clone(),
-            scored_at: humantime::format_rfc3339_millis(scored_at).to_string(),
+            // As `now()` writes it.
+            scored_at: rfc3339::format_millis(rfc3339::unix_millis(at.now)),
             contact: contact.raw.clone(),
             trace: None,
         }
     }
 
-    /// Runs every rule against a contact.
-    pub fn evaluate(&self, contact: &Contact) -> Outcome {
-        self.outcome(self.run_rules(contact, |_| None, Probe::OFF).0)
+    /// Runs every rule against a contact, as of `at`.
+    pub fn evaluate(&self, contact: &Contact, at: &ScoringContext) -> Outcome {
+        self.outcome(self.run_rules(contact, at, |_| None, Probe::OFF).0)
     }
 
     /// [`RuleSet::evaluate`], with the time each rule file took (for the
     /// time-per-rule histogram; two readings of the monotonic clock per rule).
-    pub fn evaluate_timed(&self, contact: &Contact) -> (Outcome, Vec<(&str, Duration)>) {
-        let (runs, probes) = self.run_rules(contact, |_| None, Probe::TIME);
+    pub fn evaluate_timed(&self, contact: &Contact, at: &ScoringContext) -> (Outcome, Vec<(&str, Duration)>) {
+        let (runs, probes) = self.run_rules(contact, at, |_| None, Probe::TIME);
         let times = self
             .rules
             .iter()
@@ -352,21 +381,21 @@ impl RuleSet {
     /// [`RuleSet::evaluate`] with its trace (SPEC 13): one entry per rule
     /// file, in order. Both evaluation paths record the same lookups (the
     /// rule API records them, trace.rs), so the trace is exact whichever runs.
-    pub fn evaluate_traced(&self, contact: &Contact) -> (Outcome, Vec<RuleTrace>) {
+    pub fn evaluate_traced(&self, contact: &Contact, at: &ScoringContext) -> (Outcome, Vec<RuleTrace>) {
         let probe = Probe {
             time: true,
             lookups: true,
             lines: false,
         };
-        let (runs, probes) = self.run_rules(contact, |_| None, probe);
+        let (runs, probes) = self.run_rules(contact, at, |_| None, probe);
         let traces = self.traces(&runs, probes.into_iter().map(|p| (p.ran, p.elapsed, p.lookups)));
         (self.outcome(runs), traces)
     }
 
     /// The scored contact with its trace (`score --trace`, `POST /score?trace=true`).
-    pub fn score_traced(&self, contact: &Contact, scored_at: SystemTime) -> ScoredContact {
-        let (outcome, trace) = self.evaluate_traced(contact);
-        let mut scored = self.scored_contact(contact, outcome, None, scored_at);
+    pub fn score_traced(&self, contact: &Contact, at: &ScoringContext) -> ScoredContact {
+        let (outcome, trace) = self.evaluate_traced(contact, at);
+        let mut scored = self.scored_contact(contact, outcome, None, at);
         scored.trace = Some(trace);
         scored
     }
@@ -375,13 +404,17 @@ impl RuleSet {
     /// `disqualify` and `tag` calls that ran (`test --coverage`). Lines are
     /// known only where Rhai runs a rule: coverage uses a rule set made
     /// with [`RuleSet::interpreted_only`], which gives the same results.
-    pub fn evaluate_covered(&self, contact: &Contact) -> (Outcome, Vec<(Status, Vec<usize>)>) {
+    pub fn evaluate_covered(
+        &self,
+        contact: &Contact,
+        at: &ScoringContext,
+    ) -> (Outcome, Vec<(Status, Vec<usize>)>) {
         let probe = Probe {
             time: false,
             lookups: false,
             lines: true,
         };
-        let (runs, probes) = self.run_rules(contact, |_| None, probe);
+        let (runs, probes) = self.run_rules(contact, at, |_| None, probe);
         let lines: Vec<Vec<usize>> = probes.iter().map(|p| p.lines.clone()).collect();
         let traces = self.traces(&runs, probes.into_iter().map(|p| (p.ran, p.elapsed, Vec::new())));
         let covered = traces.into_iter().map(|t| t.status).zip(lines).collect();
@@ -431,17 +464,21 @@ impl RuleSet {
     /// rule cannot (not translated, or it gave up). For tests that check the
     /// native path itself, not only the combined result.
     #[doc(hidden)]
-    pub fn evaluate_native_only(&self, contact: &Contact) -> Option<Outcome> {
-        self.evaluate_native_only_traced(contact)
+    pub fn evaluate_native_only(&self, contact: &Contact, at: &ScoringContext) -> Option<Outcome> {
+        self.evaluate_native_only_traced(contact, at)
             .map(|(outcome, _)| outcome)
     }
 
     /// [`RuleSet::evaluate_native_only`] with the trace (times left at 0):
     /// tests compare it with the trace of Rhai alone.
     #[doc(hidden)]
-    pub fn evaluate_native_only_traced(&self, contact: &Contact) -> Option<(Outcome, Vec<RuleTrace>)> {
+    pub fn evaluate_native_only_traced(
+        &self,
+        contact: &Contact,
+        at: &ScoringContext,
+    ) -> Option<(Outcome, Vec<RuleTrace>)> {
         let budget = Budget::start(&self.limits);
-        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget);
+        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget, at);
         run.record_lookups();
         let mut native_run = native::Run::new(&contact.value, &self.limits);
         let mut runs = Vec::with_capacity(self.rules.len());
@@ -462,6 +499,7 @@ impl RuleSet {
     fn run_rules(
         &self,
         contact: &Contact,
+        at: &ScoringContext,
         mut reused: impl FnMut(usize) -> Option<RuleRun>,
         probe: Probe,
     ) -> (Vec<RuleRun>, Vec<RuleProbe>) {
@@ -474,7 +512,7 @@ impl RuleSet {
             return (runs.into_iter().flatten().collect(), probes);
         }
         let budget = Budget::start(&self.limits);
-        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget);
+        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget, at);
         if probe.lookups {
             run.record_lookups();
         }
@@ -625,9 +663,10 @@ impl RuleProbe {
 /// Two rule sets scoring the same contacts side by side (a backtest).
 ///
 /// Why: a candidate usually changes one or two files of a set. Each rule
-/// file runs with a fresh scope and reads only the contact, so a file with
-/// the same name and text in both sets (compiled with the same limits)
-/// gives the same result: it runs once per contact and counts for both.
+/// file runs with a fresh scope and reads only the contact and the scoring
+/// context (the same for both sets), so a file with the same name and text
+/// in both sets (compiled with the same limits) gives the same result: it
+/// runs once per contact and counts for both.
 pub struct Comparison {
     baseline: Arc<RuleSet>,
     candidate: Arc<RuleSet>,
@@ -671,24 +710,35 @@ impl Comparison {
         self.shared.iter().flatten().count()
     }
 
-    /// The baseline's and the candidate's outcome for one contact: the same
-    /// as `baseline.evaluate` and `candidate.evaluate`, for less work.
-    pub fn evaluate(&self, contact: &Contact) -> (Outcome, Outcome) {
-        let (baseline, candidate, _) = self.evaluate_with(contact, Probe::OFF);
+    /// The baseline's and the candidate's outcome for one contact as of
+    /// `at`: the same as `baseline.evaluate` and `candidate.evaluate`, for
+    /// less work.
+    pub fn evaluate(&self, contact: &Contact, at: &ScoringContext) -> (Outcome, Outcome) {
+        let (baseline, candidate, _) = self.evaluate_with(contact, at, Probe::OFF);
         (baseline, candidate)
     }
 
     /// [`Comparison::evaluate`], with the time each candidate rule file
     /// took (a shared rule's time is its baseline run's): the backtest's
     /// slowest rule files.
-    pub fn evaluate_timed(&self, contact: &Contact) -> (Outcome, Outcome, Vec<Duration>) {
-        self.evaluate_with(contact, Probe::TIME)
+    pub fn evaluate_timed(
+        &self,
+        contact: &Contact,
+        at: &ScoringContext,
+    ) -> (Outcome, Outcome, Vec<Duration>) {
+        self.evaluate_with(contact, at, Probe::TIME)
     }
 
-    fn evaluate_with(&self, contact: &Contact, probe: Probe) -> (Outcome, Outcome, Vec<Duration>) {
-        let (baseline_runs, baseline_probes) = self.baseline.run_rules(contact, |_| None, probe);
+    fn evaluate_with(
+        &self,
+        contact: &Contact,
+        at: &ScoringContext,
+        probe: Probe,
+    ) -> (Outcome, Outcome, Vec<Duration>) {
+        let (baseline_runs, baseline_probes) = self.baseline.run_rules(contact, at, |_| None, probe);
         let (candidate_runs, candidate_probes) = self.candidate.run_rules(
             contact,
+            at,
             |i| self.shared[i].map(|b| baseline_runs[b].clone()),
             probe,
         );
@@ -881,7 +931,8 @@ mod tests {
     }
 
     fn outcomes(rules: &RuleSet, contacts: &[Contact]) -> Vec<Outcome> {
-        contacts.iter().map(|c| rules.evaluate(c)).collect()
+        let at = ScoringContext::at(std::time::SystemTime::UNIX_EPOCH);
+        contacts.iter().map(|c| rules.evaluate(c, &at)).collect()
     }
 
     /// Pins the current thread to `cpu`; false where the system refuses.
@@ -986,7 +1037,7 @@ mod tests {
         };
         let rules = RuleSet::compile(sources, &limits).unwrap();
         let contact = &parse_body(br#"{"id": 1}"#, 1).unwrap()[0];
-        let outcome = rules.evaluate(contact);
+        let outcome = rules.evaluate(contact, &ScoringContext::at(std::time::SystemTime::now()));
         assert_eq!(outcome.score, Points::Int(0), "{outcome:?}");
         let errors: Vec<(&str, &str)> = outcome
             .errors
@@ -1009,5 +1060,269 @@ mod tests {
             "{}",
             errors[1].1
         );
+    }
+
+    /// 2026-11-09T12:00:00.000123456Z: rules see it to the millisecond.
+    fn scoring_time() -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + Duration::new(1_794_225_600, 123_456)
+    }
+
+    fn days(n: u64) -> Duration {
+        Duration::from_secs(n * 86_400)
+    }
+
+    fn call(status: CallStatus, start_time: Option<&str>, event_type: Option<&str>) -> CallSummary {
+        CallSummary {
+            status,
+            start_time: start_time.map(str::to_owned),
+            event_type: event_type.map(str::to_owned),
+        }
+    }
+
+    fn one_rule(script: &str) -> RuleSet {
+        let sources = RuleSources {
+            files: vec![("10-rule.rhai".into(), script.into())],
+            tiers: None,
+        };
+        RuleSet::compile(sources, &Limits::default()).unwrap_or_else(|e| panic!("{script}: {e}"))
+    }
+
+    /// `type_of(v)=v` for each expression, evaluated by one rule as of `at`.
+    fn probe(at: &ScoringContext, exprs: &[&str]) -> Vec<String> {
+        let body: String = exprs
+            .iter()
+            .map(|e| format!("{{ let v = {e}; add(0, `${{type_of(v)}}=${{v}}`); }}\n"))
+            .collect();
+        let contact = &parse_body(br#"{"id": 1}"#, 1).unwrap()[0];
+        let outcome = one_rule(&body).evaluate(contact, at);
+        assert!(outcome.errors.is_empty(), "{:?}", outcome.errors);
+        outcome.reasons.into_iter().map(|r| r.reason).collect()
+    }
+
+    #[test]
+    fn now_is_the_scoring_time_as_scored_at_writes_it() {
+        let at = ScoringContext::at(scoring_time());
+        assert_eq!(probe(&at, &["now()"]), ["string=2026-11-09T12:00:00.000Z"]);
+        let contact = &parse_body(br#"{"id": 1}"#, 1).unwrap()[0];
+        let scored = one_rule("add(1, now())").score(contact, None, &at);
+        assert_eq!(scored.scored_at, "2026-11-09T12:00:00.000Z");
+        assert_eq!(scored.reasons[0].reason, scored.scored_at);
+        // Not the clock: the same context, the same text, whenever it runs.
+        let epoch = ScoringContext::at(std::time::UNIX_EPOCH);
+        assert_eq!(probe(&epoch, &["now()"]), ["string=1970-01-01T00:00:00.000Z"]);
+    }
+
+    #[test]
+    fn days_since_counts_days_to_the_scoring_time() {
+        let at = ScoringContext::at(scoring_time());
+        let got = probe(
+            &at,
+            &[
+                r#"days_since("2026-11-02T12:00:00Z")"#,
+                r#"days_since("2026-11-09T00:00:00.000Z")"#,
+                r#"days_since("2026-11-09T14:00:00+02:00")"#,
+                r#"days_since("2026-11-09t07:00:00-05:00")"#,
+                r#"days_since("2026-11-10T12:00:00Z")"#,
+                r#"days_since("2025-11-09 12:00:00z")"#,
+                r#"days_since(now())"#,
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                "f64=7.0",
+                "f64=0.5",
+                "f64=0.0",
+                "f64=0.0",
+                "f64=-1.0",
+                "f64=365.0",
+                "f64=0.0"
+            ]
+        );
+    }
+
+    #[test]
+    fn days_since_of_anything_but_a_time_is_unit() {
+        let at = ScoringContext::at(scoring_time());
+        let exprs = [
+            r#"days_since("")"#,
+            r#"days_since("2026-11-09")"#,
+            r#"days_since("2026-11-09T12:00:00")"#,
+            r#"days_since("2026-02-30T12:00:00Z")"#,
+            r#"days_since("last tuesday")"#,
+            "days_since(1_794_225_600)",
+            "days_since(1.5)",
+            "days_since(())",
+            "days_since(true)",
+            "days_since('x')",
+            "days_since([])",
+            "days_since(#{})",
+        ];
+        assert_eq!(probe(&at, &exprs), vec!["()="; exprs.len()]);
+    }
+
+    #[test]
+    fn first_seen_is_the_first_receive_time_or_unit() {
+        let exprs = ["first_seen()", "days_since(first_seen())"];
+        let fresh = ScoringContext::at(scoring_time());
+        assert_eq!(
+            probe(&fresh, &exprs),
+            ["string=2026-11-09T12:00:00.000Z", "f64=0.0"]
+        );
+        let week_old = ScoringContext {
+            first_seen: Some(scoring_time() - days(8)),
+            ..fresh.clone()
+        };
+        assert_eq!(
+            probe(&week_old, &exprs),
+            ["string=2026-11-01T12:00:00.000Z", "f64=8.0"]
+        );
+        let unknown = ScoringContext {
+            first_seen: None,
+            ..fresh
+        };
+        assert_eq!(probe(&unknown, &exprs), ["()=", "()="]);
+    }
+
+    #[test]
+    fn calls_are_maps_newest_first_and_at_most_a_hundred() {
+        let none = ScoringContext::at(scoring_time());
+        assert_eq!(probe(&none, &["calls()", "calls().len()"]), ["array=[]", "i64=0"]);
+        let two = ScoringContext {
+            calls: vec![
+                call(
+                    CallStatus::Rescheduled,
+                    Some("2026-11-12T15:00:00.000Z"),
+                    Some("Discovery call"),
+                ),
+                call(CallStatus::Canceled, None, None),
+            ],
+            ..none.clone()
+        };
+        let got = probe(
+            &two,
+            &[
+                "calls().len()",
+                "calls()[0]",
+                "calls()[0].status",
+                "calls()[0].start_time",
+                "calls()[0].event_type",
+                "calls()[1].status",
+                "calls()[1].start_time",
+                "calls()[1].event_type",
+                "calls()[0].keys()",
+            ],
+        );
+        assert_eq!(
+            got,
+            [
+                "i64=2",
+                r#"map=#{"event_type": "Discovery call", "start_time": "2026-11-12T15:00:00.000Z", "status": "rescheduled"}"#,
+                "string=rescheduled",
+                "string=2026-11-12T15:00:00.000Z",
+                "string=Discovery call",
+                "string=canceled",
+                "()=",
+                "()=",
+                r#"array=["event_type", "start_time", "status"]"#,
+            ]
+        );
+        let booked = ScoringContext {
+            calls: vec![call(CallStatus::Booked, None, None)],
+            ..none.clone()
+        };
+        assert_eq!(probe(&booked, &["calls()[0].status"]), ["string=booked"]);
+        let many = ScoringContext {
+            calls: (0..MAX_CALLS + 50)
+                .map(|i| call(CallStatus::Booked, Some(&i.to_string()), None))
+                .collect(),
+            ..none
+        };
+        assert_eq!(
+            probe(
+                &many,
+                &["calls().len()", "calls()[0].start_time", "calls()[-1].start_time"]
+            ),
+            ["i64=100", "string=0", "string=99"]
+        );
+        // A rule may change its copy; the next call is unchanged.
+        let contact = &parse_body(br#"{"id": 1}"#, 1).unwrap()[0];
+        let rule = one_rule(
+            r#"let c = calls(); c[0].status = "x"; c.clear(); add(calls().len(), calls()[0].status)"#,
+        );
+        let outcome = rule.evaluate(contact, &two);
+        assert_eq!(outcome.reasons[0].reason, "rescheduled", "{outcome:?}");
+        assert_eq!(outcome.score, Points::Int(2));
+    }
+
+    #[test]
+    fn a_rule_set_knows_whether_it_reads_the_history() {
+        let set = |files: &[(&str, &str)]| {
+            let sources = RuleSources {
+                files: files
+                    .iter()
+                    .map(|(n, t)| (n.to_string(), t.to_string()))
+                    .collect(),
+                tiers: None,
+            };
+            RuleSet::compile(sources, &Limits::default()).unwrap()
+        };
+        let plain = set(&[
+            ("10-a.rhai", r#"if days_since(now()) > 1.0 { add(1, "a") }"#),
+            ("20-b.rhai", r#"add(1, answer("calls"))"#),
+        ]);
+        assert!(!plain.uses_history());
+        assert_eq!(plain.history_use(), HistoryUse::default());
+        let with = set(&[
+            ("10-a.rhai", r#"add(1, "a")"#),
+            ("20-b.rhai", r#"if calls().is_empty() { add(-10, "no call") }"#),
+            (
+                "30-c.rhai",
+                r#"if days_since(first_seen()) > 7.0 { add(-5, "old") }"#,
+            ),
+        ]);
+        assert!(with.uses_history());
+        let by_rule: Vec<(&str, bool, bool)> = with
+            .history_use_by_rule()
+            .into_iter()
+            .map(|(rule, used)| (rule, used.calls, used.first_seen))
+            .collect();
+        assert_eq!(
+            by_rule,
+            [
+                ("10-a.rhai", false, false),
+                ("20-b.rhai", true, false),
+                ("30-c.rhai", false, true),
+            ]
+        );
+        assert!(
+            RuleSet::load(
+                &Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"),
+                &Limits::default()
+            )
+            .unwrap()
+            .history_use()
+                == HistoryUse::default()
+        );
+    }
+
+    #[test]
+    fn a_comparison_scores_both_sets_as_of_the_same_context() {
+        let rule =
+            r#"if days_since(first_seen()) > 7.0 && calls().is_empty() { add(-30, "no call in a week") }"#;
+        let baseline = Arc::new(one_rule(rule));
+        let candidate = Arc::new(one_rule(rule));
+        let comparison = Comparison::new(baseline.clone(), candidate);
+        assert_eq!(comparison.shared_rules(), 1);
+        let contact = &parse_body(br#"{"id": 1}"#, 1).unwrap()[0];
+        let old = ScoringContext {
+            first_seen: Some(scoring_time() - days(8)),
+            ..ScoringContext::at(scoring_time())
+        };
+        let (b, c) = comparison.evaluate(contact, &old);
+        assert_eq!((b.score, c.score), (Points::Int(-30), Points::Int(-30)));
+        assert_eq!(b, baseline.evaluate(contact, &old));
+        let (b, _) = comparison.evaluate(contact, &ScoringContext::at(scoring_time()));
+        assert_eq!(b.score, Points::Int(0));
     }
 }

@@ -24,7 +24,8 @@
 //! Covered: `let`/`const`, `if`/`else`, blocks, `return`, expression
 //! statements; constants, variables, array literals, `&&`/`||`/`!`,
 //! `== != < <= > >=`, `+` on numbers and text, `in`; `contact.field.field`
-//! reads; the rule API except `answers()`; the text methods `to_lower`,
+//! reads; the rule API except `answers()` (`now()`, `days_since(t)`,
+//! `first_seen()` and `calls()` included); the text methods `to_lower`,
 //! `to_upper`, `contains`, `starts_with`, `ends_with`, `is_empty`, `len`,
 //! and `to_int`/`to_float`. Not covered (always Rhai): loops, assignment,
 //! `switch`, `try`, `throw`, closures, functions defined in the rule (and
@@ -87,6 +88,10 @@ enum Op {
     IsFreeEmail,
     IclosedDisqualified,
     DisqualifyingGroups,
+    Now,
+    DaysSince,
+    FirstSeen,
+    Calls,
     ParseNumber,
     Add,
     Disqualify,
@@ -123,6 +128,10 @@ impl Op {
             ("is_free_email", 0) => Self::IsFreeEmail,
             ("iclosed_disqualified", 0) => Self::IclosedDisqualified,
             ("disqualifying_groups", 0) => Self::DisqualifyingGroups,
+            ("now", 0) => Self::Now,
+            ("days_since", 1) => Self::DaysSince,
+            ("first_seen", 0) => Self::FirstSeen,
+            ("calls", 0) => Self::Calls,
             ("parse_number", 1) => Self::ParseNumber,
             ("add", 2) => Self::Add,
             ("disqualify", 1) => Self::Disqualify,
@@ -472,6 +481,11 @@ impl<'a> Run<'a> {
             (Op::DisqualifyingGroups, None, None) => {
                 runtime::api_disqualifying_groups().map(Dynamic::from_array)
             }
+            (Op::Now, None, None) => runtime::api_now().map(Dynamic::from),
+            // A shared value (a closure's capture) is Rhai's.
+            (Op::DaysSince, Some(t), None) if !t.is_shared() => runtime::api_days_since(t),
+            (Op::FirstSeen, None, None) => runtime::api_first_seen(),
+            (Op::Calls, None, None) => runtime::api_calls().map(Dynamic::from_array),
             (Op::ParseNumber, Some(x), None) => return parse_number(x),
             (Op::Add, Some(points), Some(reason)) => {
                 let points = match (points.as_int(), points.as_float()) {
@@ -734,7 +748,9 @@ fn parse_number(x: &Dynamic) -> Eval<Dynamic> {
 mod tests {
     use serde_json::json;
 
-    use super::super::{RuleSet, RuleSources};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use super::super::{CallStatus, CallSummary, RuleSet, RuleSources, ScoringContext};
     use super::*;
     use crate::payload::Contact;
 
@@ -768,6 +784,48 @@ mod tests {
         .into_iter()
         .map(|value| Contact::from_value(&value).unwrap())
         .collect()
+    }
+
+    /// 2026-11-09T12:00:00.000123456Z: rules see it to the millisecond.
+    fn scoring_time() -> SystemTime {
+        UNIX_EPOCH + Duration::new(1_794_225_600, 123_456)
+    }
+
+    fn call(status: CallStatus, start_time: Option<&str>, event_type: Option<&str>) -> CallSummary {
+        CallSummary {
+            status,
+            start_time: start_time.map(str::to_owned),
+            event_type: event_type.map(str::to_owned),
+        }
+    }
+
+    /// Scoring contexts the snippets run in: no history; a week-old contact
+    /// with a booked and a canceled call; an unknown first receive time
+    /// and more calls than `calls()` returns.
+    fn contexts() -> Vec<ScoringContext> {
+        let now = scoring_time();
+        vec![
+            ScoringContext::at(now),
+            ScoringContext {
+                now,
+                first_seen: Some(now - Duration::from_secs(8 * 86_400)),
+                calls: vec![
+                    call(
+                        CallStatus::Booked,
+                        Some("2026-11-12T15:00:00.000Z"),
+                        Some("Discovery call"),
+                    ),
+                    call(CallStatus::Canceled, None, None),
+                ],
+            },
+            ScoringContext {
+                now,
+                first_seen: None,
+                calls: (0..150)
+                    .map(|i| call(CallStatus::Rescheduled, Some(&format!("call {i}")), None))
+                    .collect(),
+            },
+        ]
     }
 
     /// Each snippet is run by Rhai alone and by the native path (with Rhai
@@ -919,26 +977,66 @@ mod tests {
         (false, r#"answer(5)"#),
         (false, r#"let a = [answer("x"), 2]; add(1, a[1])"#),
         (false, r#"let one = answer("x").len() + 1; add(-one, "neg")"#),
+        // The scoring time and the contact's history (SPEC 12).
+        (
+            true,
+            r#"add(1, now()); add(2, first_seen()); if now() == first_seen() { add(4, "fresh") }"#,
+        ),
+        (
+            true,
+            r#"let t = now(); if t.starts_with("2026-11-09T12:00:00.000") && t.ends_with("Z") { add(t.len(), t) }"#,
+        ),
+        (
+            true,
+            r#"let d = days_since(first_seen()); if d == () { add(1, "unknown") } else if d > 7.0 { add(2, "week") } else { add(4, d) }"#,
+        ),
+        (
+            true,
+            r#"if days_since(now()) == 0.0 { add(1, "zero") } if days_since("2026-11-02T12:00:00Z") == 7.0 { add(2, "week") } if days_since("2099-01-01T00:00:00+02:00") < 0.0 { add(4, "future") }"#,
+        ),
+        (
+            true,
+            r#"if days_since("yesterday") == () { add(1, "a") } if days_since(5) == () { add(2, "b") } if days_since(()) == () { add(4, "c") } if days_since([]) == () { add(8, "d") }"#,
+        ),
+        (
+            true,
+            r#"let c = contact.latestCall; if c != () { add(days_since(c.dateTime), "since the call") }"#,
+        ),
+        (
+            true,
+            r#"let c = calls(); add(c.len(), "calls"); if c.is_empty() { add(1000, "none") } if c.contains("booked") { add(1, "never: maps") }"#,
+        ),
+        (
+            false,
+            r#"let c = calls(); if c.len() > 0 { add(1, c[0].status + "/" + c[0].start_time + "/" + c[0].event_type) }"#,
+        ),
+        (
+            false,
+            r#"for c in calls() { add(1, c.status); if c.start_time != () { add(2, `${c.start_time}`) } tag(c.event_type) }"#,
+        ),
+        (false, r#"let f = || now(); add(1, f.call())"#),
+        (false, r#"fn now() { "fake" } add(1, now())"#),
+        (false, r#"let f = Fn("calls"); add(f.call().len(), "pointer")"#),
     ];
 
     #[test]
     fn native_evaluation_gives_the_same_outcome_as_rhai() {
         let limits = Limits::default();
         let contacts = contacts();
+        let contexts = contexts();
         for (native_expected, script) in SNIPPETS {
             let native = rule_set(script, &limits);
             let rhai = rule_set(script, &limits).interpreted_only();
             let mut finished_natively = 0;
-            for contact in &contacts {
-                let expected = rhai.evaluate(contact);
-                assert_eq!(
-                    native.evaluate(contact),
-                    expected,
-                    "{script} on {}",
-                    contact.value
-                );
-                if let Some(alone) = native.evaluate_native_only(contact) {
-                    assert_eq!(alone, expected, "{script} on {}", contact.value);
+            for (at, contact) in contexts
+                .iter()
+                .flat_map(|at| contacts.iter().map(move |c| (at, c)))
+            {
+                let expected = rhai.evaluate(contact, at);
+                let on = || format!("{script} on {} with {at:?}", contact.value);
+                assert_eq!(native.evaluate(contact, at), expected, "{}", on());
+                if let Some(alone) = native.evaluate_native_only(contact, at) {
+                    assert_eq!(alone, expected, "{}", on());
                     finished_natively += 1;
                 }
             }
@@ -946,7 +1044,7 @@ mod tests {
                 assert!(finished_natively > 0, "{script}: never finished natively");
             } else {
                 assert!(
-                    finished_natively < contacts.len(),
+                    finished_natively < contacts.len() * contexts.len(),
                     "{script}: expected Rhai to take over at least once"
                 );
             }
@@ -963,10 +1061,11 @@ mod tests {
         let script = r#"let a = answer("role"); let b = a.to_lower(); if b == "x" { add(1, "x") } else if b.contains("vp") { add(2, "vp") } else { add(3, "other") }"#;
         let native = rule_set(script, &limits);
         let rhai = rule_set(script, &limits).interpreted_only();
+        let at = ScoringContext::at(scoring_time());
         for contact in contacts() {
-            let expected = rhai.evaluate(&contact);
+            let expected = rhai.evaluate(&contact, &at);
             assert_eq!(expected.errors.len(), 1, "{expected:?}");
-            assert_eq!(native.evaluate(&contact), expected);
+            assert_eq!(native.evaluate(&contact, &at), expected);
         }
         // Text longer than the string limit.
         let limits = Limits {
@@ -977,9 +1076,24 @@ mod tests {
         let native = rule_set(script, &limits);
         let rhai = rule_set(script, &limits).interpreted_only();
         let contact = &contacts()[0];
-        assert_eq!(rhai.evaluate(contact).errors.len(), 1);
-        assert_eq!(native.evaluate(contact), rhai.evaluate(contact));
-        assert!(native.evaluate_native_only(contact).is_none());
+        assert_eq!(rhai.evaluate(contact, &at).errors.len(), 1);
+        assert_eq!(native.evaluate(contact, &at), rhai.evaluate(contact, &at));
+        assert!(native.evaluate_native_only(contact, &at).is_none());
+        // More calls than the array limit allows: Rhai's error both ways.
+        let limits = Limits {
+            max_array_size: 50,
+            ..Limits::default()
+        };
+        let script = r#"add(calls().len(), "calls")"#;
+        let native = rule_set(script, &limits);
+        let rhai = rule_set(script, &limits).interpreted_only();
+        let contexts = contexts();
+        let at = &contexts[2];
+        let expected = rhai.evaluate(contact, at);
+        assert_eq!(expected.errors.len(), 1, "{expected:?}");
+        assert!(expected.errors[0].error.contains("Size of array"), "{expected:?}");
+        assert_eq!(native.evaluate(contact, at), expected);
+        assert!(native.evaluate_native_only(contact, at).is_none());
     }
 
     #[test]

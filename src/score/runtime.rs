@@ -20,7 +20,9 @@ use rhai::{
 use serde_json::Value;
 
 use super::budget::{Budget, Exhausted};
+use super::context::{CallSummary, MAX_CALLS, ScoringContext};
 use super::helpers::{self, Answers, Touch};
+use super::rfc3339;
 use super::trace::Lookup;
 
 /// Run-time limits of a rule (SPEC 2.3), documented in the README.
@@ -135,6 +137,13 @@ struct RunState {
     exhausted: Option<Exhausted>,
     answers: Option<Answers>,
     email_domain: Option<ImmutableString>,
+    /// The scoring time in unix ms, and as `now()` writes it (on first use).
+    now_ms: i64,
+    now_text: Option<ImmutableString>,
+    /// The contact's first receive time in unix ms, when known.
+    first_seen_ms: Option<i64>,
+    /// The newest [`MAX_CALLS`] calls, newest first.
+    calls: Vec<CallSummary>,
     effects: RuleEffects,
     /// The current rule's lookups, when a trace is asked for.
     lookups: Option<Vec<Lookup>>,
@@ -152,7 +161,7 @@ thread_local! {
 pub(crate) struct RunGuard(());
 
 impl RunGuard {
-    pub fn install(contact: Arc<Value>, contact_id: Value, budget: Budget) -> Self {
+    pub fn install(contact: Arc<Value>, contact_id: Value, budget: Budget, at: &ScoringContext) -> Self {
         RUN.with(|run| {
             *run.borrow_mut() = Some(RunState {
                 contact,
@@ -162,6 +171,10 @@ impl RunGuard {
                 exhausted: None,
                 answers: None,
                 email_domain: None,
+                now_ms: rfc3339::unix_millis(at.now),
+                now_text: None,
+                first_seen_ms: at.first_seen.map(rfc3339::unix_millis),
+                calls: at.calls.iter().take(MAX_CALLS).cloned().collect(),
                 effects: RuleEffects::default(),
                 lookups: None,
                 effect_lines: None,
@@ -563,6 +576,63 @@ pub(crate) fn api_is_free_email() -> RhaiResult<bool> {
     read(|s| helpers::is_free_email_domain(email_domain(s)))
 }
 
+/// `now()`: the scoring time (SPEC 12).
+pub(crate) fn api_now() -> RhaiResult<ImmutableString> {
+    read(|s| {
+        let now_ms = s.now_ms;
+        s.now_text
+            .get_or_insert_with(|| rfc3339::format_millis(now_ms).into())
+            .clone()
+    })
+}
+
+/// `days_since(t)`: days from the time `t` to the scoring time; `()` when
+/// `t` is not RFC 3339 text.
+pub(crate) fn api_days_since(t: &Dynamic) -> RhaiResult<Dynamic> {
+    let nanos = match t.clone().into_immutable_string() {
+        Ok(text) => rfc3339::parse_nanos(&text),
+        Err(_) => None,
+    };
+    read(|s| {
+        nanos.map_or(Dynamic::UNIT, |nanos| {
+            Dynamic::from_float(rfc3339::days_between(nanos, s.now_ms))
+        })
+    })
+}
+
+/// `first_seen()`: when the contact's first event was received; `()` when unknown.
+pub(crate) fn api_first_seen() -> RhaiResult<Dynamic> {
+    read(|s| {
+        s.first_seen_ms.map_or(Dynamic::UNIT, |ms| {
+            ImmutableString::from(rfc3339::format_millis(ms)).into()
+        })
+    })
+}
+
+/// `calls()`: the contact's calls, newest first, as maps.
+pub(crate) fn api_calls() -> RhaiResult<Array> {
+    let text = |value: &Option<String>| {
+        value
+            .as_deref()
+            .map_or(Dynamic::UNIT, |v| ImmutableString::from(v).into())
+    };
+    read(|s| {
+        s.calls
+            .iter()
+            .map(|call| {
+                let mut map = Map::new();
+                map.insert(
+                    "status".into(),
+                    ImmutableString::from(call.status.as_str()).into(),
+                );
+                map.insert("start_time".into(), text(&call.start_time));
+                map.insert("event_type".into(), text(&call.event_type));
+                Dynamic::from_map(map)
+            })
+            .collect()
+    })
+}
+
 pub(crate) fn api_iclosed_disqualified() -> RhaiResult<bool> {
     read(|s| helpers::iclosed_disqualified(&s.contact))
 }
@@ -625,6 +695,10 @@ fn register_read_api(engine: &mut Engine) {
     engine.register_fn("parse_number", |_: ()| -> Dynamic { Dynamic::UNIT });
     engine.register_fn("iclosed_disqualified", api_iclosed_disqualified);
     engine.register_fn("disqualifying_groups", api_disqualifying_groups);
+    engine.register_fn("now", api_now);
+    engine.register_fn("days_since", |t: Dynamic| api_days_since(&t));
+    engine.register_fn("first_seen", api_first_seen);
+    engine.register_fn("calls", api_calls);
 }
 
 fn register_write_api(engine: &mut Engine) {

@@ -679,7 +679,12 @@ pub trait Store: Send + Sync + 'static {
     async fn contact_hooks(&self, contact_key: &str, limit: usize) -> StoreResult<Vec<StoredHook>>;
     /// Starts a rescore job unless one is running: `Err(id)` names the
     /// running one. `owner` holds its lease until `lease_until` (unix ms).
-    async fn start_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<Result<(), String>>;
+    async fn start_rescore(
+        &self,
+        job: &RescoreJob,
+        owner: &str,
+        lease_until: i64,
+    ) -> StoreResult<Result<(), String>>;
     /// A job by id.
     async fn rescore_job(&self, id: &str) -> StoreResult<Option<RescoreJob>>;
     /// The newest jobs, newest first (the console's overview).

@@ -25,11 +25,11 @@ use tokio::sync::oneshot;
 
 use super::reply::{Done, PruneStep, Reply, ReplyTo};
 use super::{
-    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactTimeline, Counters,
-    DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, DeliveryStatus, Enqueued,
-    ContactHistory, EventSummary, EventWindow, HookSummary, RescoreJob, RescoreSource, ItemStored, NewEvent, NewHook, NewItem, OutcomeColumns, Pruned,
-    Requeue, Retention, Store, StoreResult, StoredEvent, StoredHook, contact_id_of, key_digest, now_ms,
-    packed, tally, tally_hooks, unavailable,
+    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactHistory, ContactTimeline,
+    Counters, DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, DeliveryStatus,
+    Enqueued, EventSummary, EventWindow, HookSummary, ItemStored, NewEvent, NewHook, NewItem, OutcomeColumns,
+    Pruned, Requeue, RescoreJob, RescoreSource, Retention, Store, StoreResult, StoredEvent, StoredHook,
+    contact_id_of, key_digest, now_ms, packed, tally, tally_hooks, unavailable,
 };
 
 /// Most operations one transaction takes.
@@ -782,7 +782,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn start_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<Result<(), String>> {
+    async fn start_rescore(
+        &self,
+        job: &RescoreJob,
+        owner: &str,
+        lease_until: i64,
+    ) -> StoreResult<Result<(), String>> {
         let (job, owner) = (job.clone(), owner.to_owned());
         // Jobs are a few tiny writes: on the reading connection (WAL lets
         // it write between the writer's transactions), not the writer's queue.
@@ -807,8 +812,12 @@ impl Store for SqliteStore {
     async fn rescore_job(&self, id: &str) -> StoreResult<Option<RescoreJob>> {
         let id = id.to_owned();
         self.read(move |conn| {
-            conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM rescore_jobs WHERE id = ?1"), [id], rescore_job)
-                .optional()
+            conn.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM rescore_jobs WHERE id = ?1"),
+                [id],
+                rescore_job,
+            )
+            .optional()
         })
         .await
     }
@@ -873,8 +882,12 @@ impl Store for SqliteStore {
                  WHERE id = ?1 AND state = 'running'",
                 params![id, now_ms()],
             )?;
-            conn.query_row(&format!("SELECT {JOB_COLUMNS} FROM rescore_jobs WHERE id = ?1"), [id], rescore_job)
-                .optional()
+            conn.query_row(
+                &format!("SELECT {JOB_COLUMNS} FROM rescore_jobs WHERE id = ?1"),
+                [id],
+                rescore_job,
+            )
+            .optional()
         })
         .await
     }
@@ -1436,7 +1449,11 @@ impl Writer {
             // for events that are not duplicates.
             packed::pack(&event.body),
             event.email,
-            if event.supersedes.is_some() { "rescored" } else { "contact" },
+            if event.supersedes.is_some() {
+                "rescored"
+            } else {
+                "contact"
+            },
         ])?;
         let seq = self.conn.last_insert_rowid();
         let mut put_delivery = self.conn.prepare_cached(

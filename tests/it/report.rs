@@ -332,3 +332,122 @@ async fn a_backtest_over_stored_contacts_compares_the_sales_of_equal_volumes() {
     );
     server.shutdown().await;
 }
+
+/// The project's own generator (`leadscore::demo`): contacts and the call
+/// and outcome hooks its buying model draws for them. Sales and revenue
+/// per contact, read from the hooks here (not from the model).
+fn demo_data(seed: u64, n: usize) -> (Vec<Value>, Vec<Value>, HashMap<String, (bool, f64)>) {
+    let contacts = leadscore::demo::contacts(seed, n);
+    let mut hooks = Vec::new();
+    let mut sold: HashMap<String, (bool, f64)> = HashMap::new();
+    let by_email: HashMap<String, String> = contacts
+        .iter()
+        .filter_map(|c| Some((c["email"].as_str()?.trim().to_lowercase(), c["id"].to_string())))
+        .collect();
+    for contact in &contacts {
+        for hook in leadscore::demo::hooks(seed, contact) {
+            if hook["hookType"] == "Outcome added"
+                && matches!(hook["callOutcome"].as_str(), Some("SALE" | "PARTIAL_SALE"))
+            {
+                let id = match &hook["contactId"] {
+                    Value::Null => by_email[&hook["email"].as_str().unwrap().to_lowercase()].clone(),
+                    id => id.to_string(),
+                };
+                let value = hook["dealValue"]
+                    .as_f64()
+                    .or_else(|| hook["deal"]["value"].as_f64())
+                    .unwrap_or(0.0);
+                let entry = sold.entry(id).or_default();
+                entry.0 = true;
+                entry.1 += value;
+            }
+            hooks.push(hook);
+        }
+    }
+    (contacts, hooks, sold)
+}
+
+/// A candidate that rewards what the generator's buyers have in common
+/// (SPEC 11 "a candidate is then better or worse"): in the top k, it must
+/// capture more sales than the bench rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_candidate_rewarding_the_planted_signal_captures_more_sales_at_equal_volume() {
+    let server = TestServer::start(Options {
+        forward: false,
+        ..Options::default()
+    })
+    .await;
+    let (contacts, hooks, sold) = demo_data(7, 1500);
+    let mut tiers: HashMap<String, String> = HashMap::new();
+    for batch in contacts.chunks(500) {
+        let reply = server.webhook(&Value::Array(batch.to_vec())).await;
+        for line in reply["results"].as_array().unwrap() {
+            tiers.insert(
+                line["contact_id"].to_string(),
+                line["tier"].as_str().unwrap().to_owned(),
+            );
+        }
+    }
+    for batch in hooks.chunks(200) {
+        let reply = server.webhook(&Value::Array(batch.to_vec())).await;
+        assert_eq!(reply["duplicates"], 0, "{reply}");
+    }
+
+    // The report against the hooks, counted here.
+    let report = server.get("/report?since=1d").await.json();
+    let sales = sold.values().filter(|s| s.0).count() as u64;
+    assert!(sales > 20, "the generator sells: {sales}");
+    assert_eq!(report["contacts"], 1500);
+    assert_eq!(report["sales"], sales);
+    let revenue: f64 = sold.values().map(|s| s.1).sum();
+    assert_eq!(report["revenue"].as_f64().unwrap(), round(revenue, 2));
+    for row in report["tiers"].as_array().unwrap() {
+        let tier = row["tier"].as_str().unwrap();
+        let members: Vec<&String> = tiers
+            .iter()
+            .filter(|(_, t)| *t == tier)
+            .map(|(id, _)| id)
+            .collect();
+        let tier_sales = members
+            .iter()
+            .filter(|id| sold.get(**id).is_some_and(|s| s.0))
+            .count() as u64;
+        assert_eq!(row["contacts"], members.len(), "{row}");
+        assert_eq!(row["sales"], tier_sales, "{row}");
+        assert_eq!(row["sale_rate"], rate(tier_sales, members.len() as u64), "{row}");
+    }
+
+    let signal = r#"
+let qa = contact.questionsAndAnswers;
+let role = if qa == () { "" } else { qa["What is your role?"] ?? "" };
+let budget = if qa == () { "" } else { qa["What is your monthly budget for this project?"] ?? "" };
+let role = role.to_lower();
+if role == "ceo" || role == "founder" || role == "cto" || role == "vp of operations" { add(30, "Buyer role"); }
+if budget == "$10,000+" { add(30, "Top budget"); } else if budget == "$5,000 - $10,000" { add(20, "High budget"); }
+if contact.tracking?.utm_source == "linkedin" { add(20, "LinkedIn"); }
+let email = contact.email ?? "";
+if email.ends_with("@gmail.com") || email.ends_with("@yahoo.com") || email.ends_with("@hotmail.com") || email.ends_with("@outlook.com") { add(-20, "Free email"); }
+if contact.status == "DISQUALIFIED" { disqualify("Disqualified by iClosed"); }
+"#;
+    let reply = server
+        .post_json(
+            "/backtest",
+            &json!({"rules": {"10-signal.rhai": signal}, "since": "1d"}),
+            &[],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let outcomes = &reply.json()["outcomes"];
+    let (baseline, candidate) = (
+        &outcomes["baseline"]["equal_volume"],
+        &outcomes["candidate"]["equal_volume"],
+    );
+    assert_eq!(baseline["k"], candidate["k"], "{outcomes}");
+    let k = baseline["k"].as_u64().unwrap();
+    assert!(k > 0, "{outcomes}");
+    assert!(
+        candidate["sales"].as_u64().unwrap() > baseline["sales"].as_u64().unwrap(),
+        "the candidate reads the buyers' signal and captures more sales in the top {k}: {outcomes}"
+    );
+    server.shutdown().await;
+}

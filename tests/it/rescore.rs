@@ -11,14 +11,18 @@ use crate::support::{Options, RulesDir, TestServer, WAIT, eventually, hook_fixtu
 
 /// Waits until the newest rescore job of `cause` is done; returns it.
 async fn wait_job_done(server: &TestServer, cause: &str) -> Value {
-    eventually(&format!("a finished rescore of cause {cause}"), WAIT, async || {
-        let jobs = server.get("/rescore").await.json();
-        jobs["jobs"]
-            .as_array()?
-            .iter()
-            .find(|job| job["cause"] == cause && job["state"] == "done")
-            .cloned()
-    })
+    eventually(
+        &format!("a finished rescore of cause {cause}"),
+        WAIT,
+        async || {
+            let jobs = server.get("/rescore").await.json();
+            jobs["jobs"]
+                .as_array()?
+                .iter()
+                .find(|job| job["cause"] == cause && job["state"] == "done")
+                .cloned()
+        },
+    )
     .await
 }
 
@@ -50,7 +54,12 @@ async fn a_rule_change_pushes_exactly_the_contacts_whose_score_or_tier_moved() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|line| (key(&line["contact_id"]), (line["score"].clone(), line["tier"].clone())))
+        .map(|line| {
+            (
+                key(&line["contact_id"]),
+                (line["score"].clone(), line["tier"].clone()),
+            )
+        })
         .collect();
     server.receiver().wait_for(80, WAIT).await;
 
@@ -72,7 +81,11 @@ async fn a_rule_change_pushes_exactly_the_contacts_whose_score_or_tier_moved() {
             expected.insert(id, now);
         }
     }
-    assert!(!expected.is_empty() && expected.len() < 80, "a change that moves some: {}", expected.len());
+    assert!(
+        !expected.is_empty() && expected.len() < 80,
+        "a change that moves some: {}",
+        expected.len()
+    );
     assert_eq!(job["scored"], 80, "{job}");
     assert_eq!(job["changed"], expected.len(), "{job}");
     assert_eq!(job["pushed"], expected.len(), "{job}");
@@ -89,7 +102,9 @@ async fn a_rule_change_pushes_exactly_the_contacts_whose_score_or_tier_moved() {
     for body in &pushed {
         let id = key(&body["contact_id"]);
         assert!(seen.insert(id.clone()), "{id} pushed twice");
-        let (score, tier) = expected.get(&id).unwrap_or_else(|| panic!("{id} did not change: {body}"));
+        let (score, tier) = expected
+            .get(&id)
+            .unwrap_or_else(|| panic!("{id} did not change: {body}"));
         assert_eq!((&body["score"], &body["tier"]), (score, tier), "{body}");
         let (old_score, old_tier) = &before[&id];
         assert_eq!(&body["previous"]["score"], old_score, "{body}");
@@ -126,7 +141,9 @@ async fn a_rule_change_pushes_exactly_the_contacts_whose_score_or_tier_moved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rescore_jobs_start_once_report_progress_and_cancel() {
     let server = TestServer::default().await;
-    server.webhook(&Value::Array(leadscore::demo::contacts(3, 20))).await;
+    server
+        .webhook(&Value::Array(leadscore::demo::contacts(3, 20)))
+        .await;
     let started = server.post_json("/rescore", &json!({"since": "1d"}), &[]).await;
     assert_eq!(started.status, 202, "{}", started.text);
     let job = started.json();
@@ -139,14 +156,38 @@ async fn rescore_jobs_start_once_report_progress_and_cancel() {
     })
     .await;
     // Nothing changed: the rules are the same.
-    assert_eq!((done["scored"].as_u64(), done["changed"].as_u64(), done["pushed"].as_u64()), (Some(20), Some(0), Some(0)), "{done}");
+    assert_eq!(
+        (
+            done["scored"].as_u64(),
+            done["changed"].as_u64(),
+            done["pushed"].as_u64()
+        ),
+        (Some(20), Some(0), Some(0)),
+        "{done}"
+    );
     assert!(done["finished_at"].is_string(), "{done}");
-    for field in ["id", "state", "cause", "since", "scored", "changed", "pushed", "started_at", "finished_at"] {
+    for field in [
+        "id",
+        "state",
+        "cause",
+        "since",
+        "scored",
+        "changed",
+        "pushed",
+        "started_at",
+        "finished_at",
+    ] {
         assert!(done.get(field).is_some(), "{field} missing: {done}");
     }
     server.get("/rescore/rsc_nope").await.assert_error(404);
-    server.post_json("/rescore", &json!({"since": "forever"}), &[]).await.assert_error(400);
-    server.post_json("/rescore", &json!({"bogus": 1}), &[]).await.assert_error(400);
+    server
+        .post_json("/rescore", &json!({"since": "forever"}), &[])
+        .await
+        .assert_error(400);
+    server
+        .post_json("/rescore", &json!({"bogus": 1}), &[])
+        .await
+        .assert_error(400);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +217,11 @@ async fn a_call_hook_rescores_its_contact_at_once() {
     assert_eq!(pushed["cause"], "call");
     assert_eq!(pushed["previous"]["score"], before["score"]);
     assert!(
-        pushed["reasons"].as_array().unwrap().iter().any(|r| r["reason"] == "Booked a discovery call"),
+        pushed["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["reason"] == "Booked a discovery call"),
         "{pushed}"
     );
 
@@ -212,7 +257,10 @@ async fn a_decay_rule_on_a_schedule_demotes_a_lead_without_a_call_only() {
                                        "How many employees does your company have?": "1000+"}})
     };
     let reply = server
-        .webhook(&json!([hot(8001, "no.call@example.com"), hot(8002, "raya.fleming@northwind-logistics.com")]))
+        .webhook(&json!([
+            hot(8001, "no.call@example.com"),
+            hot(8002, "raya.fleming@northwind-logistics.com")
+        ]))
         .await;
     let tier = reply["results"][0]["tier"].clone();
     assert_eq!(reply["results"][1]["tier"], tier, "{reply}");
@@ -227,7 +275,11 @@ async fn a_decay_rule_on_a_schedule_demotes_a_lead_without_a_call_only() {
     .await;
     assert_eq!(demoted["previous"]["tier"], tier, "{demoted}");
     assert!(
-        demoted["reasons"].as_array().unwrap().iter().any(|r| r["reason"] == "No call booked yet"),
+        demoted["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["reason"] == "No call booked yet"),
         "{demoted}"
     );
     // A later scheduled job has run too: 8002 (booked) was never demoted.
@@ -235,7 +287,11 @@ async fn a_decay_rule_on_a_schedule_demotes_a_lead_without_a_call_only() {
     let later = server.get("/contacts/8002").await.json();
     for event in later["events"].as_array().unwrap() {
         assert!(
-            !event["reasons"].as_array().unwrap().iter().any(|r| r["reason"] == "No call booked yet"),
+            !event["reasons"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r["reason"] == "No call booked yet"),
             "{later}"
         );
     }

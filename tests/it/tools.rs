@@ -305,3 +305,70 @@ async fn backtest_lists_the_slowest_rule_files() {
     assert!(slowest[0]["mean_micros"].as_f64().unwrap() > slowest[1]["mean_micros"].as_f64().unwrap());
     assert!(slowest[0]["share_percent"].as_f64().unwrap() > 50.0, "{report}");
 }
+
+/// SPEC 12: the scoring time of each path. `POST /score` and the
+/// playground's given contacts score now, with no calls and first seen
+/// now; ingest scores as of the receive time (the stored `scored_at`); a
+/// backtest of stored events scores each as of its receive time, so the
+/// same rules give exactly the stored results, time-based points included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_see_the_scoring_time_of_each_path() {
+    const TIME_RULE: &str = concat!(
+        "add(days_since(\"2020-01-01T00:00:00Z\"), \"age\");\n",
+        "add(0, now());\n",
+        "tag(first_seen());\n",
+        "add(calls().len(), \"calls\");\n",
+    );
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    std::fs::write(folder.path().join("10-time.rhai"), TIME_RULE).unwrap();
+    let server = serving(RulesDir::copy_of(folder.path())).await;
+    // `days_since` from 2020 to a result's `scored_at`, as the rule computes it.
+    let age = |scored_at: &Value| {
+        let at = leadscore::score::rfc3339::parse_nanos(scored_at.as_str().unwrap()).unwrap();
+        let since = leadscore::score::rfc3339::parse_nanos("2020-01-01T00:00:00Z").unwrap();
+        (at - since) as f64 / 86_400_000_000_000.0
+    };
+    let check = |result: &Value| {
+        let scored_at = &result["scored_at"];
+        assert_eq!(
+            result["reasons"][0]["points"].as_f64(),
+            Some(age(scored_at)),
+            "{result}"
+        );
+        assert_eq!(
+            &result["reasons"][1]["reason"], scored_at,
+            "now() is scored_at: {result}"
+        );
+        assert_eq!(result["tags"], json!([scored_at]), "first seen now: {result}");
+        assert_eq!(result["reasons"][2]["points"], 0, "no calls: {result}");
+    };
+    let contacts = generated(3, 5);
+    let reply = server.post_json("/score", &json!(contacts), &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.json()["results"].as_array().unwrap().iter().for_each(check);
+
+    let rules = json!({ "10-time.rhai": TIME_RULE });
+    let reply = server
+        .post_json("/backtest", &json!({ "rules": rules, "contacts": contacts }), &[])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    for pair in reply.json()["results"].as_array().unwrap() {
+        check(&pair["baseline"]);
+        check(&pair["candidate"]);
+    }
+
+    ingest(&server, &contacts).await;
+    let reply = server
+        .post_json("/backtest", &json!({ "rules": rules, "against": "stored" }), &[])
+        .await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let report = reply.json();
+    assert_eq!(report["contacts"], 3, "{report}");
+    assert_eq!(report["changed"], json!([]), "{report}");
+    assert_eq!(
+        report["score_delta"],
+        json!({"mean": 0, "p50": 0, "p90": 0, "min": 0, "max": 0}),
+        "scored as of each event's receive time: {report}"
+    );
+    server.shutdown().await;
+}

@@ -17,10 +17,10 @@ use super::writer::{Work, WriteOp, Writer};
 use super::{ENQUEUE_DEADLINE, PRUNE_BATCH};
 use crate::store::reply::{Reply, ReplyTo};
 use crate::store::{
-    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactTimeline, Counters,
-    ContactHistory, DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, EventWindow,
-    ItemStored, RescoreJob, RescoreSource,
-    NewItem, Pruned, Requeue, Retention, Store, StoreResult, StoredEvent, StoredHook, now_ms, unavailable,
+    AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactHistory, ContactTimeline,
+    Counters, DeliveryBacklog, DeliveryCounts, DeliveryFilter, DeliveryInfo, DeliveryRow, EventWindow,
+    ItemStored, NewItem, Pruned, Requeue, RescoreJob, RescoreSource, Retention, Store, StoreResult,
+    StoredEvent, StoredHook, now_ms, unavailable,
 };
 
 pub struct PostgresStore {
@@ -541,7 +541,12 @@ impl Store for PostgresStore {
             .await
     }
 
-    async fn start_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<Result<(), String>> {
+    async fn start_rescore(
+        &self,
+        job: &RescoreJob,
+        owner: &str,
+        lease_until: i64,
+    ) -> StoreResult<Result<(), String>> {
         let (job, owner) = (job.clone(), owner.to_owned());
         self.pool
             .run("cannot start a rescore", move |conn| {

@@ -199,7 +199,11 @@ impl<'a> EventColumns<'a> {
         self.rules_version.push(&e.rules_version);
         self.body.push(&e.body);
         self.email.push(e.email.as_deref());
-        self.kind.push(if e.supersedes.is_some() { "rescored" } else { "contact" });
+        self.kind.push(if e.supersedes.is_some() {
+            "rescored"
+        } else {
+            "contact"
+        });
         for destination in &e.destinations {
             self.delivery_event.push(&e.event_id);
             self.delivery_destination.push(destination);
