@@ -99,7 +99,7 @@ export function contactPage(ctx) {
             contactLink(c.contact_id),
             ' ',
             h('span', { class: `tier tier-${cssName(c.tier)}` }, c.tier ?? '—'),
-            ` score ${fmt(c.score)}, latest event ${when(c.received_at)}`,
+            ` score ${scoreText(c.score)}, latest event ${when(c.received_at)}`,
           ),
         ),
       ),
@@ -169,6 +169,11 @@ export function contactPage(ctx) {
   };
 }
 
+/** A score as stored: a whole number as is, a fraction with at most two decimals ("62.5"). */
+function scoreText(score) {
+  return typeof score === 'number' && Number.isFinite(score) ? String(Number(score.toFixed(2))) : fmt(score);
+}
+
 function isRescored(e) {
   return e.type === 'contact.rescored';
 }
@@ -193,7 +198,7 @@ function eventItem(e, index, deliveries) {
       rescored ? h('span', { class: 'badge rescored-badge', 'data-field': 'event-rescored' }, 'rescored') : null,
       h('span', { class: 'small', 'data-field': 'event-time' }, when(e.received_at)),
       h('span', { class: `tier tier-${cssName(tier)}`, 'data-field': 'event-tier' }, tier || '—'),
-      h('span', {}, 'score ', h('strong', { 'data-field': 'event-score' }, fmt(e.score))),
+      h('span', {}, 'score ', h('strong', { 'data-field': 'event-score' }, scoreText(e.score))),
       h('span', { class: 'hint' }, 'rules ', h('code', { title: e.rules_version ?? '', 'data-field': 'event-rules-version' }, short(e.rules_version))),
       h('span', { class: 'hint mono small' }, [e.kind, e.type].filter(Boolean).join(' · ')),
       h('span', { class: 'hint mono small' }, e.id),
@@ -256,7 +261,7 @@ function rescoredNote(e) {
     p
       ? [
           ' Before: score ',
-          h('strong', { 'data-field': 'previous-score' }, fmt(p.score)),
+          h('strong', { 'data-field': 'previous-score' }, scoreText(p.score)),
           ' ',
           h('span', { class: `tier tier-${cssName(p.tier)}`, 'data-field': 'previous-tier' }, p.tier ?? '—'),
           ' (rules ',

@@ -183,7 +183,7 @@ function tiersTable(r, flagged) {
             num(rateText(t.sale_rate, t.sales, t.contacts), 'sale-rate'),
             num(money(t.revenue), 'revenue'),
             num(rateText(t.share_of_sales, t.sales, r.sales), 'share-of-sales'),
-            num(fmt(t.lift), 'lift'),
+            num(lift(t.lift), 'lift'),
           ),
         ),
       ),
@@ -267,12 +267,17 @@ function splitTable(r, rows, names, key, flagged) {
             num(x.sales, 'sales'),
             num(rateText(x.sale_rate_with, x.sales, x.contacts), 'sale-rate-with'),
             num(rateText(x.sale_rate_without, otherSales, otherContacts), 'sale-rate-without'),
-            num(fmt(x.lift), 'lift'),
+            num(lift(x.lift), 'lift'),
           );
         }),
       ),
     ),
   );
+}
+
+/** A lift with two decimals (the engine's precision), '—' for null. */
+function lift(value) {
+  return value === null || value === undefined || !Number.isFinite(value) ? '—' : value.toFixed(2);
 }
 
 function num(value, key) {
