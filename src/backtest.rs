@@ -24,7 +24,7 @@ use serde_json::value::RawValue;
 use crate::outcomes::{self, BacktestContact, BacktestOutcomes, ContactOutcome, SideScore};
 use crate::payload::{Contact, parse_json};
 use crate::score::{Comparison, Outcome, Points, Reason, RuleSet, ScoredContact, ScoringContext, Tiers};
-use crate::store::{EventWindow, Store, StoreError, StoredEvent};
+use crate::store::{ContactHistory, EventWindow, Store, StoreError, StoredEvent};
 use crate::time::{format_ms, from_unix_ms};
 
 /// Sees every compared contact, in order (e.g. writes a CSV row).
@@ -71,6 +71,10 @@ pub struct Backtest {
     pub background: bool,
     /// Given contacts only: both results carry their trace (the playground).
     pub trace: bool,
+    /// The scoring time of stored events: `None`, each event's receive time
+    /// (what the engine knew then: no later calls); a time, that time for
+    /// all (`leadscore rescore --dry-run`: what a rescore now would give).
+    pub as_of: Option<SystemTime>,
 }
 
 /// Lowers the calling thread to the lowest CPU priority of normal
@@ -259,7 +263,9 @@ impl Backtest {
         on_row: Option<RowSink>,
     ) -> Result<Report, BacktestError> {
         let started = Instant::now();
-        let scorer = Arc::new(Scorer::new(self.baseline.clone(), self.candidate.clone()));
+        let mut scorer = Scorer::new(self.baseline.clone(), self.candidate.clone());
+        scorer.as_of = self.as_of;
+        let scorer = Arc::new(scorer);
         let timing = scorer.clone();
         let trace = self.trace;
         let mut builder = ReportBuilder::new(self.top, &scorer);
@@ -370,7 +376,7 @@ async fn scan_store(
     progress: Arc<Progress>,
     mut on_row: Option<RowSink>,
 ) -> Result<ReportBuilder, BacktestError> {
-    type Page = (u64, Vec<StoredEvent>);
+    type Page = (u64, Vec<StoredEvent>, HashMap<String, ContactHistory>);
     type Scored = (u64, Vec<(i64, Compared)>);
     let (page_tx, page_rx) = tokio::sync::mpsc::channel::<Page>(threads * 2);
     let page_rx = Arc::new(Mutex::new(page_rx));
@@ -389,10 +395,12 @@ async fn scan_store(
                 loop {
                     // Held only while taking a page, not while scoring it.
                     let page = page_rx.lock().unwrap_or_else(|p| p.into_inner()).blocking_recv();
-                    let Some((index, events)) = page else { return };
+                    let Some((index, events, histories)) = page else {
+                        return;
+                    };
                     let scored = events
                         .iter()
-                        .map(|event| (event.seq, scorer.compare_stored(event)))
+                        .map(|event| (event.seq, scorer.compare_stored(event, &histories)))
                         .collect();
                     if scored_tx.send((index, scored)).is_err() {
                         return;
@@ -439,7 +447,24 @@ async fn scan_store(
         };
         let Some(last) = events.last() else { break Ok(()) };
         after = last.seq;
-        if page_tx.send((index, events)).await.is_err() {
+        // Rules reading `first_seen()` or `calls()` see each contact's
+        // history; calls later than an event's scoring time are left out
+        // when it is scored.
+        let histories = match scorer.uses_history() {
+            true => {
+                let until = match scorer.as_of {
+                    Some(time) => crate::time::unix_ms(time),
+                    None => events.iter().map(|e| e.received_at).max().unwrap_or(0),
+                };
+                let keys = events.iter().filter_map(|e| e.contact_key.clone()).collect();
+                match store.contact_histories(keys, until).await {
+                    Ok(histories) => histories,
+                    Err(e) => break Err(e),
+                }
+            }
+            false => HashMap::new(),
+        };
+        if page_tx.send((index, events, histories)).await.is_err() {
             break Ok(());
         }
         index += 1;
@@ -469,6 +494,8 @@ struct Scorer {
     timed_contacts: AtomicU64,
     /// Contacts scored: the first and one in [`TIME_ONE_IN`] are timed.
     scored: AtomicU64,
+    /// See [`Backtest::as_of`].
+    as_of: Option<SystemTime>,
 }
 
 /// Reading the clock around every rule of every contact costs about 10 %
@@ -504,7 +531,14 @@ impl Scorer {
             baseline,
             candidate,
             comparison,
+            as_of: None,
         }
+    }
+
+    /// Whether either side's rules read a contact's history.
+    fn uses_history(&self) -> bool {
+        self.candidate.uses_history()
+            || matches!(&self.baseline, Baseline::Rules(rules) if rules.uses_history())
     }
 
     /// Both outcomes of a contact, baseline rules first.
@@ -568,7 +602,7 @@ impl Scorer {
             .collect()
     }
 
-    fn compare_stored(&self, event: &StoredEvent) -> Compared {
+    fn compare_stored(&self, event: &StoredEvent, histories: &HashMap<String, ContactHistory>) -> Compared {
         let stored: StoredScore = match parse_json(&event.body) {
             Ok(stored) => stored,
             Err(e) => return unreadable(event, &format!("the stored event cannot be read: {e}")),
@@ -577,11 +611,23 @@ impl Scorer {
             Ok(contact) => contact,
             Err(e) => return unreadable(event, &format!("the stored contact {e}")),
         };
-        // As of the event's receive time: what the engine knew then (SPEC 12).
-        // TODO(SPEC 12): the contact's first receive time and the calls
-        // received before the event, once the store keeps them; until then
-        // the event's own receive time and no calls.
-        let at = ScoringContext::at(from_unix_ms(event.received_at));
+        // As of the event's receive time, what the engine knew then (SPEC
+        // 12), unless the backtest scores as of one time.
+        let now = self.as_of.unwrap_or_else(|| from_unix_ms(event.received_at));
+        let history = event
+            .contact_key
+            .as_ref()
+            .and_then(|key| histories.get(key))
+            .map(|history| ContactHistory {
+                first_seen: history.first_seen,
+                calls: history
+                    .calls
+                    .iter()
+                    .filter(|call| call.received_at <= crate::time::unix_ms(now))
+                    .cloned()
+                    .collect(),
+            });
+        let at = crate::rescore::context_of(history.as_ref(), now);
         match &self.comparison {
             Some(comparison) => {
                 let (baseline, candidate) = self.compare(comparison, &contact, &at);

@@ -6,6 +6,7 @@ mod backtest;
 mod demo;
 mod destinations;
 mod report;
+mod rescore;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufWriter, Read, Write};
@@ -67,6 +68,8 @@ pub enum Command {
     Backtest(Box<backtest::BacktestArgs>),
     /// Did the hot leads buy? Sales, sale rates and lift per tier, reason, tag and score decile.
     Report(report::ReportArgs),
+    /// Score the stored contacts again and push those whose score or tier moved (or --dry-run).
+    Rescore(Box<rescore::RescoreArgs>),
     /// Print the settings `serve` would run with, where each comes from, secrets masked.
     Config(Box<ServeArgs>),
     /// Generate realistic demo contacts: post them to a running engine (--url) or write JSON lines.
@@ -209,6 +212,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Some(Command::Check(args)) => check(&args),
         Some(Command::Backtest(args)) => backtest::run(&args),
         Some(Command::Report(args)) => report::run(&args),
+        Some(Command::Rescore(args)) => rescore::run(&args),
         Some(Command::Test(args)) => test(args),
         Some(Command::Lint(args)) => lint(&args),
         Some(Command::Config(args)) => show_config(&args, &parsed),

@@ -164,6 +164,67 @@ async fn hooks_and_their_contacts_on_two_instances_at_once_always_link() {
     }
 }
 
+/// SPEC 12: one rescore job at a time per store, across instances; a job
+/// whose owner stopped renewing its lease is taken over by one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_start_one_rescore_job_and_one_takes_over_a_dead_owners() {
+    let Some(schema) = Schema::fresh("cluster") else {
+        return;
+    };
+    let a = open(&schema.url()).await;
+    let b = open(&schema.options_url()).await;
+    for round in 0..10 {
+        let job_a = leadscore::rescore::new_job(leadscore::rescore::Cause::Manual, 0, 0);
+        let job_b = leadscore::rescore::new_job(leadscore::rescore::Cause::Manual, 0, 0);
+        let lease = store::now_ms() + 60_000;
+        let (x, y) = tokio::join!(
+            a.start_rescore(&job_a, "a", lease),
+            b.start_rescore(&job_b, "b", lease)
+        );
+        let (x, y) = (x.unwrap(), y.unwrap());
+        let running = match (&x, &y) {
+            (Ok(()), Err(id)) => {
+                assert_eq!(id, &job_a.id, "round {round}");
+                job_a.clone()
+            }
+            (Err(id), Ok(())) => {
+                assert_eq!(id, &job_b.id, "round {round}");
+                job_b.clone()
+            }
+            other => panic!("round {round}: exactly one starts: {other:?}"),
+        };
+        // Nobody takes a job whose lease holds; the other owner cannot save it.
+        assert_eq!(a.take_over_rescore("c", lease).await.unwrap(), None);
+        let other = if running.id == job_a.id { "b" } else { "a" };
+        assert!(
+            !a.save_rescore(&running, other, lease).await.unwrap(),
+            "round {round}"
+        );
+        let mut done = running.clone();
+        done.state = "done".into();
+        let owner = if running.id == job_a.id { "a" } else { "b" };
+        assert!(
+            b.save_rescore(&done, owner, lease).await.unwrap(),
+            "round {round}"
+        );
+    }
+    // A job whose lease ran out: one of two instances takes it, with its cursor.
+    let mut orphan = leadscore::rescore::new_job(leadscore::rescore::Cause::Rules, 0, 9);
+    a.start_rescore(&orphan, "dead", store::now_ms() - 1)
+        .await
+        .unwrap()
+        .unwrap();
+    orphan.cursor = 0;
+    let (x, y) = tokio::join!(
+        a.take_over_rescore("a", store::now_ms() + 60_000),
+        b.take_over_rescore("b", store::now_ms() + 60_000)
+    );
+    let taken: Vec<_> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].id, orphan.id);
+    assert_eq!(taken[0].up_to_seq, 9);
+}
+
 /// issue 19 (8): a contact's events are delivered in commit order across
 /// instances. Instance A's write is held after it has inserted its event
 /// (a row its counters need is locked) while instance B writes an event of
@@ -922,6 +983,7 @@ async fn overlapping_batches_on_two_instances_store_each_key_once() {
             match answer {
                 Enqueued::Stored(s) => stored.entry(key).or_default().push(s.id),
                 Enqueued::Duplicate(d) => duplicates.push((key, d.id)),
+                Enqueued::Superseded => panic!("key {key}: only rescored events are superseded"),
             }
         }
     }

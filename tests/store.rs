@@ -1305,3 +1305,101 @@ async fn hooks_link_to_their_contact_and_sum_into_outcomes() {
         );
     }
 }
+
+#[tokio::test]
+async fn rescored_events_are_stored_once_per_job_and_only_over_the_newest_event() {
+    use leadscore::rescore::{Cause, new_job};
+    for (name, store, _dir) in backends().await {
+        store
+            .enqueue(unforwarded(vec![
+                event("evt_1", 1, "e1"),
+                event("evt_2", 2, "e2"),
+            ]))
+            .await
+            .unwrap();
+        let sources = store.rescore_sources(0, i64::MAX, 0, 10).await.unwrap();
+        assert_eq!(sources.len(), 2, "{name}");
+        let one = sources.iter().find(|s| s.contact_key == "1").unwrap();
+        assert_eq!(
+            (one.source_seq, one.latest_body.is_none()),
+            (one.latest_seq, true),
+            "{name}"
+        );
+        let rescored = |id: &str, contact: i64, key: &str, over: i64| {
+            let mut e = event(id, contact, key);
+            e.supersedes = Some(over);
+            e.score = 50.into();
+            e
+        };
+        // Over the newest event: stored; again under the same key: a duplicate.
+        let first = store
+            .enqueue(vec![rescored("evt_r1", 1, "job1-1", one.latest_seq)])
+            .await
+            .unwrap();
+        assert!(matches!(&first[0], Enqueued::Stored(_)), "{name}: {first:?}");
+        let again = store
+            .enqueue(vec![rescored("evt_r1b", 1, "job1-1", one.latest_seq)])
+            .await
+            .unwrap();
+        assert!(
+            matches!(&again[0], Enqueued::Duplicate(s) if s.id == "evt_r1"),
+            "{name}: {again:?}"
+        );
+        // Over an event that is no longer the newest (a webhook came): not stored.
+        let two = sources.iter().find(|s| s.contact_key == "2").unwrap();
+        store
+            .enqueue(unforwarded(vec![event("evt_3", 2, "e3")]))
+            .await
+            .unwrap();
+        let late = store
+            .enqueue(vec![rescored("evt_r2", 2, "job1-2", two.latest_seq)])
+            .await
+            .unwrap();
+        assert_eq!(late[0], Enqueued::Superseded, "{name}");
+        // Contact 1's source is still its contact event; its latest is the rescored one.
+        let sources = store.rescore_sources(0, i64::MAX, 0, 10).await.unwrap();
+        let one = sources.iter().find(|s| s.contact_key == "1").unwrap();
+        assert!(one.latest_seq > one.source_seq, "{name}");
+        assert!(one.latest_body.as_deref().unwrap().contains("evt_r1"), "{name}");
+        // The outcomes report reads contact events only.
+        let rows = store.contact_outcomes(0).await.unwrap();
+        let row = rows.iter().find(|r| r.contact_key == "1").unwrap();
+        assert_eq!(row.score, 42.0, "{name}: the rescored 50 is not the report's");
+
+        // Jobs: one running; the owner saves, another cannot; cancel.
+        let job = new_job(Cause::Manual, 0, 3);
+        let lease = now_ms() + 60_000;
+        store.start_rescore(&job, "me", lease).await.unwrap().unwrap();
+        let other = new_job(Cause::Rules, 0, 3);
+        assert_eq!(
+            store.start_rescore(&other, "you", lease).await.unwrap(),
+            Err(job.id.clone()),
+            "{name}"
+        );
+        let mut progress = job.clone();
+        progress.cursor = 2;
+        progress.scored = 2;
+        assert!(
+            store.save_rescore(&progress, "me", lease).await.unwrap(),
+            "{name}"
+        );
+        assert!(
+            !store.save_rescore(&progress, "you", lease).await.unwrap(),
+            "{name}"
+        );
+        assert_eq!(
+            store.rescore_job(&job.id).await.unwrap().unwrap().cursor,
+            2,
+            "{name}"
+        );
+        let cancelled = store.cancel_rescore(&job.id).await.unwrap().unwrap();
+        assert_eq!(cancelled.state, "cancelled", "{name}");
+        assert!(
+            !store.save_rescore(&progress, "me", lease).await.unwrap(),
+            "{name}: a cancelled job stops"
+        );
+        store.start_rescore(&other, "you", lease).await.unwrap().unwrap();
+        let recent = store.recent_rescore_jobs(5).await.unwrap();
+        assert_eq!(recent.len(), 2, "{name}");
+    }
+}

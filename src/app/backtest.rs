@@ -186,6 +186,7 @@ impl Engine {
             // Webhooks first: the backtest takes the CPU time they leave.
             background: true,
             trace: request.trace,
+            as_of: None,
         };
         run(job, progress, None).await
     }

@@ -116,6 +116,7 @@ pub fn run(args: &BacktestArgs) -> ExitCode {
                 .map_or_else(backtest::default_threads, |n| n as usize),
             background: false,
             trace: false,
+            as_of: None,
         };
         let on_row = csv.as_ref().map(|csv| csv.writer());
         let report = use_case::run(job, progress, on_row).await;

@@ -480,6 +480,8 @@ pub struct StoredEvent {
     pub received_at: i64,
     /// The scored contact (SPEC 3) as stored at ingest.
     pub body: String,
+    /// Its contact's key (the id's JSON text), when the read gives it.
+    pub contact_key: Option<String>,
 }
 
 /// Per-minute counters behind `GET /stats`, kept by every `enqueue`.

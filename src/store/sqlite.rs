@@ -688,7 +688,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<StoredEvent>> {
         self.read(move |conn| {
             let sql = format!(
-                "SELECT seq, id, received_at, body FROM events e WHERE {WINDOW_FILTER} ORDER BY seq LIMIT :limit"
+                "SELECT seq, id, received_at, body, contact_key FROM events e WHERE {WINDOW_FILTER} ORDER BY seq LIMIT :limit"
             );
             let mut stmt = conn.prepare_cached(&sql)?;
             let rows = stmt.query_map(
@@ -710,7 +710,7 @@ impl Store for SqliteStore {
         let key = contact_key.to_owned();
         self.read(move |conn| {
             let mut events = conn.prepare_cached(
-                "SELECT seq, id, received_at, body FROM events WHERE contact_key = ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, id, received_at, body, contact_key FROM events WHERE contact_key = ?1 ORDER BY seq LIMIT ?2",
             )?;
             let events: Vec<StoredEvent> = events
                 .query_map(params![key, limit as i64], stored_event)?
@@ -774,8 +774,9 @@ impl Store for SqliteStore {
 
     async fn recent_events(&self, limit: usize) -> StoreResult<Vec<StoredEvent>> {
         self.read(move |conn| {
-            let mut stmt = conn
-                .prepare_cached("SELECT seq, id, received_at, body FROM events ORDER BY seq DESC LIMIT ?1")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, id, received_at, body, contact_key FROM events ORDER BY seq DESC LIMIT ?1",
+            )?;
             let rows = stmt.query_map([limit as i64], stored_event)?;
             rows.collect()
         })
@@ -964,7 +965,7 @@ impl Store for SqliteStore {
             // The newest event of each contact that had this email, then
             // only contacts whose latest event still has it.
             let mut stmt = conn.prepare_cached(
-                "SELECT e.seq, e.id, e.received_at, e.body FROM events e
+                "SELECT e.seq, e.id, e.received_at, e.body, e.contact_key FROM events e
                  WHERE e.seq IN (SELECT MAX(seq) FROM events WHERE email = ?1 GROUP BY contact_key)
                    AND NOT EXISTS (SELECT 1 FROM events l WHERE l.contact_key = e.contact_key AND l.seq > e.seq)
                  ORDER BY e.seq DESC LIMIT ?2",
@@ -1113,6 +1114,7 @@ fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
         id: row.get(1)?,
         received_at: row.get(2)?,
         body: body_at(row, 3)?,
+        contact_key: row.get(4)?,
     })
 }
 

@@ -630,3 +630,161 @@ async fn destination_secrets_never_reach_the_log() {
         assert!(!log.contains(secret), "the log shows {secret}:\n{log}");
     }
 }
+
+/// SPEC 12: a rescore job killed midway (SIGKILL) goes on from its cursor
+/// after a restart and pushes each changed contact; a contact is pushed
+/// twice only when its delivery was in flight at the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rescore_killed_midway_resumes_and_pushes_each_changed_contact() {
+    const CONTACTS: usize = 3000;
+    let logs = TempDir::new().expect("a temporary folder");
+    let receiver = Receiver::start().await;
+    let rules = RulesDir::bench();
+    let store = TestStore::fresh();
+    let port = free_port();
+    let mut args = serve_args(port, &store, rules.path(), Some(&receiver));
+    args.extend(["--forward-concurrency".into(), CONCURRENCY.to_string()]);
+    let mut first = Process::spawn(&args, &[], addr(port), &logs.path().join("first.log"));
+    first.wait_healthy().await;
+    let http = client();
+    let contacts = leadscore::demo::contacts(21, CONTACTS);
+    let mut before: HashMap<String, (Value, Value)> = HashMap::new();
+    for batch in contacts.chunks(500) {
+        let reply = post_json(
+            &http,
+            &first.url("/webhooks/iclosed"),
+            &Value::Array(batch.to_vec()),
+        )
+        .await
+        .expect("stored");
+        for line in reply["results"].as_array().unwrap() {
+            before.insert(
+                line["contact_id"].to_string(),
+                (line["score"].clone(), line["tier"].clone()),
+            );
+        }
+    }
+
+    // A rule that moves most scores and takes a while per contact (so that
+    // the kill lands inside the job), put in force by SIGHUP.
+    let slow = "let n = 0; for i in 0..4000 { n += i; }\nif n > 0 { add(1, \"Everyone counts\"); }\n";
+    rules.write("90-everyone.rhai", slow);
+    first.signal("HUP");
+    let expected: HashSet<String> = {
+        let judge_rules = RulesDir::copy_of(rules.path());
+        let judge = crate::support::TestServer::start(crate::support::Options {
+            rules: Some(judge_rules),
+            forward: false,
+            ..crate::support::Options::default()
+        })
+        .await;
+        let mut changed = HashSet::new();
+        for batch in contacts.chunks(300) {
+            let reply = judge
+                .post_json("/score", &Value::Array(batch.to_vec()), &[])
+                .await
+                .json();
+            for scored in reply["results"].as_array().unwrap() {
+                let id = scored["contact_id"].to_string();
+                if before[&id] != (scored["score"].clone(), scored["tier"].clone()) {
+                    changed.insert(id);
+                }
+            }
+        }
+        changed
+    };
+    eventually("the new rule in force", WAIT, async || {
+        let rules = get_json(&http, &first.url("/rules")).await?;
+        rules["files"]
+            .as_array()?
+            .iter()
+            .any(|f| f == "90-everyone.rhai")
+            .then_some(())
+    })
+    .await;
+    let job = post_json(&http, &first.url("/rescore"), &json!({"since": "1d"}))
+        .await
+        .expect("a job");
+    let id = job["id"].as_str().expect("a job id").to_owned();
+    let under_way = eventually("the job under way", WAIT, async || {
+        let job = get_json(&http, &first.url(&format!("/rescore/{id}"))).await?;
+        (job["scored"].as_u64()? >= 500).then_some(job)
+    })
+    .await;
+    first.kill_hard();
+    assert_eq!(
+        under_way["state"], "running",
+        "the kill lands inside the job: {under_way}"
+    );
+    assert!(
+        under_way["scored"].as_u64().unwrap() < CONTACTS as u64,
+        "{under_way}"
+    );
+    let mut second = Process::spawn(&args, &[], addr(port), &logs.path().join("second.log"));
+    second.wait_healthy().await;
+    let done = eventually(
+        "the job taken over and done",
+        Duration::from_secs(90),
+        async || {
+            let job = get_json(&http, &second.url(&format!("/rescore/{id}"))).await?;
+            (job["state"] == "done").then_some(job)
+        },
+    )
+    .await;
+    assert_eq!(done["scored"].as_u64().unwrap() as usize, CONTACTS, "{done}");
+
+    let pushed = receiver
+        .wait_until(
+            "every changed contact pushed",
+            Duration::from_secs(60),
+            |requests| {
+                let ids: HashSet<String> = requests
+                    .iter()
+                    .filter(|r| r.accepted())
+                    .map(|r| r.json())
+                    .filter(|b| b["type"] == "contact.rescored")
+                    .map(|b| b["contact_id"].to_string())
+                    .collect();
+                ids.len() >= expected.len()
+            },
+        )
+        .await;
+    let rescored: Vec<Value> = pushed
+        .iter()
+        .filter(|r| r.accepted())
+        .map(|r| r.json())
+        .filter(|b| b["type"] == "contact.rescored")
+        .collect();
+    let ids: HashSet<String> = rescored.iter().map(|b| b["contact_id"].to_string()).collect();
+    assert_eq!(ids, expected, "exactly the changed contacts");
+    let events: HashSet<&str> = rescored.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        events.len(),
+        ids.len(),
+        "one rescored event per contact, whatever was sent twice"
+    );
+    let repeats = rescored.len() - ids.len();
+    assert!(
+        repeats <= 2 * CONCURRENCY,
+        "{repeats} repeats: more than the deliveries in flight"
+    );
+    second.signal("TERM");
+    let status = second.wait_exit(WAIT).await;
+    assert!(status.success(), "{status}:\n{}", second.log_text());
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Option<Value> {
+    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+async fn post_json(http: &reqwest::Client, url: &str, body: &Value) -> Option<Value> {
+    let reply = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    serde_json::from_str(&reply.text().await.ok()?).ok()
+}

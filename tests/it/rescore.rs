@@ -296,3 +296,98 @@ async fn a_decay_rule_on_a_schedule_demotes_a_lead_without_a_call_only() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rescore_command_dry_runs_then_pushes_through_the_engine_on_the_same_store() {
+    let server = TestServer::default().await;
+    let contacts = leadscore::demo::contacts(5, 40);
+    let reply = server.webhook(&Value::Array(contacts.clone())).await;
+    let before: HashMap<String, (Value, Value)> = reply["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| {
+            (
+                key(&line["contact_id"]),
+                (line["score"].clone(), line["tier"].clone()),
+            )
+        })
+        .collect();
+    server.receiver().wait_for(40, WAIT).await;
+
+    // The new rules, in a folder of their own (the engine keeps its own).
+    let changed_rules = RulesDir::copy_of(server.rules().path());
+    changed_rules.write("90-everyone.rhai", "add(5, \"Everyone counts\");\n");
+    let command = |extra: &[&str]| {
+        let mut args: Vec<String> = vec![
+            "rescore".into(),
+            "--rules".into(),
+            changed_rules.path().display().to_string(),
+            "--store".into(),
+            server.store().url.clone(),
+            "--since".into(),
+            "1d".into(),
+            "--format".into(),
+            "json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    // What the new rules give, independently: the engine's own rules plus
+    // the new file, in a second engine's dry run.
+    let judge = TestServer::start(Options {
+        rules: Some(RulesDir::copy_of(changed_rules.path())),
+        forward: false,
+        ..Options::default()
+    })
+    .await;
+    let mut after: HashMap<String, (Value, Value)> = HashMap::new();
+    for contact in &contacts {
+        let scored = judge.dry_run(contact).await;
+        after.insert(
+            key(&contact["id"]),
+            (scored["score"].clone(), scored["tier"].clone()),
+        );
+    }
+    let expected = after.iter().filter(|(id, now)| before[*id] != **now).count();
+    assert!(expected > 0);
+
+    let dry = crate::support::run_binary(command(&["--dry-run"])).await;
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let report: Value = serde_json::from_slice(&dry.stdout).expect("a backtest report");
+    assert_eq!(report["contacts"], 40, "{report}");
+    let moved = report["score_delta"]["max"].as_f64().unwrap();
+    assert_eq!(moved, 5.0, "{report}");
+    assert!(rescored(&server).is_empty(), "a dry run stores nothing");
+
+    let run = crate::support::run_binary(command(&[])).await;
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let job: Value = serde_json::from_slice(&run.stdout).expect("the job");
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["cause"], "manual", "{job}");
+    assert_eq!(job["scored"], 40, "{job}");
+    assert_eq!(job["changed"], expected, "{job}");
+    assert_eq!(job["pushed"], expected, "{job}");
+    // The engine on the same store delivers them.
+    let pushed = eventually("the rescored contacts delivered", WAIT, async || {
+        let pushed = rescored(&server);
+        (pushed.len() >= expected).then_some(pushed)
+    })
+    .await;
+    assert_eq!(pushed.len(), expected);
+    for body in &pushed {
+        let id = key(&body["contact_id"]);
+        assert_eq!(
+            (&body["score"], &body["tier"]),
+            (&after[&id].0, &after[&id].1),
+            "{body}"
+        );
+        assert_eq!(body["previous"]["score"], before[&id].0, "{body}");
+    }
+    // The job is the store's: the engine shows it too.
+    let id = job["id"].as_str().unwrap();
+    assert_eq!(
+        server.get(&format!("/rescore/{id}")).await.json()["state"],
+        "done"
+    );
+}

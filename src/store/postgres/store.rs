@@ -427,7 +427,7 @@ impl Store for PostgresStore {
             .run("cannot read the events", move |conn| {
                 async move {
                     let sql = format!(
-                        "SELECT seq, id, received_at, body FROM leadscore_events e WHERE {WINDOW_FILTER}
+                        "SELECT seq, id, received_at, body, contact_key FROM leadscore_events e WHERE {WINDOW_FILTER}
                          ORDER BY seq LIMIT $5"
                     );
                     let statement = conn.prepare(&sql).await?;
@@ -460,7 +460,7 @@ impl Store for PostgresStore {
                     let events: Vec<StoredEvent> = conn
                         .client
                         .query(
-                            "SELECT seq, id, received_at, body FROM leadscore_events
+                            "SELECT seq, id, received_at, body, contact_key FROM leadscore_events
                              WHERE contact_key = $1 ORDER BY seq LIMIT $2",
                             &[&key, &limit],
                         )
@@ -530,7 +530,7 @@ impl Store for PostgresStore {
                 async move {
                     let statement = conn
                         .prepare(
-                            "SELECT seq, id, received_at, body FROM leadscore_events ORDER BY seq DESC LIMIT $1",
+                            "SELECT seq, id, received_at, body, contact_key FROM leadscore_events ORDER BY seq DESC LIMIT $1",
                         )
                         .await?;
                     let rows = conn.client.query(&statement, &[&limit]).await?;
@@ -808,7 +808,7 @@ impl Store for PostgresStore {
                     let rows = conn
                         .client
                         .query(
-                            "SELECT e.seq, e.id, e.received_at, e.body FROM leadscore_events e
+                            "SELECT e.seq, e.id, e.received_at, e.body, e.contact_key FROM leadscore_events e
                              WHERE e.seq IN (SELECT max(seq) FROM leadscore_events WHERE email = $1
                                              GROUP BY contact_key)
                                AND NOT EXISTS (SELECT 1 FROM leadscore_events l
@@ -969,6 +969,7 @@ fn stored_event(row: &Row) -> StoredEvent {
         id: row.get(1),
         received_at: row.get(2),
         body: row.get(3),
+        contact_key: row.get(4),
     }
 }
 
