@@ -5,7 +5,10 @@
 // whose answers the test switches; and a second engine started with
 // --destinations (a file in a temporary folder: "crm", a receiver in this
 // process, and "broken", a closed loopback port) for the Destinations,
-// Deliveries-by-destination and Contact pages.
+// Deliveries-by-destination and Contact pages; and a third engine filled by
+// `leadscore demo --outcomes` (contacts, then their call and outcome hooks)
+// for the Outcomes page, the Backtest's comparison against outcomes, the
+// Overview's rescoring and a contact's calls, outcomes and rescored events.
 //
 //   node --test console/e2e/            (from the repository root, after `cargo build`)
 //
@@ -62,6 +65,14 @@ const TIMELINE_ID = 48213;
 /** A contact whose id is a string that needs encoding in a URL. */
 const STRING_ID = 'acme/lead 7';
 const engines = []; // {proc, base, log} of every engine started
+// The outcomes tests: an engine with demo contacts and their hooks, and a
+// browser page on its origin.
+const outDir = path.join(tmp, 'outcomes');
+const outRules = path.join(outDir, 'rules');
+/** How many demo contacts the outcomes engine gets (with their call and outcome hooks). */
+const DEMO_CONTACTS = 300;
+let outBase;
+let opage;
 
 // ------------------------------------------------------------------ helpers
 
@@ -290,6 +301,20 @@ before(async () => {
     return pending.json.deliveries.length === 0 && dead.json.deliveries.length >= 2;
   });
 
+  // The engine of the outcomes tests: demo contacts, then their calls and
+  // outcomes, posted by `leadscore demo --outcomes`.
+  fs.mkdirSync(outRules, { recursive: true });
+  for (const name of fs.readdirSync(path.join(repo, 'rules'))) {
+    if (name.endsWith('.rhai') || name === 'tiers.toml') fs.copyFileSync(path.join(repo, 'rules', name), path.join(outRules, name));
+  }
+  ({ base: outBase } = await startEngine({ rules: outRules, store: path.join(outDir, 'leadscore.db'), args: ['--allow-rule-edits'] }));
+  const demoEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LEADSCORE_')));
+  execFileSync(BIN, ['demo', '--contacts', String(DEMO_CONTACTS), '--outcomes', '--url', outBase], { env: demoEnv, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const demoReport = await call('GET', '/report?since=90d', undefined, outBase);
+  assert.equal(demoReport.status, 200, demoReport.text);
+  assert.equal(demoReport.json.contacts, DEMO_CONTACTS, demoReport.text);
+  assert.ok(demoReport.json.sales > 0 && demoReport.json.with_outcome > 0, demoReport.text);
+
   // A fresh profile: launchPersistentContext is playwright's way to pass
   // --user-data-dir.
   browser = await chromium.launchPersistentContext(path.join(tmp, 'chromium-profile'), {
@@ -506,6 +531,8 @@ test('saving a rule from the editor changes GET /rules at once', async () => {
   assert.equal(afterSave.json.last_error, null);
   const original = fs.readFileSync(path.join(repo, 'rules', EDITED), 'utf8');
   assert.equal(fs.readFileSync(path.join(rulesDir, EDITED), 'utf8'), original + PENALTY);
+  // Saving offers a rescore, so that stored contacts get the new rules.
+  await page.locator('.after-save').getByRole('button', { name: 'Rescore now' }).waitFor();
   // The loaded rules are now the edited ones: both sides agree.
   await eventually('the loaded rules to say cold', async () => (await page.locator('[data-side=baseline] [data-field=tier]').textContent()) === 'cold');
 });
@@ -731,6 +758,227 @@ test('playground: the picked stored contact links to its contact page', async ()
   assert.equal(await page.locator('li.event').count(), timeline.json.events.length);
 });
 
+// ------------------------------------- outcomes, rescoring (the demo engine)
+
+async function openOutcomesPage() {
+  if (opage) return;
+  opage = await browser.newPage();
+  opage.setDefaultTimeout(WAIT);
+  opage.on('pageerror', (e) => console.error('page error (outcomes engine):', e.message));
+  await signIn(opage, outBase);
+}
+
+async function closeOutcomesPage() {
+  await opage?.close();
+  opage = null;
+  await page.bringToFront();
+}
+
+async function ogoto(hash) {
+  await openOutcomesPage();
+  await opage.goto(`${outBase}/${hash}`);
+}
+
+/** A rate as the console shows it: "12.8 % (60/468)", '—' for null. */
+function rateText(rate, part, whole) {
+  return rate === null ? '—' : `${(rate * 100).toFixed(1)} % (${part}/${whole})`;
+}
+
+test('outcomes: the tier table, the headline and the window equal GET /report', async () => {
+  await openOutcomesPage();
+  await opage.getByRole('link', { name: 'Outcomes', exact: true }).click();
+  await opage.getByRole('heading', { name: 'Outcomes', exact: true }).waitFor();
+  const rows = opage.locator('table[data-field=tiers] tbody tr');
+  await rows.first().waitFor();
+  const report = (await call('GET', '/report?since=90d', undefined, outBase)).json;
+  assert.deepEqual(await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.tier)), report.tiers.map((t) => t.tier), 'the tiers in the report’s order');
+  for (const t of report.tiers) {
+    const row = opage.locator(`table[data-field=tiers] tr[data-tier="${t.tier}"]`);
+    const cell = (f) => row.locator(`[data-field=${f}]`).textContent();
+    assert.equal(Number(await cell('contacts')), t.contacts, `${t.tier} contacts`);
+    assert.equal(Number(await cell('booked')), t.booked, `${t.tier} booked`);
+    assert.equal(Number(await cell('with-outcome')), t.with_outcome, `${t.tier} with outcome`);
+    assert.equal(Number(await cell('sales')), t.sales, `${t.tier} sales`);
+    assert.equal(await cell('sale-rate'), rateText(t.sale_rate, t.sales, t.contacts), `${t.tier} sale rate`);
+    assert.equal(await cell('share-of-sales'), rateText(t.share_of_sales, t.sales, report.sales), `${t.tier} share of sales`);
+    assert.equal(Number((await cell('revenue')).replaceAll(',', '')), t.revenue, `${t.tier} revenue`);
+    assert.equal(await cell('lift'), t.lift === null ? '—' : t.lift.toFixed(2), `${t.tier} lift`);
+    // A group of fewer than 30 contacts carries the noise marker.
+    const small = t.contacts > 0 && t.contacts < 30;
+    assert.equal(await row.locator('[data-field=noise]').count(), small ? 1 : 0, `${t.tier} noise marker`);
+  }
+  // The headline: the top tier's share of the contacts against its share of the sales.
+  const top = report.top_tier;
+  const topRow = report.tiers.find((t) => t.tier === top.tier);
+  assert.equal(await opage.locator('[data-field=top-tier]').textContent(), top.tier);
+  assert.equal(await opage.locator('[data-field=top-share-of-contacts]').textContent(), rateText(top.share_of_contacts, topRow.contacts, report.contacts));
+  assert.equal(await opage.locator('[data-field=top-share-of-sales]').textContent(), rateText(top.share_of_sales, topRow.sales, report.sales));
+  assert.equal(Number(await opage.locator('[data-field=headline-open]').textContent()), report.open);
+  assert.equal(await opage.locator('.stats-cards [data-field=sale-rate]').textContent(), rateText(report.sale_rate, report.sales, report.contacts));
+  // Reasons ranked by lift, each with its counts; the calibration curve as a chart.
+  const reasonRows = opage.locator('table[data-field=reasons] tbody tr');
+  assert.equal(await reasonRows.count(), report.reasons.length);
+  const lifts = (await reasonRows.locator('[data-field=lift]').allTextContents()).map((x) => (x === '—' ? -Infinity : Number(x)));
+  assert.deepEqual(lifts, [...lifts].sort((a, b) => b - a), 'reasons by lift, highest first');
+  const anySmall = [...report.tiers, ...report.reasons, ...report.tags, ...report.disqualifications, ...report.deciles].some((g) => g.contacts > 0 && g.contacts < 30);
+  assert.equal(await opage.locator('[data-field=legend]').count(), anySmall ? 1 : 0);
+  if (anySmall) assert.match(await opage.locator('[data-field=legend]').textContent(), /fewer than 30 contacts: the rate is noise/);
+  await opage.locator('.outcomes .uplot').waitFor();
+  assert.equal(await opage.locator('table[data-field=deciles] tbody tr').count(), report.deciles.length);
+  await shot('outcomes', true, opage);
+
+  // The window is a control: 30 days refetches GET /report?since=30d.
+  const refetched = opage.waitForResponse((r) => r.url().includes('/report?since=30d'));
+  await opage.getByLabel('Contacts first seen').selectOption('30d');
+  await refetched;
+  assert.ok(opage.url().includes('since=30d'), opage.url());
+  const month = (await call('GET', '/report?since=30d', undefined, outBase)).json;
+  await eventually('the 30-day report on the page', async () => Number(await opage.locator('.stats-cards [data-field=contacts]').textContent()) === month.contacts);
+  assert.equal(await opage.locator(`table[data-field=tiers] tr[data-tier="${month.tiers[0].tier}"] [data-field=sale-rate]`).textContent(), rateText(month.tiers[0].sale_rate, month.tiers[0].sales, month.tiers[0].contacts));
+});
+
+test('backtest: the equal-volume comparison shows k and each side’s sales as POST /backtest answers', async () => {
+  // A candidate that ranks every contact alike: the penalty drops them all to the lowest score.
+  await ogoto('#/playground');
+  await opage.getByRole('tab', { name: EDITED }).click();
+  await opage.locator('.cm-content').click();
+  await opage.keyboard.press('Control+End');
+  await opage.keyboard.insertText(PENALTY);
+  await opage.getByRole('link', { name: 'Backtest', exact: true }).click();
+  await opage.getByText('1 file changed').waitFor();
+  const sent = opage.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/backtest'));
+  await opage.getByRole('button', { name: 'Run backtest' }).click();
+  const body = JSON.parse((await sent).postData());
+  await opage.locator('[data-field=equal-volume]').waitFor();
+  // The same request, straight to the engine.
+  const direct = await call('POST', '/backtest', body, outBase);
+  assert.equal(direct.status, 200, direct.text);
+  const o = direct.json.outcomes;
+  assert.ok(o?.baseline?.equal_volume && o?.candidate?.equal_volume, direct.text.slice(0, 500));
+  for (const side of ['baseline', 'candidate']) {
+    const row = opage.locator(`[data-field=equal-volume] tr[data-side=${side}]`);
+    assert.equal(Number(await row.locator('[data-field=k]').textContent()), o[side].equal_volume.k, `${side} k`);
+    assert.equal(Number(await row.locator('[data-field=sales]').textContent()), o[side].equal_volume.sales, `${side} sales`);
+    assert.equal(Number((await row.locator('[data-field=revenue]').textContent()).replaceAll(',', '')), o[side].equal_volume.revenue, `${side} revenue`);
+    for (const t of o[side].tiers) {
+      const cells = opage.locator(`[data-field=outcome-tiers] tr[data-tier="${t.tier}"]`);
+      assert.equal(Number(await cells.locator(`[data-field=${side}-sales]`).textContent()), t.sales, `${side} ${t.tier} sales`);
+      assert.equal(await cells.locator(`[data-field=${side}-sale-rate]`).textContent(), rateText(t.sale_rate, t.sales, t.contacts), `${side} ${t.tier} sale rate`);
+    }
+  }
+  const diff = o.candidate.equal_volume.sales - o.baseline.equal_volume.sales;
+  const verdict = diff > 0 ? 'better' : diff < 0 ? 'worse' : 'same';
+  const verdictEl = opage.locator('[data-field=verdict]');
+  assert.equal(await verdictEl.getAttribute('data-verdict'), verdict);
+  const k = o.baseline.equal_volume.k;
+  const expected = verdict === 'same' ? `the same number of sales in the top ${k}` : `${Math.abs(diff)} ${diff > 0 ? 'more' : 'fewer'} sale${Math.abs(diff) === 1 ? '' : 's'} in the top ${k}`;
+  assert.ok((await verdictEl.textContent()).includes(expected), `${await verdictEl.textContent()} / ${expected}`);
+  await shot('backtest-outcomes', true, opage);
+});
+
+test('overview: "Rescore now" starts a job that the page shows, and a running job’s 409 is explained', async () => {
+  // A rule change, so that the rescore has contacts to change.
+  const before = (await call('GET', '/rules', undefined, outBase)).json.rules_version;
+  const text = fs.readFileSync(path.join(outRules, EDITED), 'utf8') + PENALTY;
+  const put = await call('PUT', `/rules/${EDITED}`, text, outBase);
+  assert.equal(put.status, 200, put.text);
+  await eventually('the edited rules to be live', async () => (await call('GET', '/rules', undefined, outBase)).json.rules_version !== before);
+
+  await ogoto('#/overview');
+  const button = opage.getByRole('button', { name: 'Rescore now' });
+  await opage.locator('[data-field=rescore-none]').waitFor();
+  await button.click();
+  const started = opage.locator('[data-field=rescore-message]');
+  await eventually('the started job', async () => /^Rescore \S+ started\.$/.test(await started.textContent()));
+  const id = (await started.textContent()).split(' ')[1];
+  const jobs = (await call('GET', '/rescore', undefined, outBase)).json.jobs;
+  assert.equal(jobs[0].id, id, JSON.stringify(jobs));
+  assert.ok(['running', 'done'].includes(jobs[0].state), jobs[0].state);
+  assert.equal(jobs[0].cause, 'manual');
+  // Shown as running (with its progress) or as the last finished job, and in the list.
+  await opage.locator(`[data-field=rescore-running][data-job-id="${id}"], [data-field=rescore-last][data-job-id="${id}"]`).first().waitFor();
+  await opage.locator(`table[data-field=rescore-jobs] tr[data-job-id="${id}"]`).waitFor();
+  // It ends, and the page says what it changed and pushed.
+  const done = await eventually('the job to finish', async () => {
+    const job = (await call('GET', `/rescore/${id}`, undefined, outBase)).json;
+    return job.state !== 'running' && job;
+  }, 60_000);
+  assert.equal(done.state, 'done', JSON.stringify(done));
+  assert.ok(done.changed > 0, JSON.stringify(done));
+  const last = opage.locator(`[data-field=rescore-last][data-job-id="${id}"]`);
+  await last.waitFor();
+  assert.equal(Number(await last.locator('[data-field=last-changed]').textContent()), done.changed);
+  assert.equal(Number(await last.locator('[data-field=last-pushed]').textContent()), done.pushed);
+  assert.equal(await last.locator('[data-field=last-state]').textContent(), 'done');
+  await shot('overview-rescore', false, opage);
+
+  // While a job runs the engine answers 409 with its id: the page says so.
+  await opage.route('**/rescore', (route) =>
+    route.request().method() === 'POST'
+      ? route.fulfill({ status: 409, contentType: 'application/json', body: JSON.stringify({ error: 'rescore rsc_e2e is running; one runs at a time', id: 'rsc_e2e' }) })
+      : route.continue(),
+  );
+  await button.click();
+  await eventually('the 409 on the page', async () => (await started.textContent()).includes('already running (job rsc_e2e)'));
+  await opage.unroute('**/rescore');
+});
+
+test('contact page: a demo contact’s calls, outcomes and rescored event, found by its email', async (t) => {
+  t.after(closeOutcomesPage);
+  // A contact with calls and an outcome, among the newest stored ones (which carry the email).
+  const listed = (await call('GET', '/contacts?limit=200', undefined, outBase)).json.contacts;
+  let contact;
+  let timeline;
+  for (const c of listed) {
+    const tl = (await call('GET', `/contacts/${c.contact_id}`, undefined, outBase)).json;
+    if (!(tl.calls.length && tl.outcomes.length && tl.events.some((e) => e.type === 'contact.rescored'))) continue;
+    const sameEmail = (await call('GET', `/contacts?${new URLSearchParams({ email: c.contact.email ?? '' })}`, undefined, outBase)).json?.contacts ?? [];
+    if (sameEmail.length === 1) {
+      contact = c;
+      timeline = tl;
+      break;
+    }
+  }
+  assert.ok(contact, 'a demo contact with calls, outcomes and a rescored event');
+  const email = contact.contact.email;
+  assert.ok(email?.includes('@'), JSON.stringify(contact.contact));
+
+  await ogoto('#/contact');
+  const search = opage.getByLabel('Contact id or email');
+  await search.fill(email);
+  await search.press('Enter');
+  await opage.getByRole('heading', { name: `Contact ${contact.contact_id}` }).waitFor();
+  assert.ok(opage.url().includes(`#/contact?${new URLSearchParams({ email })}`), opage.url());
+  await eventually('the contact’s timeline', async () => (await opage.locator('[data-field=contact-id]').count()) && (await opage.locator('[data-field=contact-id]').textContent()) === String(contact.contact_id));
+
+  // Its calls and outcomes as the timeline lists them.
+  const callRows = opage.locator('table[data-field=calls] tbody tr');
+  assert.deepEqual(await callRows.evaluateAll((trs) => trs.map((tr) => tr.dataset.id)), timeline.calls.map((c) => c.id));
+  assert.deepEqual(await callRows.locator('[data-field=call-status]').allTextContents(), timeline.calls.map((c) => c.status ?? '—'));
+  const outcomeRows = opage.locator('table[data-field=outcomes] tbody tr');
+  assert.deepEqual(await outcomeRows.evaluateAll((trs) => trs.map((tr) => tr.dataset.id)), timeline.outcomes.map((o) => o.id));
+  assert.deepEqual(await outcomeRows.locator('[data-field=call-outcome]').allTextContents(), timeline.outcomes.map((o) => o.call_outcome ?? '—'));
+  assert.deepEqual(await outcomeRows.locator('[data-field=sale]').allTextContents(), timeline.outcomes.map((o) => (o.sale ? 'yes' : 'no')));
+
+  // The rescored event, marked as such, with its cause and the result it replaced.
+  const rescored = timeline.events.filter((e) => e.type === 'contact.rescored');
+  const items = opage.locator('li.event.rescored');
+  assert.equal(await items.count(), rescored.length);
+  const last = rescored.at(-1);
+  const item = opage.locator(`li.event.rescored[data-event-id="${last.id}"]`);
+  assert.equal(last.cause, 'manual', JSON.stringify(last));
+  assert.equal(await item.locator('[data-field=event-cause]').textContent(), last.cause);
+  assert.equal(await item.locator('[data-field=previous-score]').textContent(), String(last.previous.score));
+  assert.equal(await item.locator('[data-field=previous-tier]').textContent(), last.previous.tier);
+  assert.equal(await item.locator('[data-field=event-score]').textContent(), String(last.score));
+  await shot('contact-outcomes', true, opage);
+
+  // An email nobody has.
+  await search.fill('nobody@nowhere.example');
+  await search.press('Enter');
+  await opage.locator('[data-field=not-found]').waitFor();
+});
+
 test('phone width: the pages stay usable at 390 px', async () => {
   await page.setViewportSize({ width: 390, height: 844 });
   await goto('#/playground');
@@ -739,7 +987,7 @@ test('phone width: the pages stay usable at 390 px', async () => {
   assert.ok(overflow <= 1, `the page scrolls sideways by ${overflow} px`);
   await shot('playground-phone');
   // The destinations and contact pages too (wide tables scroll inside their box).
-  for (const [hash, ready] of [['#/destinations', 'table.destinations-table'], ['#/deliveries?status=delivered', 'table.deliveries-table'], [`#/contact?id=${LEAD_ID}`, 'li.event']]) {
+  for (const [hash, ready] of [['#/destinations', 'table.destinations-table'], ['#/deliveries?status=delivered', 'table.deliveries-table'], [`#/contact?id=${LEAD_ID}`, 'li.event'], ['#/outcomes', 'table[data-field=tiers]']]) {
     await goto(hash);
     await page.locator(ready).first().waitFor();
     const wide = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);

@@ -1,8 +1,11 @@
 // Backtest: the edited rules against stored history (POST /backtest, SPEC 8):
-// tier transition matrix, before/after score distribution, top changes.
+// tier transition matrix, before/after score distribution, top changes,
+// and, against stored outcomes (SPEC 11), the equal-volume comparison: the
+// sales each side's k highest-scored contacts brought, and each side's
+// per-tier sales.
 
 import { api, ApiError } from './api.js';
-import { h, clear, field, short, fmt, when, contactLink } from './dom.js';
+import { h, clear, field, short, fmt, when, contactLink, rateText, money } from './dom.js';
 import { state as rules, loadRules, candidate, changedCount } from './rules-state.js';
 import { distributionChart } from './charts.js';
 import { cssName } from './playground.js';
@@ -128,6 +131,7 @@ export function backtestPage() {
         card('Loaded rules', short(r.baseline?.rules_version), 'baseline-version'),
         card('Edited rules', short(r.candidate?.rules_version), 'candidate-version'),
       ),
+      r.outcomes ? againstOutcomes(r.outcomes) : null,
       h('h2', {}, 'Tier transitions'),
       tierNames.length
         ? h(
@@ -198,6 +202,98 @@ function orderTiers(names, baseTiers) {
     if (ia >= 0 || ib >= 0) return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib);
     return (baseTiers[b] ?? 0) - (baseTiers[a] ?? 0) || a.localeCompare(b);
   });
+}
+
+/**
+ * The equal-volume comparison: each side ranks every contact by its score
+ * (disqualified last); k is the size of the loaded rules' top tier; the
+ * sales and revenue of each side's first k contacts, and the verdict.
+ */
+function againstOutcomes(o) {
+  const base = o.baseline?.equal_volume ?? {};
+  const cand = o.candidate?.equal_volume ?? {};
+  const k = base.k ?? cand.k ?? 0;
+  const diff = (cand.sales ?? 0) - (base.sales ?? 0);
+  const verdict = diff > 0 ? 'better' : diff < 0 ? 'worse' : 'same';
+  const n = Math.abs(diff);
+  const text =
+    verdict === 'same'
+      ? `The edited rules capture the same number of sales in the top ${k} as the loaded rules (${cand.sales ?? 0}).`
+      : `The edited rules capture ${n} ${verdict === 'better' ? 'more' : 'fewer'} sale${n === 1 ? '' : 's'} in the top ${k} than the loaded rules (${cand.sales ?? 0} against ${base.sales ?? 0}).`;
+  const sideRow = (label, key, ev) =>
+    h(
+      'tr',
+      { dataset: { side: key } },
+      h('th', { scope: 'row' }, label),
+      h('td', { class: 'num', 'data-field': 'k' }, String(ev.k ?? k)),
+      h('td', { class: 'num', 'data-field': 'sales' }, String(ev.sales ?? 0)),
+      h('td', { class: 'num', 'data-field': 'sale-rate' }, rateText(ev.k ? (ev.sales ?? 0) / ev.k : null, ev.sales ?? 0, ev.k ?? 0)),
+      h('td', { class: 'num', 'data-field': 'revenue' }, money(ev.revenue ?? 0)),
+    );
+  return h(
+    'section',
+    { class: 'against-outcomes', 'aria-labelledby': 'bt-outcomes-title', 'data-field': 'outcomes' },
+    h('h2', { id: 'bt-outcomes-title' }, 'Against outcomes'),
+    h(
+      'p',
+      { class: `verdict verdict-${verdict}`, 'data-field': 'verdict', dataset: { verdict } },
+      h('strong', {}, verdict === 'better' ? 'Better: ' : verdict === 'worse' ? 'Worse: ' : 'Same: '),
+      text,
+    ),
+    h(
+      'p',
+      { class: 'hint' },
+      `Equal volume: each side ranks every contact by its score, highest first (disqualified last); k = ${k} is the number of contacts in the loaded rules’ top tier. Only contacts first seen in the window count.`,
+    ),
+    h(
+      'div',
+      { class: 'table-wrap' },
+      h(
+        'table',
+        { class: 'equal-volume', 'data-field': 'equal-volume' },
+        h('caption', {}, `Sales among each side’s ${k} highest-scored contacts.`),
+        h('thead', {}, h('tr', {}, ['Rules', 'Top k', 'Sales in the top k', 'Sale rate', 'Revenue in the top k'].map((c, i) => h('th', { scope: 'col', class: i ? 'num' : undefined }, c)))),
+        h('tbody', {}, sideRow('Loaded rules', 'baseline', base), sideRow('Edited rules', 'candidate', cand)),
+      ),
+    ),
+    h('h3', { class: 'sub' }, 'Sales per tier'),
+    outcomeTiers(o.baseline?.tiers ?? [], o.candidate?.tiers ?? []),
+  );
+}
+
+function outcomeTiers(base, cand) {
+  const names = [...new Set([...base.map((t) => t.tier), ...cand.map((t) => t.tier)])];
+  if (!names.length) return h('p', { class: 'hint' }, 'No contacts with outcomes in this window.');
+  const byName = (list) => new Map(list.map((t) => [t.tier, t]));
+  const b = byName(base);
+  const c = byName(cand);
+  const cells = (t, side) =>
+    t
+      ? [
+          h('td', { class: 'num', dataset: { field: `${side}-contacts` } }, String(t.contacts)),
+          h('td', { class: 'num', dataset: { field: `${side}-sales` } }, String(t.sales)),
+          h('td', { class: 'num', dataset: { field: `${side}-sale-rate` } }, rateText(t.sale_rate, t.sales, t.contacts)),
+        ]
+      : [h('td', { class: 'num' }, '—'), h('td', { class: 'num' }, '—'), h('td', { class: 'num' }, '—')];
+  return h(
+    'div',
+    { class: 'table-wrap' },
+    h(
+      'table',
+      { class: 'outcome-tiers', 'data-field': 'outcome-tiers' },
+      h(
+        'thead',
+        {},
+        h('tr', {}, h('td', {}), h('th', { scope: 'colgroup', colspan: '3' }, 'Loaded rules'), h('th', { scope: 'colgroup', colspan: '3' }, 'Edited rules')),
+        h('tr', {}, ['Tier', 'Contacts', 'Sales', 'Sale rate', 'Contacts', 'Sales', 'Sale rate'].map((x, i) => h('th', { scope: 'col', class: i ? 'num' : undefined }, x))),
+      ),
+      h(
+        'tbody',
+        {},
+        names.map((name) => h('tr', { dataset: { tier: name } }, h('th', { scope: 'row' }, h('span', { class: `tier tier-${cssName(name)}` }, name)), cells(b.get(name), 'baseline'), cells(c.get(name), 'candidate'))),
+      ),
+    ),
+  );
 }
 
 function scoreDelta(d) {

@@ -72,3 +72,35 @@ export function activityChart(el, buckets) {
   };
   return resizing(el, new uPlot(opts, data, el));
 }
+
+/**
+ * The calibration curve of GET /report: the sale rate (in percent) of each
+ * score group, lowest scores first, with the overall sale rate as a line.
+ */
+export function calibrationChart(el, deciles, overallRate) {
+  const xs = deciles.map((_, i) => i + 1);
+  const rates = deciles.map((d) => (d.sale_rate === null || d.sale_rate === undefined ? null : d.sale_rate * 100));
+  const overall = overallRate === null || overallRate === undefined ? null : overallRate * 100;
+  const label = (i) => {
+    const d = deciles[i - 1];
+    return d ? `${d.min_score}–${d.max_score}` : '';
+  };
+  const bars = uPlot.paths.bars({ size: [0.6, 64], align: 0 });
+  const opts = {
+    width: widthOf(el),
+    height: 260,
+    title: 'Sale rate per score decile',
+    scales: { x: { time: false, range: [0.5, Math.max(xs.length, 1) + 0.5] }, y: { range: (u, min, max) => [0, Math.max(max ?? 0, 1) * 1.1] } },
+    axes: [
+      { label: 'score range (lowest first)', values: (u, splits) => splits.map((v) => (Number.isInteger(v) ? label(v) : '')), incrs: [1] },
+      { label: 'sale rate (%)', values: (u, splits) => splits.map((v) => `${+v.toFixed(1)} %`) },
+    ],
+    series: [
+      { label: 'decile', value: (u, v) => (v === null || v === undefined ? '' : label(v)) },
+      { label: 'sale rate', stroke: COLORS[0], fill: `${COLORS[0]}66`, paths: bars, points: { show: false }, value: (u, v) => (v === null || v === undefined ? '—' : `${v.toFixed(1)} %`) },
+      { label: 'overall', stroke: COLORS[1], width: 1.5, dash: [6, 4], points: { show: false }, value: (u, v) => (v === null || v === undefined ? '—' : `${v.toFixed(1)} %`) },
+    ],
+  };
+  const data = [xs, rates, xs.map(() => overall)];
+  return resizing(el, new uPlot(opts, data, el));
+}

@@ -130,3 +130,21 @@ export function contactLink(contactId, props = {}) {
   if (contactId === null || contactId === undefined || contactId === '') return '—';
   return h('a', { class: 'contact-link mono', href: contactHref(contactId), dataset: { contactLink: String(contactId) }, ...props }, String(contactId));
 }
+
+/** A rate (a fraction, 0–1) as a percentage with one decimal, or '—' for null. */
+export function percent(rate) {
+  if (rate === null || rate === undefined || !Number.isFinite(rate)) return '—';
+  return `${(rate * 100).toFixed(1)} %`;
+}
+
+/** A rate with the counts it comes from: "12.8 % (60/468)"; '—' for null. */
+export function rateText(rate, part, whole) {
+  if (rate === null || rate === undefined || !Number.isFinite(rate)) return '—';
+  return `${percent(rate)} (${part ?? 0}/${whole ?? 0})`;
+}
+
+/** Money as sent (rounded to cents by the engine), with thousands separators. */
+export function money(value) {
+  if (value === null || value === undefined || !Number.isFinite(value)) return '—';
+  return value.toLocaleString('en-US', { maximumFractionDigits: 2 });
+}

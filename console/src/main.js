@@ -1,12 +1,14 @@
 // The leadscore console: a login form when the engine wants an admin token,
 // then the pages behind a hash router (#/overview, #/playground,
-// #/backtest, #/deliveries, #/destinations, #/contact?id=…). The token stays
+// #/outcomes, #/backtest, #/deliveries, #/destinations, #/contact?id=… or
+// #/contact?email=…). The token stays
 // in sessionStorage only and is never written into the page.
 
 import './style.css';
 import { api, ApiError, consoleConfig, getToken, setToken, setUnauthorizedHandler } from './api.js';
 import { h, clear, field } from './dom.js';
 import { overviewPage } from './overview.js';
+import { outcomesPage } from './outcomes.js';
 import { playgroundPage } from './playground.js';
 import { backtestPage } from './backtest.js';
 import { deliveriesPage } from './deliveries.js';
@@ -16,6 +18,7 @@ import { state as rules } from './rules-state.js';
 
 const PAGES = [
   { key: 'overview', label: 'Overview', make: overviewPage },
+  { key: 'outcomes', label: 'Outcomes', make: outcomesPage },
   { key: 'playground', label: 'Playground', make: playgroundPage },
   { key: 'backtest', label: 'Backtest', make: backtestPage },
   { key: 'deliveries', label: 'Deliveries', make: deliveriesPage },

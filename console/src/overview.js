@@ -1,10 +1,12 @@
 // Overview: contacts received, duplicates and tiers over time (GET /stats),
 // deliveries by status, rule errors by rule, and the reload status with the
-// last error (GET /rules).
+// last error (GET /rules), and rescoring: the running job, the last one,
+// "Rescore now" (GET/POST /rescore).
 
 import { api, ApiError } from './api.js';
 import { h, clear, field, short, when } from './dom.js';
 import { activityChart } from './charts.js';
+import { rescorePanel } from './rescore.js';
 
 const RANGES = {
   '24h': { since: '24h', bucket: '1h', label: 'Last 24 hours' },
@@ -14,6 +16,7 @@ const RANGES = {
 
 export function overviewPage(ctx) {
   let destroyChart = null;
+  const rescore = rescorePanel();
   let range = RANGES[ctx.params.get('range')] ? ctx.params.get('range') : '24h';
   const select = h(
     'select',
@@ -25,7 +28,7 @@ export function overviewPage(ctx) {
     'section',
     { class: 'page overview', 'aria-labelledby': 'ov-title' },
     h('h1', { id: 'ov-title' }, 'Overview'),
-    h('div', { class: 'toolbar' }, field('Period', select), h('button', { type: 'button', class: 'secondary', onclick: () => load() }, 'Refresh')),
+    h('div', { class: 'toolbar' }, field('Period', select), h('button', { type: 'button', class: 'secondary', onclick: () => refresh() }, 'Refresh')),
     body,
   );
 
@@ -48,6 +51,8 @@ export function overviewPage(ctx) {
       body,
       h('h2', {}, 'Rules'),
       rulesStatus(rules),
+      h('h2', {}, 'Rescoring'),
+      rescore.el,
       h('h2', {}, 'Contacts'),
       s
         ? [
@@ -77,11 +82,17 @@ export function overviewPage(ctx) {
     if (buckets.length) destroyChart = activityChart(chartBox, buckets);
   }
 
+  function refresh() {
+    rescore.refresh();
+    return load();
+  }
+
   load();
   return {
     el,
     destroy() {
       destroyChart?.();
+      rescore.destroy();
     },
   };
 }

@@ -5,6 +5,7 @@
 import { api, ApiError } from './api.js';
 import { h, clear, field, short, when, fmt, tabs as makeTabs, uid, contactLink } from './dom.js';
 import { createState, createView, withDiagnostics } from './editor.js';
+import { rescorePanel } from './rescore.js';
 import {
   state as rules,
   loadRules,
@@ -38,6 +39,9 @@ export function playgroundPage(ctx) {
   const view = createView(editorBox);
   const compileStatus = h('div', { class: 'compile-status', role: 'status', 'aria-live': 'polite' });
   const saveMessage = h('div', { class: 'save-message', role: 'status', 'aria-live': 'polite' });
+  // After a save: "Rescore now", so that stored contacts get the new rules (SPEC 12).
+  const rescoreBox = h('div', { class: 'after-save' });
+  let rescore = null;
 
   const revertBtn = h('button', { type: 'button', class: 'secondary', onclick: revert }, 'Revert file');
   const saveBtn = h('button', { type: 'button', class: 'primary', onclick: save }, 'Save to rules folder');
@@ -88,6 +92,7 @@ export function playgroundPage(ctx) {
         h('section', { class: 'lint', 'aria-labelledby': 'pg-lint-title' }, h('h2', { id: 'pg-lint-title' }, 'Lint'), lintBox),
         actions,
         saveMessage,
+        rescoreBox,
         newForm,
       ),
       h(
@@ -382,6 +387,7 @@ export function playgroundPage(ctx) {
       const answer = await api('PUT', `/rules/${encodeURIComponent(name)}`, rules.edited.get(name) ?? '');
       rules.loaded.set(name, rules.edited.get(name));
       saveMessage.textContent = `Saved ${name}. Rules version ${short(answer.rules_version)} is live.`;
+      offerRescore();
       await loadRules();
       renderTabs();
       schedule();
@@ -395,6 +401,15 @@ export function playgroundPage(ctx) {
     } finally {
       saveBtn.disabled = false;
     }
+  }
+
+  function offerRescore() {
+    if (rescore) {
+      rescore.refresh();
+      return;
+    }
+    rescore = rescorePanel({ compact: true });
+    clear(rescoreBox, rescore.el);
   }
 
   async function remove() {
@@ -419,6 +434,7 @@ export function playgroundPage(ctx) {
       current = null;
       shown = null;
       saveMessage.textContent = `Deleted ${name}. Rules version ${short(answer.rules_version)} is live.`;
+      offerRescore();
       await loadRules();
       renderTabs();
       schedule();
@@ -468,6 +484,7 @@ export function playgroundPage(ctx) {
       clearTimeout(lintTimer);
       inflight?.abort();
       lintInflight?.abort();
+      rescore?.destroy();
       view.destroy();
     },
   };

@@ -126,6 +126,14 @@ pub struct TimelineEvent {
     pub tier: Value,
     pub rules_version: Value,
     pub reasons: Value,
+    /// A rescored event's cause (SPEC 12): `rules`, `schedule`, `call` or
+    /// `manual`; absent for other events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<Value>,
+    /// A rescored event's previous result: `{score, tier, rules_version,
+    /// scored_at}`; absent for other events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Value>,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,6 +180,8 @@ pub async fn timeline(store: &dyn Store, id: &str) -> Result<Timeline, AppError>
                     tier: body["tier"].clone(),
                     rules_version: body["rules_version"].clone(),
                     reasons: body["reasons"].clone(),
+                    cause: body.get("cause").cloned(),
+                    previous: body.get("previous").cloned(),
                 }
             })
             .collect();
