@@ -98,11 +98,12 @@ async fn ingest_stores_scores_and_lists_deliveries_and_stats() {
     let engine = &fixture.engine;
     let reply = engine.ingest(qualified(1), None).await.unwrap();
     assert_eq!((reply.accepted, reply.duplicates), (1, 0));
-    assert_eq!(reply.results[0].tier, "hot");
+    assert_eq!(reply.results[0].contact().unwrap().tier, "hot");
     let again = engine.ingest(qualified(1), None).await.unwrap();
     assert_eq!((again.accepted, again.duplicates), (0, 1));
     assert_eq!(
-        again.results[0].id, reply.results[0].id,
+        again.results[0].id(),
+        reply.results[0].id(),
         "a duplicate answers the first event"
     );
 
@@ -111,7 +112,7 @@ async fn ingest_stores_scores_and_lists_deliveries_and_stats() {
         .await
         .unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].id, reply.results[0].id);
+    assert_eq!(pending[0].id, reply.results[0].id());
 
     let window = stats::Window::from_params(Some("1h"), Some("1h"), SystemTime::now()).unwrap();
     let stats = stats::stats(engine.store().as_ref(), window).await.unwrap();
@@ -131,7 +132,7 @@ async fn requeue_answers_not_found_and_not_dead() {
     ));
     let reply = engine.ingest(qualified(2), None).await.unwrap();
     assert_eq!(
-        engine.requeue(&reply.results[0].id, None).await.unwrap(),
+        engine.requeue(reply.results[0].id(), None).await.unwrap(),
         0,
         "pending is not dead"
     );

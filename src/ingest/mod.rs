@@ -70,6 +70,24 @@ pub enum ResultLine {
     Hook(HookResult),
 }
 
+impl ResultLine {
+    /// The stored event's or hook's id (the first one's for a duplicate).
+    pub fn id(&self) -> &str {
+        match self {
+            Self::Contact(c) => &c.id,
+            Self::Hook(h) => &h.id,
+        }
+    }
+
+    /// A contact's line; `None` for a hook's.
+    pub fn contact(&self) -> Option<&ContactResult> {
+        match self {
+            Self::Contact(c) => Some(c),
+            Self::Hook(_) => None,
+        }
+    }
+}
+
 /// The `200` body of `POST /webhooks/iclosed`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IngestReply {

@@ -336,10 +336,13 @@ async fn a_backtest_over_stored_contacts_compares_the_sales_of_equal_volumes() {
 /// The project's own generator (`leadscore::demo`): contacts and the call
 /// and outcome hooks its buying model draws for them. Sales and revenue
 /// per contact, read from the hooks here (not from the model).
-fn demo_data(seed: u64, n: usize) -> (Vec<Value>, Vec<Value>, HashMap<String, (bool, f64)>) {
+/// Whether each contact (by id text) bought, and its revenue.
+type Sold = HashMap<String, (bool, f64)>;
+
+fn demo_data(seed: u64, n: usize) -> (Vec<Value>, Vec<Value>, Sold) {
     let contacts = leadscore::demo::contacts(seed, n);
     let mut hooks = Vec::new();
-    let mut sold: HashMap<String, (bool, f64)> = HashMap::new();
+    let mut sold: Sold = HashMap::new();
     let by_email: HashMap<String, String> = contacts
         .iter()
         .filter_map(|c| Some((c["email"].as_str()?.trim().to_lowercase(), c["id"].to_string())))

@@ -127,7 +127,11 @@ async fn a_rule_change_pushes_exactly_the_contacts_whose_score_or_tier_moved() {
         .collect();
     assert_eq!(types, ["contact.scored", "contact.rescored"], "{timeline}");
     assert_eq!(timeline["events"][1]["cause"], "rules", "{timeline}");
-    assert_eq!(timeline["events"][1]["previous"]["tier"], before[&key(&some)].1, "{timeline}");
+    assert_eq!(
+        timeline["events"][1]["previous"]["tier"],
+        before[&key(&some)].1,
+        "{timeline}"
+    );
     assert!(timeline["events"][0].get("cause").is_none(), "{timeline}");
 
     // Rescored events are not received contacts.
