@@ -456,7 +456,10 @@ async fn scan_store(
                     Some(time) => crate::time::unix_ms(time),
                     None => events.iter().map(|e| e.received_at).max().unwrap_or(0),
                 };
-                let keys = events.iter().filter_map(|e| e.contact_key.clone()).collect();
+                let keys = events
+                    .iter()
+                    .filter_map(|e| Some((e.contact_key.clone()?, None)))
+                    .collect();
                 match store.contact_histories(keys, until).await {
                     Ok(histories) => histories,
                     Err(e) => break Err(e),

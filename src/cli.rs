@@ -804,6 +804,9 @@ impl ServeArgs {
         if self.rules.rule_timeout.is_zero() {
             return Err("--rule-timeout must be longer than 0".into());
         }
+        if let Err(e) = crate::time::parse_since(&self.rescore_window, std::time::SystemTime::now()) {
+            return Err(format!("--rescore-window: {e}"));
+        }
         Ok(ServeConfig {
             rules_dir: self.rules.rules.clone(),
             limits: self.rules.limits(),

@@ -285,7 +285,7 @@ pub async fn run(
         let cursor = last.source_seq;
         let histories = match rules.uses_history() {
             true => {
-                let keys = sources.iter().map(|s| s.contact_key.clone()).collect();
+                let keys = sources.iter().map(|s| (s.contact_key.clone(), None)).collect();
                 store.contact_histories(keys, crate::time::unix_ms(now)).await?
             }
             false => HashMap::new(),

@@ -62,7 +62,7 @@ async fn instances_starting_together_migrate_once() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     let tables: i64 = client
         .query_one(
             "SELECT count(*) FROM pg_tables WHERE schemaname = $1 AND tablename LIKE 'leadscore%'",
@@ -355,7 +355,7 @@ async fn a_migration_longer_than_the_operation_limit_completes() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     store.enqueue(vec![event("evt_1", 1, "k")]).await.unwrap();
     assert_eq!(store.delivery_counts().await.unwrap().pending, 1);
 }

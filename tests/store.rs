@@ -980,7 +980,7 @@ async fn a_sqlite_store_of_schema_1_is_migrated_and_keeps_its_duplicates() {
         .map(Result::unwrap)
         .collect();
     indexes.sort();
-    assert_eq!(indexes, ["events_contact_key"]);
+    assert_eq!(indexes, ["events_contact_key", "events_email"]);
     let version: String = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
             r.get(0)
@@ -1094,7 +1094,7 @@ async fn sqlite_bodies_are_packed_and_text_bodies_of_schema_2_still_read() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "4");
+    assert_eq!(version, "5");
 }
 
 #[tokio::test]

@@ -173,7 +173,12 @@ pub async fn timeline(store: &dyn Store, id: &str) -> Result<Timeline, AppError>
                 let body: Value = crate::payload::parse_json(&event.body).unwrap_or_default();
                 TimelineEvent {
                     id: event.id.clone(),
-                    kind: body["kind"].as_str().unwrap_or("contact").to_owned(),
+                    // A received contact, or a rescore of it (SPEC 12).
+                    kind: match body["type"].as_str() {
+                        Some("contact.rescored") => "rescored",
+                        _ => "contact",
+                    }
+                    .to_owned(),
                     event_type: body["type"].clone(),
                     received_at: crate::time::format_ms(event.received_at),
                     score: body["score"].clone(),

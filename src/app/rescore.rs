@@ -112,8 +112,22 @@ impl Rescorer {
         Ok(job.into())
     }
 
-    /// Runs a job here to its end (`leadscore rescore`), not in the background.
+    /// Runs a job here to its end (`leadscore rescore`), not in the
+    /// background. A job left running by a process that stopped (its lease
+    /// ran out) is finished first.
     pub async fn run_here(self: &Arc<Self>, cause: Cause, since: Option<&str>) -> Result<JobView, AppError> {
+        if let Some(orphan) = self
+            .store
+            .take_over_rescore(&self.owner, rescore::lease_until())
+            .await?
+        {
+            tracing::warn!(job = %orphan.id, "finishing a rescore whose process stopped first");
+            let id = orphan.id.clone();
+            if let Err(e) = rescore::run(self.store.as_ref(), self.around.as_ref(), orphan, &self.owner).await
+            {
+                self.fail(&id, &e.to_string()).await;
+            }
+        }
         let job = self.new_job(cause, since).await?;
         self.store
             .start_rescore(&job, &self.owner, rescore::lease_until())
@@ -210,7 +224,7 @@ impl Rescorer {
         let now = SystemTime::now();
         let histories = self
             .store
-            .contact_histories(vec![contact_key.to_owned()], crate::time::unix_ms(now))
+            .contact_histories(vec![(contact_key.to_owned(), None)], crate::time::unix_ms(now))
             .await?;
         let destinations = self.around.destinations();
         let scope = format!("call\0{hook_id}");

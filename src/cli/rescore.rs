@@ -35,10 +35,19 @@ pub struct RescoreArgs {
     pub dry_run: bool,
     /// The destinations file of the engine that delivers (their `when`
     /// picks the destinations of each rescored event); default
-    /// `./destinations.toml` when present, else the one destination of
-    /// `--forward-url` (`default`).
+    /// `./destinations.toml` when present.
     #[arg(long, env = "LEADSCORE_DESTINATIONS")]
     pub destinations: Option<PathBuf>,
+    /// Or the engine forwards to one URL (`serve --forward-url`): its one
+    /// destination, `default`, gets the rescored events. Without either,
+    /// they are stored and delivered to nobody.
+    #[arg(
+        long,
+        env = "LEADSCORE_FORWARD_URL",
+        hide_env_values = true,
+        conflicts_with = "destinations"
+    )]
+    pub forward_url: Option<String>,
     /// Output: a table for people, or one JSON document.
     #[arg(long, value_enum, default_value = "table")]
     pub format: Format,
@@ -184,7 +193,7 @@ fn destinations(args: &RescoreArgs) -> Result<Destinations, ExitCode> {
                 ExitCode::from(2)
             }),
         // `--forward-url`'s one destination: only its name matters here.
-        None => Ok(Destinations {
+        None if args.forward_url.as_deref().is_some_and(|u| !u.trim().is_empty()) => Ok(Destinations {
             list: vec![Destination::default_from_forward(
                 "http://127.0.0.1/".parse().expect("a valid URL"),
                 None,
@@ -193,5 +202,11 @@ fn destinations(args: &RescoreArgs) -> Result<Destinations, ExitCode> {
             )],
             ..Default::default()
         }),
+        None => {
+            eprintln!(
+                "note: no destinations file and no --forward-url: rescored events are stored, not delivered"
+            );
+            Ok(Destinations::default())
+        }
     }
 }

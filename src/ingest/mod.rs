@@ -252,12 +252,15 @@ fn result_line(summary: EventSummary, duplicate: bool, scoring: std::time::Durat
     })
 }
 
-/// The keys of a body's contacts (blocking: parses it).
-fn contact_keys(body: &[u8], max_contacts: usize) -> Result<Vec<String>, PayloadError> {
+/// The keys and emails of a body's contacts (blocking: parses it).
+fn contact_keys(body: &[u8], max_contacts: usize) -> Result<Vec<(String, Option<String>)>, PayloadError> {
     Ok(payload::parse_webhook(body, max_contacts)?
         .into_iter()
         .filter_map(|element| match element {
-            Element::Contact(contact) => Some(contact.key),
+            Element::Contact(contact) => {
+                let email = contact.value.get("email").and_then(hooks::email_of);
+                Some((contact.key, email))
+            }
             Element::Hook(_) => None,
         })
         .collect())

@@ -512,6 +512,11 @@ pub(crate) fn tally<'a>(
 ) -> Vec<(i64, &'static str, String, i64)> {
     let mut counts: std::collections::BTreeMap<(i64, &'static str, String), i64> = Default::default();
     for (event, stored) in events {
+        // A rescored event not stored (superseded, or this job's already)
+        // is no duplicate delivery of anyone's.
+        if !stored && event.supersedes.is_some() {
+            continue;
+        }
         match stored {
             true if event.supersedes.is_some() => {
                 let minute = event.received_at.div_euclid(MINUTE_MS) * MINUTE_MS;
@@ -708,10 +713,13 @@ pub trait Store: Send + Sync + 'static {
         after_seq: i64,
         limit: usize,
     ) -> StoreResult<Vec<RescoreSource>>;
-    /// The histories of these contacts, with calls received up to `until_ms`.
+    /// The histories of these contacts (key, and the email of one being
+    /// stored now), with calls received up to `until_ms`: those linked to
+    /// the contact, and with an email, those waiting for a contact with it
+    /// (they link when this one is stored).
     async fn contact_histories(
         &self,
-        contact_keys: Vec<String>,
+        contacts: Vec<(String, Option<String>)>,
         until_ms: i64,
     ) -> StoreResult<std::collections::HashMap<String, ContactHistory>>;
     /// The newest `limit` events, newest first (the console's contact picker).

@@ -935,7 +935,7 @@ impl Store for SqliteStore {
 
     async fn contact_histories(
         &self,
-        contact_keys: Vec<String>,
+        contacts: Vec<(String, Option<String>)>,
         until_ms: i64,
     ) -> StoreResult<std::collections::HashMap<String, ContactHistory>> {
         self.read(move |conn| {
@@ -944,13 +944,16 @@ impl Store for SqliteStore {
             )?;
             let mut calls = conn.prepare_cached(&format!(
                 "SELECT {HOOK_COLUMNS} FROM hooks WHERE contact_key = ?1 AND kind = 'call' AND received_at <= ?2
+                 UNION ALL
+                 SELECT {HOOK_COLUMNS} FROM hooks WHERE contact_key IS NULL AND email = ?3 AND kind = 'call'
+                     AND received_at <= ?2
                  ORDER BY seq"
             ))?;
-            let mut histories = std::collections::HashMap::with_capacity(contact_keys.len());
-            for key in contact_keys {
+            let mut histories = std::collections::HashMap::with_capacity(contacts.len());
+            for (key, email) in contacts {
                 let first_seen = first.query_row([&key], |row| row.get(0)).optional()?;
                 let calls = calls
-                    .query_map(params![key, until_ms], stored_hook)?
+                    .query_map(params![key, until_ms, email], stored_hook)?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 histories.insert(key, ContactHistory { first_seen, calls });
             }
@@ -1373,23 +1376,26 @@ impl Writer {
         }
         let now = now_ms();
         let window_start = now - self.retention.dedupe_window.as_millis() as i64;
-        let mut results = Vec::with_capacity(items.len());
+        let mut results: Vec<Option<ItemStored>> = vec![None; items.len()];
         let mut event_tally = Vec::new();
         let mut hook_tally = Vec::new();
-        for item in items {
-            match item {
-                NewItem::Event(event) => {
-                    let stored = self.put_event(event, window_start)?;
-                    event_tally.push((event, matches!(stored, Enqueued::Stored(_))));
-                    results.push(ItemStored::Event(stored));
-                }
-                NewItem::Hook(hook) => {
-                    let stored = self.put_hook(hook, window_start)?;
-                    hook_tally.push((hook, !stored.duplicate));
-                    results.push(ItemStored::Hook(stored));
-                }
+        // Contacts first, then hooks (as PostgreSQL does): a hook finds a
+        // contact sent in the same request.
+        for (i, item) in items.iter().enumerate() {
+            if let NewItem::Event(event) = item {
+                let stored = self.put_event(event, window_start)?;
+                event_tally.push((event, matches!(stored, Enqueued::Stored(_))));
+                results[i] = Some(ItemStored::Event(stored));
             }
         }
+        for (i, item) in items.iter().enumerate() {
+            if let NewItem::Hook(hook) = item {
+                let stored = self.put_hook(hook, window_start)?;
+                hook_tally.push((hook, !stored.duplicate));
+                results[i] = Some(ItemStored::Hook(stored));
+            }
+        }
+        let results: Vec<ItemStored> = results.into_iter().flatten().collect();
         let mut count = self.conn.prepare_cached(
             "INSERT INTO counters (minute, what, name, count) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (minute, what, name) DO UPDATE SET count = count + excluded.count",
@@ -1891,7 +1897,7 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(version, "4");
+        assert_eq!(version, "5");
         // Opened again: nothing moved twice.
         prepare_schema(&conn).unwrap();
         let n: i64 = conn

@@ -336,6 +336,9 @@ async fn the_rescore_command_dry_runs_then_pushes_through_the_engine_on_the_same
             "1d".into(),
             "--format".into(),
             "json".into(),
+            // The engine forwards with --forward-url: its `default` destination.
+            "--forward-url".into(),
+            "http://127.0.0.1:9/".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         args
@@ -397,4 +400,33 @@ async fn the_rescore_command_dry_runs_then_pushes_through_the_engine_on_the_same
         server.get(&format!("/rescore/{id}")).await.json()["state"],
         "done"
     );
+}
+
+/// SPEC 12 `calls()` at ingest: a booking that arrived before its contact
+/// (waiting for a contact with its email) counts when the contact comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_that_came_first_counts_when_its_contact_is_scored() {
+    let rules = RulesDir::bench();
+    rules.write(
+        "75-calls.rhai",
+        "if calls().filter(|c| c.status != \"canceled\").len() > 0 { add(30, \"Booked a discovery call\"); }\n",
+    );
+    let server = TestServer::start(Options {
+        rules: Some(rules),
+        ..Options::default()
+    })
+    .await;
+    let booked = server.webhook(&hook_fixture("call-booked")).await;
+    assert_eq!(booked["results"][0]["contact_id"], Value::Null, "{booked}");
+    let contact = json!({"id": 7100, "email": "RAYA.fleming@northwind-logistics.com", "status": "POTENTIAL"});
+    let without_calls = server.dry_run(&contact).await;
+    let stored = server.webhook(&json!([contact])).await;
+    let line = &stored["results"][0];
+    assert_eq!(
+        line["score"].as_f64().unwrap(),
+        without_calls["score"].as_f64().unwrap() + 30.0,
+        "{line} vs {without_calls}"
+    );
+    let timeline = server.get("/contacts/7100").await.json();
+    assert_eq!(timeline["calls"][0]["status"], "booked", "{timeline}");
 }

@@ -751,9 +751,14 @@ impl Store for PostgresStore {
 
     async fn contact_histories(
         &self,
-        contact_keys: Vec<String>,
+        contacts: Vec<(String, Option<String>)>,
         until_ms: i64,
     ) -> StoreResult<std::collections::HashMap<String, ContactHistory>> {
+        let contact_keys: Vec<String> = contacts.iter().map(|(key, _)| key.clone()).collect();
+        let by_email: std::collections::HashMap<String, String> = contacts
+            .into_iter()
+            .filter_map(|(key, email)| Some((email?, key)))
+            .collect();
         self.pool
             .run("cannot read the contacts' calls", move |conn| {
                 async move {
@@ -790,6 +795,31 @@ impl Store for PostgresStore {
                     for row in &calls {
                         if let Some(history) = histories.get_mut(row.get::<_, &str>(0)) {
                             history.calls.push(stored_hook(row, 1));
+                        }
+                    }
+                    // Calls waiting for a contact with the email of one being stored.
+                    if !by_email.is_empty() {
+                        let emails: Vec<&String> = by_email.keys().collect();
+                        let waiting = conn
+                            .client
+                            .query(
+                                &format!(
+                                    "SELECT email, {HOOK_COLUMNS} FROM leadscore_hooks
+                                     WHERE contact_key IS NULL AND email = ANY($1::text[]) AND kind = 'call'
+                                       AND received_at <= $2
+                                     ORDER BY seq"
+                                ),
+                                &[&emails, &until_ms],
+                            )
+                            .await?;
+                        for row in &waiting {
+                            let key = by_email.get(row.get::<_, &str>(0));
+                            if let Some(history) = key.and_then(|key| histories.get_mut(key)) {
+                                history.calls.push(stored_hook(row, 1));
+                            }
+                        }
+                        for history in histories.values_mut() {
+                            history.calls.sort_by_key(|call| call.seq);
                         }
                     }
                     Ok(histories)
