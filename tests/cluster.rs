@@ -72,8 +72,8 @@ async fn instances_starting_together_migrate_once() {
         .unwrap()
         .get(0);
     assert_eq!(
-        tables, 8,
-        "events, keys, instances, counters, deliveries, attempts, rate windows and migrations in the test's schema"
+        tables, 10,
+        "events, keys, instances, counters, deliveries, attempts, rate windows, hooks, rescore jobs and migrations in the test's schema"
     );
     // What one instance stores, the others see.
     let stores: Vec<Arc<dyn Store>> = opened.into_iter().map(Result::unwrap).collect();

@@ -986,17 +986,17 @@ async fn a_sqlite_store_of_schema_1_is_migrated_and_keeps_its_duplicates() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "4");
+    assert_eq!(version, "5");
     drop(conn);
     drop(store);
     // A file from a newer version is refused, not misread.
     rusqlite::Connection::open(&path)
         .unwrap()
-        .execute("UPDATE meta SET value = '5' WHERE key = 'schema_version'", [])
+        .execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'", [])
         .unwrap();
     let refused = store::open(&url, retention()).await.err().unwrap().to_string();
     assert!(
-        refused.contains("written by a newer leadscore (store schema 5; this version knows up to 4)"),
+        refused.contains("written by a newer leadscore (store schema 6; this version knows up to 5)"),
         "{refused}"
     );
 }

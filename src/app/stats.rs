@@ -8,7 +8,8 @@ use serde::Serialize;
 
 use crate::app::AppError;
 use crate::store::{
-    COUNT_DUPLICATE, COUNT_HOOK, COUNT_RECEIVED, COUNT_RULE_ERROR, Counters, DeliveryCounts, Store,
+    COUNT_DUPLICATE, COUNT_HOOK, COUNT_RECEIVED, COUNT_RESCORED, COUNT_RULE_ERROR, Counters, DeliveryCounts,
+    Store,
 };
 
 /// Most buckets one answer holds.
@@ -40,6 +41,8 @@ pub struct StatsBucket {
     pub calls: u64,
     pub outcomes: u64,
     pub unknown: u64,
+    /// `contact.rescored` events stored (SPEC 12 "Counting").
+    pub rescored: u64,
 }
 
 /// A validated stats window: every number in range, so the buckets can be
@@ -112,6 +115,7 @@ impl Stats {
                 calls: 0,
                 outcomes: 0,
                 unknown: 0,
+                rescored: 0,
             })
             .collect();
         let mut rule_errors = BTreeMap::new();
@@ -131,6 +135,7 @@ impl Stats {
                     "outcome" => bucket.outcomes += n,
                     _ => bucket.unknown += n,
                 },
+                COUNT_RESCORED => bucket.rescored += n,
                 COUNT_RULE_ERROR => *rule_errors.entry(name.clone()).or_default() += n,
                 _ => {}
             }

@@ -143,6 +143,13 @@ async fn a_rule_change_pushes_exactly_the_contacts_whose_score_or_tier_moved() {
         .map(|b| b["received"].as_u64().unwrap())
         .sum();
     assert_eq!(received, 80, "{stats}");
+    let rescored: u64 = stats["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["rescored"].as_u64().unwrap())
+        .sum();
+    assert_eq!(rescored as usize, expected.len(), "{stats}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
