@@ -99,14 +99,7 @@ impl Rescorer {
     /// or an RFC 3339 time, never before the retention) and runs it in the
     /// background; `Conflict` names the job already running.
     pub async fn start(self: &Arc<Self>, cause: Cause, since: Option<&str>) -> Result<JobView, AppError> {
-        let job = self.new_job(cause, since).await?;
-        self.store
-            .start_rescore(&job, &self.owner, rescore::lease_until())
-            .await?
-            .map_err(|running| AppError::Conflict {
-                message: format!("rescore {running} is running; one runs at a time"),
-                id: running,
-            })?;
+        let job = self.begin(cause, since).await?;
         tracing::info!(job = %job.id, cause = %job.cause, "rescore started");
         self.spawn(job.clone());
         Ok(job.into())
@@ -128,6 +121,18 @@ impl Rescorer {
                 self.fail(&id, &e.to_string()).await;
             }
         }
+        let job = self.begin(cause, since).await?;
+        let id = job.id.clone();
+        match rescore::run(self.store.as_ref(), self.around.as_ref(), job, &self.owner).await {
+            Ok(_) => {}
+            Err(e) => self.fail(&id, &e.to_string()).await,
+        }
+        status(self.store.as_ref(), &id).await
+    }
+
+    /// Records a new job as running, owned here; `Conflict` names the job
+    /// already running.
+    async fn begin(&self, cause: Cause, since: Option<&str>) -> Result<RescoreJob, AppError> {
         let job = self.new_job(cause, since).await?;
         self.store
             .start_rescore(&job, &self.owner, rescore::lease_until())
@@ -136,12 +141,7 @@ impl Rescorer {
                 message: format!("rescore {running} is running; one runs at a time"),
                 id: running,
             })?;
-        let id = job.id.clone();
-        match rescore::run(self.store.as_ref(), self.around.as_ref(), job, &self.owner).await {
-            Ok(_) => {}
-            Err(e) => self.fail(&id, &e.to_string()).await,
-        }
-        status(self.store.as_ref(), &id).await
+        Ok(job)
     }
 
     async fn new_job(&self, cause: Cause, since: Option<&str>) -> Result<RescoreJob, AppError> {
