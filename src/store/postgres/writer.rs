@@ -673,15 +673,7 @@ async fn apply(
             .iter()
             .zip(&rescored_answers)
             .map(|(f, a)| (f.event, matches!(a, Enqueued::Stored(_))));
-        let counts = tally(stored, now);
-        let columns: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<i64>) = (
-            counts.iter().map(|c| c.0).collect(),
-            counts.iter().map(|c| c.1).collect(),
-            counts.iter().map(|c| c.2.as_str()).collect(),
-            counts.iter().map(|c| c.3).collect(),
-        );
-        let params: [&(dyn ToSql + Sync); 5] = [&columns.0, &columns.1, &columns.2, &columns.3, &heartbeat.0];
-        client.query(&conn.count, &params).await?;
+        add_counts(conn, &tally(stored, now), heartbeat.0).await?;
     }
     let mut hook_answers = Vec::with_capacity(hooks.len());
     for (_, _, hook) in &hooks {
@@ -695,14 +687,7 @@ async fn apply(
                 .map(|((_, _, h), a)| (*h, !a.duplicate)),
             now,
         );
-        let columns: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<i64>) = (
-            counts.iter().map(|c| c.0).collect(),
-            counts.iter().map(|c| c.1).collect(),
-            counts.iter().map(|c| c.2.as_str()).collect(),
-            counts.iter().map(|c| c.3).collect(),
-        );
-        let params: [&(dyn ToSql + Sync); 5] = [&columns.0, &columns.1, &columns.2, &columns.3, &heartbeat.0];
-        client.query(&conn.count, &params).await?;
+        add_counts(conn, &counts, heartbeat.0).await?;
     }
     if !commit_now {
         client.batch_execute("COMMIT").await?;
@@ -737,6 +722,23 @@ async fn apply(
             _ => Done::Unit,
         })
         .collect())
+}
+
+/// Adds counter increments (see `store::tally`) to this instance's rows.
+async fn add_counts(
+    conn: &WriterConn,
+    counts: &[(i64, &'static str, String, i64)],
+    instance: &str,
+) -> Result<(), PgError> {
+    let columns: (Vec<i64>, Vec<&str>, Vec<&str>, Vec<i64>) = (
+        counts.iter().map(|c| c.0).collect(),
+        counts.iter().map(|c| c.1).collect(),
+        counts.iter().map(|c| c.2.as_str()).collect(),
+        counts.iter().map(|c| c.3).collect(),
+    );
+    let params: [&(dyn ToSql + Sync); 5] = [&columns.0, &columns.1, &columns.2, &columns.3, &instance];
+    conn.client.query(&conn.count, &params).await?;
+    Ok(())
 }
 
 /// Stores one rescored event, unless a newer event of its contact exists or
