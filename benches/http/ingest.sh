@@ -18,13 +18,14 @@
 #   CASES="bare append leadscore-none" ...      a subset (names above, in round order)
 #   BIN=… BARE=… APPEND=…                       given binaries (nothing is built when BIN is)
 #   BASE_BIN=old/leadscore                      adds base-none (before/after in one run)
+#   BASE_LOG=warn                               base-none's log level when it differs from LOG
 #   LOG=info                                    leadscore's log level (default warn; info logs
 #                                               every contact id, to a file in the work folder)
 #
 # Each line: requests/s, p50/p99, CPU per request (the server's utime+stime over the wrk
 # run ÷ requests), peak RSS, bytes written per request, and the same CPU per request per
 # thread (utime+stime of each /proc/PID/task/*/stat, grouped by thread name with a trailing
-# -N dropped: tokio-runtime-w = tokio workers and blocking threads, scoring = the rule pool,
+# -N dropped: tokio-rt-worker = tokio workers and blocking threads, scoring = the rule pool,
 # sqlite-writer, sqlite-checkpoint; rest = threads that exited during the run plus the
 # difference between the process's and the threads' own accounting, a few per cent).
 set -euo pipefail
@@ -36,7 +37,8 @@ RUNS=${RUNS:-1}
 LOG=${LOG:-warn}
 CASES=${CASES:-bare append append-ckpt leadscore-none leadscore-one leadscore-three}
 WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
+# (|| true: under set -e a failing kill would end the trap before the rm)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
 BIN=${BIN:-}
 BASE_BIN=${BASE_BIN:-}
 TARGET=${CARGO_TARGET_DIR:-target}
@@ -91,9 +93,11 @@ measure() { # name port -- command...
   cpu=$(echo "($t1-$t0)*1000000/$TCK/$reqs" | bc -l)
   per_thread=$(awk -v tck="$TCK" -v reqs="$reqs" -v total="$((t1 - t0))" '
     NR == FNR { before[$1] = $3; next }
-    { name = $2; sub(/-[0-9]+$/, "", name); d = $3 - before[$1]; sum[name] += d; all += d }
+    { name = $2; sub(/-[0-9]+$/, "", name); d = $3 - before[$1]; sum[name] += d; all += d; seen[$1] = 1 }
     END {
       sum["rest"] = total - all
+      for (t in before) if (!(t in seen)) exited++
+      if (exited) printf "(%d threads exited) ", exited
       n = 0; for (k in sum) keys[++n] = k
       for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (keys[j] < keys[i]) { t = keys[i]; keys[i] = keys[j]; keys[j] = t }
       for (i = 1; i <= n; i++) if (sum[keys[i]] != 0) printf "%s%s=%.1f", (i > 1 ? " " : ""), keys[i], sum[keys[i]] * 1000000 / tck / reqs
@@ -106,24 +110,30 @@ measure() { # name port -- command...
 }
 
 leadscore() { # name port binary [serve options...]
-  local name=$1 port=$2 bin=$3; shift 3
-  LEADSCORE_LOG=$LOG measure "$name" "$port" -- "$bin" serve --rules "$ROOT/benches/rules" \
-    --store "sqlite://$WORK/$name-$ROUND/ls.db" --listen "127.0.0.1:$port" --retry-schedule 1h "$@"
+  local name=$1 port=$2 bin=$3 log=$LOG; shift 3
+  if [ "$name" = base-none ]; then log=${BASE_LOG:-$LOG}; fi
+  LEADSCORE_LOG=$log measure "$name" "$port" -- "$bin" serve --rules "$ROOT/benches/rules" \
+    --store "sqlite://$WORK/db/$name/ls.db" --listen "127.0.0.1:$port" --retry-schedule 1h "$@"
 }
 
 echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples || echo '+dirty'), uptime:$(uptime | sed 's/.*load average/ load average/')"
 for ROUND in $(seq "$RUNS"); do
   for c in $CASES; do
+    # Each server starts on an empty store, removed after it (a baseline's log grows to 200 MB).
+    rm -rf "$WORK/db"; mkdir -p "$WORK/db"
     case $c in
       bare) measure bare-warp 8091 -- "$BARE" 127.0.0.1:8091 ;;
-      append) measure append 8094 -- "$APPEND" 127.0.0.1:8094 "$WORK/append-$ROUND.db" ;;
-      append-ckpt) measure append-ckpt 8095 -- "$APPEND" 127.0.0.1:8095 "$WORK/ckpt-$ROUND.db" --checkpointer ;;
+      append) measure append 8094 -- "$APPEND" 127.0.0.1:8094 "$WORK/db/append.db" ;;
+      append-ckpt) measure append-ckpt 8095 -- "$APPEND" 127.0.0.1:8095 "$WORK/db/append.db" --checkpointer ;;
       leadscore-none) leadscore leadscore-none 8092 "$BIN" ;;
       leadscore-one) leadscore leadscore-one 8092 "$BIN" --destinations "$WORK/dests1.toml" ;;
       leadscore-three) leadscore leadscore-three 8092 "$BIN" --destinations "$WORK/dests3.toml" ;;
       *) echo "unknown case $c" >&2; exit 2 ;;
     esac
-    if [ -n "$BASE_BIN" ] && [ "$c" = leadscore-none ]; then leadscore base-none 8093 "$BASE_BIN"; fi
+    if [ -n "$BASE_BIN" ] && [ "$c" = leadscore-none ]; then
+      rm -rf "$WORK/db"; mkdir -p "$WORK/db"
+      leadscore base-none 8093 "$BASE_BIN"
+    fi
   done
   echo "# round $ROUND done, uptime:$(uptime | sed 's/.*load average/ load average/')"
 done
