@@ -1873,6 +1873,60 @@ mod tests {
         );
     }
 
+    /// Schema 4 → 5 (session 9's release): its per-row insert trigger goes
+    /// (the writer counts new deliveries now), the totals it kept stay, and
+    /// events gain `email` and `kind`.
+    #[test]
+    fn a_file_of_schema_4_loses_its_insert_trigger_and_keeps_its_totals() {
+        let conn = Connection::open_in_memory().unwrap();
+        prepare_schema(&conn).unwrap();
+        conn.execute_batch(
+            "CREATE TRIGGER delivery_totals_insert AFTER INSERT ON deliveries
+             BEGIN
+                 INSERT INTO delivery_totals (destination, status, count) VALUES (NEW.destination, NEW.status, 1)
+                     ON CONFLICT (destination, status) DO UPDATE SET count = count + 1;
+             END;
+             INSERT INTO deliveries (event_seq, destination, contact_key, status, created_at)
+                 VALUES (1, 'crm', '1', 'pending', 0);
+             UPDATE meta SET value = '4' WHERE key = 'schema_version';",
+        )
+        .unwrap();
+        prepare_schema(&conn).unwrap();
+        let triggers: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'trigger' AND name = 'delivery_totals_insert'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(triggers, 0);
+        let totals = |conn: &Connection| read_delivery_totals(conn).unwrap();
+        assert_eq!(totals(&conn), vec![("crm".to_owned(), "pending".to_owned(), 1)]);
+        // A new delivery counts once: by the writer, not twice.
+        conn.execute(
+            "INSERT INTO deliveries (event_seq, destination, contact_key, status, created_at)
+             VALUES (2, 'crm', '2', 'pending', 0)",
+            [],
+        )
+        .unwrap();
+        conn.execute(COUNT_NEW_DELIVERIES, params!["crm", 1]).unwrap();
+        assert_eq!(totals(&conn), vec![("crm".to_owned(), "pending".to_owned(), 2)]);
+        let columns: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM pragma_table_info('events') WHERE name IN ('email', 'kind')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(columns, 2);
+        let version: String = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, "5");
+    }
+
     /// Schema 3 → 4: each event's delivery becomes a delivery of `default`,
     /// with its state; events without one get none.
     #[test]
