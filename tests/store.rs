@@ -1123,7 +1123,8 @@ async fn the_sqlite_log_is_copied_into_the_database_file_beside_the_writer() {
         store.enqueue(unforwarded(events)).await.unwrap();
     }
     // The checkpointer thread copies them into the database file while the
-    // store stays open.
+    // store stays open: the log is below the 1,000 pages that wake it, so
+    // this is its pass after a second without such a commit.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let size = std::fs::metadata(&path).unwrap().len();
@@ -1402,4 +1403,44 @@ async fn rescored_events_are_stored_once_per_job_and_only_over_the_newest_event(
         let recent = store.recent_rescore_jobs(5).await.unwrap();
         assert_eq!(recent.len(), 2, "{name}");
     }
+}
+
+/// PostgreSQL compresses the bodies it stores with LZ4 where the server
+/// has it (its default, pglz, was a third of its CPU per webhook:
+/// BENCHMARKS.md, session 11).
+#[tokio::test]
+async fn postgres_compresses_stored_bodies_with_lz4() {
+    let Some(schema) = pg::Schema::fresh("lz4") else {
+        return;
+    };
+    let store = store::open(&schema.url(), retention()).await.unwrap();
+    let client = schema.client().await;
+    let has_lz4: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_settings
+                            WHERE name = 'default_toast_compression' AND 'lz4' = ANY (enumvals))",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    if !has_lz4 {
+        eprintln!("skipped: this PostgreSQL server was built without LZ4");
+        return;
+    }
+    let mut big = event("evt_big", 1, "key-big");
+    big.body = json!({"type": "contact.scored", "padding": "abc".repeat(5000)}).to_string();
+    store.enqueue(unforwarded(vec![big])).await.unwrap();
+    let method: Option<String> = client
+        .query_one(
+            &format!(
+                "SELECT pg_column_compression(body) FROM \"{}\".leadscore_events WHERE id = 'evt_big'",
+                schema.name
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(method.as_deref(), Some("lz4"));
 }

@@ -17,7 +17,8 @@
 #   RUNS=3 bash benches/http/ingest.sh          three rounds; medians at the end
 #   CASES="bare append leadscore-none" ...      a subset (names above, in round order)
 #   BIN=… BARE=… APPEND=…                       given binaries (nothing is built when BIN is)
-#   BASE_BIN=old/leadscore                      adds base-none (before/after in one run)
+#   BASE_BIN=old/leadscore                      adds base-none (before/after in one run; which
+#                                               of the two goes first alternates by round)
 #   BASE_LOG=warn                               base-none's log level when it differs from LOG
 #   LOG=info                                    leadscore's log level (default warn; info logs
 #                                               every contact id, to a file in the work folder)
@@ -109,6 +110,10 @@ measure() { # name port -- command...
     "$(echo "$written/1000/$reqs" | bc -l)" "$per_thread" >> "$RESULTS"
 }
 
+fresh_store() {
+  rm -rf "$WORK/db"; sync; sleep 1; mkdir -p "$WORK/db"
+}
+
 leadscore() { # name port binary [serve options...]
   local name=$1 port=$2 bin=$3 log=$LOG; shift 3
   if [ "$name" = base-none ]; then log=${BASE_LOG:-$LOG}; fi
@@ -119,19 +124,27 @@ leadscore() { # name port binary [serve options...]
 echo "# $(date -u '+%F %T') UTC, $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src examples || echo '+dirty'), uptime:$(uptime | sed 's/.*load average/ load average/')"
 for ROUND in $(seq "$RUNS"); do
   for c in $CASES; do
-    # Each server starts on an empty store, removed after it (a baseline's log grows to 200 MB).
-    rm -rf "$WORK/db"; mkdir -p "$WORK/db"
+    # Each server starts on an empty store, removed after it (a baseline's log grows to 200 MB),
+    # and once the kernel has written back the last one's pages (else the writeback runs
+    # during the next case: the first leadscore run after `append` cost up to 30 % more).
+    fresh_store
     case $c in
       bare) measure bare-warp 8091 -- "$BARE" 127.0.0.1:8091 ;;
       append) measure append 8094 -- "$APPEND" 127.0.0.1:8094 "$WORK/db/append.db" ;;
       append-ckpt) measure append-ckpt 8095 -- "$APPEND" 127.0.0.1:8095 "$WORK/db/append.db" --checkpointer ;;
-      leadscore-none) leadscore leadscore-none 8092 "$BIN" ;;
+      leadscore-none)
+        # With BASE_BIN, the two alternate which goes first (a run after another is
+        # often slower: the kernel is still writing back the last one's store).
+        if [ -n "$BASE_BIN" ] && [ $((ROUND % 2)) = 0 ]; then
+          leadscore base-none 8093 "$BASE_BIN"; fresh_store
+        fi
+        leadscore leadscore-none 8092 "$BIN" ;;
       leadscore-one) leadscore leadscore-one 8092 "$BIN" --destinations "$WORK/dests1.toml" ;;
       leadscore-three) leadscore leadscore-three 8092 "$BIN" --destinations "$WORK/dests3.toml" ;;
       *) echo "unknown case $c" >&2; exit 2 ;;
     esac
-    if [ -n "$BASE_BIN" ] && [ "$c" = leadscore-none ]; then
-      rm -rf "$WORK/db"; mkdir -p "$WORK/db"
+    if [ -n "$BASE_BIN" ] && [ "$c" = leadscore-none ] && [ $((ROUND % 2)) = 1 ]; then
+      fresh_store
       leadscore base-none 8093 "$BASE_BIN"
     fi
   done

@@ -46,6 +46,19 @@ pub struct NewEvent {
     pub supersedes: Option<i64>,
 }
 
+impl NewEvent {
+    /// What ingest answers for this event once stored.
+    pub(crate) fn summary(&self) -> EventSummary {
+        EventSummary {
+            contact_id: self.contact_id.clone(),
+            id: self.event_id.clone(),
+            score: self.score.clone(),
+            tier: self.tier.clone(),
+            disqualified: self.disqualified,
+        }
+    }
+}
+
 /// A call, outcome or unknown hook ready to be stored (SPEC 11): neither
 /// scored nor forwarded; kept to learn which contacts booked and bought.
 #[derive(Debug, Clone, PartialEq)]

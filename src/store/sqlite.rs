@@ -392,7 +392,8 @@ impl SqliteStore {
         prepare_schema(&conn).map_err(open_error)?;
         let reader = connect(path).map_err(open_error)?;
         let checkpointer = connect(path).map_err(open_error)?;
-        let (committed, commits) = std_mpsc::sync_channel(1);
+        let (wake_checkpointer, commits) = std_mpsc::sync_channel(1);
+        conn.wal_hook(Some(note_log_size));
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(&checkpointer, &commits))
@@ -404,7 +405,9 @@ impl SqliteStore {
                 Writer {
                     conn,
                     retention,
-                    committed,
+                    wake_checkpointer,
+                    totals: GroupTotals::default(),
+                    hooks_waiting: Default::default(),
                     refused_bytes: None,
                 }
                 .run(rx)
@@ -1057,6 +1060,12 @@ impl Store for SqliteStore {
 /// The first event with an idempotency key inside the dedupe window. Reads
 /// only the contact's entries of `events_contact_key`, and a row only for a
 /// matching key. (The contact id is the new event's: same key, same id.)
+/// Whether a hook waits for its contact by reference or by email (each
+/// answered by the first entry of a partial index).
+const HOOKS_WAITING: &str =
+    "SELECT EXISTS (SELECT 1 FROM hooks WHERE contact_key IS NULL AND contact_ref IS NOT NULL)
+     OR EXISTS (SELECT 1 FROM hooks WHERE contact_key IS NULL AND email IS NOT NULL)";
+
 const DUPLICATE_LOOKUP: &str = "SELECT id, score, tier, disqualified FROM events
      WHERE contact_key = ?1 AND idempotency_key = ?2 AND received_at >= ?3
      ORDER BY seq LIMIT 1";
@@ -1154,12 +1163,52 @@ fn read_delivery_totals(conn: &Connection) -> rusqlite::Result<Vec<(String, Stri
     rows.collect()
 }
 
+/// What a transaction adds to the per-minute counters and the delivery
+/// totals, written once when it commits: one upsert per row and commit
+/// instead of one per request (a group commit holds hundreds of requests
+/// under load, most of them adding to the same few rows).
+#[derive(Default)]
+struct GroupTotals {
+    counters: std::collections::BTreeMap<(i64, &'static str, String), i64>,
+    new_deliveries: std::collections::BTreeMap<String, i64>,
+}
+
+impl GroupTotals {
+    /// Writes the totals (inside the transaction) and empties them.
+    fn write(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let totals = std::mem::take(self);
+        if !totals.new_deliveries.is_empty() {
+            let mut count_deliveries = conn.prepare_cached(COUNT_NEW_DELIVERIES)?;
+            for (destination, n) in totals.new_deliveries {
+                count_deliveries.execute(params![destination, n])?;
+            }
+        }
+        if !totals.counters.is_empty() {
+            let mut count = conn.prepare_cached(
+                "INSERT INTO counters (minute, what, name, count) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (minute, what, name) DO UPDATE SET count = count + excluded.count",
+            )?;
+            for ((minute, what, name), n) in totals.counters {
+                count.execute(params![minute, what, name, n])?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The writer thread: owns the write connection.
 struct Writer {
     conn: Connection,
     retention: Retention,
-    /// Tells the checkpointer that the log has new commits.
-    committed: std_mpsc::SyncSender<()>,
+    /// The counters and delivery totals of the open transaction.
+    totals: GroupTotals,
+    /// Whether a stored hook waits for its contact (SPEC 11 "Linking"), once
+    /// known in the open transaction (which holds the write lock, so no one
+    /// else adds one meanwhile): most of the time none does, and a new
+    /// contact's two link probes are skipped.
+    hooks_waiting: std::cell::Cell<Option<bool>>,
+    /// Wakes the checkpointer: the log has grown past [`CHECKPOINT_AFTER_PAGES`].
+    wake_checkpointer: std_mpsc::SyncSender<()>,
     /// The size of the last batch of contacts the store could not take (a
     /// full disk, typically), until a batch commits again. While it is set,
     /// the readiness write is a probe of that size: a tiny write can still
@@ -1167,18 +1216,50 @@ struct Writer {
     refused_bytes: Option<usize>,
 }
 
-/// Log size (pages) at which a commit checkpoints by itself (see `connect`).
+/// Log size (pages) at which a commit checkpoints by itself (see `connect`
+/// and [`note_log_size`]).
 const WAL_BACKSTOP_PAGES: i64 = 50_000;
+/// Log size (pages, 4 KiB each) from which a commit wakes the checkpointer.
+/// Not every commit: the pages a commit dirties are mostly the same few
+/// (a table's and an index's last pages, interior pages, counters), and a
+/// checkpoint after every commit copied and synced each of them again every
+/// time (BENCHMARKS.md, session 11). SQLite's own default threshold.
+const CHECKPOINT_AFTER_PAGES: i32 = 1000;
+/// How often the checkpointer copies what is in the log when no commit
+/// has woken it: an idle store's file catches up within this.
+const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// The writer's log size after its last commit (pages), as SQLite's
+    /// log hook reports it (the hook runs on the committing thread).
+    static LOG_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// The writer connection's log hook: remembers the log's size for
+/// [`Writer::committed`], and checkpoints in the writer as the backstop
+/// (registering a hook replaces `wal_autocheckpoint`'s own).
+fn note_log_size(wal: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
+    LOG_PAGES.set(pages);
+    if i64::from(pages) >= WAL_BACKSTOP_PAGES {
+        wal.checkpoint()?;
+    }
+    Ok(())
+}
 /// Checkpoint passes in a row at most, should a reader's snapshot keep the
 /// checkpointer from catching up.
 const MAX_CHECKPOINT_PASSES: usize = 16;
 
 /// Copies committed log pages into the database file beside the writer (a
-/// passive checkpoint never blocks it) whenever there are new commits, so
+/// passive checkpoint never blocks it) whenever the log has grown past
+/// [`CHECKPOINT_AFTER_PAGES`], and after [`IDLE_CHECKPOINT`] without, so
 /// that the writer's commits only ever append to the log and sync it. Ends
 /// when the writer has stopped.
 fn checkpoint_loop(conn: &Connection, commits: &std_mpsc::Receiver<()>) {
-    while commits.recv().is_ok() {
+    loop {
+        match commits.recv_timeout(IDLE_CHECKPOINT) {
+            Ok(()) | Err(std_mpsc::RecvTimeoutError::Timeout) => {}
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => return,
+        }
         // Pass after pass until the database file has caught up with the
         // log: each pass copies what was committed during the one before, so
         // they get shorter, and once the file has caught up the writer
@@ -1255,15 +1336,15 @@ impl Writer {
                 }
                 replies.push((work, reply));
             }
-            if !failed && self.conn.execute_batch("COMMIT").is_ok() {
-                let _ = self.committed.try_send(());
+            if !failed && self.commit().is_ok() {
+                self.committed();
                 for (result, (work, reply)) in results.into_iter().zip(replies) {
                     self.note_outcome(&work, &result);
                     result.send(reply);
                 }
                 return;
             }
-            let _ = self.conn.execute_batch("ROLLBACK");
+            self.rollback();
             group.extend(replies.into_iter().map(|(work, reply)| WriteOp { work, reply }));
         }
         for WriteOp { work, reply } in group.drain(..) {
@@ -1272,19 +1353,19 @@ impl Writer {
             }
             let result = match self.conn.execute_batch("BEGIN IMMEDIATE") {
                 Ok(()) if reply.is_closed() => {
-                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.rollback();
                     continue;
                 }
                 Ok(()) => {
                     let result = self.apply(&work);
                     if result.failed() {
-                        let _ = self.conn.execute_batch("ROLLBACK");
+                        self.rollback();
                         result
-                    } else if let Err(e) = self.conn.execute_batch("COMMIT") {
-                        let _ = self.conn.execute_batch("ROLLBACK");
+                    } else if let Err(e) = self.commit() {
+                        self.rollback();
                         Done::Failed(format!("commit failed: {e}"))
                     } else {
-                        let _ = self.committed.try_send(());
+                        self.committed();
                         result
                     }
                 }
@@ -1292,6 +1373,42 @@ impl Writer {
             };
             self.note_outcome(&work, &result);
             result.send(reply);
+        }
+    }
+
+    /// Writes the transaction's totals and commits it.
+    fn commit(&mut self) -> rusqlite::Result<()> {
+        self.hooks_waiting.set(None);
+        self.totals.write(&self.conn)?;
+        self.conn.execute_batch("COMMIT")
+    }
+
+    /// Rolls the transaction back with the totals it gathered.
+    fn rollback(&mut self) {
+        self.hooks_waiting.set(None);
+        self.totals = GroupTotals::default();
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+
+    /// Whether some stored hook waits for its contact (by reference or email).
+    fn hooks_waiting(&self) -> rusqlite::Result<bool> {
+        if let Some(known) = self.hooks_waiting.get() {
+            return Ok(known);
+        }
+        let waiting = self
+            .conn
+            .prepare_cached(HOOKS_WAITING)?
+            .query_row([], |row| row.get(0))?;
+        self.hooks_waiting.set(Some(waiting));
+        Ok(waiting)
+    }
+
+    /// After each commit: a log grown past [`CHECKPOINT_AFTER_PAGES`] wakes
+    /// the checkpointer (the log stops growing once it has caught up and a
+    /// commit has restarted the log from its beginning).
+    fn committed(&self) {
+        if LOG_PAGES.get() >= CHECKPOINT_AFTER_PAGES {
+            let _ = self.wake_checkpointer.try_send(());
         }
     }
 
@@ -1371,7 +1488,7 @@ impl Writer {
         }
     }
 
-    fn enqueue(&self, items: &[NewItem]) -> rusqlite::Result<Vec<ItemStored>> {
+    fn enqueue(&mut self, items: &[NewItem]) -> rusqlite::Result<Vec<ItemStored>> {
         if self.refused_bytes.is_some() {
             // The readiness probe's room is the contacts' again.
             self.conn
@@ -1405,19 +1522,18 @@ impl Writer {
             }
         }
         let results: Vec<ItemStored> = results.into_iter().flatten().collect();
-        let mut count_deliveries = self.conn.prepare_cached(COUNT_NEW_DELIVERIES)?;
         for (destination, n) in new_deliveries {
-            count_deliveries.execute(params![destination, n])?;
+            *self
+                .totals
+                .new_deliveries
+                .entry(destination.to_owned())
+                .or_default() += n;
         }
-        let mut count = self.conn.prepare_cached(
-            "INSERT INTO counters (minute, what, name, count) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (minute, what, name) DO UPDATE SET count = count + excluded.count",
-        )?;
         for (minute, what, name, n) in tally(event_tally, now)
             .into_iter()
             .chain(tally_hooks(hook_tally, now))
         {
-            count.execute(params![minute, what, name, n])?;
+            *self.totals.counters.entry((minute, what, name)).or_default() += n;
         }
         Ok(results)
     }
@@ -1485,7 +1601,10 @@ impl Writer {
             put_delivery.execute(params![seq, destination, event.contact_key, event.received_at])?;
         }
         // Hooks that arrived before their contact (SPEC 11 "Linking"): two
-        // probes of small partial indexes, empty most of the time.
+        // probes of small partial indexes, when any hook waits at all.
+        if !self.hooks_waiting()? {
+            return Ok(Enqueued::Stored(event.summary()));
+        }
         self.conn
             .prepare_cached(
                 "UPDATE hooks SET contact_key = ?1 WHERE contact_key IS NULL AND contact_ref = ?2",
@@ -1499,13 +1618,7 @@ impl Writer {
                 .prepare_cached("UPDATE hooks SET contact_key = ?1 WHERE contact_key IS NULL AND email = ?2")?
                 .execute(params![event.contact_key, email])?;
         }
-        Ok(Enqueued::Stored(EventSummary {
-            contact_id: event.contact_id.clone(),
-            id: event.event_id.clone(),
-            score: event.score.clone(),
-            tier: event.tier.clone(),
-            disqualified: event.disqualified,
-        }))
+        Ok(Enqueued::Stored(event.summary()))
     }
 
     /// Stores one call, outcome or unknown hook linked to its contact when
@@ -1564,6 +1677,9 @@ impl Writer {
                 hook.revenue,
                 hook.body,
             ])?;
+        if contact_key.is_none() {
+            self.hooks_waiting.set(Some(true));
+        }
         Ok(HookSummary {
             kind: hook.kind,
             id: hook.id.clone(),
@@ -1995,6 +2111,14 @@ mod tests {
         assert!(
             latest.contains("USING COVERING INDEX events_contact_key (contact_key=? AND seq>? AND seq<?)"),
             "{latest}"
+        );
+        // Whether hooks wait: the first entry of each waiting index, no scan.
+        let waiting = plan(&conn, HOOKS_WAITING);
+        assert!(
+            waiting.contains("SEARCH hooks USING INDEX hooks_waiting_ref (contact_ref>?)")
+                && waiting.contains("SEARCH hooks USING INDEX hooks_waiting_email (email>?)")
+                && !waiting.contains("SCAN hooks"),
+            "{waiting}"
         );
     }
 }

@@ -57,6 +57,13 @@ pub(super) async fn connect(config: &Config, tls: &MakeRustls) -> Result<Client,
             tracing::debug!(error = %describe(&e), "a PostgreSQL connection ended");
         }
     });
+    // A scored contact is a few KB of text, which PostgreSQL compresses as
+    // it stores it; its default, pglz, was a third of its CPU per webhook
+    // (BENCHMARKS.md, session 11). LZ4 where the server has it (PostgreSQL
+    // 14 and later, built with it), else the server's own default.
+    if let Err(e) = client.batch_execute("SET default_toast_compression = lz4").await {
+        tracing::debug!(error = %describe(&e), "PostgreSQL compresses stored bodies with its default method");
+    }
     Ok(client)
 }
 

@@ -159,16 +159,6 @@ fn summary_of(row: &Row) -> EventSummary {
     }
 }
 
-fn summary_of_new(event: &NewEvent) -> EventSummary {
-    EventSummary {
-        contact_id: event.contact_id.clone(),
-        id: event.event_id.clone(),
-        score: event.score.clone(),
-        tier: event.tier.clone(),
-        disqualified: event.disqualified,
-    }
-}
-
 /// The columns of [`INSERT_EVENTS`].
 #[derive(Default)]
 struct EventColumns<'a> {
@@ -646,7 +636,7 @@ async fn apply(
         for (i, flat) in flats.iter().enumerate() {
             if !owned[i] && !firsts.contains_key(&flat.key) {
                 owned[i] = true;
-                firsts.insert(flat.key, summary_of_new(flat.event));
+                firsts.insert(flat.key, flat.event.summary());
                 repaired.push(flat);
                 repairs.push((flat.key, &flat.event.event_id, flat.event.received_at));
             }
@@ -704,7 +694,7 @@ async fn apply(
     for (i, flat) in flats.iter().enumerate() {
         let answer = match firsts.get(&flat.key) {
             Some(first) if !owned[i] => Enqueued::Duplicate(first.clone()),
-            _ => Enqueued::Stored(summary_of_new(flat.event)),
+            _ => Enqueued::Stored(flat.event.summary()),
         };
         answers[flat.op][flat.pos] = Some(ItemStored::Event(answer));
     }
@@ -774,7 +764,7 @@ async fn put_rescored(conn: &WriterConn, flat: &Flat<'_>, window_start: i64) -> 
     let mut columns = EventColumns::default();
     columns.push(flat);
     client.query(&conn.insert_events, &columns.params()).await?;
-    Ok(Enqueued::Stored(summary_of_new(event)))
+    Ok(Enqueued::Stored(event.summary()))
 }
 
 /// Stores one hook (or finds the one it duplicates), linked to its contact
