@@ -18,7 +18,9 @@ N=${N:-100000}
 PORT=${PORT:-8094}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-cargo build --release --quiet --bin leadscore --example bare_warp  # one feature set for every script: no rebuilds between them
+# the binary alone, as `cargo build --release` ships it: built with an example, it gets the
+# dev-dependencies' features (a different, 0.9 MB larger binary; BENCHMARKS.md, session 11)
+cargo build --release --quiet --bin leadscore
 BIN=$ROOT/target/release/leadscore
 STORE="sqlite://$WORK/store/ls.db"
 RULES=$ROOT/benches/rules

@@ -28,7 +28,9 @@ cleanup() {
 trap cleanup EXIT
 BIN=${BIN:-target/release/leadscore}
 cargo build --release --quiet --example bare_warp
-[ "$BIN" = target/release/leadscore ] && cargo build --release --quiet --bin leadscore --example bare_warp
+# the binary alone, as `cargo build --release` ships it: built with an example, it gets the
+# dev-dependencies' features (a different, 0.9 MB larger binary; BENCHMARKS.md, session 11)
+[ "$BIN" = target/release/leadscore ] && cargo build --release --quiet --bin leadscore
 "$SHARED/tools/gen-contacts" -n "$N" --seed 11 --batch 1 --jsonl > "$WORK/p.jsonl"
 sep() { case "$PG" in *\?*) echo '&';; *) echo '?';; esac; }
 STORE="$PG$(sep)schema=$SCHEMA"

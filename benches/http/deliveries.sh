@@ -14,7 +14,9 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
 BIN=${BIN:-target/release/leadscore}
 CONCURRENCY=${CONCURRENCY:-16}
 cargo build --release --quiet --example bare_warp
-[ "$BIN" = target/release/leadscore ] && cargo build --release --quiet --bin leadscore --example bare_warp
+# the binary alone, as `cargo build --release` ships it: built with an example, it gets the
+# dev-dependencies' features (a different, 0.9 MB larger binary; BENCHMARKS.md, session 11)
+[ "$BIN" = target/release/leadscore ] && cargo build --release --quiet --bin leadscore
 "$SHARED/tools/gen-contacts" -n "$N" --seed 11 --batch 1 --jsonl > "$WORK/p.jsonl"
 ARGS=(--rules "$ROOT/benches/rules" --store "sqlite://$WORK/ls.db" --listen 127.0.0.1:8093
       --forward-url http://127.0.0.1:8094/webhooks/iclosed --retry-schedule 1h

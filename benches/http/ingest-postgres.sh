@@ -67,7 +67,9 @@ cleanup() {
 }
 trap cleanup EXIT
 if [ -z "$BIN" ]; then
-  cargo build --release --quiet --bin leadscore --example bare_warp  # one feature set for every script: no rebuilds between them
+  # the binary alone, as `cargo build --release` ships it: built with an example, it gets the
+  # dev-dependencies' features (a different, 0.9 MB larger binary; BENCHMARKS.md, session 11)
+  cargo build --release --quiet --bin leadscore
   BIN=$TARGET/release/leadscore
 fi
 "$SHARED/tools/gen-contacts" -n 20000 --seed 7 --jsonl > "$WORK/p.jsonl"

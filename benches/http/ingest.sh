@@ -44,7 +44,10 @@ BIN=${BIN:-}
 BASE_BIN=${BASE_BIN:-}
 TARGET=${CARGO_TARGET_DIR:-target}
 if [ -z "$BIN" ]; then
-  cargo build --release --quiet --bin leadscore --example bare_warp --example durable_append
+  cargo build --release --quiet --example bare_warp --example durable_append
+  # the binary alone, as `cargo build --release` ships it: built with an example, it gets the
+  # dev-dependencies' features (a different, 0.9 MB larger binary; BENCHMARKS.md, session 11)
+  cargo build --release --quiet --bin leadscore
   BIN=$TARGET/release/leadscore
 fi
 BARE=${BARE:-$TARGET/release/examples/bare_warp}

@@ -8,7 +8,9 @@ ROOT=$PWD
 SHARED=${SHARED:-$ROOT/../shared}
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$WORK"' EXIT
-cargo build --release --quiet --bin leadscore --example bare_warp  # one feature set for every script: no rebuilds between them
+# the binary alone, as `cargo build --release` ships it: built with an example, it gets the
+# dev-dependencies' features (a different, 0.9 MB larger binary; BENCHMARKS.md, session 11)
+cargo build --release --quiet --bin leadscore
 cp -r "$ROOT/benches/rules" "$WORK/rules"
 LEADSCORE_LOG=error target/release/leadscore serve --rules "$WORK/rules" --store "sqlite://$WORK/ls.db" --listen 127.0.0.1:8095 & 
 sleep 1
