@@ -905,10 +905,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 
 fn serve(args: ServeArgs) -> ExitCode {
     let logging = check_env_log_filter().and_then(|()| crate::telemetry::init_logging(args.log_format));
-    if let Err(e) = logging {
-        eprintln!("error: {e}");
-        return ExitCode::from(2);
-    }
+    // Held to the end: dropping it writes out the lines still queued.
+    let _log_writer = match logging {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match args.to_config() {
         Ok(config) => config,
         Err(e) => {

@@ -34,17 +34,32 @@ pub fn colour_stderr() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
-/// Installs the server's log subscriber (`LEADSCORE_LOG` filter, default `info`).
-pub fn init_logging(format: LogFormat) -> Result<(), String> {
+/// Log lines waiting for the log thread at most (a few MB: the memory bound
+/// holds under any load); past this a logging thread waits for room, as it
+/// waited for stderr before (a line is never dropped: every contact id is
+/// logged).
+const LOG_QUEUE_LINES: usize = 16_384;
+
+/// Installs the server's log subscriber (`LEADSCORE_LOG` filter, default
+/// `info`). Lines are written to stderr by a thread of their own (issue 24:
+/// a `write` per contact on the threads that answer webhooks, and a slow
+/// stderr reader would have held them up), buffered while more are queued;
+/// the returned guard writes out what is queued when it is dropped.
+pub fn init_logging(format: LogFormat) -> Result<tracing_appender::non_blocking::WorkerGuard, String> {
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_QUEUE_LINES)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(log_filter("info")?)
         .with_ansi(colour_stderr())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
-    Ok(())
+    Ok(guard)
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every

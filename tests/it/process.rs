@@ -270,6 +270,11 @@ async fn sigterm_stops_gracefully() {
         .await
         .expect("the webhook answers");
     assert_eq!(reply.status(), 200);
+    let answer: Value = serde_json::from_str(&reply.text().await.expect("an answer")).expect("a JSON answer");
+    let event_id = answer["results"][0]["id"]
+        .as_str()
+        .expect("an event id")
+        .to_owned();
     let forwarded = receiver.wait_for(1, WAIT).await;
     let request = &forwarded[0];
     assert_eq!(request.header("authorization"), "Bearer crm-1");
@@ -287,6 +292,12 @@ async fn sigterm_stops_gracefully() {
     let log = process.log_text();
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("stopped"), "the log says it stopped:\n{log}");
+    // Written by the log thread, every contact's line among them.
+    assert!(
+        log.lines()
+            .any(|line| line.contains("contact scored and stored") && line.contains(&event_id)),
+        "the contact's line is in the log:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
