@@ -1444,3 +1444,35 @@ async fn postgres_compresses_stored_bodies_with_lz4() {
         .get(0);
     assert_eq!(method.as_deref(), Some("lz4"));
 }
+
+/// A rescore job's state is written on a connection of its own: while
+/// another process holds the SQLite file's write lock (as the writer does
+/// under load), the periodic take-over check does not wait for it when no
+/// job is orphaned, and reads go on while a job's write waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_job_writes_wait_aside_from_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let store = store::open(&format!("sqlite://{}", path.display()), retention())
+        .await
+        .unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // Before: an UPDATE that waited out the busy timeout, "database is locked".
+    assert_eq!(
+        store.take_over_rescore("me", now_ms() + 60_000).await.unwrap(),
+        None
+    );
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move { store.cancel_rescore("rsc_1").await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(store.recent_rescore_jobs(10).await.unwrap().len(), 0);
+    assert!(
+        !waiting.is_finished(),
+        "the job's write finished first: the read waited for it"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(waiting.await.unwrap().unwrap(), None);
+}

@@ -279,6 +279,8 @@ struct WriteOp {
 pub struct SqliteStore {
     writer: std_mpsc::Sender<WriteOp>,
     reader: Arc<Mutex<Connection>>,
+    /// Rescore jobs' state (see [`SqliteStore::job_write`]).
+    jobs: Arc<Mutex<Connection>>,
 }
 
 fn connect(path: &Path) -> rusqlite::Result<Connection> {
@@ -391,6 +393,7 @@ impl SqliteStore {
         }
         prepare_schema(&conn).map_err(open_error)?;
         let reader = connect(path).map_err(open_error)?;
+        let jobs = connect(path).map_err(open_error)?;
         let checkpointer = connect(path).map_err(open_error)?;
         let (wake_checkpointer, commits) = std_mpsc::sync_channel(1);
         conn.wal_hook(Some(note_log_size));
@@ -416,6 +419,7 @@ impl SqliteStore {
         Ok(Self {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
+            jobs: Arc::new(Mutex::new(jobs)),
         })
     }
 
@@ -441,10 +445,27 @@ impl SqliteStore {
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let reader = self.reader.clone();
+        Self::on(&self.reader, query).await
+    }
+
+    /// A rescore job's own small write, on a connection of its own: under
+    /// load it waits for the writer's lock (up to [`BUSY_TIMEOUT`]), and
+    /// must not hold up the reads meanwhile.
+    async fn job_write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        Self::on(&self.jobs, write).await
+    }
+
+    async fn on<T: Send + 'static>(
+        conn: &Arc<Mutex<Connection>>,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let conn = conn.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            query(&conn).map_err(unavailable)
+            let conn = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&conn).map_err(unavailable)
         })
         .await
         .map_err(unavailable)?
@@ -796,9 +817,9 @@ impl Store for SqliteStore {
         lease_until: i64,
     ) -> StoreResult<Result<(), String>> {
         let (job, owner) = (job.clone(), owner.to_owned());
-        // Jobs are a few tiny writes: on the reading connection (WAL lets
+        // Jobs are a few tiny writes: on a connection of their own (WAL lets
         // it write between the writer's transactions), not the writer's queue.
-        self.read(move |conn| {
+        self.job_write(move |conn| {
             let inserted = conn.execute(
                 "INSERT INTO rescore_jobs (id, state, cause, since_ms, up_to_seq, cursor, scored, changed, pushed,
                                            started_at, owner, lease_until)
@@ -842,7 +863,7 @@ impl Store for SqliteStore {
 
     async fn save_rescore(&self, job: &RescoreJob, owner: &str, lease_until: i64) -> StoreResult<bool> {
         let (job, owner) = (job.clone(), owner.to_owned());
-        self.read(move |conn| {
+        self.job_write(move |conn| {
             let saved = conn.execute(
                 "UPDATE rescore_jobs SET state = ?2, cursor = ?3, scored = ?4, changed = ?5, pushed = ?6,
                                          finished_at = ?7, error = ?8, lease_until = ?9
@@ -867,13 +888,28 @@ impl Store for SqliteStore {
 
     async fn take_over_rescore(&self, owner: &str, lease_until: i64) -> StoreResult<Option<RescoreJob>> {
         let owner = owner.to_owned();
-        self.read(move |conn| {
+        let now = now_ms();
+        // Asked every few seconds: a read first (it never waits for the
+        // writer), the write only when there is a job to take over.
+        let orphaned: bool = self
+            .read(move |conn| {
+                conn.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM rescore_jobs WHERE state = 'running' AND lease_until < ?1)",
+                    [now],
+                    |row| row.get(0),
+                )
+            })
+            .await?;
+        if !orphaned {
+            return Ok(None);
+        }
+        self.job_write(move |conn| {
             conn.query_row(
                 &format!(
                     "UPDATE rescore_jobs SET owner = ?1, lease_until = ?2
                      WHERE state = 'running' AND lease_until < ?3 RETURNING {JOB_COLUMNS}"
                 ),
-                params![owner, lease_until, now_ms()],
+                params![owner, lease_until, now],
                 rescore_job,
             )
             .optional()
@@ -883,7 +919,7 @@ impl Store for SqliteStore {
 
     async fn cancel_rescore(&self, id: &str) -> StoreResult<Option<RescoreJob>> {
         let id = id.to_owned();
-        self.read(move |conn| {
+        self.job_write(move |conn| {
             conn.execute(
                 "UPDATE rescore_jobs SET state = 'cancelled', finished_at = ?2, owner = NULL
                  WHERE id = ?1 AND state = 'running'",
