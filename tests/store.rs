@@ -1123,7 +1123,7 @@ async fn the_sqlite_log_is_copied_into_the_database_file_beside_the_writer() {
         store.enqueue(unforwarded(events)).await.unwrap();
     }
     // The checkpointer thread copies them into the database file while the
-    // store stays open: the log is below the 1,000 pages that wake it, so
+    // store stays open: the log is below the 8,000 pages that wake it, so
     // this is its pass after a second without such a commit.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {

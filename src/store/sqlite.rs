@@ -1259,8 +1259,11 @@ const WAL_BACKSTOP_PAGES: i64 = 50_000;
 /// Not every commit: the pages a commit dirties are mostly the same few
 /// (a table's and an index's last pages, interior pages, counters), and a
 /// checkpoint after every commit copied and synced each of them again every
-/// time (BENCHMARKS.md, session 11). SQLite's own default threshold.
-const CHECKPOINT_AFTER_PAGES: i32 = 1000;
+/// time. 8,000 (32 MiB of log) copies each of them once per 8,000 pages:
+/// against SQLite's default of 1,000 the checkpointer's CPU per webhook
+/// halved with the same p99; at 16,000 the larger sync of the database
+/// file raised p99 by 3 ms (BENCHMARKS.md, session 12).
+const CHECKPOINT_AFTER_PAGES: i32 = 8000;
 /// How often the checkpointer copies what is in the log when no commit
 /// has woken it: an idle store's file catches up within this.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
