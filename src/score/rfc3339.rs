@@ -40,12 +40,24 @@ pub fn format_millis(ms: i64) -> String {
     let (days, in_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
     let (year, month, day) = civil_from_days(days);
     let (seconds, millis) = (in_day / 1000, in_day % 1000);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
+    // Digit by digit into a fixed layout: every scored contact carries one,
+    // and `format!` cost three times as much (BENCHMARKS.md, session 12).
+    // The clamp keeps the year within 0..=9999.
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: i64| {
+        for i in (at..at + width).rev() {
+            text[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, seconds / 3600);
+    put(14, 2, seconds / 60 % 60);
+    put(17, 2, seconds % 60);
+    put(20, 3, millis);
+    text.iter().map(|&b| char::from(b)).collect()
 }
 
 /// Nanoseconds since the Unix epoch of an RFC 3339 time; `None` when the

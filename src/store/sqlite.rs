@@ -1259,13 +1259,16 @@ const WAL_BACKSTOP_PAGES: i64 = 50_000;
 /// Not every commit: the pages a commit dirties are mostly the same few
 /// (a table's and an index's last pages, interior pages, counters), and a
 /// checkpoint after every commit copied and synced each of them again every
-/// time. 8,000 (32 MiB of log) copies each of them once per 8,000 pages:
-/// against SQLite's default of 1,000 the checkpointer's CPU per webhook
-/// halved with the same p99; at 16,000 the larger sync of the database
-/// file raised p99 by 3 ms (BENCHMARKS.md, session 12).
+/// time. From 8,000 (32 MiB of log), or [`IDLE_CHECKPOINT`] after the last
+/// checkpoint, whichever comes first (about once a second under load on
+/// the bench machine): against SQLite's default of 1,000 the checkpointer's
+/// CPU per webhook halved and bytes written fell a fifth, with the same
+/// p99; from 16,000 the larger sync of the database file raised p99 by
+/// 3 ms (BENCHMARKS.md, session 12).
 const CHECKPOINT_AFTER_PAGES: i32 = 8000;
-/// How often the checkpointer copies what is in the log when no commit
-/// has woken it: an idle store's file catches up within this.
+/// How long the checkpointer waits for a wake-up before it copies what is
+/// in the log anyway: an idle store's file catches up within this, and a
+/// busy one is checkpointed at least this often.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 thread_local! {
