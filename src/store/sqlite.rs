@@ -1268,7 +1268,7 @@ const WAL_BACKSTOP_PAGES: i64 = 50_000;
 const CHECKPOINT_AFTER_PAGES: i32 = 8000;
 /// How long the checkpointer waits for a wake-up before it copies what is
 /// in the log anyway: an idle store's file catches up within this, and a
-/// busy one is checkpointed at least this often.
+/// busy one is checkpointed at the latest this long after the last time.
 const IDLE_CHECKPOINT: Duration = Duration::from_secs(1);
 
 thread_local! {
