@@ -610,15 +610,23 @@ fn is_number(value: &Dynamic) -> bool {
 /// counted generously (every nested element, entry and byte added up), so
 /// that anything Rhai might refuse is left to Rhai.
 fn within_limits(value: &Dynamic, limits: &Limits) -> bool {
+    // The type is asked first (a plain match): a failed `as_*_ref` is a
+    // type-id cast and a type name, and most values are text.
     fn sizes(value: &Dynamic, totals: &mut (usize, usize, usize)) {
-        if let Ok(array) = value.as_array_ref() {
-            totals.0 += array.len();
-            array.iter().for_each(|v| sizes(v, totals));
-        } else if let Ok(map) = value.as_map_ref() {
+        if value.is_string() {
+            if let Ok(s) = value.as_immutable_string_ref() {
+                totals.2 += s.len();
+            }
+        } else if value.is_array() {
+            if let Ok(array) = value.as_array_ref() {
+                totals.0 += array.len();
+                array.iter().for_each(|v| sizes(v, totals));
+            }
+        } else if value.is_map()
+            && let Ok(map) = value.as_map_ref()
+        {
             totals.1 += map.len();
             map.values().for_each(|v| sizes(v, totals));
-        } else if let Ok(s) = value.as_immutable_string_ref() {
-            totals.2 += s.len();
         }
     }
     let mut totals = (0, 0, 0);
@@ -1094,6 +1102,24 @@ mod tests {
         assert!(expected.errors[0].error.contains("Size of array"), "{expected:?}");
         assert_eq!(native.evaluate(contact, at), expected);
         assert!(native.evaluate_native_only(contact, at).is_none());
+        // A contact's map with more entries than the map limit: left to Rhai,
+        // and the same outcome both ways.
+        let limits = Limits {
+            max_map_size: 2,
+            ..Limits::default()
+        };
+        let script = r#"let t = contact.tracking; if t != () { add(1, "tracked") }"#;
+        let native = rule_set(script, &limits);
+        let rhai = rule_set(script, &limits).interpreted_only();
+        let at = ScoringContext::at(scoring_time());
+        let mut left_to_rhai = 0;
+        for contact in contacts() {
+            assert_eq!(native.evaluate(&contact, &at), rhai.evaluate(&contact, &at));
+            let big = contact.value["tracking"].as_object().is_some_and(|m| m.len() > 2);
+            assert_eq!(native.evaluate_native_only(&contact, &at).is_none(), big);
+            left_to_rhai += usize::from(big);
+        }
+        assert!(left_to_rhai > 0, "no contact has a tracking map over the limit");
     }
 
     #[test]
