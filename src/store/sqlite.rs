@@ -1262,9 +1262,9 @@ const WAL_BACKSTOP_PAGES: i64 = 50_000;
 /// time. From 8,000 (32 MiB of log), or [`IDLE_CHECKPOINT`] after the last
 /// checkpoint, whichever comes first (both about once a second under load
 /// on the bench machine): against SQLite's default of 1,000 the checkpointer's
-/// CPU per webhook halved and bytes written fell a fifth, with the same
-/// p99; from 16,000 the larger sync of the database file raised p99 by
-/// about 4 ms (BENCHMARKS.md, session 12).
+/// CPU per webhook halved and bytes written fell a fifth, for a p99 up to
+/// 2 ms higher; from 16,000 the larger sync of the database file raised
+/// p99 by about 4 ms (BENCHMARKS.md, session 12).
 const CHECKPOINT_AFTER_PAGES: i32 = 8000;
 /// How long the checkpointer waits for a wake-up before it copies what is
 /// in the log anyway: an idle store's file catches up within this, and a

@@ -717,7 +717,11 @@ async fn a_rescore_killed_midway_resumes_and_pushes_each_changed_contact() {
         .await
         .expect("a job");
     let id = job["id"].as_str().expect("a job id").to_owned();
-    let under_way = eventually("the job under way", WAIT, async || {
+    // The job scores at nice 19 (as rescores do) with a deliberately slow
+    // rule: beside the rest of the suite on two cores its first page of 500
+    // can take longer than WAIT (it did once in CI), hence the longer wait.
+    // It returns as soon as a page is done, so the kill still lands early.
+    let under_way = eventually("the job under way", Duration::from_secs(60), async || {
         let job = get_json(&http, &first.url(&format!("/rescore/{id}"))).await?;
         (job["scored"].as_u64()? >= 500).then_some(job)
     })
