@@ -18,7 +18,7 @@
 //! and recorded into the Prometheus histogram, the others scored plainly.
 //!
 //! Counting mode, for a machine too busy for stable timings: with
-//! `SCORING_COUNT=evaluate|evaluate_rhai_only|score|parse_score_serialize|evaluate_traced|evaluate_timed|ingest_scoring` (and optionally
+//! `SCORING_COUNT=evaluate|evaluate_rhai_only|score|parse_score_serialize|evaluate_traced|evaluate_timed|ingest_scoring|digest` (and optionally
 //! `SCORING_PASSES=N`, default 1) the binary skips criterion and runs that
 //! step N times over the mix, so that under
 //! `valgrind --tool=callgrind` the instructions per contact are
@@ -248,10 +248,17 @@ fn count(step: &str, passes: usize) {
             "parse_score_serialize" => payloads
                 .iter()
                 .for_each(|p| parse_score_serialize(&rules, p, &mut out)),
+            // What ingest adds per contact without a delivery id: the digest
+            // of its canonical JSON (the idempotency key, SPEC 4.1). Under
+            // valgrind, sha2 runs its portable code (valgrind hides the CPU's
+            // SHA instructions, which the server uses): most of this count.
+            "digest" => contacts
+                .iter()
+                .for_each(|c| drop(black_box(leadscore::ingest::idempotency_key(c, &c.key, None)))),
             other => {
                 panic!(
                     "SCORING_COUNT={other}: evaluate, evaluate_rhai_only, score, parse_score_serialize, \
-                     evaluate_traced, evaluate_timed or ingest_scoring"
+                     evaluate_traced, evaluate_timed, ingest_scoring or digest"
                 )
             }
         }

@@ -610,7 +610,7 @@ impl Scorer {
             Ok(stored) => stored,
             Err(e) => return unreadable(event, &format!("the stored event cannot be read: {e}")),
         };
-        let contact = match Contact::from_raw(stored.contact.to_owned()) {
+        let contact = match Contact::from_raw(stored.contact) {
             Ok(contact) => contact,
             Err(e) => return unreadable(event, &format!("the stored contact {e}")),
         };

@@ -118,7 +118,7 @@ impl History {
         let Ok(stored) = parse_json::<Stored>(&event.body) else {
             return;
         };
-        let Ok(contact) = Contact::from_raw(stored.contact.to_owned()) else {
+        let Ok(contact) = Contact::from_raw(stored.contact) else {
             return;
         };
         let received = crate::time::from_unix_ms(event.received_at);

@@ -10,6 +10,52 @@ use serde_json::value::RawValue;
 /// Deepest nesting of arrays and objects a body may have (SPEC 4).
 pub const MAX_DEPTH: usize = 128;
 
+/// JSON text that a parse has read as valid, kept as it is. It serializes
+/// as that text, as serde_json's `RawValue` does; unlike `Box<RawValue>`, it
+/// can be made from text a parse already checked without a second,
+/// validating scan (BENCHMARKS.md, session 13: a sixth of a contact's parse).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RawJson(Box<str>);
+
+impl RawJson {
+    pub fn get(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RawJson")
+            .field(&format_args!("{}", self.0))
+            .finish()
+    }
+}
+
+impl From<Box<RawValue>> for RawJson {
+    fn from(raw: Box<RawValue>) -> Self {
+        Self(raw.into())
+    }
+}
+
+/// Written exactly as `RawValue` writes itself (serde_json 1.x's raw-value
+/// token, which its serializers recognise): the text as it is. The test
+/// `raw_json_serializes_as_raw_value_does` pins this to `RawValue`'s output.
+impl serde::Serialize for RawJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        const TOKEN: &str = "$serde_json::private::RawValue";
+        let mut raw = serializer.serialize_struct(TOKEN, 1)?;
+        raw.serialize_field(TOKEN, &*self.0)?;
+        raw.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RawJson {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(deserializer).map(Self::from)
+    }
+}
+
 /// One received contact.
 #[derive(Debug, Clone)]
 pub struct Contact {
@@ -18,7 +64,7 @@ pub struct Contact {
     /// The contact's identity as text (see [`id_key`]): equal ids, equal keys.
     pub key: String,
     /// The contact's JSON exactly as received.
-    pub raw: Box<RawValue>,
+    pub raw: RawJson,
     /// The parsed contact the rules read.
     pub value: Arc<Value>,
 }
@@ -26,13 +72,13 @@ pub struct Contact {
 impl Contact {
     /// Parses one contact object from its JSON text, whose nesting the caller
     /// has already bounded (see [`parse_body`]).
-    pub fn from_raw(raw: Box<RawValue>) -> Result<Self, String> {
-        let (raw, value) = compact_object(raw)?;
+    pub fn from_raw(raw: &RawValue) -> Result<Self, String> {
+        let (raw, value) = compact_object(raw.get())?;
         Self::from_parsed(raw, value)
     }
 
     /// A contact from an element already made compact and parsed.
-    fn from_parsed(raw: Box<RawValue>, value: Value) -> Result<Self, String> {
+    fn from_parsed(raw: RawJson, value: Value) -> Result<Self, String> {
         let Value::Object(map) = &value else {
             return Err(format!("is a JSON {}, not an object", kind(&value)));
         };
@@ -61,7 +107,8 @@ impl Contact {
         if too_deep(&text) {
             return Err(PayloadError::TooDeep.to_string());
         }
-        Self::from_raw(RawValue::from_string(text).map_err(|e| e.to_string())?)
+        let (raw, value) = compact_object(&text)?;
+        Self::from_parsed(raw, value)
     }
 
     /// The id as shown in logs: strings without quotes.
@@ -79,7 +126,7 @@ impl Contact {
 /// (`18446744073709551616` and `…617` are two contacts, though a 64-bit float
 /// holds neither exactly). Numbers that `serde_json` holds exactly (64-bit
 /// integers) are written as it writes them; others are read from the raw text.
-pub fn id_key(id: &Value, raw: &RawValue) -> String {
+pub fn id_key(id: &Value, raw: &RawJson) -> String {
     match id {
         Value::Number(n) if n.is_f64() => raw_id(raw).map_or_else(|| n.to_string(), exact_number),
         other => other.to_string(),
@@ -87,7 +134,7 @@ pub fn id_key(id: &Value, raw: &RawValue) -> String {
 }
 
 /// The raw text of a contact object's `id`.
-fn raw_id(raw: &RawValue) -> Option<&str> {
+fn raw_id(raw: &RawJson) -> Option<&str> {
     #[derive(serde::Deserialize)]
     struct IdOnly<'a> {
         #[serde(borrow)]
@@ -179,8 +226,8 @@ pub fn parse_body(body: &[u8], max_contacts: usize) -> Result<Vec<Contact>, Payl
     split_body(body, max_contacts)?
         .into_iter()
         .enumerate()
-        .map(|(i, raw)| {
-            Contact::from_raw(raw).map_err(|problem| PayloadError::InvalidContact {
+        .map(|(i, (raw, value))| {
+            Contact::from_parsed(raw, value).map_err(|problem| PayloadError::InvalidContact {
                 index: i + 1,
                 problem,
             })
@@ -200,7 +247,7 @@ pub enum Element {
 pub struct Hook {
     pub kind: HookKind,
     /// The element's JSON, compact (layout removed, nothing else changed).
-    pub raw: Box<RawValue>,
+    pub raw: RawJson,
     pub value: Value,
 }
 
@@ -261,42 +308,165 @@ pub fn parse_webhook(body: &[u8], max_elements: usize) -> Result<Vec<Element>, P
     split_body(body, max_elements)?
         .into_iter()
         .enumerate()
-        .map(|(i, raw)| {
-            let invalid = |problem| PayloadError::InvalidContact {
-                index: i + 1,
-                problem,
-            };
-            let (raw, value) = compact_object(raw).map_err(invalid)?;
-            match classify(&value) {
-                Some(kind) => Ok(Element::Hook(Hook { kind, raw, value })),
-                None => Contact::from_parsed(raw, value)
-                    .map(Element::Contact)
-                    .map_err(invalid),
-            }
+        .map(|(i, (raw, value))| match classify(&value) {
+            Some(kind) => Ok(Element::Hook(Hook { kind, raw, value })),
+            None => Contact::from_parsed(raw, value)
+                .map(Element::Contact)
+                .map_err(|problem| PayloadError::InvalidContact {
+                    index: i + 1,
+                    problem,
+                }),
         })
         .collect()
 }
 
-/// An element's compact text and its parsed value.
-fn compact_object(raw: Box<RawValue>) -> Result<(Box<RawValue>, Value), String> {
-    let raw = match minify(raw.get()) {
-        Some(compact) => RawValue::from_string(compact).map_err(|e| e.to_string())?,
-        None => raw,
+/// An element's compact text and its parsed value (which checks the text).
+fn compact_object(text: &str) -> Result<(RawJson, Value), String> {
+    let raw = match minify(text) {
+        Some(compact) => compact.into_boxed_str(),
+        None => text.into(),
     };
-    let value: Value = parse_json(raw.get()).map_err(|e| e.to_string())?;
-    Ok((raw, value))
+    let value = parse_value(&raw).map_err(|e| e.to_string())?;
+    Ok((RawJson(raw), value))
 }
 
-/// A body's elements as raw JSON, after the checks every body gets.
-fn split_body(body: &[u8], max_elements: usize) -> Result<Vec<Box<RawValue>>, PayloadError> {
+/// Parses a JSON value as `serde_json::Value`'s own `Deserialize` does,
+/// except that every object and array is allocated at its final size.
+/// serde_json grows an object's ordered map key by key, rehashing its index
+/// four or five times for a contact; here each object's entries are first
+/// gathered at the end of one buffer shared by the whole parse (as
+/// `write_canonical` does with keys), then moved into a map made for them.
+/// Like [`parse_json`], without serde_json's depth limit.
+pub fn parse_value(text: &str) -> Result<Value, serde_json::Error> {
+    use serde::de::DeserializeSeed;
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let mut scratch = Scratch::default();
+    let value = ExactValue(&mut scratch).deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// The entries of the objects and arrays being read, innermost last.
+#[derive(Default)]
+struct Scratch {
+    entries: Vec<(String, Value)>,
+    items: Vec<Value>,
+}
+
+struct ExactValue<'s>(&'s mut Scratch);
+
+impl<'de> serde::de::DeserializeSeed<'de> for ExactValue<'_> {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ExactValue<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any valid JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::Number(v.into()))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        serde::de::DeserializeSeed::deserialize(self, deserializer)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let scratch = self.0;
+        let start = scratch.items.len();
+        while let Some(item) = seq.next_element_seed(ExactValue(scratch))? {
+            scratch.items.push(item);
+        }
+        // `collect` from a drain of known length allocates exactly once.
+        Ok(Value::Array(scratch.items.drain(start..).collect()))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let scratch = self.0;
+        let start = scratch.entries.len();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(ExactValue(scratch))?;
+            scratch.entries.push((key, value));
+        }
+        let mut object = serde_json::Map::with_capacity(scratch.entries.len() - start);
+        // `insert` keeps a repeated key at its first place with its last value,
+        // as serde_json's own parse does.
+        for (key, value) in scratch.entries.drain(start..) {
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+/// A body's elements, compact and parsed, after the checks every body gets.
+fn split_body(body: &[u8], max_elements: usize) -> Result<Vec<(RawJson, Value)>, PayloadError> {
     let text = std::str::from_utf8(body).map_err(|e| PayloadError::InvalidUtf8(e.valid_up_to()))?;
     if too_deep(text) {
         return Err(PayloadError::TooDeep);
     }
+    // The usual body, one contact in an array as iClosed sends it: what lies
+    // between the brackets, parsed (which checks it) as one value. A body of
+    // several fails that parse at its first comma, and is then split by a
+    // quick scan, each element parsed once. Anything else, and every
+    // refusal, takes the validating path below, whose errors are the ones
+    // to report.
+    if max_elements >= 1
+        && let Some(inner) = array_inside(text)
+        && let Ok(element) = compact_object(inner)
+    {
+        return Ok(vec![element]);
+    }
+    if let Some(texts) = element_texts(text)
+        && texts.len() <= max_elements
+        && let Ok(elements) = texts.into_iter().map(compact_object).collect()
+    {
+        return Ok(elements);
+    }
+    validating_split(text, max_elements)
+}
+
+/// [`split_body`]'s path for what the quick scan does not take: the body
+/// read as raw JSON elements by serde_json (which checks it), then each
+/// element parsed.
+fn validating_split(text: &str, max_elements: usize) -> Result<Vec<(RawJson, Value)>, PayloadError> {
     let invalid = |e: serde_json::Error| PayloadError::InvalidJson(e.to_string());
-    // The first byte says what the body is; each element is then read once
-    // as raw text (which also checks the JSON) and once into a value.
-    let first = text.bytes().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    let first = text.bytes().find(|b| !is_json_space(*b));
     let items: Vec<Box<RawValue>> = match first {
         Some(b'[') => parse_json(text).map_err(invalid)?,
         Some(b'{') => vec![parse_json(text).map_err(invalid)?],
@@ -311,7 +481,100 @@ fn split_body(body: &[u8], max_elements: usize) -> Result<Vec<Box<RawValue>>, Pa
             max: max_elements,
         });
     }
-    Ok(items)
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            compact_object(raw.get()).map_err(|problem| PayloadError::InvalidContact {
+                index: i + 1,
+                problem,
+            })
+        })
+        .collect()
+}
+
+fn is_json_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The text between a body's outer brackets, when it is `[…]` with
+/// something inside, without the layout around it.
+fn array_inside(text: &str) -> Option<&str> {
+    let inner = text
+        .trim_matches([' ', '\t', '\n', '\r'])
+        .strip_prefix('[')?
+        .strip_suffix(']')?;
+    Some(inner.trim_matches([' ', '\t', '\n', '\r'])).filter(|inner| !inner.is_empty())
+}
+
+/// The texts of a body's elements, found without checking them: an object
+/// is its own one element, an array's elements are what lies between its
+/// top-level commas. `None` for anything else (another first byte, an
+/// unclosed string or bracket, an empty element): the caller's validating
+/// parse then says what is wrong. An element that is not valid JSON is
+/// found when it is parsed, so together the two accept exactly JSON.
+fn element_texts(text: &str) -> Option<Vec<&str>> {
+    let bytes = text.as_bytes();
+    let start = bytes.iter().position(|&b| !is_json_space(b))?;
+    let end = bytes.iter().rposition(|&b| !is_json_space(b))? + 1;
+    match bytes[start] {
+        b'{' => return Some(vec![&text[start..end]]),
+        b'[' if end - start >= 2 && bytes[end - 1] == b']' => {}
+        _ => return None,
+    }
+    let inner_end = end - 1;
+    let mut elements = Vec::new();
+    let mut i = start + 1;
+    while i < inner_end && is_json_space(bytes[i]) {
+        i += 1;
+    }
+    if i == inner_end {
+        return Some(elements);
+    }
+    loop {
+        let element_start = i;
+        let mut depth = 0usize;
+        while i < inner_end {
+            match bytes[i] {
+                b'"' => {
+                    // To the closing quote: only `"` and `\` matter inside.
+                    // (A plain byte loop here cost 11,000 more instructions
+                    // per contact than `memchr2`.)
+                    i += 1;
+                    loop {
+                        i += memchr::memchr2(b'"', b'\\', &bytes[i..inner_end])?;
+                        if bytes[i] == b'"' {
+                            break;
+                        }
+                        i += 2;
+                        if i >= inner_end {
+                            return None;
+                        }
+                    }
+                }
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => depth = depth.checked_sub(1)?,
+                b',' if depth == 0 => break,
+                _ => {}
+            }
+            i += 1;
+        }
+        if depth != 0 {
+            return None;
+        }
+        let element = text[element_start..i].trim_end_matches([' ', '\t', '\n', '\r']);
+        if element.is_empty() {
+            return None;
+        }
+        elements.push(element);
+        if i == inner_end {
+            return Some(elements);
+        }
+        i += 1;
+        while i < inner_end && is_json_space(bytes[i]) {
+            i += 1;
+        }
+    }
 }
 
 /// The identity a hook's `contactId` is compared by (SPEC 11: numbers and
@@ -454,11 +717,149 @@ pub fn nesting_depth(text: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    /// The quick split and the validating one agree on every body: the same
+    /// elements, byte for byte, or the same refusal.
+    #[test]
+    fn the_quick_split_agrees_with_the_validating_one() {
+        let line = include_str!("../benches/data/contacts-1000-seed7.jsonl")
+            .lines()
+            .next()
+            .unwrap();
+        let bodies = [
+            line,
+            r#"{"id": 1}"#,
+            " \r\n\t{\"id\": 1}\n ",
+            "[]",
+            " [ ] ",
+            r#"[{"id":1},{"id":2}]"#,
+            "[ {\"id\" :\n 1 } ,\n\t{\"id\":2}\r\n ]",
+            r#"[{"id":"a,b]}","n":"\\"},{"id":"\"]","x":[1,{"y":"}"}]}]"#,
+            r#"[1, "two", null, [3], {"id": 4}]"#,
+            r#"{"id": 1, "q": "\u00e9\ud83d\ude00"}"#,
+            // refused, each for its own reason
+            "",
+            "   ",
+            "[",
+            "]",
+            "[,]",
+            r#"[{"id":1},]"#,
+            r#"[,{"id":1}]"#,
+            r#"[{"id":1} {"id":2}]"#,
+            r#"[{"id":1}}, {"id":2}]"#,
+            r#"[{"id":1},{"id":2}"#,
+            r#"[{"id":1]"#,
+            r#"["abc]"#,
+            r#"["abc\"]"#,
+            r#"["abc\]"#,
+            r#"{"id":1} x"#,
+            r#"{"id":1}}"#,
+            r#"{"id":1"#,
+            r#"{"id":"a	b"}"#,
+            "[{\"id\":1}]\u{a0}",
+            "\u{feff}{\"id\":1}",
+            r#"3"#,
+            r#""text""#,
+            "null",
+            r#"[1, 2, 3]"#,
+        ];
+        for body in &bodies[..10] {
+            // The valid ones are split by the quick scan itself.
+            let texts = element_texts(body).expect("split by the scan");
+            let compact: Vec<String> = texts
+                .iter()
+                .map(|t| minify(t).unwrap_or_else(|| t.to_string()))
+                .collect();
+            let checked: Vec<String> = validating_split(body, 100)
+                .unwrap()
+                .into_iter()
+                .map(|(raw, _)| raw.get().to_owned())
+                .collect();
+            assert_eq!(compact, checked, "{body:?}");
+        }
+        for body in bodies {
+            for max in [1, 2, 100] {
+                let quick = split_body(body.as_bytes(), max);
+                let checked = validating_split(body, max);
+                assert_eq!(quick, checked, "{body:?} (at most {max})");
+            }
+        }
+        assert_eq!(
+            split_body(b"[1, 2, 3]", 2),
+            Err(PayloadError::TooManyContacts { count: 3, max: 2 })
+        );
+        let (raw, _) = &split_body(b" [ {\"id\" :\n 1 } ,{\"id\":2}\t] ", 9).unwrap()[0];
+        assert_eq!(raw.get(), "{\"id\":1}", "compact: the layout removed");
+    }
+
+    /// `RawJson` is written exactly as serde_json's `RawValue`, by the
+    /// serializer and into a `Value` alike.
+    #[test]
+    fn raw_json_serializes_as_raw_value_does() {
+        let text = r#"{"b": 1.50, "a": [1e2, "\u00e9"]}"#;
+        let ours = RawJson::from(RawValue::from_string(text.to_owned()).unwrap());
+        let theirs = RawValue::from_string(text.to_owned()).unwrap();
+        assert_eq!(serde_json::to_string(&ours).unwrap(), text);
+        assert_eq!(
+            serde_json::to_string(&ours).unwrap(),
+            serde_json::to_string(&theirs).unwrap()
+        );
+        assert_eq!(
+            serde_json::to_value(&ours).unwrap(),
+            serde_json::to_value(&theirs).unwrap()
+        );
+        let back: RawJson = serde_json::from_str(&format!("[{text}]"))
+            .map(|mut v: Vec<RawJson>| v.remove(0))
+            .unwrap();
+        assert_eq!(back, ours);
+    }
+
+    /// The exact-size parse gives what serde_json's own does: the same
+    /// values, the same key order, a repeated key at its first place with
+    /// its last value, numbers of every kind, escapes, empty and deep nesting.
+    #[test]
+    fn the_exact_size_parse_equals_serde_jsons() {
+        let deep = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let texts = [
+            r#"{"b": 1, "a": [true, false, null], "c": {"z": "\u00e9\n\"", "y": {}}, "d": []}"#,
+            r#"{"k": 1, "j": 2, "k": 3}"#,
+            r#"[18446744073709551615, -9223372036854775808, 18446744073709551616, 1.5e300, -0.0, 0.1, 1e-400]"#,
+            r#""text""#,
+            "12",
+            "null",
+            deep.as_str(),
+            include_str!("../benches/data/contacts-1000-seed7.jsonl")
+                .lines()
+                .next()
+                .unwrap(),
+        ];
+        for text in texts {
+            let ours = parse_value(text).unwrap();
+            let theirs: Value = parse_json(text).unwrap();
+            assert_eq!(ours, theirs, "{text}");
+            // Equal maps may differ in order; their texts may not.
+            assert_eq!(ours.to_string(), theirs.to_string(), "{text}");
+        }
+        let keys: Vec<_> = parse_value(r#"{"k": 1, "j": 2, "k": 3}"#)
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .clone()
+            .into_iter()
+            .collect();
+        assert_eq!(
+            keys,
+            [("k".to_owned(), Value::from(3)), ("j".to_owned(), Value::from(2))]
+        );
+        for bad in ["{", r#"{"a": }"#, "[1,]", "{} {}", r#"{"a": 1,}"#, "tru"] {
+            assert!(parse_value(bad).is_err(), "{bad}");
+        }
+    }
+
     /// issue 19 (10): one contact per JSON number value, every digit kept.
     #[test]
     fn numeric_ids_are_keyed_by_their_exact_value() {
         let key = |id: &str| {
-            Contact::from_raw(RawValue::from_string(format!(r#"{{"id": {id}, "email": "a@b.c"}}"#)).unwrap())
+            Contact::from_raw(&RawValue::from_string(format!(r#"{{"id": {id}, "email": "a@b.c"}}"#)).unwrap())
                 .unwrap()
                 .key
         };

@@ -179,7 +179,7 @@ pub fn score_page(
         let Ok(stored) = crate::payload::parse_json::<StoredResult>(&source.source_body) else {
             continue;
         };
-        let Some(Ok(contact)) = stored.contact.map(|raw| Contact::from_raw(raw.to_owned())) else {
+        let Some(Ok(contact)) = stored.contact.map(Contact::from_raw) else {
             continue;
         };
         result.scored += 1;

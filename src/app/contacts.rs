@@ -152,7 +152,7 @@ fn keys_of(id: &str) -> Vec<String> {
         && let Ok(parsed) = crate::payload::parse_json::<Value>(raw.get())
         && parsed["id"].is_number()
     {
-        keys.push(crate::payload::id_key(&parsed["id"], &raw));
+        keys.push(crate::payload::id_key(&parsed["id"], &raw.into()));
     }
     keys.push(Value::String(id.to_owned()).to_string());
     keys

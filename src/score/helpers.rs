@@ -105,8 +105,18 @@ impl Answers {
             let response = responses.get(first).filter(|(m, _)| *m == n).map(|(_, v)| *v);
             answers.push(&question, response);
         }
+        let numbered = answers.entries.len();
         for (question, response) in direct {
-            answers.push(question, Some(response));
+            // iClosed sends every question twice: as a numbered pair and as a
+            // direct key with the same text. A later entry whose question is
+            // the same text as an earlier one is never found (lookups and
+            // every reader of `entries` take the first), so it is left out.
+            let repeated = answers.entries[..numbered]
+                .iter()
+                .any(|e| &answers.text[e.question.clone()] == question);
+            if !repeated {
+                answers.push(question, Some(response));
+            }
         }
         answers
     }
@@ -179,7 +189,8 @@ impl Answers {
             .map(|hit| (hit, Match::Contains))
     }
 
-    /// Question text → response; the first occurrence of a question wins.
+    /// Question text → response; the first occurrence of a question wins
+    /// (a direct key repeating a numbered question's exact text is not listed).
     pub fn entries(&self) -> impl Iterator<Item = QuestionAnswer<'_>> {
         self.entries.iter().map(|e| QuestionAnswer {
             question: &self.text[e.question.clone()],
@@ -570,11 +581,11 @@ pub fn parse_number(text: &str) -> Option<f64> {
 
 /// SPEC `disqualifying_groups()`: `disqualifyingGroup` as received; a single
 /// group sent as an object reads as a one-element array, anything else as `[]`.
-pub fn disqualifying_groups(contact: &Value) -> Vec<Value> {
+pub fn disqualifying_groups(contact: &Value) -> &[Value] {
     match contact.get("disqualifyingGroup") {
-        Some(Value::Array(groups)) => groups.clone(),
-        Some(group @ Value::Object(map)) if !map.is_empty() => vec![group.clone()],
-        _ => Vec::new(),
+        Some(Value::Array(groups)) => groups,
+        Some(group @ Value::Object(map)) if !map.is_empty() => std::slice::from_ref(group),
+        _ => &[],
     }
 }
 
@@ -608,6 +619,29 @@ mod tests {
             "What is your monthly budget?": "$10,000+",
             "what is your role?": "ignored: numbered pair wins",
         }})
+    }
+
+    /// iClosed's shape: each question as a numbered pair and again as a
+    /// direct key of the same text. The repeat is listed once; a direct key
+    /// that differs (even in case only) is still listed, after the pairs.
+    #[test]
+    fn a_direct_key_repeating_a_numbered_question_is_listed_once() {
+        let answers = Answers::from_contact(&json!({"questionsAndAnswers": {
+            "1_question": "Phone Number", "1_response": "+1555",
+            "2_question": "Budget", "2_response": "$5,000",
+            "Phone Number": "+1555", "Budget": "a different text", "budget": "lower case", "Extra": "x"}}));
+        let all: Vec<_> = answers.entries().map(|e| (e.question, e.response)).collect();
+        assert_eq!(
+            all,
+            [
+                ("Phone Number", "+1555"),
+                ("Budget", "$5,000"),
+                ("budget", "lower case"),
+                ("Extra", "x")
+            ]
+        );
+        assert_eq!(answers.answer("budget"), "$5,000");
+        assert_eq!(answers.answer("extra"), "x");
     }
 
     #[test]
@@ -806,15 +840,15 @@ mod tests {
         ));
         assert_eq!(
             disqualifying_groups(&json!({"disqualifyingGroup": null})),
-            Vec::<Value>::new()
+            Vec::<Value>::new().as_slice()
         );
         assert_eq!(
             disqualifying_groups(&json!({"disqualifyingGroup": {"name": "a"}})),
-            vec![json!({"name": "a"})]
+            [json!({"name": "a"})]
         );
         assert_eq!(
             disqualifying_groups(&json!({"disqualifyingGroup": [1, "x"]})),
-            vec![json!(1), json!("x")]
+            [json!(1), json!("x")]
         );
     }
 }

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 use rhai::{AST, Caches, Dynamic, Engine, ImmutableString, Scope};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
 
 use crate::payload::Contact;
@@ -869,7 +868,7 @@ pub struct ScoredContact {
     pub errors: Vec<RuleFailure>,
     pub rules_version: String,
     pub scored_at: String,
-    pub contact: Box<RawValue>,
+    pub contact: crate::payload::RawJson,
     /// SPEC 13: per rule file, what it did and looked up; only when asked
     /// for (`score --trace`, `POST /score?trace=true`), never stored or forwarded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
