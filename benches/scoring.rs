@@ -18,7 +18,7 @@
 //! and recorded into the Prometheus histogram, the others scored plainly.
 //!
 //! Counting mode, for a machine too busy for stable timings: with
-//! `SCORING_COUNT=evaluate|evaluate_rhai_only|score|parse_score_serialize|evaluate_traced|evaluate_timed|ingest_scoring|digest` (and optionally
+//! `SCORING_COUNT=evaluate|evaluate_rhai_only|score|parse_score_serialize|evaluate_traced|evaluate_timed|ingest_scoring|parse|parse_batch|digest` (and optionally
 //! `SCORING_PASSES=N`, default 1) the binary skips criterion and runs that
 //! step N times over the mix, so that under
 //! `valgrind --tool=callgrind` the instructions per contact are
@@ -216,6 +216,26 @@ fn bench_mix(c: &mut Criterion) {
     group.finish();
 }
 
+/// The mix as bodies of ten contacts each (its payloads are one-element
+/// arrays: their insides joined by commas).
+fn batches_of_ten(payloads: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    payloads
+        .chunks(10)
+        .map(|chunk| {
+            let insides: Vec<&[u8]> = chunk
+                .iter()
+                .map(|p| {
+                    p.trim_ascii()
+                        .strip_prefix(b"[")
+                        .and_then(|p| p.strip_suffix(b"]"))
+                        .expect("an array")
+                })
+                .collect();
+            [&b"["[..], &insides.join(&b","[..]), b"]"].concat()
+        })
+        .collect()
+}
+
 /// Counting mode (see the module documentation).
 fn count(step: &str, passes: usize) {
     // Under valgrind the first contacts take longer than the default budget.
@@ -248,6 +268,13 @@ fn count(step: &str, passes: usize) {
             "parse_score_serialize" => payloads
                 .iter()
                 .for_each(|p| parse_score_serialize(&rules, p, &mut out)),
+            // The parse alone, one contact per body (iClosed's shape) and ten
+            // per body: per contact the two should cost the same (BENCHMARKS.md,
+            // session 13: no element is read twice).
+            "parse" => payloads.iter().for_each(|p| drop(black_box(parse(p)))),
+            "parse_batch" => batches_of_ten(&payloads)
+                .iter()
+                .for_each(|b| drop(black_box(parse(b)))),
             // What ingest adds per contact without a delivery id: the digest
             // of its canonical JSON (the idempotency key, SPEC 4.1). Under
             // valgrind, sha2 runs its portable code (valgrind hides the CPU's
@@ -258,7 +285,7 @@ fn count(step: &str, passes: usize) {
             other => {
                 panic!(
                     "SCORING_COUNT={other}: evaluate, evaluate_rhai_only, score, parse_score_serialize, \
-                     evaluate_traced, evaluate_timed, ingest_scoring or digest"
+                     evaluate_traced, evaluate_timed, ingest_scoring, parse, parse_batch or digest"
                 )
             }
         }
