@@ -13,7 +13,7 @@ pub const MAX_DEPTH: usize = 128;
 /// JSON text that a parse has read as valid, kept as it is. It serializes
 /// as that text, as serde_json's `RawValue` does; unlike `Box<RawValue>`, it
 /// can be made from text a parse already checked without a second,
-/// validating scan (BENCHMARKS.md, session 13: a sixth of a contact's parse).
+/// validating scan (BENCHMARKS.md, session 13: a quarter of a contact's parse).
 #[derive(Clone, PartialEq, Eq)]
 pub struct RawJson(Box<str>);
 
@@ -491,12 +491,12 @@ fn is_json_space(b: u8) -> bool {
 /// first byte, invalid JSON, an empty array, more than `max_elements`): the
 /// caller's validating path then answers.
 fn parse_elements(text: &str, max_elements: usize) -> Option<Vec<(RawJson, Value)>> {
+    if max_elements == 0 {
+        return None;
+    }
     let text = text.trim_matches([' ', '\t', '\n', '\r']);
     if text.starts_with('{') {
-        return compact_object(text)
-            .ok()
-            .map(|element| vec![element])
-            .filter(|_| max_elements >= 1);
+        return compact_object(text).ok().map(|element| vec![element]);
     }
     let inner = text.strip_prefix('[')?.strip_suffix(']')?;
     let mut rest = inner.trim_start_matches([' ', '\t', '\n', '\r']);
