@@ -3,16 +3,13 @@
 //! more threads than cores would only add memory (each thread keeps its own
 //! allocator heap) and context switches.
 
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-
 use tokio::sync::oneshot;
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
 
 #[derive(Clone)]
 pub struct ScoringPool {
-    jobs: mpsc::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Job>,
 }
 
 /// The pool ran a job that panicked (or the pool is gone).
@@ -24,19 +21,17 @@ impl ScoringPool {
     /// Starts `threads` worker threads; they stop when the last handle is dropped.
     pub fn new(threads: usize) -> std::io::Result<Self> {
         let threads = threads.max(1);
-        let (jobs, queue) = mpsc::channel::<Job>();
-        let queue = Arc::new(Mutex::new(queue));
+        // A queue that any number of threads wait on: a job wakes one idle
+        // thread. (A std receiver shared behind a mutex woke two per job:
+        // the thread that took it, then the next one in line for the lock,
+        // only to sleep again; BENCHMARKS.md, session 14.)
+        let (jobs, queue) = crossbeam_channel::unbounded::<Job>();
         for i in 0..threads {
             let queue = queue.clone();
             std::thread::Builder::new()
                 .name(format!("scoring-{i}"))
                 .spawn(move || {
-                    loop {
-                        // The lock is held only while taking a job, not running it.
-                        let job = match queue.lock().unwrap_or_else(|p| p.into_inner()).recv() {
-                            Ok(job) => job,
-                            Err(_) => return,
-                        };
+                    while let Ok(job) = queue.recv() {
                         job();
                     }
                 })?;
@@ -82,5 +77,18 @@ mod tests {
         assert!(pool.run(|| -> u32 { panic!("rule engine bug") }).await.is_err());
         let results = futures_util::future::join_all((0..10).map(|i| pool.run(move || i * 2))).await;
         assert_eq!(results.into_iter().map(Result::unwrap).sum::<i32>(), 90);
+    }
+
+    #[tokio::test]
+    async fn a_job_waiting_on_its_thread_does_not_hold_up_the_next() {
+        // The first job waits for a signal that only the second job sends:
+        // it returns true only if another thread took the second job.
+        let pool = ScoringPool::new(2).unwrap();
+        let (signal, signalled) = std::sync::mpsc::channel::<()>();
+        let waiting = pool.run(move || signalled.recv_timeout(std::time::Duration::from_secs(30)).is_ok());
+        let signalling = pool.run(move || signal.send(()).is_ok());
+        let (waited, sent) = futures_util::future::join(waiting, signalling).await;
+        assert!(sent.unwrap());
+        assert!(waited.unwrap(), "the second job never ran beside the first");
     }
 }
