@@ -7,11 +7,14 @@
 //! after the commit that holds its row. No scoring, no destinations.
 //!
 //!     cargo build --release --example durable_append
-//!     taskset -c 0 target/release/examples/durable_append 127.0.0.1:8094 /tmp/append.db [--checkpointer]
+//!     taskset -c 0 target/release/examples/durable_append 127.0.0.1:8094 /tmp/append.db [--checkpointer] [--yield]
 //!
 //! With `--checkpointer`, a second thread checkpoints after every commit as
-//! leadscore's store does (`checkpoint_loop`); without it the log is copied
-//! by the writer's own automatic checkpoint at 50,000 pages, as set below.
+//! leadscore's store did until session 11 (`checkpoint_loop`); without it
+//! the log is copied by the writer's own automatic checkpoint at 50,000
+//! pages, as set below. With `--yield`, the writer offers the CPU once
+//! before it takes a group, as leadscore's writer does since session 14
+//! (a reference figure; the baseline of issue 24 is without it).
 
 use std::sync::mpsc;
 use std::time::Duration;
@@ -43,10 +46,20 @@ fn connect(path: &str) -> rusqlite::Result<Connection> {
 
 /// Takes what queued during the last commit as the next group (no wait),
 /// commits it, then answers each request of it.
-fn writer(conn: &Connection, rx: &mpsc::Receiver<Append>, committed: Option<&mpsc::SyncSender<()>>) {
+fn writer(
+    conn: &Connection,
+    rx: &mpsc::Receiver<Append>,
+    committed: Option<&mpsc::SyncSender<()>>,
+    yield_first: bool,
+) {
     let mut group = Vec::with_capacity(256);
     while let Ok(first) = rx.recv() {
         group.push(first);
+        if yield_first {
+            // leadscore's writer does this: the other ready threads run
+            // first, and what they queue joins the group.
+            std::thread::yield_now();
+        }
         while group.len() < 256 {
             match rx.try_recv() {
                 Ok(op) => group.push(op),
@@ -100,6 +113,7 @@ async fn main() {
         .expect("ADDR");
     let path = args.get(2).cloned().unwrap_or_else(|| "durable-append.db".into());
     let with_checkpointer = args.iter().any(|a| a == "--checkpointer");
+    let yield_first = args.iter().any(|a| a == "--yield");
 
     let conn = connect(&path).expect("open the database");
     conn.execute_batch("CREATE TABLE IF NOT EXISTS bodies (key BLOB PRIMARY KEY, body BLOB NOT NULL)")
@@ -116,7 +130,7 @@ async fn main() {
     let (tx, rx) = mpsc::channel::<Append>();
     std::thread::Builder::new()
         .name("sqlite-writer".into())
-        .spawn(move || writer(&conn, &rx, committed.as_ref()))
+        .spawn(move || writer(&conn, &rx, committed.as_ref(), yield_first))
         .expect("start the writer");
 
     let route = warp::path!("webhooks" / "iclosed")

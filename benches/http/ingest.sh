@@ -4,7 +4,9 @@
 #   append           examples/durable_append.rs: the same parse + one SQLite writer thread,
 #                    INSERT OR IGNORE of the body under its SHA-256, group commit, WAL,
 #                    synchronous=FULL, answered after the commit (the durable-storage ceiling)
-#   append-ckpt      the same with leadscore's checkpointer thread (a commit, then a checkpoint)
+#   append-ckpt      the same with a checkpointer thread (a commit, then a checkpoint)
+#   append-yield     the append whose writer offers the CPU once before taking a group, as
+#                    leadscore's does (a reference; the baseline is `append`)
 #   leadscore-none   `leadscore serve`, bench rules, SQLite store, no destination
 #   leadscore-one    the same with one destination, leadscore-three with three (loopback
 #                    ports where nothing listens: deliveries are refused and wait an hour,
@@ -36,7 +38,7 @@ SHARED=${SHARED:-$ROOT/../shared}
 DURATION=${DURATION:-10s}
 RUNS=${RUNS:-1}
 LOG=${LOG:-warn}
-CASES=${CASES:-bare append append-ckpt leadscore-none leadscore-one leadscore-three}
+CASES=${CASES:-bare append append-ckpt append-yield leadscore-none leadscore-one leadscore-three}
 WORK=$(mktemp -d)
 # (|| true: under set -e a failing kill would end the trap before the rm)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
@@ -135,6 +137,7 @@ for ROUND in $(seq "$RUNS"); do
       bare) measure bare-warp 8091 -- "$BARE" 127.0.0.1:8091 ;;
       append) measure append 8094 -- "$APPEND" 127.0.0.1:8094 "$WORK/db/append.db" ;;
       append-ckpt) measure append-ckpt 8095 -- "$APPEND" 127.0.0.1:8095 "$WORK/db/append.db" --checkpointer ;;
+      append-yield) measure append-yield 8090 -- "$APPEND" 127.0.0.1:8090 "$WORK/db/append.db" --yield ;;
       leadscore-none)
         # With BASE_BIN, the two alternate which goes first (a run after another is
         # often slower: the kernel is still writing back the last one's store).
