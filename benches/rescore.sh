@@ -41,7 +41,14 @@ echo "binary $BIN ($(git rev-parse --short HEAD 2>/dev/null || echo '?')), N=$N,
 load() { echo "[$(date +%H:%M:%S) load $(cut -d' ' -f1-3 /proc/loadavg)]"; }
 wait_up() { for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$1/healthz" && return; sleep 0.1; done; echo "no server on $1" >&2; exit 1; }
 stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
-fresh() { rm -rf "$WORK/$1"; mkdir -p "$WORK/$1"; cp "$WORK/store/ls.db" "$WORK/$1/ls.db"; echo "sqlite://$WORK/$1/ls.db"; }
+# A copy of the store: the database file with its write-ahead log, which holds what the last
+# second of commits put there before a checkpoint copied it (without it, the copy of a store
+# filled at full speed is malformed).
+fresh() {
+  rm -rf "$WORK/$1"; mkdir -p "$WORK/$1"; cp "$WORK/store/ls.db" "$WORK/$1/ls.db"
+  if [ -f "$WORK/store/ls.db-wal" ]; then cp "$WORK/store/ls.db-wal" "$WORK/$1/ls.db-wal"; fi
+  echo "sqlite://$WORK/$1/ls.db"
+}
 
 # The candidate: benches/rules plus one file that adds points for an answer
 # about 13 % of the demo contacts give and 10 % once "Just researching" is out.

@@ -222,6 +222,7 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         .map(|(manager, source)| tokio::spawn(manager.run(source, destination_reloads, shutdown_rx.clone())));
     let filter = routes(engine, http);
     tracing::info!(%addr, "listening; point iClosed's webhook at http://{addr}/webhooks/iclosed");
+    let closing_store = store.clone();
     let task = tokio::spawn(async move {
         accept_loop(listener, filter, shutdown_rx, config.max_connections_per_peer).await;
         if let Some(task) = delivery_task {
@@ -230,6 +231,15 @@ pub async fn start(config: ServeConfig, listener: TcpListener) -> anyhow::Result
         let _ = pruner.await;
         let _ = rescore_task.await;
         drop(watcher);
+        match closing_store.close().await {
+            Ok(true) => {}
+            Ok(false) => tracing::info!(
+                "the store's write-ahead log was in use and is kept; the next start reads it (nothing is lost)"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "the store's write-ahead log could not be emptied; the next start reads it")
+            }
+        }
         tracing::info!("stopped");
     });
     Ok(Running {

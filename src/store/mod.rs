@@ -759,6 +759,15 @@ pub trait Store: Send + Sync + 'static {
     async fn release_stale_claims(&self) -> StoreResult<u64> {
         Ok(0)
     }
+    /// Called once when `serve` stops, after its last write: SQLite copies
+    /// its write-ahead log into the database file and empties it, so that
+    /// the file alone holds every commit (a copy of it is a whole backup)
+    /// and the next start has no log to read. `false` when something kept
+    /// the log from being emptied (it is then kept, and read at the next
+    /// start: nothing is lost). Nothing to do for a server database.
+    async fn close(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
 }
 
 /// Opens the store a URL names: `sqlite://PATH` (relative or absolute,

@@ -686,6 +686,16 @@ impl Store for SqliteStore {
         self.write(Work::Touch, ReplyTo::Unit).await
     }
 
+    async fn close(&self) -> StoreResult<bool> {
+        // On a spare connection: the writer is idle by now, and this waits
+        // for its lock (and for readers) at most [`BUSY_TIMEOUT`].
+        self.job_write(|conn| {
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get::<_, i64>(0))
+                .map(|busy| busy == 0)
+        })
+        .await
+    }
+
     async fn last_seq(&self) -> StoreResult<i64> {
         self.read(|conn| conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0)))
             .await

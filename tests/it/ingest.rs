@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Options, RulesDir, TestServer, WAIT, contact, contact_with_id, eventually, fixture};
+use crate::support::{
+    Options, RulesDir, TestServer, TestStore, WAIT, contact, contact_with_id, eventually, fixture,
+};
 
 /// Checks one line of an ingest answer.
 #[track_caller]
@@ -458,6 +460,38 @@ async fn runaway_rule_is_cut_off_and_the_rest_still_scores() {
     let forwarded = server.receiver().wait_for(1, WAIT).await;
     assert_eq!(forwarded[0].json()["errors"][0]["rule"], "96-loop.rhai");
     assert_eq!(server.get("/healthz").await.status, 200);
+}
+
+/// A clean stop empties SQLite's write-ahead log into the database file, so
+/// that the file alone, copied without its log, holds every acknowledged
+/// contact (the checkpointer copies the log only once a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_leaves_every_contact_in_the_database_file() {
+    let server = TestServer::start(Options {
+        store: Some(TestStore::sqlite()),
+        ..Options::default()
+    })
+    .await;
+    // Held past the stop: the server's copy of it removes the folder.
+    let store = server.store().clone();
+    let path = store.sqlite_path().expect("a SQLite store");
+    let log = path.with_extension("db-wal");
+    let body: Vec<Value> = (0..50).map(|i| contact_with_id("qualified", 7000 + i)).collect();
+    let reply = server.webhook(&json!(body)).await;
+    assert_eq!(reply["accepted"], 50, "{reply}");
+    let log_size = || std::fs::metadata(&log).map_or(0, |m| m.len());
+    assert!(log_size() > 0, "the commit went to the log");
+    server.shutdown().await;
+    assert!(path.exists(), "the store outlives the server");
+    assert_eq!(log_size(), 0, "the log is emptied into the file at the stop");
+    let copy = tempfile::tempdir().expect("a temporary folder");
+    let alone = copy.path().join("alone.db");
+    std::fs::copy(&path, &alone).expect("copy the database file alone");
+    let conn = rusqlite::Connection::open(&alone).expect("open the copy");
+    let events: i64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+        .expect("count the events of the copy");
+    assert_eq!(events, 50);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
