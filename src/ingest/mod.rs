@@ -552,7 +552,7 @@ mod tests {
                     bytes[at] = byte;
                     let escaped = byte < 0x20 || byte == b'"' || byte == b'\\';
                     assert_eq!(needs_escape(&bytes), escaped, "{len} {at} {byte:#04x}");
-                    // A matching byte's borrow must not hide or fake another.
+                    // A NUL is found beside any byte (no borrow hides it).
                     bytes[(at + 1) % len] = 0x00;
                     assert!(needs_escape(&bytes), "{len} {at} {byte:#04x} beside a NUL");
                 }
