@@ -287,7 +287,9 @@ async fn accept_loop<F>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let service = hyper_util::service::TowerToHyperService::new(warp::service(filter.clone()));
+        let service = PathTargetsOnly(hyper_util::service::TowerToHyperService::new(warp::service(
+            filter.clone(),
+        )));
         let mut builder = hyper::server::conn::http1::Builder::new();
         builder
             .timer(TokioTimer::new())
@@ -309,6 +311,37 @@ async fn accept_loop<F>(
         .is_err()
     {
         tracing::warn!("some requests were still running at shutdown");
+    }
+}
+
+/// Answers `400` to a request whose target is not a path (the authority
+/// form of `CONNECT host:port`) before the routes see it: warp's path
+/// filter panics on one (it falls back to an empty static path, which the
+/// `http` crate refuses), and a panic would only close the connection.
+struct PathTargetsOnly<S>(S);
+
+impl<S> hyper::service::Service<http::Request<hyper::body::Incoming>> for PathTargetsOnly<S>
+where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    type Response = warp::reply::Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        futures_util::future::Either<std::future::Ready<Result<Self::Response, Self::Error>>, S::Future>;
+
+    fn call(&self, request: http::Request<hyper::body::Incoming>) -> Self::Future {
+        if request.uri().path_and_query().is_none() {
+            let refusal = crate::http::error::HttpError::new(
+                http::StatusCode::BAD_REQUEST,
+                "the request target must be a path (such as /webhooks/iclosed)",
+            );
+            return futures_util::future::Either::Left(std::future::ready(Ok(refusal.into_response())));
+        }
+        futures_util::future::Either::Right(self.0.call(request))
     }
 }
 

@@ -1022,11 +1022,24 @@ async fn malformed_http_never_causes_a_5xx() {
             &[200, 400, 404],
         ),
         ("an asterisk target", b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), &[400, 404, 405]),
-        ("CONNECT", b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), &[400, 404, 405]),
+        ("CONNECT", b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), &[400]),
     ];
     for (what, bytes, allowed) in &cases {
         raw_case(addr, what, bytes, allowed).await;
     }
+    // A target that is not a path is answered, not dropped by a panic in
+    // the routes (warp's path filter panics on one).
+    let connect = send_raw(
+        addr,
+        b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("CONNECT is answered");
+    assert_eq!(connect.status, 400, "{connect:?}");
+    assert!(
+        String::from_utf8_lossy(&connect.body).contains("must be a path"),
+        "{connect:?}"
+    );
     // A body shorter than its Content-Length, then the client stops writing.
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let head = format!(
@@ -1050,9 +1063,15 @@ async fn malformed_http_never_causes_a_5xx() {
         .into_bytes();
     two.extend_from_slice(&build_request("GET", "/readyz", &[], b""));
     stream.write_all(&two).await.expect("write");
-    let first = read_reply(&mut stream).await.expect("the first answer");
-    let second = read_reply(&mut stream).await.expect("the second answer");
-    assert_eq!((first.status, second.status), (200, 200));
+    // Read to the end (the second request closes the connection): both
+    // answers may come in one read, so they are not read one at a time.
+    let mut answers = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answers))
+        .await
+        .expect("both answers within 20 s")
+        .expect("read the answers");
+    let answers = String::from_utf8_lossy(&answers);
+    assert_eq!(answers.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answers}");
     server.assert_healthy().await;
     server.stop().await;
 }
