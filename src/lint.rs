@@ -128,7 +128,7 @@ impl History {
     /// Reads one contact, first received at `first_seen` (when known).
     pub fn add_contact(&mut self, contact: &Contact, first_seen: Option<SystemTime>) {
         self.contacts += 1;
-        for entry in Answers::from_contact(&contact.value).entries() {
+        for entry in Answers::from_contact(contact.root()).entries() {
             self.questions
                 .entry(entry.question.trim().to_lowercase())
                 .or_insert_with(|| entry.question.trim().to_owned());
@@ -141,7 +141,7 @@ impl History {
             };
             if let Some(name) = &call.text
                 && !self.tracking_seen.contains(&index)
-                && utm_lookup(&contact.value, name, touch).is_some()
+                && utm_lookup(contact.root(), name, touch).is_some()
             {
                 self.tracking_seen.insert(index);
             }

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
+mod tree;
+
+pub use tree::{JsonNode, JsonTree};
+
 /// Deepest nesting of arrays and objects a body may have (SPEC 4).
 pub const MAX_DEPTH: usize = 128;
 
@@ -66,28 +70,29 @@ pub struct Contact {
     /// The contact's JSON exactly as received.
     pub raw: RawJson,
     /// The parsed contact the rules read.
-    pub value: Arc<Value>,
+    pub tree: Arc<JsonTree>,
 }
 
 impl Contact {
     /// Parses one contact object from its JSON text, whose nesting the caller
     /// has already bounded (see [`parse_body`]).
     pub fn from_raw(raw: &RawValue) -> Result<Self, String> {
-        let (raw, value) = compact_object(raw.get())?;
-        Self::from_parsed(raw, value)
+        let (raw, tree) = compact_object(raw.get())?;
+        Self::from_parsed(raw, tree)
     }
 
     /// A contact from an element already made compact and parsed.
-    fn from_parsed(raw: RawJson, value: Value) -> Result<Self, String> {
-        let Value::Object(map) = &value else {
-            return Err(format!("is a JSON {}, not an object", kind(&value)));
-        };
-        let id = match map.get("id") {
-            Some(id @ (Value::Number(_) | Value::String(_))) => id.clone(),
+    fn from_parsed(raw: RawJson, tree: JsonTree) -> Result<Self, String> {
+        let root = tree.root();
+        if !root.is_object() {
+            return Err(format!("is a JSON {}, not an object", root.kind()));
+        }
+        let id = match root.get("id") {
+            Some(id) if id.as_number().is_some() || id.as_str().is_some() => id.to_value(),
             Some(other) => {
                 return Err(format!(
                     "has an `id` that is a JSON {}; it must be a number or a string",
-                    kind(other)
+                    other.kind()
                 ));
             }
             None => return Err("has no `id`".to_owned()),
@@ -97,8 +102,27 @@ impl Contact {
             id,
             key,
             raw,
-            value: Arc::new(value),
+            tree: Arc::new(tree),
         })
+    }
+
+    /// The parsed contact.
+    pub fn root(&self) -> JsonNode<'_> {
+        self.tree.root()
+    }
+
+    /// The parsed contact as a `serde_json::Value`.
+    pub fn to_value(&self) -> Value {
+        self.root().to_value()
+    }
+
+    /// `email` as compared (SPEC 11: trimmed, lower-cased); `None` when it
+    /// is not a non-empty string.
+    pub fn email(&self) -> Option<String> {
+        self.root()
+            .get("email")
+            .and_then(JsonNode::as_str)
+            .and_then(crate::ingest::hooks::normal_email)
     }
 
     /// Parses a contact from a JSON value (rule tests, inline contacts).
@@ -107,8 +131,8 @@ impl Contact {
         if too_deep(&text) {
             return Err(PayloadError::TooDeep.to_string());
         }
-        let (raw, value) = compact_object(&text)?;
-        Self::from_parsed(raw, value)
+        let (raw, tree) = compact_object(&text)?;
+        Self::from_parsed(raw, tree)
     }
 
     /// The id as shown in logs: strings without quotes.
@@ -226,8 +250,8 @@ pub fn parse_body(body: &[u8], max_contacts: usize) -> Result<Vec<Contact>, Payl
     split_body(body, max_contacts)?
         .into_iter()
         .enumerate()
-        .map(|(i, (raw, value))| {
-            Contact::from_parsed(raw, value).map_err(|problem| PayloadError::InvalidContact {
+        .map(|(i, (raw, tree))| {
+            Contact::from_parsed(raw, tree).map_err(|problem| PayloadError::InvalidContact {
                 index: i + 1,
                 problem,
             })
@@ -248,7 +272,7 @@ pub struct Hook {
     pub kind: HookKind,
     /// The element's JSON, compact (layout removed, nothing else changed).
     pub raw: RawJson,
-    pub value: Value,
+    pub tree: JsonTree,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,11 +304,11 @@ impl HookKind {
 /// What an element is (SPEC 11): by `hookType` when it is a string, else by
 /// shape (a `callOutcome` field: an outcome; `event` and `invitee` objects:
 /// a call; anything else: a contact).
-pub fn classify(value: &Value) -> Option<HookKind> {
-    let Value::Object(map) = value else {
+pub fn classify(element: JsonNode<'_>) -> Option<HookKind> {
+    if !element.is_object() {
         return None;
-    };
-    if let Some(Value::String(hook_type)) = map.get("hookType") {
+    }
+    if let Some(hook_type) = element.get("hookType").and_then(JsonNode::as_str) {
         return match hook_type.trim().to_ascii_lowercase().as_str() {
             "contact created" | "contact updated" => None,
             "call booked" | "call rescheduled" | "call canceled" | "call cancelled" => Some(HookKind::Call),
@@ -292,10 +316,12 @@ pub fn classify(value: &Value) -> Option<HookKind> {
             _ => Some(HookKind::Unknown),
         };
     }
-    if map.contains_key("callOutcome") {
+    if element.get("callOutcome").is_some() {
         return Some(HookKind::Outcome);
     }
-    if map.get("event").is_some_and(Value::is_object) && map.get("invitee").is_some_and(Value::is_object) {
+    if element.get("event").is_some_and(JsonNode::is_object)
+        && element.get("invitee").is_some_and(JsonNode::is_object)
+    {
         return Some(HookKind::Call);
     }
     None
@@ -308,9 +334,9 @@ pub fn parse_webhook(body: &[u8], max_elements: usize) -> Result<Vec<Element>, P
     split_body(body, max_elements)?
         .into_iter()
         .enumerate()
-        .map(|(i, (raw, value))| match classify(&value) {
-            Some(kind) => Ok(Element::Hook(Hook { kind, raw, value })),
-            None => Contact::from_parsed(raw, value)
+        .map(|(i, (raw, tree))| match classify(tree.root()) {
+            Some(kind) => Ok(Element::Hook(Hook { kind, raw, tree })),
+            None => Contact::from_parsed(raw, tree)
                 .map(Element::Contact)
                 .map_err(|problem| PayloadError::InvalidContact {
                     index: i + 1,
@@ -320,122 +346,18 @@ pub fn parse_webhook(body: &[u8], max_elements: usize) -> Result<Vec<Element>, P
         .collect()
 }
 
-/// An element's compact text and its parsed value (which checks the text).
-fn compact_object(text: &str) -> Result<(RawJson, Value), String> {
+/// An element's compact text and its parsed tree (which checks the text).
+fn compact_object(text: &str) -> Result<(RawJson, JsonTree), String> {
     let raw = match minify(text) {
         Some(compact) => compact.into_boxed_str(),
         None => text.into(),
     };
-    let value = parse_value(&raw).map_err(|e| e.to_string())?;
-    Ok((RawJson(raw), value))
-}
-
-/// Parses a JSON value as `serde_json::Value`'s own `Deserialize` does,
-/// except that every object and array is allocated at its final size.
-/// serde_json grows an object's ordered map key by key, rehashing its index
-/// four or five times for a contact; here each object's entries are first
-/// gathered at the end of one buffer shared by the whole parse (as
-/// `write_canonical` does with keys), then moved into a map made for them.
-/// Like [`parse_json`], without serde_json's depth limit.
-pub fn parse_value(text: &str) -> Result<Value, serde_json::Error> {
-    use serde::de::DeserializeSeed;
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.disable_recursion_limit();
-    let mut scratch = Scratch::default();
-    let value = ExactValue(&mut scratch).deserialize(&mut de)?;
-    de.end()?;
-    Ok(value)
-}
-
-/// The entries of the objects and arrays being read, innermost last.
-#[derive(Default)]
-struct Scratch {
-    entries: Vec<(String, Value)>,
-    items: Vec<Value>,
-}
-
-struct ExactValue<'s>(&'s mut Scratch);
-
-impl<'de> serde::de::DeserializeSeed<'de> for ExactValue<'_> {
-    type Value = Value;
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for ExactValue<'_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any valid JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::Number(v.into()))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_some<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        serde::de::DeserializeSeed::deserialize(self, deserializer)
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let scratch = self.0;
-        let start = scratch.items.len();
-        while let Some(item) = seq.next_element_seed(ExactValue(scratch))? {
-            scratch.items.push(item);
-        }
-        // `collect` from a drain of known length allocates exactly once.
-        Ok(Value::Array(scratch.items.drain(start..).collect()))
-    }
-
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let scratch = self.0;
-        let start = scratch.entries.len();
-        while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(ExactValue(scratch))?;
-            scratch.entries.push((key, value));
-        }
-        let mut object = serde_json::Map::with_capacity(scratch.entries.len() - start);
-        // `insert` keeps a repeated key at its first place with its last value,
-        // as serde_json's own parse does.
-        for (key, value) in scratch.entries.drain(start..) {
-            object.insert(key, value);
-        }
-        Ok(Value::Object(object))
-    }
+    let tree = JsonTree::parse(&raw).map_err(|e| e.to_string())?;
+    Ok((RawJson(raw), tree))
 }
 
 /// A body's elements, compact and parsed, after the checks every body gets.
-fn split_body(body: &[u8], max_elements: usize) -> Result<Vec<(RawJson, Value)>, PayloadError> {
+fn split_body(body: &[u8], max_elements: usize) -> Result<Vec<(RawJson, JsonTree)>, PayloadError> {
     let text = std::str::from_utf8(body).map_err(|e| PayloadError::InvalidUtf8(e.valid_up_to()))?;
     if too_deep(text) {
         return Err(PayloadError::TooDeep);
@@ -452,7 +374,7 @@ fn split_body(body: &[u8], max_elements: usize) -> Result<Vec<(RawJson, Value)>,
 /// [`split_body`]'s path for what the quick one ([`parse_elements`]) does not take: the body
 /// read as raw JSON elements by serde_json (which checks it), then each
 /// element parsed.
-fn validating_split(text: &str, max_elements: usize) -> Result<Vec<(RawJson, Value)>, PayloadError> {
+fn validating_split(text: &str, max_elements: usize) -> Result<Vec<(RawJson, JsonTree)>, PayloadError> {
     let invalid = |e: serde_json::Error| PayloadError::InvalidJson(e.to_string());
     let first = text.bytes().find(|b| !is_json_space(*b));
     let items: Vec<Box<RawValue>> = match first {
@@ -490,7 +412,7 @@ fn is_json_space(b: u8) -> bool {
 /// parse finding where its element ends. `None` for anything else (another
 /// first byte, invalid JSON, an empty array, more than `max_elements`): the
 /// caller's validating path then answers.
-fn parse_elements(text: &str, max_elements: usize) -> Option<Vec<(RawJson, Value)>> {
+fn parse_elements(text: &str, max_elements: usize) -> Option<Vec<(RawJson, JsonTree)>> {
     if max_elements == 0 {
         return None;
     }
@@ -504,15 +426,15 @@ fn parse_elements(text: &str, max_elements: usize) -> Option<Vec<(RawJson, Value
     while !rest.is_empty() && elements.len() < max_elements {
         let mut de = serde_json::Deserializer::from_str(rest);
         de.disable_recursion_limit();
-        let mut values = de.into_iter::<Exact>();
-        let Some(Ok(Exact(value))) = values.next() else {
+        let mut values = de.into_iter::<tree::StreamedTree>();
+        let Some(Ok(tree::StreamedTree(tree))) = values.next() else {
             return None;
         };
         // Where the value ends: a number, `true`, `false` or `null` must be
         // followed by a delimiter or the end, which serde_json checks.
         let (element, after) = rest.split_at(values.byte_offset());
         let raw = minify(element).map_or_else(|| element.into(), String::into_boxed_str);
-        elements.push((RawJson(raw), value));
+        elements.push((RawJson(raw), tree));
         let after = after.trim_start_matches([' ', '\t', '\n', '\r']);
         if after.is_empty() {
             return Some(elements);
@@ -525,18 +447,6 @@ fn parse_elements(text: &str, max_elements: usize) -> Option<Vec<(RawJson, Value
         }
     }
     None
-}
-
-/// A `Value` read by [`ExactValue`], for serde_json's stream of values.
-struct Exact(Value);
-
-impl<'de> serde::Deserialize<'de> for Exact {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use serde::de::DeserializeSeed;
-        ExactValue(&mut Scratch::default())
-            .deserialize(deserializer)
-            .map(Exact)
-    }
 }
 
 /// The identity a hook's `contactId` is compared by (SPEC 11: numbers and
@@ -556,11 +466,11 @@ pub fn loose_key(contact_key: &str) -> std::borrow::Cow<'_, str> {
 
 /// The contact key of a hook's `contactId` value (a number or a string;
 /// anything else names no contact), in its [`loose_key`] form.
-pub fn reference_key(value: &Value) -> Option<String> {
-    let key = match value {
-        Value::Number(n) if n.is_f64() => exact_number(&n.to_string()),
-        Value::Number(n) => n.to_string(),
-        Value::String(s) if !s.trim().is_empty() => Value::String(s.trim().to_owned()).to_string(),
+pub fn reference_key(value: JsonNode<'_>) -> Option<String> {
+    let key = match (value.as_number(), value.as_str()) {
+        (Some(n), _) if n.is_f64() => exact_number(&n.to_string()),
+        (Some(n), _) => n.to_string(),
+        (_, Some(s)) if !s.trim().is_empty() => Value::String(s.trim().to_owned()).to_string(),
         _ => return None,
     };
     Some(loose_key(&key).into_owned())
@@ -724,23 +634,30 @@ mod tests {
             "null",
             r#"[1, 2, 3]"#,
         ];
+        // Elements as comparable values.
+        let values = |elements: Vec<(RawJson, JsonTree)>| -> Vec<(RawJson, Value)> {
+            elements
+                .into_iter()
+                .map(|(raw, tree)| (raw, tree.root().to_value()))
+                .collect()
+        };
         for body in &bodies[..10] {
             // The valid ones (but an empty array) are read by the quick path itself.
-            let checked = validating_split(body, 100).unwrap();
+            let checked = values(validating_split(body, 100).unwrap());
             match parse_elements(body, 100) {
-                Some(quick) => assert_eq!(quick, checked, "{body:?}"),
+                Some(quick) => assert_eq!(values(quick), checked, "{body:?}"),
                 None => assert!(checked.is_empty(), "{body:?} left to the validating path"),
             }
         }
         for body in bodies {
             for max in [1, 2, 100] {
-                let quick = split_body(body.as_bytes(), max);
-                let checked = validating_split(body, max);
+                let quick = split_body(body.as_bytes(), max).map(values);
+                let checked = validating_split(body, max).map(values);
                 assert_eq!(quick, checked, "{body:?} (at most {max})");
             }
         }
         assert_eq!(
-            split_body(b"[1, 2, 3]", 2),
+            split_body(b"[1, 2, 3]", 2).map(values),
             Err(PayloadError::TooManyContacts { count: 3, max: 2 })
         );
         let (raw, _) = &split_body(b" [ {\"id\" :\n 1 } ,{\"id\":2}\t] ", 9).unwrap()[0];
@@ -773,7 +690,7 @@ mod tests {
     /// values, the same key order, a repeated key at its first place with
     /// its last value, numbers of every kind, escapes, empty and deep nesting.
     #[test]
-    fn the_exact_size_parse_equals_serde_jsons() {
+    fn the_tree_reads_what_serde_json_reads() {
         let deep = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         let texts = [
             r#"{"b": 1, "a": [true, false, null], "c": {"z": "\u00e9\n\"", "y": {}}, "d": []}"#,
@@ -789,25 +706,14 @@ mod tests {
                 .unwrap(),
         ];
         for text in texts {
-            let ours = parse_value(text).unwrap();
+            let ours = JsonTree::parse(text).unwrap().root().to_value();
             let theirs: Value = parse_json(text).unwrap();
             assert_eq!(ours, theirs, "{text}");
             // Equal maps may differ in order; their texts may not.
             assert_eq!(ours.to_string(), theirs.to_string(), "{text}");
         }
-        let keys: Vec<_> = parse_value(r#"{"k": 1, "j": 2, "k": 3}"#)
-            .unwrap()
-            .as_object()
-            .unwrap()
-            .clone()
-            .into_iter()
-            .collect();
-        assert_eq!(
-            keys,
-            [("k".to_owned(), Value::from(3)), ("j".to_owned(), Value::from(2))]
-        );
         for bad in ["{", r#"{"a": }"#, "[1,]", "{} {}", r#"{"a": 1,}"#, "tru"] {
-            assert!(parse_value(bad).is_err(), "{bad}");
+            assert!(JsonTree::parse(bad).is_err(), "{bad}");
         }
     }
 

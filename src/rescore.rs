@@ -216,10 +216,7 @@ pub fn score_page(
             body: body.to_string(),
             error_rules: scored.errors.iter().map(|e| e.rule.clone()).collect(),
             destinations: selected,
-            email: contact
-                .value
-                .get("email")
-                .and_then(crate::ingest::hooks::email_of),
+            email: contact.email(),
             supersedes: Some(source.latest_seq),
         });
     }

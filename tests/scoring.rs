@@ -1412,7 +1412,7 @@ fn native_evaluation_agrees_with_rhai_on_generated_contacts() {
     let odd_contacts: Vec<Contact> = contacts
         .iter()
         .take(200)
-        .map(|c| contact(odd(&c.value, 0)))
+        .map(|c| contact(odd(&c.to_value(), 0)))
         .collect();
     contacts.extend(odd_contacts);
     let bench_rules = root.join("benches/rules");
@@ -1428,10 +1428,10 @@ fn native_evaluation_agrees_with_rhai_on_generated_contacts() {
                 expected,
                 "{} on {}",
                 folder.display(),
-                contact.value
+                contact.root()
             );
             if let Some(outcome) = native.evaluate_native_only(contact, &at) {
-                assert_eq!(outcome, expected, "{} on {}", folder.display(), contact.value);
+                assert_eq!(outcome, expected, "{} on {}", folder.display(), contact.root());
                 native_alone += usize::from(i < 1000);
             }
         }
@@ -1444,7 +1444,7 @@ fn native_evaluation_agrees_with_rhai_on_generated_contacts() {
             // disqualified in iClosed is Rhai's: every other contact runs natively.
             let qualified = contacts[..1000]
                 .iter()
-                .filter(|c| !leadscore::score::helpers::iclosed_disqualified(&c.value))
+                .filter(|c| !leadscore::score::helpers::iclosed_disqualified(c.root()))
                 .count();
             assert_eq!(native_alone, qualified);
         }

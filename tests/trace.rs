@@ -177,12 +177,12 @@ fn both_evaluation_paths_give_the_same_trace() {
     for contact in &others {
         let (native_outcome, native_trace) = native.evaluate_traced(contact, &at());
         let (rhai_outcome, rhai_trace) = rhai.evaluate_traced(contact, &at());
-        assert_eq!(native_outcome, rhai_outcome, "{}", contact.value);
+        assert_eq!(native_outcome, rhai_outcome, "{}", contact.root());
         assert_eq!(
             without_times(native_trace),
             without_times(rhai_trace.clone()),
             "{}",
-            contact.value
+            contact.root()
         );
     }
     // Where the native path finishes alone (no Rhai fallback), its own

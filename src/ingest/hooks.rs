@@ -3,10 +3,9 @@
 //! schema, so every field is read defensively: a missing or oddly typed
 //! field is `None`, never an error (iClosed would retry a `4xx` forever).
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::payload::{Hook, HookKind, reference_key};
+use crate::payload::{Hook, HookKind, JsonNode, reference_key};
 use crate::store::NewHook;
 
 /// A new hook id: `hook_` and a time-ordered UUID, like event ids.
@@ -17,7 +16,7 @@ fn new_hook_id() -> String {
 
 /// The stored form of one hook.
 pub fn new_hook(hook: &Hook, delivery_id: Option<&str>, received_at: i64) -> NewHook {
-    let value = &hook.value;
+    let value = hook.tree.root();
     let mut stored = NewHook {
         id: new_hook_id(),
         kind: hook.kind,
@@ -79,7 +78,12 @@ fn idempotency_key(hook: &Hook, own_id: Option<&str>, delivery_id: Option<&str>)
             hasher.update(b"\0");
             hasher.update(own.as_bytes());
             if hook.kind == HookKind::Call {
-                let hook_type = hook.value.get("hookType").and_then(Value::as_str).unwrap_or("");
+                let hook_type = hook
+                    .tree
+                    .root()
+                    .get("hookType")
+                    .and_then(JsonNode::as_str)
+                    .unwrap_or("");
                 hasher.update(b"\0");
                 hasher.update(hook_type.as_bytes());
             }
@@ -87,7 +91,7 @@ fn idempotency_key(hook: &Hook, own_id: Option<&str>, delivery_id: Option<&str>)
         _ => {
             hasher.update(b"hook-content\0");
             let mut canonical = Vec::with_capacity(hook.raw.get().len());
-            super::write_canonical(&hook.value, &mut canonical);
+            super::write_canonical(hook.tree.root(), &mut canonical);
             hasher.update(&canonical);
         }
     }
@@ -95,10 +99,10 @@ fn idempotency_key(hook: &Hook, own_id: Option<&str>, delivery_id: Option<&str>)
 }
 
 /// `booked`, `rescheduled` or `canceled`: by `hookType`, else by shape.
-fn call_status(value: &Value) -> &'static str {
+fn call_status(value: JsonNode<'_>) -> &'static str {
     let hook_type = value
         .get("hookType")
-        .and_then(Value::as_str)
+        .and_then(JsonNode::as_str)
         .map(|t| t.trim().to_ascii_lowercase());
     match hook_type.as_deref() {
         Some("call canceled" | "call cancelled") => "canceled",
@@ -118,29 +122,25 @@ fn call_status(value: &Value) -> &'static str {
     }
 }
 
-fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
-        _ => false,
-    }
+fn truthy(value: Option<JsonNode<'_>>) -> bool {
+    value.is_some_and(|v| {
+        v.as_bool()
+            .unwrap_or_else(|| v.as_str().is_some_and(|s| s.eq_ignore_ascii_case("true")))
+    })
 }
 
 /// A string or number as text; anything else (or empty) is nothing.
-fn text_of(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
-        Value::Number(n) => Some(n.to_string()),
+fn text_of(value: JsonNode<'_>) -> Option<String> {
+    match (value.as_str(), value.as_number()) {
+        (Some(s), _) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+        (_, Some(n)) => Some(n.to_string()),
         _ => None,
     }
 }
 
 /// An email as compared (SPEC 11: trimmed, case-insensitive).
-pub fn email_of(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => normal_email(s),
-        _ => None,
-    }
+fn email_of(value: JsonNode<'_>) -> Option<String> {
+    value.as_str().and_then(normal_email)
 }
 
 /// An email trimmed and lower-cased; `None` when empty.
@@ -151,10 +151,10 @@ pub fn normal_email(text: &str) -> Option<String> {
 
 /// A money amount: a number, or a string holding one (`"24000"`,
 /// `"24,000.50"`); negative or non-finite amounts count as none.
-fn amount_of(value: &Value) -> Option<f64> {
-    let amount = match value {
-        Value::Number(n) => n.as_f64()?,
-        Value::String(s) => s.trim().replace([',', '$'], "").parse().ok()?,
+fn amount_of(value: JsonNode<'_>) -> Option<f64> {
+    let amount = match (value.as_number(), value.as_str()) {
+        (Some(n), _) => n.as_f64()?,
+        (_, Some(s)) => s.trim().replace([',', '$'], "").parse().ok()?,
         _ => return None,
     };
     (amount.is_finite() && amount >= 0.0).then_some(amount)

@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::fmt::Write;
 use std::ops::Range;
 
-use serde_json::{Map, Value};
+use crate::payload::JsonNode;
 
 /// One question and its response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,13 +66,14 @@ struct Entry {
 }
 
 impl Answers {
-    pub fn from_contact(contact: &Value) -> Self {
-        let Some(qa) = contact.get("questionsAndAnswers").and_then(Value::as_object) else {
+    pub fn from_contact(contact: JsonNode<'_>) -> Self {
+        let Some(qa) = contact.get("questionsAndAnswers").and_then(JsonNode::members) else {
             return Self::default();
         };
-        let mut questions: Vec<(u64, &Value)> = Vec::with_capacity(qa.len());
-        let mut responses: Vec<(u64, &Value)> = Vec::with_capacity(qa.len());
-        let mut direct: Vec<(&str, &Value)> = Vec::with_capacity(qa.len());
+        let mut questions: Vec<(u64, JsonNode)> = Vec::with_capacity(qa.len());
+        let mut responses: Vec<(u64, JsonNode)> = Vec::with_capacity(qa.len());
+        let mut direct: Vec<(&str, JsonNode)> = Vec::with_capacity(qa.len());
+        let count = qa.len();
         for (key, value) in qa {
             if let Some(n) = numbered_key(key, "_question") {
                 questions.push((n, value));
@@ -93,7 +94,7 @@ impl Answers {
         let mut answers = Self {
             // Question, lowered question and response of typical forms, so
             // that the buffer is allocated once.
-            text: String::with_capacity(qa.len() * 128),
+            text: String::with_capacity(count * 128),
             entries: Vec::with_capacity(questions.len() + direct.len()),
         };
         for (n, question) in questions {
@@ -102,7 +103,7 @@ impl Answers {
                 continue;
             }
             let first = responses.partition_point(|(m, _)| *m < n);
-            let response = responses.get(first).filter(|(m, _)| *m == n).map(|(_, v)| *v);
+            let response = responses.get(first).filter(|(m, _)| *m == n).map(|&(_, v)| v);
             answers.push(&question, response);
         }
         let numbered = answers.entries.len();
@@ -121,7 +122,7 @@ impl Answers {
         answers
     }
 
-    fn push(&mut self, question: &str, response: Option<&Value>) {
+    fn push(&mut self, question: &str, response: Option<JsonNode<'_>>) {
         let text = &mut self.text;
         let question_range = append(text, |t| t.push_str(question));
         let question_lower = append(text, |t| {
@@ -250,50 +251,50 @@ fn numbered_key(key: &str, suffix: &str) -> Option<u64> {
 /// A JSON value as the text a rule sees: strings as they are, numbers and
 /// booleans printed, null as `""`, arrays of scalars joined with `", "`
 /// (multi-select answers), anything else as compact JSON.
-pub fn value_text(value: &Value) -> String {
+pub fn value_text(value: JsonNode<'_>) -> String {
     value_text_cow(value).into_owned()
 }
 
 /// [`value_text`], borrowing a string value instead of copying it.
-fn value_text_cow(value: &Value) -> Cow<'_, str> {
-    match value {
-        Value::String(s) => Cow::Borrowed(s),
-        other => {
+fn value_text_cow(value: JsonNode<'_>) -> Cow<'_, str> {
+    match value.as_str() {
+        Some(s) => Cow::Borrowed(s),
+        None => {
             let mut text = String::new();
-            push_value_text(&mut text, other);
+            push_value_text(&mut text, value);
             Cow::Owned(text)
         }
     }
 }
 
 /// Appends [`value_text`] of `value` to `text`.
-fn push_value_text(text: &mut String, value: &Value) {
-    match value {
-        Value::Null => {}
-        Value::String(s) => text.push_str(s),
-        Value::Bool(b) => text.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            let _ = write!(text, "{n}");
-        }
-        Value::Array(items) if items.iter().all(|v| !v.is_array() && !v.is_object()) => {
-            let mut first = true;
-            for item in items {
-                let before = text.len();
-                if !first {
-                    text.push_str(", ");
-                }
-                let start = text.len();
-                push_value_text(text, item);
-                if text.len() == start {
-                    text.truncate(before); // empty items are left out
-                } else {
-                    first = false;
-                }
+fn push_value_text(text: &mut String, value: JsonNode<'_>) {
+    let scalars = value
+        .items()
+        .filter(|items| items.clone().all(|v| !v.is_array() && !v.is_object()));
+    if let Some(s) = value.as_str() {
+        text.push_str(s);
+    } else if let Some(b) = value.as_bool() {
+        text.push_str(if b { "true" } else { "false" });
+    } else if let Some(n) = value.as_number() {
+        let _ = write!(text, "{n}");
+    } else if let Some(items) = scalars {
+        let mut first = true;
+        for item in items {
+            let before = text.len();
+            if !first {
+                text.push_str(", ");
+            }
+            let start = text.len();
+            push_value_text(text, item);
+            if text.len() == start {
+                text.truncate(before); // empty items are left out
+            } else {
+                first = false;
             }
         }
-        other => {
-            let _ = write!(text, "{other}");
-        }
+    } else if !value.is_null() {
+        let _ = write!(text, "{value}");
     }
 }
 
@@ -307,21 +308,21 @@ pub enum Touch {
 /// SPEC `utm(name)` / `first_utm(name)`. `name` may be given with or without
 /// its `utm_` (or `first_utm_`) prefix; current-touch lookups fall back to
 /// the custom `utmKey_N`/`utmValue_N` pairs.
-pub fn utm(contact: &Value, name: &str, touch: Touch) -> String {
+pub fn utm(contact: JsonNode<'_>, name: &str, touch: Touch) -> String {
     utm_text(contact, name, touch).into_owned()
 }
 
 /// [`utm`], borrowing from the contact: rules call it several times per
 /// contact, so it allocates nothing in the usual cases.
-pub fn utm_text<'a>(contact: &'a Value, name: &str, touch: Touch) -> Cow<'a, str> {
+pub fn utm_text<'a>(contact: JsonNode<'a>, name: &str, touch: Touch) -> Cow<'a, str> {
     utm_lookup(contact, name, touch).map_or(Cow::Borrowed(""), |(_, value)| value)
 }
 
 /// [`utm_text`] with the tracking key the value was read from
 /// (`utm_source`, `first_utm_source` or a custom pair's `utmValue_N`);
 /// `None` when the value is `""`.
-pub fn utm_lookup<'a>(contact: &'a Value, name: &str, touch: Touch) -> Option<(&'a str, Cow<'a, str>)> {
-    let tracking = contact.get("tracking").and_then(Value::as_object)?;
+pub fn utm_lookup<'a>(contact: JsonNode<'a>, name: &str, touch: Touch) -> Option<(&'a str, Cow<'a, str>)> {
+    let tracking = contact.get("tracking").filter(|t| t.is_object())?;
     let lower = ascii_lowercase(name.trim());
     let lower = lower.as_ref();
     // `first_utm_` is a prefix of first-touch names only: `utm("first_utm_x")`
@@ -355,15 +356,11 @@ pub fn utm_lookup<'a>(contact: &'a Value, name: &str, touch: Touch) -> Option<(&
 /// Looks `name` (as given, or without its `utm_` prefix) up among the
 /// `utmKey_N`/`utmValue_N` pairs, lowest N first. `name` and `bare` are
 /// lower-case.
-fn custom_utm<'a>(
-    tracking: &'a Map<String, Value>,
-    name: &str,
-    bare: &str,
-) -> Option<(&'a str, Cow<'a, str>)> {
+fn custom_utm<'a>(tracking: JsonNode<'a>, name: &str, bare: &str) -> Option<(&'a str, Cow<'a, str>)> {
     // The matching key with the lowest N that has a value (on equal N, the
     // first received: both read the same `utmValue_N`).
-    let mut found: Option<(u64, &str, &Value)> = None;
-    for (k, key) in tracking {
+    let mut found: Option<(u64, &str, JsonNode)> = None;
+    for (k, key) in tracking.members().into_iter().flatten() {
         let Some(n) = k.strip_prefix("utmKey_").and_then(|n| n.parse::<u64>().ok()) else {
             continue;
         };
@@ -376,7 +373,7 @@ fn custom_utm<'a>(
             continue;
         }
         if let Some((value_key, value)) = tracking.get_key_value(&format!("utmValue_{n}")) {
-            found = Some((n, value_key.as_str(), value));
+            found = Some((n, value_key, value));
         }
     }
     found.map(|(_, key, value)| (key, value_text_cow(value)))
@@ -384,26 +381,23 @@ fn custom_utm<'a>(
 
 /// The value of the key `prefix` + `name`: the key exactly, else the first
 /// key equal to it ignoring ASCII case.
-fn get_ignore_ascii_case<'a>(
-    map: &'a Map<String, Value>,
-    prefix: &str,
-    name: &str,
-) -> Option<(&'a str, &'a Value)> {
+fn get_ignore_ascii_case<'a>(map: JsonNode<'a>, prefix: &str, name: &str) -> Option<(&'a str, JsonNode<'a>)> {
     let exact = |k: &str| k.strip_prefix(prefix) == Some(name);
     let any_case = |k: &str| {
         let (p, n) = k.as_bytes().split_at(prefix.len().min(k.len()));
         p.eq_ignore_ascii_case(prefix.as_bytes()) && n.eq_ignore_ascii_case(name.as_bytes())
     };
-    map.iter()
+    let mut members = map.members()?;
+    members
+        .clone()
         .find(|(k, _)| exact(k))
-        .or_else(|| map.iter().find(|(k, _)| any_case(k)))
-        .map(|(k, v)| (k.as_str(), v))
+        .or_else(|| members.find(|(k, _)| any_case(k)))
 }
 
 /// SPEC `email_domain()`: the lower-cased part after the last `@` of
 /// `contact.email`, `""` when there is no usable address.
-pub fn email_domain(contact: &Value) -> String {
-    let Some(email) = contact.get("email").and_then(Value::as_str) else {
+pub fn email_domain(contact: JsonNode<'_>) -> String {
+    let Some(email) = contact.get("email").and_then(JsonNode::as_str) else {
         return String::new();
     };
     match email.trim().rsplit_once('@') {
@@ -581,32 +575,70 @@ pub fn parse_number(text: &str) -> Option<f64> {
 
 /// SPEC `disqualifying_groups()`: `disqualifyingGroup` as received; a single
 /// group sent as an object reads as a one-element array, anything else as `[]`.
-pub fn disqualifying_groups(contact: &Value) -> &[Value] {
-    match contact.get("disqualifyingGroup") {
-        Some(Value::Array(groups)) => groups,
-        Some(group @ Value::Object(map)) if !map.is_empty() => std::slice::from_ref(group),
-        _ => &[],
+pub fn disqualifying_groups(contact: JsonNode<'_>) -> Vec<JsonNode<'_>> {
+    let Some(groups) = contact.get("disqualifyingGroup") else {
+        return Vec::new();
+    };
+    match (groups.items(), groups.members()) {
+        (Some(items), _) => items.collect(),
+        (_, Some(members)) if members.len() > 0 => vec![groups],
+        _ => Vec::new(),
     }
 }
 
 /// SPEC `iclosed_disqualified()`.
-pub fn iclosed_disqualified(contact: &Value) -> bool {
+pub fn iclosed_disqualified(contact: JsonNode<'_>) -> bool {
     let status = contact
         .get("status")
-        .and_then(Value::as_str)
+        .and_then(JsonNode::as_str)
         .is_some_and(|s| s.trim().eq_ignore_ascii_case("DISQUALIFIED"));
+    let groups = contact.get("disqualifyingGroup");
     status
-        || match contact.get("disqualifyingGroup") {
-            Some(Value::Array(groups)) => !groups.is_empty(),
-            Some(Value::Object(map)) => !map.is_empty(),
-            _ => false,
-        }
+        || groups
+            .and_then(JsonNode::items)
+            .is_some_and(|items| items.len() > 0)
+        || groups
+            .and_then(JsonNode::members)
+            .is_some_and(|members| members.len() > 0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
+
+    use shims::{answers_of, disqualifying_groups, email_domain, iclosed_disqualified, utm};
+
+    /// The helpers over a `serde_json::Value`, as the tests write contacts.
+    mod shims {
+        use super::super::{self as helpers, Answers, Touch};
+        use crate::payload::JsonTree;
+        use serde_json::Value;
+
+        pub fn answers_of(contact: &Value) -> Answers {
+            Answers::from_contact(JsonTree::from_value(contact).root())
+        }
+
+        pub fn utm(contact: &Value, name: &str, touch: Touch) -> String {
+            helpers::utm(JsonTree::from_value(contact).root(), name, touch)
+        }
+
+        pub fn email_domain(contact: &Value) -> String {
+            helpers::email_domain(JsonTree::from_value(contact).root())
+        }
+
+        pub fn iclosed_disqualified(contact: &Value) -> bool {
+            helpers::iclosed_disqualified(JsonTree::from_value(contact).root())
+        }
+
+        pub fn disqualifying_groups(contact: &Value) -> Vec<Value> {
+            let tree = JsonTree::from_value(contact);
+            helpers::disqualifying_groups(tree.root())
+                .into_iter()
+                .map(|group| group.to_value())
+                .collect()
+        }
+    }
 
     fn qa_contact() -> Value {
         json!({"id": 1, "questionsAndAnswers": {
@@ -626,7 +658,7 @@ mod tests {
     /// that differs (even in case only) is still listed, after the pairs.
     #[test]
     fn a_direct_key_repeating_a_numbered_question_is_listed_once() {
-        let answers = Answers::from_contact(&json!({"questionsAndAnswers": {
+        let answers = answers_of(&json!({"questionsAndAnswers": {
             "1_question": "Phone Number", "1_response": "+1555",
             "2_question": "Budget", "2_response": "$5,000",
             "Phone Number": "+1555", "Budget": "a different text", "budget": "lower case", "Extra": "x"}}));
@@ -646,7 +678,7 @@ mod tests {
 
     #[test]
     fn answer_prefers_exact_match_over_contains() {
-        let answers = Answers::from_contact(&json!({"questionsAndAnswers": {
+        let answers = answers_of(&json!({"questionsAndAnswers": {
             "1_question": "Role in the company (if any)", "1_response": "contains-hit",
             "2_question": "  Role  ", "2_response": "exact-hit"}}));
         assert_eq!(answers.answer("role"), "exact-hit");
@@ -656,7 +688,7 @@ mod tests {
 
     #[test]
     fn answer_reads_numbered_pairs_in_number_order_then_direct_keys() {
-        let answers = Answers::from_contact(&qa_contact());
+        let answers = answers_of(&qa_contact());
         assert_eq!(answers.answer("what is your role?"), "VP of Operations");
         assert_eq!(answers.answer("employees"), "201-500");
         assert_eq!(answers.answer("monthly budget"), "$10,000+");
@@ -675,7 +707,7 @@ mod tests {
 
     #[test]
     fn answer_pairs_numbers_exactly_and_lowers_any_script() {
-        let answers = Answers::from_contact(&json!({"questionsAndAnswers": {
+        let answers = answers_of(&json!({"questionsAndAnswers": {
             "1_question": "  ÉTAPE Suivante ", "01_response": "not paired", "1_response": "paired",
             "0_question": 7, "0_response": ["a", null, "", 3, true],
             "2_question": "   ", "2_response": "blank question: left out",
@@ -727,12 +759,10 @@ mod tests {
             json!({"questionsAndAnswers": "x"}),
             json!({"questionsAndAnswers": {"1_question": 5, "1_response": null}}),
         ] {
-            let answers = Answers::from_contact(&contact);
+            let answers = answers_of(&contact);
             assert_eq!(answers.answer("anything"), "");
         }
-        let answers = Answers::from_contact(
-            &json!({"questionsAndAnswers": {"Tools": ["CRM", "Sheets"], "Flag": true}}),
-        );
+        let answers = answers_of(&json!({"questionsAndAnswers": {"Tools": ["CRM", "Sheets"], "Flag": true}}));
         assert_eq!(answers.answer("tools"), "CRM, Sheets");
         assert_eq!(answers.answer("flag"), "true");
     }

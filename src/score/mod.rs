@@ -477,9 +477,9 @@ impl RuleSet {
         at: &ScoringContext,
     ) -> Option<(Outcome, Vec<RuleTrace>)> {
         let budget = Budget::start(&self.limits);
-        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget, at);
+        let run = RunGuard::install(contact.tree.clone(), contact.id.clone(), budget, at);
         run.record_lookups();
-        let mut native_run = native::Run::new(&contact.value, &self.limits);
+        let mut native_run = native::Run::new(contact.root(), &self.limits);
         let mut runs = Vec::with_capacity(self.rules.len());
         let mut lookups = Vec::with_capacity(self.rules.len());
         for rule in &self.rules {
@@ -511,14 +511,14 @@ impl RuleSet {
             return (runs.into_iter().flatten().collect(), probes);
         }
         let budget = Budget::start(&self.limits);
-        let run = RunGuard::install(contact.value.clone(), contact.id.clone(), budget, at);
+        let run = RunGuard::install(contact.tree.clone(), contact.id.clone(), budget, at);
         if probe.lookups {
             run.record_lookups();
         }
         if probe.lines {
             run.record_effect_lines();
         }
-        let mut native_run = native::Run::new(&contact.value, &self.limits);
+        let mut native_run = native::Run::new(contact.root(), &self.limits);
         // Rhai's scope and caches only when a rule needs Rhai.
         let mut rhai: Option<(Scope, usize, Vec<Caches>)> = None;
         for ((index, rule), slot) in self.rules.iter().enumerate().zip(&mut runs) {
@@ -543,7 +543,7 @@ impl RuleSet {
             }
             let (scope, base, caches) = rhai.get_or_insert_with(|| {
                 let mut scope = Scope::new();
-                if let Some(value) = self.contact_use.contact(&contact.value) {
+                if let Some(value) = self.contact_use.contact(contact.root()) {
                     scope.push_constant_dynamic("contact", value);
                 }
                 let base = scope.len();

@@ -325,7 +325,7 @@ fn constant(value: Dynamic) -> Node {
 /// What a rule's run needs besides the rule: the limits, and the `contact`
 /// fields it reads.
 pub(crate) struct Run<'a> {
-    pub contact: &'a serde_json::Value,
+    pub contact: crate::payload::JsonNode<'a>,
     pub limits: &'a Limits,
     locals: Vec<Dynamic>,
     operations: u64,
@@ -337,7 +337,7 @@ pub(crate) struct Run<'a> {
 const OPERATIONS_PER_NODE: u64 = 8;
 
 impl<'a> Run<'a> {
-    pub fn new(contact: &'a serde_json::Value, limits: &'a Limits) -> Self {
+    pub fn new(contact: crate::payload::JsonNode<'a>, limits: &'a Limits) -> Self {
         Self {
             contact,
             limits,
@@ -406,7 +406,7 @@ impl<'a> Run<'a> {
                 let value = self
                     .contact
                     .get(name.as_str())
-                    .map_or(Dynamic::UNIT, runtime::to_dynamic);
+                    .map_or(Dynamic::UNIT, runtime::node_to_dynamic);
                 if !within_limits(&value, self.limits) {
                     return Err(Bail);
                 }
@@ -1041,7 +1041,7 @@ mod tests {
                 .flat_map(|at| contacts.iter().map(move |c| (at, c)))
             {
                 let expected = rhai.evaluate(contact, at);
-                let on = || format!("{script} on {} with {at:?}", contact.value);
+                let on = || format!("{script} on {} with {at:?}", contact.root());
                 assert_eq!(native.evaluate(contact, at), expected, "{}", on());
                 if let Some(alone) = native.evaluate_native_only(contact, at) {
                     assert_eq!(alone, expected, "{}", on());
@@ -1115,7 +1115,11 @@ mod tests {
         let mut left_to_rhai = 0;
         for contact in contacts() {
             assert_eq!(native.evaluate(&contact, &at), rhai.evaluate(&contact, &at));
-            let big = contact.value["tracking"].as_object().is_some_and(|m| m.len() > 2);
+            let big = contact
+                .root()
+                .get("tracking")
+                .and_then(|t| t.members())
+                .is_some_and(|m| m.len() > 2);
             assert_eq!(native.evaluate_native_only(&contact, &at).is_none(), big);
             left_to_rhai += usize::from(big);
         }

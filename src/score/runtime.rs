@@ -24,6 +24,7 @@ use super::context::{CallSummary, MAX_CALLS, ScoringContext};
 use super::helpers::{self, Answers, Touch};
 use super::rfc3339;
 use super::trace::Lookup;
+use crate::payload::{JsonNode, JsonTree};
 
 /// Run-time limits of a rule (SPEC 2.3), documented in the README.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +128,7 @@ pub(crate) fn run_rule(
 
 /// Per-contact, per-thread state the registered functions read and write.
 struct RunState {
-    contact: Arc<Value>,
+    contact: Arc<JsonTree>,
     /// The contact's `id`, formatted only when a rule logs.
     contact_id: Value,
     rule: Arc<str>,
@@ -161,7 +162,7 @@ thread_local! {
 pub(crate) struct RunGuard(());
 
 impl RunGuard {
-    pub fn install(contact: Arc<Value>, contact_id: Value, budget: Budget, at: &ScoringContext) -> Self {
+    pub fn install(contact: Arc<JsonTree>, contact_id: Value, budget: Budget, at: &ScoringContext) -> Self {
         RUN.with(|run| {
             *run.borrow_mut() = Some(RunState {
                 contact,
@@ -263,14 +264,14 @@ fn answers(state: &mut RunState) -> &Answers {
     let contact = &state.contact;
     state
         .answers
-        .get_or_insert_with(|| Answers::from_contact(contact))
+        .get_or_insert_with(|| Answers::from_contact(contact.root()))
 }
 
 fn email_domain(state: &mut RunState) -> &ImmutableString {
     let contact = &state.contact;
     state
         .email_domain
-        .get_or_insert_with(|| helpers::email_domain(contact).into())
+        .get_or_insert_with(|| helpers::email_domain(contact.root()).into())
 }
 
 /// The contact id as logs show it: strings without quotes.
@@ -363,16 +364,16 @@ impl ContactUse {
     }
 
     /// The `contact` the rules get, or `None` when no rule reads it.
-    pub fn contact(&self, contact: &Value) -> Option<Dynamic> {
-        match (self, contact) {
-            (Self::None, _) => None,
-            (Self::Fields(fields), Value::Object(map)) => Some(Dynamic::from_map(
+    pub fn contact(&self, contact: JsonNode<'_>) -> Option<Dynamic> {
+        match self {
+            Self::None => None,
+            Self::Fields(fields) if contact.is_object() => Some(Dynamic::from_map(
                 fields
                     .iter()
-                    .filter_map(|name| Some((name.as_str().into(), to_dynamic(map.get(name)?))))
+                    .filter_map(|name| Some((name.as_str().into(), node_to_dynamic(contact.get(name)?))))
                     .collect(),
             )),
-            _ => Some(to_dynamic(contact)),
+            _ => Some(node_to_dynamic(contact)),
         }
     }
 }
@@ -422,6 +423,30 @@ pub fn to_dynamic(value: &Value) -> Dynamic {
                 .map(|(k, v)| (k.as_str().into(), to_dynamic(v)))
                 .collect::<Map>(),
         ),
+    }
+}
+
+/// [`to_dynamic`] of a value in a parsed tree (the contact).
+pub fn node_to_dynamic(value: JsonNode<'_>) -> Dynamic {
+    if let Some(members) = value.members() {
+        Dynamic::from_map(
+            members
+                .map(|(k, v)| (k.into(), node_to_dynamic(v)))
+                .collect::<Map>(),
+        )
+    } else if let Some(items) = value.items() {
+        Dynamic::from_array(items.map(node_to_dynamic).collect())
+    } else if let Some(s) = value.as_str() {
+        Dynamic::from(ImmutableString::from(s))
+    } else if let Some(n) = value.as_number() {
+        match n.as_i64() {
+            Some(i) => Dynamic::from_int(i),
+            None => Dynamic::from_float(n.as_f64().unwrap_or(f64::NAN)),
+        }
+    } else if let Some(b) = value.as_bool() {
+        Dynamic::from_bool(b)
+    } else {
+        Dynamic::UNIT
     }
 }
 
@@ -560,9 +585,11 @@ pub(crate) fn api_first_utm(name: &str) -> RhaiResult<ImmutableString> {
 
 fn tracking_value(state: &mut RunState, function: &str, name: &str, touch: Touch) -> ImmutableString {
     let Some(lookups) = state.lookups.as_mut() else {
-        return helpers::utm_text(&state.contact, name, touch).as_ref().into();
+        return helpers::utm_text(state.contact.root(), name, touch)
+            .as_ref()
+            .into();
     };
-    let found = helpers::utm_lookup(&state.contact, name, touch);
+    let found = helpers::utm_lookup(state.contact.root(), name, touch);
     let found = found.as_ref().map(|(key, value)| (*key, value.as_ref()));
     lookups.push(Lookup::tracking(function, name, found));
     found.map_or("", |(_, value)| value).into()
@@ -634,14 +661,14 @@ pub(crate) fn api_calls() -> RhaiResult<Array> {
 }
 
 pub(crate) fn api_iclosed_disqualified() -> RhaiResult<bool> {
-    read(|s| helpers::iclosed_disqualified(&s.contact))
+    read(|s| helpers::iclosed_disqualified(s.contact.root()))
 }
 
 pub(crate) fn api_disqualifying_groups() -> RhaiResult<Array> {
     read(|s| {
-        helpers::disqualifying_groups(&s.contact)
-            .iter()
-            .map(to_dynamic)
+        helpers::disqualifying_groups(s.contact.root())
+            .into_iter()
+            .map(node_to_dynamic)
             .collect()
     })
 }
@@ -847,19 +874,19 @@ mod tests {
 
     #[test]
     fn field_conversion_keeps_only_the_fields_read() {
-        let contact = json!({"id": 1, "latestCall": {"dateTime": "t", "user": null}, "email": "a@b.c"});
+        let contact = JsonTree::from_value(
+            &json!({"id": 1, "latestCall": {"dateTime": "t", "user": null}, "email": "a@b.c"}),
+        );
+        let contact = contact.root();
         let map = fields(&["latestCall", "missing"])
-            .contact(&contact)
+            .contact(contact)
             .unwrap()
             .cast::<Map>();
         assert_eq!(map.len(), 1);
         let call = map["latestCall"].clone().cast::<Map>();
         assert_eq!(call["dateTime"].clone().into_string().unwrap(), "t");
         assert!(call["user"].is_unit());
-        assert_eq!(
-            ContactUse::Whole.contact(&contact).unwrap().cast::<Map>().len(),
-            3
-        );
-        assert!(ContactUse::None.contact(&contact).is_none());
+        assert_eq!(ContactUse::Whole.contact(contact).unwrap().cast::<Map>().len(), 3);
+        assert!(ContactUse::None.contact(contact).is_none());
     }
 }
