@@ -357,26 +357,45 @@ pub fn utm_lookup<'a>(contact: JsonNode<'a>, name: &str, touch: Touch) -> Option
 /// `utmKey_N`/`utmValue_N` pairs, lowest N first. `name` and `bare` are
 /// lower-case.
 fn custom_utm<'a>(tracking: JsonNode<'a>, name: &str, bare: &str) -> Option<(&'a str, Cow<'a, str>)> {
-    // The matching key with the lowest N that has a value (on equal N, the
-    // first received: both read the same `utmValue_N`).
+    let members = tracking.members()?;
+    // The numbers N of the `utmKey_N` naming it (`utmKey_01` is N = 1, and
+    // reads `utmValue_1`).
+    let mut named: Vec<u64> = members
+        .clone()
+        .filter_map(|(k, key)| {
+            let n = k.strip_prefix("utmKey_")?.parse::<u64>().ok()?;
+            let key = value_text_cow(key);
+            let key = key.trim();
+            let names_it =
+                !key.is_empty() && (key.eq_ignore_ascii_case(name) || key.eq_ignore_ascii_case(bare));
+            names_it.then_some(n)
+        })
+        .collect();
+    if named.is_empty() {
+        return None;
+    }
+    named.sort_unstable();
+    // The lowest of them that has a `utmValue_N`: one more pass, so that a
+    // tracking map of many pairs costs n log n, not a lookup per pair.
     let mut found: Option<(u64, &str, JsonNode)> = None;
-    for (k, key) in tracking.members().into_iter().flatten() {
-        let Some(n) = k.strip_prefix("utmKey_").and_then(|n| n.parse::<u64>().ok()) else {
+    for (k, value) in members {
+        let Some(n) = k.strip_prefix("utmValue_").and_then(plain_number) else {
             continue;
         };
-        if found.is_some_and(|(lowest, _, _)| lowest <= n) {
-            continue;
-        }
-        let key = value_text_cow(key);
-        let key = key.trim();
-        if key.is_empty() || !(key.eq_ignore_ascii_case(name) || key.eq_ignore_ascii_case(bare)) {
-            continue;
-        }
-        if let Some((value_key, value)) = tracking.get_key_value(&format!("utmValue_{n}")) {
-            found = Some((n, value_key, value));
+        if found.is_none_or(|(lowest, _, _)| n < lowest) && named.binary_search(&n).is_ok() {
+            found = Some((n, k, value));
         }
     }
     found.map(|(_, key, value)| (key, value_text_cow(value)))
+}
+
+/// `digits` as a number when they are the way it is written (`"7"`, `"12"`;
+/// not `"07"` or `"+7"`): the `N` of a key `format!("utmValue_{N}")` names.
+fn plain_number(digits: &str) -> Option<u64> {
+    let plain = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (digits == "0" || !digits.starts_with('0'));
+    plain.then(|| digits.parse().ok()).flatten()
 }
 
 /// The value of the key `prefix` + `name`: the key exactly, else the first
@@ -777,6 +796,21 @@ mod tests {
         assert_eq!(utm(&c, "partner", Touch::Current), "acme");
         assert_eq!(utm(&c, "utm_partner", Touch::Current), "acme");
         assert_eq!(utm(&c, "gclid", Touch::Current), "123");
+        // The lowest N whose `utmValue_N` exists; `utmKey_01` reads `utmValue_1`,
+        // and only that key: `utmValue_01` is no pair's value.
+        let pairs = json!({"tracking": {"utmKey_5": "Partner", "utmValue_5": "five", "utmKey_3": "partner",
+            "utmKey_01": "partner", "utmValue_01": "zero-one", "utmValue_1": "one", "utmKey_2": "other", "utmValue_2": "two"}});
+        assert_eq!(utm(&pairs, "partner", Touch::Current), "one");
+        let pairs = json!({"tracking": {"utmKey_5": "partner", "utmValue_5": "five", "utmKey_3": "partner"}});
+        assert_eq!(utm(&pairs, "partner", Touch::Current), "five");
+        // Many pairs in falling order, only the last-read N with a value: two
+        // passes, not a lookup per pair (that took seconds at this size).
+        let mut many = serde_json::Map::new();
+        for n in (0..40_000).rev() {
+            many.insert(format!("utmKey_{n}"), json!("partner"));
+        }
+        many.insert("utmValue_39999".into(), json!("last"));
+        assert_eq!(utm(&json!({"tracking": many}), "partner", Touch::Current), "last");
         assert_eq!(utm(&c, "source", Touch::First), "linkedin");
         assert_eq!(utm(&c, "first_utm_source", Touch::First), "linkedin");
         assert_eq!(utm(&c, "partner", Touch::First), "");
