@@ -62,6 +62,14 @@ pub struct JsonTree {
     items: Vec<usize>,
     /// Objects' members: the key (a run of `text`) and the value's slot.
     members: Vec<(Span, usize)>,
+    /// For each object of more than [`SCAN_KEYS_UP_TO`] members, in the
+    /// order they were closed (so by where their members start): where its
+    /// members start, and where their places sorted by key start in `sorted`.
+    indexed: Vec<(usize, usize)>,
+    /// Places in `members`, each indexed object's sorted by key: a key of a
+    /// large object is found by binary search, not by a scan, so that a rule
+    /// reading a field in a loop costs no more per read on a hostile body.
+    sorted: Vec<usize>,
 }
 
 impl JsonTree {
@@ -128,11 +136,24 @@ impl<'a> JsonNode<'a> {
         };
         // Lengths first: most keys differ in length, and comparing bytes
         // skips the character-boundary checks of slicing a `str`.
-        let bytes = self.tree.text.as_bytes();
-        self.tree.members[span.range()]
-            .iter()
-            .find(|(k, _)| k.len() == key.len() && &bytes[k.range()] == key.as_bytes())
-            .map(|&(k, value)| (self.text(k), self.at(value)))
+        let tree = self.tree;
+        let bytes = tree.text.as_bytes();
+        let members = &tree.members[span.range()];
+        let place = if members.len() > SCAN_KEYS_UP_TO {
+            let (_, sorted_start) =
+                tree.indexed[tree.indexed.partition_point(|&(start, _)| start < span.start)];
+            let order = &tree.sorted[sorted_start..sorted_start + members.len()];
+            let found =
+                order.binary_search_by(|&place| bytes[tree.members[place].0.range()].cmp(key.as_bytes()));
+            order[found.ok()?]
+        } else {
+            span.start
+                + members
+                    .iter()
+                    .position(|(k, _)| k.len() == key.len() && &bytes[k.range()] == key.as_bytes())?
+        };
+        let (k, value) = tree.members[place];
+        Some((self.text(k), self.at(value)))
     }
 
     /// The value at a JSON pointer (RFC 6901: `/event/uuid`), as
@@ -146,13 +167,15 @@ impl<'a> JsonNode<'a> {
             let token = token.replace("~1", "/").replace("~0", "~");
             match node.slot {
                 Slot::Object(_) => node.get(&token),
-                Slot::Array(_) => {
+                Slot::Array(span) => {
                     // As serde_json: decimal digits, no sign or leading zero.
                     if token.starts_with('+') || (token.len() > 1 && token.starts_with('0')) {
                         return None;
                     }
                     let index: usize = token.parse().ok()?;
-                    node.items()?.nth(index)
+                    node.tree.items[span.range()]
+                        .get(index)
+                        .map(|&item| node.at(item))
                 }
                 _ => None,
             }
@@ -287,6 +310,11 @@ impl fmt::Debug for JsonNode<'_> {
     }
 }
 
+/// Objects with more members than this are read through an index of their
+/// keys sorted (a lookup is a binary search); smaller ones, all of a usual
+/// contact's, by a scan, which costs less than building the index.
+const SCAN_KEYS_UP_TO: usize = 64;
+
 /// Objects with more members than this find repeated keys with a hash map;
 /// smaller ones (all of a usual contact's) by comparing each key with those
 /// before it.
@@ -328,16 +356,21 @@ impl Builder {
     /// A builder for a text of `text_len` bytes: keys and strings are most
     /// of a contact's text, with a value for about every 20 bytes of it,
     /// so that a contact's buffers are allocated once, not grown.
+    /// (The vectors' first sizes stop at a 64 KiB text's: a long string is
+    /// one value, and a large element grows them as it needs.)
     fn new(text_len: usize) -> Self {
+        let estimate = text_len.min(64 * 1024);
         Self {
             tree: JsonTree {
                 text: String::with_capacity(text_len),
-                slots: Vec::with_capacity(text_len / 16),
-                items: Vec::with_capacity(text_len / 256),
-                members: Vec::with_capacity(text_len / 24),
+                slots: Vec::with_capacity(estimate / 16),
+                items: Vec::with_capacity(estimate / 256),
+                members: Vec::with_capacity(estimate / 24),
+                indexed: Vec::new(),
+                sorted: Vec::new(),
             },
-            open_members: Vec::with_capacity(text_len / 48),
-            open_items: Vec::with_capacity(text_len / 256),
+            open_members: Vec::with_capacity(estimate / 48),
+            open_items: Vec::with_capacity(estimate / 256),
         }
     }
 
@@ -423,6 +456,13 @@ impl Builder {
                 .map(|member| (member.key, member.value)),
         );
         let end = tree.members.len();
+        if end - start > SCAN_KEYS_UP_TO {
+            let sorted_start = tree.sorted.len();
+            tree.sorted.extend(start..end);
+            let (bytes, members) = (tree.text.as_bytes(), &tree.members);
+            tree.sorted[sorted_start..].sort_unstable_by_key(|&place| &bytes[members[place].0.range()]);
+            tree.indexed.push((start, sorted_start));
+        }
         self.push(Slot::Object(Span { start, end }))
     }
 
@@ -628,6 +668,45 @@ mod tests {
         assert_eq!(tree.root().to_value(), read_as_value(&text));
         let members: Vec<_> = tree.root().members().unwrap().collect();
         assert_eq!(members.len(), 41);
+        // (Looked up by a scan: an index starts past 64 members; below.)
+        for (key, value) in &members {
+            assert_eq!(
+                tree.root().get(key).map(JsonNode::to_value),
+                Some(value.to_value()),
+                "{key}"
+            );
+        }
+        assert!(tree.root().get("k40").is_none() && tree.root().get("").is_none());
+        // Large objects inside large objects, before and after small ones:
+        // each finds its own index.
+        let inner = |tag: &str, n: usize| {
+            let members: Vec<String> = (0..n).map(|i| format!("\"{tag}{i}\":{i}")).collect();
+            format!("{{{}}}", members.join(","))
+        };
+        let outer: Vec<String> = (0..100)
+            .map(|i| match i % 3 {
+                0 => format!("\"o{i}\":{}", inner(&format!("a{i}_"), 70)),
+                1 => format!("\"o{i}\":{}", inner(&format!("b{i}_"), 3)),
+                _ => format!("\"o{i}\":{i}"),
+            })
+            .collect();
+        let text = format!("{{{}}}", outer.join(","));
+        let (tree, value) = (JsonTree::parse(&text).unwrap(), read_as_value(&text));
+        for (key, member) in value.as_object().unwrap() {
+            let node = tree.root().get(key).unwrap();
+            assert_eq!(node.to_value(), *member, "{key}");
+            for (inner_key, inner_member) in member.as_object().into_iter().flatten() {
+                assert_eq!(
+                    node.get(inner_key).map(JsonNode::to_value).as_ref(),
+                    Some(inner_member),
+                    "{key}.{inner_key}"
+                );
+            }
+        }
+        for missing in ["o100", "o", "", "o1 ", "a0_0"] {
+            assert!(tree.root().get(missing).is_none(), "{missing}");
+        }
+        assert!(tree.root().get("o0").unwrap().get("a0_70").is_none());
         assert_eq!(members[0].0, "k0");
         assert_eq!(members[0].1.as_number(), Some(&Number::from(80)));
     }

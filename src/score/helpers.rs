@@ -3,6 +3,7 @@
 //! unexpected type reads as "no value" (`""`, `false`, `[]`, `None`).
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::ops::Range;
 
@@ -94,7 +95,7 @@ impl Answers {
         let mut answers = Self {
             // Question, lowered question and response of typical forms, so
             // that the buffer is allocated once.
-            text: String::with_capacity(count * 128),
+            text: String::with_capacity(count.min(512) * 128),
             entries: Vec::with_capacity(questions.len() + direct.len()),
         };
         for (n, question) in questions {
@@ -107,14 +108,25 @@ impl Answers {
             answers.push(&question, response);
         }
         let numbered = answers.entries.len();
+        // Many numbered questions (a hostile body): their texts in a set, so
+        // that checking the direct keys stays linear.
+        let numbered_texts: Option<HashSet<String>> = (numbered > 32).then(|| {
+            answers.entries[..numbered]
+                .iter()
+                .map(|e| answers.text[e.question.clone()].to_owned())
+                .collect()
+        });
         for (question, response) in direct {
             // iClosed sends every question twice: as a numbered pair and as a
             // direct key with the same text. A later entry whose question is
             // the same text as an earlier one is never found (lookups and
             // every reader of `entries` take the first), so it is left out.
-            let repeated = answers.entries[..numbered]
-                .iter()
-                .any(|e| &answers.text[e.question.clone()] == question);
+            let repeated = match &numbered_texts {
+                Some(texts) => texts.contains(question),
+                None => answers.entries[..numbered]
+                    .iter()
+                    .any(|e| &answers.text[e.question.clone()] == question),
+            };
             if !repeated {
                 answers.push(question, Some(response));
             }
@@ -693,6 +705,30 @@ mod tests {
         );
         assert_eq!(answers.answer("budget"), "$5,000");
         assert_eq!(answers.answer("extra"), "x");
+    }
+
+    #[test]
+    fn with_many_numbered_questions_repeats_are_left_out_the_same_way() {
+        // Past 32 numbered questions the check goes through a set: the same list.
+        let mut qa = serde_json::Map::new();
+        for n in 1..=40 {
+            qa.insert(format!("{n}_question"), json!(format!("Question {n}")));
+            qa.insert(format!("{n}_response"), json!(format!("r{n}")));
+            qa.insert(format!("Question {n}"), json!("direct"));
+        }
+        qa.insert("question 1".into(), json!("other case"));
+        qa.insert("Extra".into(), json!("x"));
+        let answers = answers_of(&json!({ "questionsAndAnswers": qa }));
+        let all: Vec<_> = answers
+            .entries()
+            .map(|e| (e.question.to_owned(), e.response.to_owned()))
+            .collect();
+        let mut expected: Vec<_> = (1..=40)
+            .map(|n| (format!("Question {n}"), format!("r{n}")))
+            .collect();
+        expected.push(("question 1".into(), "other case".into()));
+        expected.push(("Extra".into(), "x".into()));
+        assert_eq!(all, expected);
     }
 
     #[test]
