@@ -9,7 +9,9 @@
 //! appended to one text, every node to one vector, and each object's
 //! members and each array's items are runs of one vector each: a handful of
 //! allocations per element, whatever its size. Objects are read by a scan of
-//! their members: contacts have a few dozen keys at most per object.
+//! their members (contacts have a few dozen keys at most per object), those
+//! of more than 64 members through their keys sorted, so that a hostile
+//! body's large object costs a binary search per read.
 //!
 //! It reads as `serde_json::Value` reads, key for key: numbers are
 //! `serde_json::Number`s parsed by serde_json, and a key repeated in one
@@ -134,8 +136,6 @@ impl<'a> JsonNode<'a> {
         let Slot::Object(span) = self.slot else {
             return None;
         };
-        // Lengths first: most keys differ in length, and comparing bytes
-        // skips the character-boundary checks of slicing a `str`.
         let tree = self.tree;
         let bytes = tree.text.as_bytes();
         let members = &tree.members[span.range()];
@@ -147,6 +147,8 @@ impl<'a> JsonNode<'a> {
                 order.binary_search_by(|&place| bytes[tree.members[place].0.range()].cmp(key.as_bytes()));
             order[found.ok()?]
         } else {
+            // Lengths first: most keys differ in length, and comparing bytes
+            // skips the character-boundary checks of slicing a `str`.
             span.start
                 + members
                     .iter()
