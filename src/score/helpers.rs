@@ -353,13 +353,14 @@ pub fn utm_lookup<'a>(contact: JsonNode<'a>, name: &str, touch: Touch) -> Option
         Touch::Current => "utm_",
         Touch::First => "first_utm_",
     };
-    if let Some((key, value)) = get_ignore_ascii_case(tracking, prefix, bare) {
+    let (found, has_custom_pairs) = get_ignore_ascii_case(tracking, prefix, bare);
+    if let Some((key, value)) = found {
         let text = value_text_cow(value);
         if !text.is_empty() {
             return Some((key, text));
         }
     }
-    if touch == Touch::First {
+    if touch == Touch::First || !has_custom_pairs {
         return None;
     }
     custom_utm(tracking, lower, bare).filter(|(_, text)| !text.is_empty())
@@ -411,18 +412,39 @@ fn plain_number(digits: &str) -> Option<u64> {
 }
 
 /// The value of the key `prefix` + `name`: the key exactly, else the first
-/// key equal to it ignoring ASCII case.
-fn get_ignore_ascii_case<'a>(map: JsonNode<'a>, prefix: &str, name: &str) -> Option<(&'a str, JsonNode<'a>)> {
-    let exact = |k: &str| k.strip_prefix(prefix) == Some(name);
-    let any_case = |k: &str| {
-        let (p, n) = k.as_bytes().split_at(prefix.len().min(k.len()));
-        p.eq_ignore_ascii_case(prefix.as_bytes()) && n.eq_ignore_ascii_case(name.as_bytes())
+/// key equal to it ignoring ASCII case; with it, whether custom pairs may have to be read next: false only when
+/// the whole map was scanned and no key is a `utmKey_N`. One pass over the
+/// map, where a name that is not there (`utm("partner")`) cost three.
+fn get_ignore_ascii_case<'a>(
+    map: JsonNode<'a>,
+    prefix: &str,
+    name: &str,
+) -> (Option<(&'a str, JsonNode<'a>)>, bool) {
+    let Some(members) = map.members() else {
+        return (None, false);
     };
-    let mut members = map.members()?;
-    members
-        .clone()
-        .find(|(k, _)| exact(k))
-        .or_else(|| members.find(|(k, _)| any_case(k)))
+    let wanted = prefix.len() + name.len();
+    let mut any_case = None;
+    let mut has_custom_pairs = false;
+    for (k, value) in members {
+        has_custom_pairs |= k.starts_with("utmKey_");
+        if k.len() != wanted {
+            continue;
+        }
+        let (p, n) = k.as_bytes().split_at(prefix.len());
+        if p == prefix.as_bytes() && n == name.as_bytes() {
+            // An exact key wins. The rest is not scanned: should its value
+            // be empty, the caller looks for custom pairs all the same.
+            return (Some((k, value)), true);
+        }
+        if any_case.is_none()
+            && p.eq_ignore_ascii_case(prefix.as_bytes())
+            && n.eq_ignore_ascii_case(name.as_bytes())
+        {
+            any_case = Some((k, value));
+        }
+    }
+    (any_case, has_custom_pairs)
 }
 
 /// SPEC `email_domain()`: the lower-cased part after the last `@` of

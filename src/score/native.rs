@@ -328,7 +328,9 @@ pub(crate) struct Run<'a> {
     pub contact: crate::payload::JsonNode<'a>,
     pub limits: &'a Limits,
     locals: Vec<Dynamic>,
-    operations: u64,
+    /// A cell so that evaluating (which only counts) borrows the run
+    /// shared: a local's value is then read in place, not cloned.
+    operations: std::cell::Cell<u64>,
 }
 
 /// Every node or step evaluated counts this many operations against
@@ -342,7 +344,7 @@ impl<'a> Run<'a> {
             contact,
             limits,
             locals: Vec::with_capacity(16),
-            operations: 0,
+            operations: std::cell::Cell::new(0),
         }
     }
 
@@ -350,13 +352,14 @@ impl<'a> Run<'a> {
     /// (the thread's run state); on `Err(Bail)` the caller discards them.
     pub fn run(&mut self, rule: &NativeRule) -> Eval<()> {
         self.locals.clear();
-        self.operations = 0;
+        self.operations.set(0);
         self.steps(&rule.body).map(drop)
     }
 
-    fn count(&mut self) -> Eval<()> {
-        self.operations += OPERATIONS_PER_NODE;
-        if self.operations > self.limits.max_operations {
+    fn count(&self) -> Eval<()> {
+        let operations = self.operations.get() + OPERATIONS_PER_NODE;
+        self.operations.set(operations);
+        if operations > self.limits.max_operations {
             return Err(Bail);
         }
         Ok(())
@@ -397,11 +400,11 @@ impl<'a> Run<'a> {
         Ok(false)
     }
 
-    fn eval<'n>(&mut self, node: &'n Node) -> Eval<Cow<'n, Dynamic>> {
+    fn eval<'n>(&'n self, node: &'n Node) -> Eval<Cow<'n, Dynamic>> {
         self.count()?;
         Ok(match node {
             Node::Const(value) => Cow::Borrowed(value),
-            Node::Local(slot) => Cow::Owned(self.locals.get(*slot).ok_or(Bail)?.clone()),
+            Node::Local(slot) => Cow::Borrowed(self.locals.get(*slot).ok_or(Bail)?),
             Node::ContactField(name) => {
                 let value = self
                     .contact
@@ -456,7 +459,7 @@ impl<'a> Run<'a> {
         })
     }
 
-    fn call(&mut self, op: Op, args: &[Node]) -> Eval<Dynamic> {
+    fn call(&self, op: Op, args: &[Node]) -> Eval<Dynamic> {
         // Short calls: at most two arguments are ever evaluated here.
         let first = match args.first() {
             Some(node) => Some(self.eval(node)?),
@@ -488,10 +491,13 @@ impl<'a> Run<'a> {
             (Op::Calls, None, None) => runtime::api_calls().map(Dynamic::from_array),
             (Op::ParseNumber, Some(x), None) => return parse_number(x),
             (Op::Add, Some(points), Some(reason)) => {
-                let points = match (points.as_int(), points.as_float()) {
-                    (Ok(n), _) => Points::Int(n),
-                    (_, Ok(f)) if f.is_finite() => Points::Float(f),
-                    _ => return Err(Bail), // not finite: Rhai's error
+                let points = if let Some(n) = points.is_int().then(|| points.as_int().ok()).flatten() {
+                    Points::Int(n)
+                } else {
+                    match number(points) {
+                        Some(f) if f.is_finite() => Points::Float(f),
+                        _ => return Err(Bail), // not finite: Rhai's error
+                    }
                 };
                 runtime::api_add(points, reason, Position::NONE).map(|()| Dynamic::UNIT)
             }
@@ -552,7 +558,7 @@ impl<'a> Run<'a> {
 
     /// `a + b`, for numbers and text only.
     fn plus(&self, a: &Dynamic, b: &Dynamic) -> Eval<Dynamic> {
-        if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+        if let Some((x, y)) = both_ints(a, b) {
             return x.checked_add(y).map(Dynamic::from_int).ok_or(Bail); // overflow: Rhai's error
         }
         if let (Some(x), Some(y)) = (number(a), number(b)) {
@@ -565,9 +571,10 @@ impl<'a> Run<'a> {
         if b.is_unit() {
             return Ok(a.clone());
         }
+        let left = left.as_str();
         let joined = if let Ok(right) = text(b) {
-            format!("{left}{right}")
-        } else if let Ok(n) = b.as_int() {
+            format!("{left}{}", right.as_str())
+        } else if let Some(n) = b.is_int().then(|| b.as_int().ok()).flatten() {
             // Rhai prints the number with `to_string` (not redefined: see
             // SHADOWABLE), which for an integer is its decimal form.
             format!("{left}{n}")
@@ -585,20 +592,34 @@ fn as_bool(value: &Dynamic) -> Eval<bool> {
     value.as_bool().map_err(|_| Bail)
 }
 
-/// The text of a string value (a shared handle, not a copy); any other
-/// type is Rhai's.
-fn text(value: &Dynamic) -> Eval<ImmutableString> {
+/// The text of a string value, borrowed (no reference count touched); any
+/// other type is Rhai's.
+fn text(value: &Dynamic) -> Eval<impl std::ops::Deref<Target = ImmutableString> + '_> {
     if value.is_shared() || !value.is_string() {
         return Err(Bail);
     }
-    value.clone().into_immutable_string().map_err(|_| Bail)
+    value.as_immutable_string_ref().map_err(|_| Bail)
 }
 
+/// A number as a float. The type is asked first: a failed `as_int` or
+/// `as_float` looks the type's name up for its error, which cost more than
+/// the comparisons that called it.
 fn number(value: &Dynamic) -> Option<FLOAT> {
-    match (value.as_int(), value.as_float()) {
-        (Ok(n), _) => Some(n as FLOAT),
-        (_, Ok(f)) => Some(f),
-        _ => None,
+    if value.is_int() {
+        value.as_int().ok().map(|n| n as FLOAT)
+    } else if value.is_float() {
+        value.as_float().ok()
+    } else {
+        None
+    }
+}
+
+/// Both values integers, for the integer forms of `+` and comparisons.
+fn both_ints(a: &Dynamic, b: &Dynamic) -> Option<(INT, INT)> {
+    if a.is_int() && b.is_int() {
+        Some((a.as_int().ok()?, b.as_int().ok()?))
+    } else {
+        None
     }
 }
 
@@ -644,7 +665,12 @@ fn compare(op: Op, a: &Dynamic, b: &Dynamic) -> Eval<Dynamic> {
     if a.is_shared() || b.is_shared() || a.is_char() || b.is_char() {
         return Err(Bail); // characters compare with text in their own way
     }
-    let ordering: Option<Ordering> = if let (Ok(x), Ok(y)) = (a.as_int(), b.as_int()) {
+    // Text first: most comparisons in rules are of text (the branches test
+    // disjoint types, so their order does not change a result).
+    let ordering: Option<Ordering> = if a.is_string() && b.is_string() {
+        let (x, y) = (text(a)?, text(b)?);
+        Some(x.as_str().cmp(y.as_str()))
+    } else if let Some((x, y)) = both_ints(a, b) {
         Some(x.cmp(&y))
     } else if is_number(a) && is_number(b) {
         // Mixed or float: compared as floats; NaN compares unequal to all.
@@ -655,12 +681,11 @@ fn compare(op: Op, a: &Dynamic, b: &Dynamic) -> Eval<Dynamic> {
                 return Ok(Dynamic::from_bool(op == Op::NotEqual));
             }
         }
-    } else if let (Ok(x), Ok(y)) = (text(a), text(b)) {
-        Some(x.as_str().cmp(y.as_str()))
     } else if a.is_unit() && b.is_unit() {
         // `() == ()` is true; `() != ()` and every ordering false.
         return Ok(Dynamic::from_bool(op == Op::Equal));
-    } else if let (Ok(x), Ok(y)) = (a.as_bool(), b.as_bool()) {
+    } else if a.is_bool() && b.is_bool() {
+        let (x, y) = (as_bool(a)?, as_bool(b)?);
         if !matches!(op, Op::Equal | Op::NotEqual) {
             return Err(Bail);
         }
@@ -699,7 +724,7 @@ fn contains(container: &Dynamic, x: &Dynamic) -> Eval<Dynamic> {
         if item.is_shared() || item.is_char() {
             return Err(Bail);
         }
-        if text(item).is_ok_and(|s| s == wanted) {
+        if text(item).is_ok_and(|s| s.as_str() == wanted.as_str()) {
             return Ok(Dynamic::TRUE);
         }
     }
@@ -724,8 +749,8 @@ fn length(x: &Dynamic) -> Eval<usize> {
 }
 
 fn to_int(x: &Dynamic) -> Eval<Dynamic> {
-    if let Ok(n) = x.as_int() {
-        return Ok(Dynamic::from_int(n));
+    if x.is_int() {
+        return x.as_int().map(Dynamic::from_int).map_err(|_| Bail);
     }
     let f = x.as_float().map_err(|_| Bail)?;
     // Rhai's range check; NaN passes it and truncates to 0.
@@ -744,7 +769,7 @@ fn to_float(x: &Dynamic) -> Eval<Dynamic> {
 /// `parse_number` as registered in runtime.rs, for each argument type.
 fn parse_number(x: &Dynamic) -> Eval<Dynamic> {
     if let Ok(s) = text(x) {
-        return Ok(super::helpers::parse_number(&s).map_or(Dynamic::UNIT, Dynamic::from_float));
+        return Ok(super::helpers::parse_number(s.as_str()).map_or(Dynamic::UNIT, Dynamic::from_float));
     }
     if x.is_unit() {
         return Ok(Dynamic::UNIT);
