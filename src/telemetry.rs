@@ -100,10 +100,53 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
     })
 }
 
+/// A metric's handles, by its label values, kept per thread: `counter!`
+/// and `histogram!` build the key, hash it and look it up in the
+/// recorder's registry on every call, which for the few metrics recorded
+/// per request was about 1 µs of each (BENCHMARKS.md, session 16). The
+/// labels on these paths come from routes, status codes and the rules'
+/// tiers, never from a request's content, so each map stays small.
+struct Handles<K, H>(std::cell::RefCell<std::collections::HashMap<K, H>>);
+
+impl<K: std::hash::Hash + Eq, H: Clone> Handles<K, H> {
+    fn new() -> Self {
+        Self(std::cell::RefCell::new(std::collections::HashMap::new()))
+    }
+
+    /// The handles for `key`; `make` gives the key to keep and the handles
+    /// the first time.
+    fn get<Q>(&self, key: &Q, make: impl FnOnce() -> (K, H)) -> H
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        if let Some(handle) = self.0.borrow().get(key) {
+            return handle.clone();
+        }
+        // The recorder is installed before the first handle is taken: a
+        // handle taken without one would count nothing, for good.
+        metrics_handle();
+        let (key, handle) = make();
+        self.0.borrow_mut().insert(key, handle.clone());
+        handle
+    }
+}
+
 /// One HTTP request answered.
 pub fn http_request(route: &'static str, status: u16, elapsed: Duration) {
-    counter!("leadscore_http_requests_total", "route" => route, "status" => status.to_string()).increment(1);
-    histogram!("leadscore_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+    thread_local! {
+        static HANDLES: Handles<(&'static str, u16), (metrics::Counter, metrics::Histogram)> = Handles::new();
+    }
+    let (requests, duration) = HANDLES.with(|handles| {
+        handles.get(&(route, status), || {
+            let requests =
+                counter!("leadscore_http_requests_total", "route" => route, "status" => status.to_string());
+            let duration = histogram!("leadscore_http_request_duration_seconds", "route" => route);
+            ((route, status), (requests, duration))
+        })
+    });
+    requests.increment(1);
+    duration.record(elapsed.as_secs_f64());
 }
 
 /// A connection closed at once: its peer holds its share of connections.
@@ -126,8 +169,18 @@ pub fn contact_ingested(
         counter!("leadscore_duplicates_total").increment(1);
         tracing::info!(contact_id, event_id, score = %score, tier, duplicate, "duplicate contact, not forwarded again");
     } else {
-        counter!("leadscore_contacts_received_total").increment(1);
-        counter!("leadscore_contacts_scored_total", "tier" => tier.to_owned()).increment(1);
+        thread_local! {
+            static SCORED: Handles<String, (metrics::Counter, metrics::Counter)> = Handles::new();
+        }
+        let (received, scored) = SCORED.with(|handles| {
+            handles.get(tier, || {
+                let received = counter!("leadscore_contacts_received_total");
+                let scored = counter!("leadscore_contacts_scored_total", "tier" => tier.to_owned());
+                (tier.to_owned(), (received, scored))
+            })
+        });
+        received.increment(1);
+        scored.increment(1);
         tracing::info!(contact_id, event_id, score = %score, tier, scoring_us = scoring.as_micros() as u64, "contact scored and stored");
     }
 }
@@ -145,7 +198,12 @@ pub fn hook_received(kind: &'static str, hook_id: &str, contact_id: &serde_json:
 
 /// Time to score one contact.
 pub fn scoring_time(elapsed: Duration) {
-    histogram!("leadscore_scoring_duration_seconds").record(elapsed.as_secs_f64());
+    thread_local! {
+        static HANDLES: Handles<(), metrics::Histogram> = Handles::new();
+    }
+    HANDLES
+        .with(|handles| handles.get(&(), || ((), histogram!("leadscore_scoring_duration_seconds"))))
+        .record(elapsed.as_secs_f64());
 }
 
 /// The histogram of time per rule file (SPEC 13).
