@@ -980,23 +980,23 @@ async fn a_sqlite_store_of_schema_1_is_migrated_and_keeps_its_duplicates() {
         .map(Result::unwrap)
         .collect();
     indexes.sort();
-    assert_eq!(indexes, ["events_contact_key", "events_email"]);
+    assert_eq!(indexes, ["events_contact_key"]);
     let version: String = conn
         .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "5");
+    assert_eq!(version, "6");
     drop(conn);
     drop(store);
     // A file from a newer version is refused, not misread.
     rusqlite::Connection::open(&path)
         .unwrap()
-        .execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'", [])
+        .execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'", [])
         .unwrap();
     let refused = store::open(&url, retention()).await.err().unwrap().to_string();
     assert!(
-        refused.contains("written by a newer leadscore (store schema 6; this version knows up to 5)"),
+        refused.contains("written by a newer leadscore (store schema 7; this version knows up to 6)"),
         "{refused}"
     );
 }
@@ -1094,7 +1094,7 @@ async fn sqlite_bodies_are_packed_and_text_bodies_of_schema_2_still_read() {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(version, "5");
+    assert_eq!(version, "6");
 }
 
 #[tokio::test]
@@ -1475,4 +1475,91 @@ async fn sqlite_job_writes_wait_aside_from_reads() {
     );
     other.execute_batch("ROLLBACK").unwrap();
     assert_eq!(waiting.await.unwrap().unwrap(), None);
+}
+
+/// The embedded store indexes contacts by email in batches (store::emails):
+/// a contact is found by email, and a call links to it, before its batch,
+/// after it, and after the store is opened again (which indexes what the
+/// last writer still held in memory).
+#[tokio::test]
+async fn sqlite_contacts_are_found_by_email_before_and_after_their_batch() {
+    use leadscore::payload::HookKind::Call;
+    use store::{ItemStored, NewItem};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let url = format!("sqlite://{}", path.display());
+    let with_email = |id: &str, contact: i64, email: Option<&str>| {
+        let mut e = event(id, contact, &format!("key-{id}"));
+        e.email = email.map(str::to_owned);
+        e
+    };
+    let found = |store: Arc<dyn Store>, email: &'static str| async move {
+        let events = store.contacts_by_email(email, 10).await.unwrap();
+        events.into_iter().map(|e| e.id).collect::<Vec<_>>()
+    };
+    let call_links_to = |store: Arc<dyn Store>, id: &'static str, email: &'static str| async move {
+        let mut call = hook(id, Call, id);
+        call.email = Some(email.into());
+        call.call_status = Some("booked");
+        match &store.store_items(vec![NewItem::Hook(call)]).await.unwrap()[0] {
+            ItemStored::Hook(h) => h.contact_id.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let table = || {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let entries: Vec<(String, i64)> = conn
+            .prepare("SELECT email, seq FROM event_emails ORDER BY email, seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        entries
+    };
+    {
+        let store: Arc<dyn Store> = store::open(&url, retention()).await.unwrap().into();
+        store
+            .enqueue(unforwarded(vec![
+                with_email("evt_1", 1, Some("a@x")),
+                with_email("evt_2", 2, Some("b@x")),
+            ]))
+            .await
+            .unwrap();
+        assert!(table().is_empty(), "not batched yet");
+        assert_eq!(found(store.clone(), "a@x").await, ["evt_1"]);
+        assert_eq!(call_links_to(store.clone(), "call_1", "a@x").await, json!(1));
+        // A second later, the next commit starts a batch, the one after writes it.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        store
+            .enqueue(unforwarded(vec![with_email("evt_3", 3, Some("c@x"))]))
+            .await
+            .unwrap();
+        store
+            .enqueue(unforwarded(vec![with_email("evt_4", 4, None)]))
+            .await
+            .unwrap();
+        assert_eq!(
+            table(),
+            [
+                ("a@x".to_owned(), 1),
+                ("b@x".to_owned(), 2),
+                ("c@x".to_owned(), 3)
+            ]
+        );
+        assert_eq!(found(store.clone(), "a@x").await, ["evt_1"]);
+        assert_eq!(call_links_to(store.clone(), "call_2", "b@x").await, json!(2));
+        // A newer contact with the same email: in memory, found first.
+        store
+            .enqueue(unforwarded(vec![with_email("evt_5", 5, Some("a@x"))]))
+            .await
+            .unwrap();
+        assert_eq!(found(store.clone(), "a@x").await, ["evt_5", "evt_1"]);
+        assert_eq!(call_links_to(store.clone(), "call_3", "a@x").await, json!(5));
+    }
+    // Opened again: what the writer held in memory is indexed at once.
+    let store: Arc<dyn Store> = store::open(&url, retention()).await.unwrap().into();
+    assert!(table().contains(&("a@x".to_owned(), 5)), "{:?}", table());
+    assert_eq!(found(store.clone(), "a@x").await, ["evt_5", "evt_1"]);
+    assert_eq!(call_links_to(store.clone(), "call_4", "a@x").await, json!(5));
 }

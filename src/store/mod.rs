@@ -2,6 +2,7 @@
 //! behind one [`Store`] trait; the backend is chosen from the store URL in
 //! [`open`].
 
+mod emails;
 mod outcome_row;
 mod packed;
 pub mod postgres;

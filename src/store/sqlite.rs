@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, named_params, params};
 use tokio::sync::oneshot;
 
+use super::emails::{self, EmailIndex};
 use super::reply::{Done, PruneStep, Reply, ReplyTo};
 use super::{
     AttemptInfo, AttemptLog, AttemptOutcome, AttemptRow, ClaimedDelivery, ContactHistory, ContactTimeline,
@@ -184,8 +185,9 @@ CREATE INDEX IF NOT EXISTS deliveries_contact ON deliveries (destination, contac
     WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_dead ON deliveries (event_seq) WHERE status = 'dead';
 CREATE INDEX IF NOT EXISTS attempts_delivery ON attempts (event_seq, destination, at);
--- A contact by email (calls and outcomes link by it; GET /contacts?email=).
-CREATE INDEX IF NOT EXISTS events_email ON events (email, seq) WHERE email IS NOT NULL;
+-- Contacts by email: the table event_emails, filled in batches
+-- (store::emails); schema 5 had an index on events (email, seq).
+DROP INDEX IF EXISTS events_email;
 -- A contact's calls and outcomes; duplicates; hooks waiting for their contact.
 CREATE INDEX IF NOT EXISTS hooks_contact ON hooks (contact_key, seq) WHERE contact_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS hooks_key ON hooks (idempotency_key);
@@ -232,9 +234,10 @@ INSERT INTO delivery_totals (destination, status, count)
 SELECT destination, status, COUNT(*) FROM deliveries GROUP BY destination, status;
 "#;
 
-/// 5: calls and outcomes, contact emails; 4: deliveries per destination;
-/// 3: bodies are packed (store::packed); 2: one index per contact.
-const SCHEMA_VERSION: u32 = 5;
+/// 6: contacts by email in `event_emails` (store::emails); 5: calls and
+/// outcomes, contact emails; 4: deliveries per destination; 3: bodies are
+/// packed (store::packed); 2: one index per contact.
+const SCHEMA_VERSION: u32 = 6;
 
 /// What one queued write does.
 enum Work {
@@ -352,6 +355,7 @@ fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
         if totals_exist == 0 {
             conn.execute_batch(FILL_DELIVERY_TOTALS)?;
         }
+        index_emails(conn)?;
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
              ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -366,6 +370,28 @@ fn prepare_schema(conn: &Connection) -> rusqlite::Result<()> {
             Err(e)
         }
     }
+}
+
+/// Brings `event_emails` up to the last event: all of a file's events the
+/// first time (schema 5 and older), else those a stopped writer had not
+/// indexed yet (their entries were still in its memory).
+fn index_emails(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(emails::TABLE)?;
+    let through: i64 = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
+            [emails::INDEXED_THROUGH],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    conn.execute(emails::CATCH_UP, [through])?;
+    conn.execute(
+        "INSERT INTO meta (key, value) SELECT ?1, COALESCE(MAX(seq), 0) FROM events WHERE true
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [emails::INDEXED_THROUGH],
+    )?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -411,6 +437,7 @@ impl SqliteStore {
                     wake_checkpointer,
                     totals: GroupTotals::default(),
                     hooks_waiting: Default::default(),
+                    emails: EmailIndex::default(),
                     refused_bytes: None,
                 }
                 .run(rx)
@@ -1019,12 +1046,13 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             // The newest event of each contact that had this email, then
             // only contacts whose latest event still has it.
-            let mut stmt = conn.prepare_cached(
+            let mut stmt = conn.prepare_cached(&format!(
                 "SELECT e.seq, e.id, e.received_at, e.body, e.contact_key FROM events e
-                 WHERE e.seq IN (SELECT MAX(seq) FROM events WHERE email = ?1 GROUP BY contact_key)
+                 WHERE e.seq IN (SELECT MAX(seq) FROM ({}) GROUP BY contact_key)
                    AND NOT EXISTS (SELECT 1 FROM events l WHERE l.contact_key = e.contact_key AND l.seq > e.seq)
                  ORDER BY e.seq DESC LIMIT ?2",
-            )?;
+                emails::CANDIDATES
+            ))?;
             let rows = stmt.query_map(params![email, limit as i64], stored_event)?;
             rows.collect()
         })
@@ -1255,6 +1283,8 @@ struct Writer {
     hooks_waiting: std::cell::Cell<Option<bool>>,
     /// Wakes the checkpointer: the log has grown past [`CHECKPOINT_AFTER_PAGES`].
     wake_checkpointer: std_mpsc::SyncSender<()>,
+    /// Contacts by email not in `event_emails` yet (store::emails).
+    emails: EmailIndex,
     /// The size of the last batch of contacts the store could not take (a
     /// full disk, typically), until a batch commits again. While it is set,
     /// the readiness write is a probe of that size: a tiny write can still
@@ -1438,6 +1468,7 @@ impl Writer {
     /// Writes the transaction's totals and commits it.
     fn commit(&mut self) -> rusqlite::Result<()> {
         self.hooks_waiting.set(None);
+        self.emails.write_slice(&self.conn)?;
         self.totals.write(&self.conn)?;
         self.conn.execute_batch("COMMIT")
     }
@@ -1445,6 +1476,7 @@ impl Writer {
     /// Rolls the transaction back with the totals it gathered.
     fn rollback(&mut self) {
         self.hooks_waiting.set(None);
+        self.emails.rolled_back();
         self.totals = GroupTotals::default();
         let _ = self.conn.execute_batch("ROLLBACK");
     }
@@ -1465,7 +1497,8 @@ impl Writer {
     /// After each commit: a log grown past [`CHECKPOINT_AFTER_PAGES`] wakes
     /// the checkpointer (the log stops growing once it has caught up and a
     /// commit has restarted the log from its beginning).
-    fn committed(&self) {
+    fn committed(&mut self) {
+        self.emails.committed();
         if LOG_PAGES.get() >= CHECKPOINT_AFTER_PAGES {
             let _ = self.wake_checkpointer.try_send(());
         }
@@ -1599,7 +1632,7 @@ impl Writer {
 
     /// Stores one scored event with its deliveries (or finds the event it
     /// duplicates), and links the hooks that were waiting for its contact.
-    fn put_event(&self, event: &NewEvent, window_start: i64) -> rusqlite::Result<Enqueued> {
+    fn put_event(&mut self, event: &NewEvent, window_start: i64) -> rusqlite::Result<Enqueued> {
         let mut find_key = self.conn.prepare_cached(DUPLICATE_LOOKUP)?;
         let key = key_digest(&event.idempotency_key);
         let existing = find_key
@@ -1652,6 +1685,9 @@ impl Writer {
             },
         ])?;
         let seq = self.conn.last_insert_rowid();
+        if let Some(email) = &event.email {
+            self.emails.add(email, seq);
+        }
         let mut put_delivery = self.conn.prepare_cached(
             "INSERT INTO deliveries (event_seq, destination, contact_key, status, next_attempt_at, created_at)
              VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
@@ -1766,14 +1802,28 @@ impl Writer {
                 return Ok(found);
             }
         }
-        match &hook.email {
-            Some(email) => self
+        let Some(email) = &hook.email else {
+            return Ok(None);
+        };
+        // The newest events are not in `event_emails` yet: in memory (the
+        // event still there: a retention of seconds may have pruned it).
+        if let Some(seq) = self.emails.latest(email) {
+            let key = self
                 .conn
-                .prepare_cached("SELECT contact_key FROM events WHERE email = ?1 ORDER BY seq DESC LIMIT 1")?
-                .query_row([email], |row| row.get(0))
-                .optional(),
-            None => Ok(None),
+                .prepare_cached("SELECT contact_key FROM events WHERE seq = ?1")?
+                .query_row([seq], |row| row.get(0))
+                .optional()?;
+            if key.is_some() {
+                return Ok(key);
+            }
         }
+        self.conn
+            .prepare_cached(
+                "SELECT e.contact_key FROM event_emails x JOIN events e ON e.seq = x.seq
+                 WHERE x.email = ?1 ORDER BY x.seq DESC LIMIT 1",
+            )?
+            .query_row([email], |row| row.get(0))
+            .optional()
     }
 
     fn claim(
@@ -1927,6 +1977,15 @@ impl Writer {
                 next_after: None,
             });
         }
+        // First their entries by email (found from the events' own rows).
+        self.conn
+            .prepare_cached(
+                "DELETE FROM event_emails WHERE (email, seq) IN (
+                     SELECT email, seq FROM events
+                     WHERE seq > ?1 AND seq <= ?2 AND received_at < ?3 AND email IS NOT NULL AND NOT EXISTS (
+                         SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.status IN ('pending', 'dead')))",
+            )?
+            .execute(params![after, span_end, cutoff])?;
         let deleted = self
             .conn
             .prepare_cached(
@@ -2099,7 +2158,69 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(version, "5");
+        assert_eq!(version, "6");
+    }
+
+    /// Schema 5 → 6: the index on `events (email)` gives way to
+    /// `event_emails`, filled from the events, marked complete up to the
+    /// last event.
+    #[test]
+    fn a_file_of_schema_5_gets_its_emails_indexed_in_their_own_table() {
+        let conn = Connection::open_in_memory().unwrap();
+        prepare_schema(&conn).unwrap();
+        conn.execute_batch(
+            "DROP TABLE event_emails;
+             DELETE FROM meta WHERE key = 'emails_indexed_through';
+             CREATE INDEX events_email ON events (email, seq) WHERE email IS NOT NULL;
+             UPDATE meta SET value = '5' WHERE key = 'schema_version';
+             INSERT INTO events (id, contact_key, idempotency_key, received_at, score, tier, disqualified,
+                                 rules_version, body, email)
+             VALUES ('evt_a', '1', x'01', 10, '5', 'warm', 0, 'v', '{}', 'b@x'),
+                    ('evt_b', '2', x'02', 11, '5', 'warm', 0, 'v', '{}', NULL),
+                    ('evt_c', '3', x'03', 12, '5', 'warm', 0, 'v', '{}', 'a@x');",
+        )
+        .unwrap();
+        prepare_schema(&conn).unwrap();
+        let entries: Vec<(String, i64)> = conn
+            .prepare("SELECT email, seq FROM event_emails ORDER BY email")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(entries, [("a@x".to_owned(), 3), ("b@x".to_owned(), 1)]);
+        let through: i64 = conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'emails_indexed_through'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(through, 3);
+        let old_index: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'events_email'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old_index, 0);
+        // Lookups by email read the table (and the short tail by `seq`).
+        let by_email = plan(
+            &conn,
+            &format!(
+                "SELECT MAX(seq) FROM ({}) GROUP BY contact_key",
+                emails::CANDIDATES
+            ),
+        );
+        assert!(
+            by_email.contains("SEARCH x USING PRIMARY KEY (email=?)"),
+            "{by_email}"
+        );
+        assert!(
+            by_email.contains("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
+            "{by_email}"
+        );
     }
 
     /// Schema 3 → 4: each event's delivery becomes a delivery of `default`,
@@ -2145,7 +2266,7 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
-        assert_eq!(version, "5");
+        assert_eq!(version, "6");
         // Opened again: nothing moved twice.
         prepare_schema(&conn).unwrap();
         let n: i64 = conn

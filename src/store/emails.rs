@@ -1,0 +1,278 @@
+//! The embedded store's index of contacts by email, kept in batches.
+//!
+//! Calls link to a contact by email and `GET /contacts?email=` searches by
+//! it (SPEC 11), so every event with an email needs an index entry. An
+//! index on `events (email)` got one at every commit: a random page of
+//! the index per event, written to the log and then into the file. Under
+//! load that was the largest cost of a stored contact, more than a third of
+//! its CPU and 7 of its 12 KB written (BENCHMARKS.md, session 16).
+//!
+//! So the entries of new events wait in memory, and go into the table
+//! `event_emails` in batches sorted by email, a slice per commit: a page of
+//! the index is then written once per batch instead of once per event.
+//! Nothing is lost by waiting:
+//!
+//! * the email stays in the event's own row: `emails_indexed_through` (in
+//!   `meta`) is the last event whose entry is in the table, and the events
+//!   after it are the ones to read without the index — readers scan that
+//!   short tail ([`CANDIDATES`]); a store opened after a crash indexes it
+//!   first ([`CATCH_UP`]);
+//! * the writer, which links calls to contacts, also looks in memory
+//!   ([`EmailIndex::latest`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+
+/// The table, one row per event with an email (schema 6).
+pub const TABLE: &str = "
+CREATE TABLE IF NOT EXISTS event_emails (
+    email TEXT NOT NULL,
+    seq   INTEGER NOT NULL,
+    PRIMARY KEY (email, seq)
+) WITHOUT ROWID;";
+
+/// Fills the table from the events (a file of schema 5 or older; and the
+/// tail after the last indexed event when a store is opened), and notes how
+/// far it goes. `?1`: the last event already indexed.
+pub const CATCH_UP: &str = "
+INSERT OR IGNORE INTO event_emails (email, seq)
+    SELECT email, seq FROM events WHERE seq > ?1 AND email IS NOT NULL ORDER BY email, seq;";
+
+/// The key in `meta` of the last event whose entry is in the table.
+pub const INDEXED_THROUGH: &str = "emails_indexed_through";
+
+/// `seq` and `contact_key` of every event with the email `?1`: the indexed
+/// ones and the tail not indexed yet.
+pub const CANDIDATES: &str = "
+SELECT e.seq, e.contact_key FROM event_emails x JOIN events e ON e.seq = x.seq WHERE x.email = ?1
+UNION ALL
+SELECT seq, contact_key FROM events
+ WHERE seq > COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'emails_indexed_through'), 0)
+   AND email = ?1";
+
+/// Entries waiting before a batch is started, at most (with the batch being
+/// written, about 2 MB of memory at most).
+const BATCH_AT: usize = 8_192;
+/// How long an entry waits for a batch at most (while the store is written).
+const BATCH_AFTER: Duration = Duration::from_secs(1);
+/// Entries written per commit: a slice of a batch adds about a millisecond
+/// to the commit that carries it, so batches never hold up an answer long.
+const SLICE: usize = 512;
+
+/// The entries not in the table yet, and the batch being written.
+pub struct EmailIndex {
+    /// [`BATCH_AT`], [`BATCH_AFTER`] and [`SLICE`] (smaller in tests).
+    batch_at: usize,
+    batch_after: Duration,
+    slice: usize,
+    /// The open transaction's new entries: `(email, seq)`.
+    open: Vec<(Arc<str>, i64)>,
+    /// Committed entries not in a batch yet, in `seq` order.
+    waiting: Vec<(Arc<str>, i64)>,
+    /// When the first of `waiting` came.
+    waiting_since: Option<Instant>,
+    /// The batch being written, sorted by email; its first `written`
+    /// entries are in the table.
+    batch: Vec<(Arc<str>, i64)>,
+    written: usize,
+    /// Where the open transaction's slice of the batch ends.
+    open_slice_end: Option<usize>,
+    /// For every committed entry not in the table: its email's latest event.
+    latest: HashMap<Arc<str>, i64>,
+}
+
+impl Default for EmailIndex {
+    fn default() -> Self {
+        Self::with_limits(BATCH_AT, BATCH_AFTER, SLICE)
+    }
+}
+
+impl EmailIndex {
+    fn with_limits(batch_at: usize, batch_after: Duration, slice: usize) -> Self {
+        Self {
+            batch_at,
+            batch_after,
+            slice,
+            open: Vec::new(),
+            waiting: Vec::new(),
+            waiting_since: None,
+            batch: Vec::new(),
+            written: 0,
+            open_slice_end: None,
+            latest: HashMap::new(),
+        }
+    }
+
+    /// An event stored in the open transaction.
+    pub fn add(&mut self, email: &str, seq: i64) {
+        self.open.push((email.into(), seq));
+    }
+
+    /// The latest event with this email that is not in the table yet, if
+    /// any (it is newer than every one that is).
+    pub fn latest(&self, email: &str) -> Option<i64> {
+        if let Some((_, seq)) = self.open.iter().rev().find(|(e, _)| &**e == email) {
+            return Some(*seq);
+        }
+        self.latest.get(email).copied()
+    }
+
+    /// Inside the open transaction, before it commits: the next slice of the
+    /// batch, and the mark of how far the table goes once a batch is done.
+    pub fn write_slice(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        if self.written == self.batch.len() {
+            return Ok(());
+        }
+        let end = (self.written + self.slice).min(self.batch.len());
+        let mut insert =
+            conn.prepare_cached("INSERT OR IGNORE INTO event_emails (email, seq) VALUES (?1, ?2)")?;
+        for (email, seq) in &self.batch[self.written..end] {
+            insert.execute(params![&**email, seq])?;
+        }
+        if end == self.batch.len() {
+            let through = self.batch.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
+            conn.prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![INDEXED_THROUGH, through.to_string()])?;
+        }
+        self.open_slice_end = Some(end);
+        Ok(())
+    }
+
+    /// The open transaction committed: its entries wait for a batch, its
+    /// slice is written; a new batch starts when enough have waited.
+    pub fn committed(&mut self) {
+        for (email, seq) in self.open.drain(..) {
+            self.waiting_since.get_or_insert_with(Instant::now);
+            self.latest.insert(email.clone(), seq);
+            self.waiting.push((email, seq));
+        }
+        if let Some(end) = self.open_slice_end.take() {
+            self.written = end;
+            if end == self.batch.len() {
+                // Entries of this batch are found in the table from now on;
+                // a newer event of the same email stays in memory.
+                let through = self.batch.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
+                self.latest.retain(|_, seq| *seq > through);
+                self.batch = Vec::new();
+                self.written = 0;
+            }
+        }
+        let due = self.waiting.len() >= self.batch_at
+            || self
+                .waiting_since
+                .is_some_and(|since| since.elapsed() >= self.batch_after);
+        if self.batch.is_empty() && due {
+            let mut batch = std::mem::take(&mut self.waiting);
+            batch.sort_unstable();
+            self.batch = batch;
+            self.written = 0;
+            self.waiting_since = None;
+        }
+    }
+
+    /// The open transaction rolled back: its entries and its slice with it.
+    pub fn rolled_back(&mut self) {
+        self.open.clear();
+        self.open_slice_end = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(conn: &Connection) -> Vec<(String, i64)> {
+        conn.prepare("SELECT email, seq FROM event_emails ORDER BY email, seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    fn through(conn: &Connection) -> Option<i64> {
+        conn.query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
+            [INDEXED_THROUGH],
+            |r| r.get(0),
+        )
+        .ok()
+    }
+
+    /// One transaction of the writer: the events, then the slice, then
+    /// either a commit or a rollback.
+    fn transaction(index: &mut EmailIndex, conn: &Connection, events: &[(&str, i64)], commit: bool) {
+        for (email, seq) in events {
+            index.add(email, *seq);
+        }
+        index.write_slice(conn).unwrap();
+        if commit {
+            index.committed();
+        } else {
+            index.rolled_back();
+        }
+    }
+
+    #[test]
+    fn entries_go_in_sorted_batches_a_slice_per_commit_and_are_found_meanwhile() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(TABLE).unwrap();
+        conn.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            .unwrap();
+        let mut index = EmailIndex::with_limits(4, Duration::from_secs(3600), 2);
+        transaction(&mut index, &conn, &[("b@x", 1), ("a@x", 2)], true);
+        // Found in the open transaction's entries, then in memory.
+        index.add("c@x", 3);
+        assert_eq!(index.latest("c@x"), Some(3));
+        index.rolled_back();
+        assert_eq!(index.latest("c@x"), None, "rolled back with its transaction");
+        transaction(&mut index, &conn, &[("c@x", 4), ("b@x", 5)], true);
+        assert_eq!(index.latest("b@x"), Some(5), "the latest event of an email");
+        assert!(
+            table(&conn).is_empty(),
+            "four waiting: the batch starts after this commit"
+        );
+        // Two per commit, in email order; the mark once the batch is in.
+        transaction(&mut index, &conn, &[("d@x", 6)], true);
+        assert_eq!(table(&conn), [("a@x".to_owned(), 2), ("b@x".to_owned(), 1)]);
+        assert_eq!(through(&conn), None);
+        // A slice rolled back is written again by the next commit.
+        transaction(&mut index, &conn, &[], false);
+        conn.execute("DELETE FROM event_emails WHERE seq > 2", [])
+            .unwrap();
+        transaction(&mut index, &conn, &[], true);
+        assert_eq!(
+            table(&conn),
+            [
+                ("a@x".to_owned(), 2),
+                ("b@x".to_owned(), 1),
+                ("b@x".to_owned(), 5),
+                ("c@x".to_owned(), 4)
+            ]
+        );
+        assert_eq!(through(&conn), Some(5));
+        // Batched entries leave memory; a newer one waits there.
+        assert_eq!(index.latest("a@x"), None);
+        assert_eq!(index.latest("d@x"), Some(6));
+        assert_eq!(index.latest("b@x"), None, "its latest event is in the table now");
+    }
+
+    #[test]
+    fn entries_wait_for_a_batch_no_longer_than_its_time() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(TABLE).unwrap();
+        conn.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            .unwrap();
+        let mut index = EmailIndex::with_limits(1000, Duration::ZERO, 512);
+        transaction(&mut index, &conn, &[("a@x", 1)], true);
+        transaction(&mut index, &conn, &[], true);
+        assert_eq!(table(&conn), [("a@x".to_owned(), 1)]);
+        assert_eq!(through(&conn), Some(1));
+    }
+}
