@@ -1518,7 +1518,7 @@ async fn sqlite_contacts_are_found_by_email_before_and_after_their_batch() {
         entries
     };
     {
-        let store: Arc<dyn Store> = store::open(&url, retention()).await.unwrap().into();
+        let store: Arc<dyn Store> = store::open(&url, retention()).await.unwrap();
         store
             .enqueue(unforwarded(vec![
                 with_email("evt_1", 1, Some("a@x")),
@@ -1558,7 +1558,7 @@ async fn sqlite_contacts_are_found_by_email_before_and_after_their_batch() {
         assert_eq!(call_links_to(store.clone(), "call_3", "a@x").await, json!(5));
     }
     // Opened again: what the writer held in memory is indexed at once.
-    let store: Arc<dyn Store> = store::open(&url, retention()).await.unwrap().into();
+    let store: Arc<dyn Store> = store::open(&url, retention()).await.unwrap();
     assert!(table().contains(&("a@x".to_owned(), 5)), "{:?}", table());
     assert_eq!(found(store.clone(), "a@x").await, ["evt_5", "evt_1"]);
     assert_eq!(call_links_to(store.clone(), "call_4", "a@x").await, json!(5));
