@@ -1562,4 +1562,19 @@ async fn sqlite_contacts_are_found_by_email_before_and_after_their_batch() {
     assert!(table().contains(&("a@x".to_owned(), 5)), "{:?}", table());
     assert_eq!(found(store.clone(), "a@x").await, ["evt_5", "evt_1"]);
     assert_eq!(call_links_to(store.clone(), "call_4", "a@x").await, json!(5));
+    // An event pruned past the retention takes its entry with it.
+    let mut old = with_email("evt_old", 6, Some("old@x"));
+    old.received_at = now_ms() - 8 * 86400 * 1000;
+    store.enqueue(unforwarded(vec![old])).await.unwrap();
+    drop(store);
+    let store: Arc<dyn Store> = store::open(&url, retention()).await.unwrap();
+    assert!(table().iter().any(|(email, _)| email == "old@x"), "{:?}", table());
+    assert_eq!(store.prune().await.unwrap().events, 1);
+    assert!(
+        !table().iter().any(|(email, _)| email == "old@x"),
+        "{:?}",
+        table()
+    );
+    assert!(found(store.clone(), "old@x").await.is_empty());
+    assert_eq!(found(store, "a@x").await, ["evt_5", "evt_1"]);
 }
