@@ -1504,8 +1504,15 @@ impl Writer {
         }
     }
 
-    /// Remembers whether the store took the last batch of contacts.
+    /// Remembers whether the store took the last batch of contacts, and if
+    /// not, a generous size for what it would have written. A commit
+    /// writes whole pages to the log: a body's own, and the pages of the
+    /// table, its indexes and the counters it changes besides — about twice
+    /// the body for a large one. A probe of the bodies' size alone could fit
+    /// in the log space the refused commit had taken before it failed, and
+    /// report a full disk writable.
     fn note_outcome(&mut self, work: &Work, result: &Done) {
+        const PAGES_BESIDES_THE_BODY: usize = 4;
         if let Work::Enqueue { items } = work {
             self.refused_bytes = result.failed().then(|| {
                 items
@@ -1514,6 +1521,7 @@ impl Writer {
                         NewItem::Event(e) => e.body.len(),
                         NewItem::Hook(h) => h.body.len(),
                     })
+                    .map(|body| 2 * body + PAGES_BESIDES_THE_BODY * 4096)
                     .sum()
             });
         }
