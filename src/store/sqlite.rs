@@ -418,6 +418,13 @@ impl SqliteStore {
             )));
         }
         prepare_schema(&conn).map_err(open_error)?;
+        let indexed_through: i64 = conn
+            .query_row(
+                "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
+                [emails::INDEXED_THROUGH],
+                |r| r.get(0),
+            )
+            .map_err(open_error)?;
         let reader = connect(path).map_err(open_error)?;
         let jobs = connect(path).map_err(open_error)?;
         let checkpointer = connect(path).map_err(open_error)?;
@@ -437,7 +444,7 @@ impl SqliteStore {
                     wake_checkpointer,
                     totals: GroupTotals::default(),
                     hooks_waiting: Default::default(),
-                    emails: EmailIndex::default(),
+                    emails: EmailIndex::new(indexed_through),
                     refused_bytes: None,
                 }
                 .run(rx)
