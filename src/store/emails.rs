@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 /// The table, one row per event with an email (schema 6).
 pub const TABLE: &str = "
@@ -34,12 +34,12 @@ CREATE TABLE IF NOT EXISTS event_emails (
     PRIMARY KEY (email, seq)
 ) WITHOUT ROWID;";
 
-/// Fills the table from the events (a file of schema 5 or older; and the
-/// tail after the last indexed event when a store is opened), and notes how
-/// far it goes. `?1`: the last event already indexed.
+/// Fills the table from the events `?1 < seq <= ?2`: a file of schema 5 or
+/// older, the tail after the last indexed event when a store is opened,
+/// events another process stored.
 pub const CATCH_UP: &str = "
 INSERT OR IGNORE INTO event_emails (email, seq)
-    SELECT email, seq FROM events WHERE seq > ?1 AND email IS NOT NULL ORDER BY email, seq;";
+    SELECT email, seq FROM events WHERE seq > ?1 AND seq <= ?2 AND email IS NOT NULL ORDER BY email, seq;";
 
 /// The key in `meta` of the last event whose entry is in the table.
 pub const INDEXED_THROUGH: &str = "emails_indexed_through";
@@ -82,22 +82,35 @@ pub struct EmailIndex {
     /// Entries in the table, about (the last indexed event's number: at
     /// least as many).
     table_entries: usize,
-    /// Entries of the batch written per commit.
-    slice: usize,
-    /// The open transaction's new entries: `(email, seq)`.
-    open: Vec<(Arc<str>, i64)>,
+    /// The open transaction's new events, with their emails.
+    open: Vec<(Option<Arc<str>>, i64)>,
     /// Committed entries not in a batch yet, in `seq` order.
     waiting: Vec<(Arc<str>, i64)>,
-    /// When the first of `waiting` came.
+    /// When the first event since the last batch was committed.
     waiting_since: Option<Instant>,
-    /// The batch being written, sorted by email; its first `written`
-    /// entries are in the table.
-    batch: Vec<(Arc<str>, i64)>,
-    written: usize,
+    /// This writer's events since the last batch (with an email or not),
+    /// and the last one's number.
+    own_events: usize,
+    last_own: i64,
+    /// The batch being written.
+    batch: Option<Batch>,
     /// Where the open transaction's slice of the batch ends.
     open_slice_end: Option<usize>,
     /// For every committed entry not in the table: its email's latest event.
     latest: HashMap<Arc<str>, i64>,
+}
+
+/// A batch: entries sorted by email, the first `written` in the table.
+struct Batch {
+    entries: Vec<(Arc<str>, i64)>,
+    written: usize,
+    /// Entries written per commit.
+    slice: usize,
+    /// The last event the batch covers (this writer's last when it
+    /// started, with an email or not), and how many of this writer's
+    /// events it covers.
+    through: i64,
+    own_events: usize,
 }
 
 impl EmailIndex {
@@ -115,50 +128,45 @@ impl EmailIndex {
             batch_after,
             max_slice,
             table_entries: 0,
-            slice: max_slice,
             open: Vec::new(),
             waiting: Vec::new(),
             waiting_since: None,
-            batch: Vec::new(),
-            written: 0,
+            own_events: 0,
+            last_own: 0,
+            batch: None,
             open_slice_end: None,
             latest: HashMap::new(),
         }
     }
 
-    /// An event stored in the open transaction.
-    pub fn add(&mut self, email: &str, seq: i64) {
-        self.open.push((email.into(), seq));
+    /// An event stored in the open transaction, with its email if it has one.
+    pub fn add(&mut self, email: Option<&str>, seq: i64) {
+        self.open.push((email.map(Arc::from), seq));
     }
 
     /// The latest event with this email that is not in the table yet, if
     /// any (it is newer than every one that is).
     pub fn latest(&self, email: &str) -> Option<i64> {
-        if let Some((_, seq)) = self.open.iter().rev().find(|(e, _)| &**e == email) {
+        if let Some((_, seq)) = self.open.iter().rev().find(|(e, _)| e.as_deref() == Some(email)) {
             return Some(*seq);
         }
         self.latest.get(email).copied()
     }
 
     /// Inside the open transaction, before it commits: the next slice of the
-    /// batch, and the mark of how far the table goes once a batch is done.
+    /// batch, and once a batch is in, the mark of how far the table goes.
     pub fn write_slice(&mut self, conn: &Connection) -> rusqlite::Result<()> {
-        if self.written == self.batch.len() {
+        let Some(batch) = &self.batch else {
             return Ok(());
-        }
-        let end = (self.written + self.slice).min(self.batch.len());
+        };
+        let end = (batch.written + batch.slice).min(batch.entries.len());
         let mut insert =
             conn.prepare_cached("INSERT OR IGNORE INTO event_emails (email, seq) VALUES (?1, ?2)")?;
-        for (email, seq) in &self.batch[self.written..end] {
+        for (email, seq) in &batch.entries[batch.written..end] {
             insert.execute(params![&**email, seq])?;
         }
-        if end == self.batch.len() {
-            let through = self.batch.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
-            conn.prepare_cached(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![INDEXED_THROUGH, through.to_string()])?;
+        if end == batch.entries.len() {
+            mark(conn, batch.through, batch.own_events)?;
         }
         self.open_slice_end = Some(end);
         Ok(())
@@ -169,31 +177,38 @@ impl EmailIndex {
     pub fn committed(&mut self) {
         for (email, seq) in self.open.drain(..) {
             self.waiting_since.get_or_insert_with(Instant::now);
-            self.latest.insert(email.clone(), seq);
-            self.waiting.push((email, seq));
+            self.own_events += 1;
+            self.last_own = self.last_own.max(seq);
+            if let Some(email) = email {
+                self.latest.insert(email.clone(), seq);
+                self.waiting.push((email, seq));
+            }
         }
-        if let Some(end) = self.open_slice_end.take() {
-            self.written = end;
-            if end == self.batch.len() {
+        if let (Some(end), Some(batch)) = (self.open_slice_end.take(), self.batch.as_mut()) {
+            batch.written = end;
+            if end == batch.entries.len() {
                 // Entries of this batch are found in the table from now on;
                 // a newer event of the same email stays in memory.
-                let through = self.batch.iter().map(|(_, seq)| *seq).max().unwrap_or(0);
+                let through = batch.through;
                 self.latest.retain(|_, seq| *seq > through);
-                self.table_entries += self.batch.len();
-                self.batch = Vec::new();
-                self.written = 0;
+                self.table_entries += batch.entries.len();
+                self.batch = None;
             }
         }
         let due = self.waiting.len() >= self.batch_at
             || self
                 .waiting_since
                 .is_some_and(|since| since.elapsed() >= self.batch_after);
-        if self.batch.is_empty() && due {
-            let mut batch = std::mem::take(&mut self.waiting);
-            batch.sort_unstable();
-            self.slice = slice_size(batch.len(), self.table_entries).min(self.max_slice);
-            self.batch = batch;
-            self.written = 0;
+        if self.batch.is_none() && due {
+            let mut entries = std::mem::take(&mut self.waiting);
+            entries.sort_unstable();
+            self.batch = Some(Batch {
+                slice: slice_size(entries.len(), self.table_entries).min(self.max_slice),
+                entries,
+                written: 0,
+                through: self.last_own,
+                own_events: std::mem::take(&mut self.own_events),
+            });
             self.waiting_since = None;
         }
     }
@@ -203,6 +218,38 @@ impl EmailIndex {
         self.open.clear();
         self.open_slice_end = None;
     }
+}
+
+/// Notes that the table holds every event up to `through`. Another process
+/// may have stored events meanwhile (`leadscore rescore` beside the
+/// engine): when the events since the last mark are not exactly this
+/// writer's, theirs are indexed from their rows first, so that no event is
+/// left behind the mark unindexed.
+fn mark(conn: &Connection, through: i64, own_events: usize) -> rusqlite::Result<()> {
+    let indexed: i64 = conn
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
+            [INDEXED_THROUGH],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0);
+    if through <= indexed {
+        return Ok(());
+    }
+    let stored: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM events WHERE seq > ?1 AND seq <= ?2")?
+        .query_row(params![indexed, through], |r| r.get(0))?;
+    if usize::try_from(stored).ok() != Some(own_events) {
+        conn.prepare_cached(CATCH_UP)?
+            .execute(params![indexed, through])?;
+    }
+    conn.prepare_cached(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![INDEXED_THROUGH, through.to_string()])?;
+    Ok(())
 }
 
 /// The entries of a batch that fall on about [`PAGES_PER_SLICE`] pages of
@@ -215,6 +262,18 @@ fn slice_size(batch: usize, table_entries: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The tables `EmailIndex` works with, as the store has them.
+    fn store() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(TABLE).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             CREATE TABLE events (seq INTEGER PRIMARY KEY, email TEXT);",
+        )
+        .unwrap();
+        conn
+    }
 
     fn table(conn: &Connection) -> Vec<(String, i64)> {
         conn.prepare("SELECT email, seq FROM event_emails ORDER BY email, seq")
@@ -234,58 +293,70 @@ mod tests {
         .ok()
     }
 
-    /// One transaction of the writer: the events, then the slice, then
-    /// either a commit or a rollback.
-    fn transaction(index: &mut EmailIndex, conn: &Connection, events: &[(&str, i64)], commit: bool) {
+    /// One transaction of the writer: the events stored, then the slice,
+    /// then a commit or a rollback.
+    fn transaction(index: &mut EmailIndex, conn: &Connection, events: &[(Option<&str>, i64)], commit: bool) {
+        conn.execute_batch("BEGIN").unwrap();
         for (email, seq) in events {
-            index.add(email, *seq);
+            conn.execute(
+                "INSERT INTO events (seq, email) VALUES (?1, ?2)",
+                params![seq, email],
+            )
+            .unwrap();
+            index.add(*email, *seq);
         }
         index.write_slice(conn).unwrap();
         if commit {
+            conn.execute_batch("COMMIT").unwrap();
             index.committed();
         } else {
+            conn.execute_batch("ROLLBACK").unwrap();
             index.rolled_back();
         }
     }
 
+    fn entries(list: &[(&str, i64)]) -> Vec<(String, i64)> {
+        list.iter().map(|(e, s)| ((*e).to_owned(), *s)).collect()
+    }
+
     #[test]
     fn entries_go_in_sorted_batches_a_slice_per_commit_and_are_found_meanwhile() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(TABLE).unwrap();
-        conn.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            .unwrap();
+        let conn = store();
         let mut index = EmailIndex::with_limits(4, Duration::from_secs(3600), 2);
-        transaction(&mut index, &conn, &[("b@x", 1), ("a@x", 2)], true);
+        transaction(&mut index, &conn, &[(Some("b@x"), 1), (Some("a@x"), 2)], true);
         // Found in the open transaction's entries, then in memory.
-        index.add("c@x", 3);
+        index.add(Some("c@x"), 3);
         assert_eq!(index.latest("c@x"), Some(3));
         index.rolled_back();
         assert_eq!(index.latest("c@x"), None, "rolled back with its transaction");
-        transaction(&mut index, &conn, &[("c@x", 4), ("b@x", 5)], true);
+        transaction(
+            &mut index,
+            &conn,
+            &[(Some("c@x"), 3), (None, 4), (Some("b@x"), 5)],
+            true,
+        );
         assert_eq!(index.latest("b@x"), Some(5), "the latest event of an email");
         assert!(
             table(&conn).is_empty(),
             "four waiting: the batch starts after this commit"
         );
         // Two per commit, in email order; the mark once the batch is in.
-        transaction(&mut index, &conn, &[("d@x", 6)], true);
-        assert_eq!(table(&conn), [("a@x".to_owned(), 2), ("b@x".to_owned(), 1)]);
+        transaction(&mut index, &conn, &[(Some("d@x"), 6)], true);
+        assert_eq!(table(&conn), entries(&[("a@x", 2), ("b@x", 1)]));
         assert_eq!(through(&conn), None);
         // A slice rolled back is written again by the next commit.
         transaction(&mut index, &conn, &[], false);
-        conn.execute("DELETE FROM event_emails WHERE seq > 2", [])
-            .unwrap();
+        assert_eq!(table(&conn).len(), 2);
         transaction(&mut index, &conn, &[], true);
         assert_eq!(
             table(&conn),
-            [
-                ("a@x".to_owned(), 2),
-                ("b@x".to_owned(), 1),
-                ("b@x".to_owned(), 5),
-                ("c@x".to_owned(), 4)
-            ]
+            entries(&[("a@x", 2), ("b@x", 1), ("b@x", 5), ("c@x", 3)])
         );
-        assert_eq!(through(&conn), Some(5));
+        assert_eq!(
+            through(&conn),
+            Some(5),
+            "the batch covers this writer's events up to 5"
+        );
         // Batched entries leave memory; a newer one waits there.
         assert_eq!(index.latest("a@x"), None);
         assert_eq!(index.latest("d@x"), Some(6));
@@ -294,15 +365,30 @@ mod tests {
 
     #[test]
     fn entries_wait_for_a_batch_no_longer_than_its_time() {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(TABLE).unwrap();
-        conn.execute_batch("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            .unwrap();
+        let conn = store();
         let mut index = EmailIndex::with_limits(1000, Duration::ZERO, 512);
-        transaction(&mut index, &conn, &[("a@x", 1)], true);
+        transaction(&mut index, &conn, &[(Some("a@x"), 1), (None, 2)], true);
         transaction(&mut index, &conn, &[], true);
-        assert_eq!(table(&conn), [("a@x".to_owned(), 1)]);
+        assert_eq!(table(&conn), entries(&[("a@x", 1)]));
+        assert_eq!(through(&conn), Some(2));
+    }
+
+    /// `leadscore rescore` stores events into the file the engine writes:
+    /// the engine's mark must not pass them unindexed.
+    #[test]
+    fn events_another_process_stored_are_indexed_before_the_mark_passes_them() {
+        let conn = store();
+        let mut index = EmailIndex::with_limits(1000, Duration::ZERO, 512);
+        transaction(&mut index, &conn, &[(Some("a@x"), 1)], true);
+        // Another writer's events, between this writer's.
+        conn.execute_batch("INSERT INTO events (seq, email) VALUES (2, 'other@x'), (3, NULL)")
+            .unwrap();
+        transaction(&mut index, &conn, &[(Some("b@x"), 4)], true);
+        assert_eq!(table(&conn), entries(&[("a@x", 1)]), "the first batch: event 1");
         assert_eq!(through(&conn), Some(1));
+        transaction(&mut index, &conn, &[], true);
+        assert_eq!(table(&conn), entries(&[("a@x", 1), ("b@x", 4), ("other@x", 2)]));
+        assert_eq!(through(&conn), Some(4));
     }
 
     #[test]

@@ -385,7 +385,7 @@ fn index_emails(conn: &Connection) -> rusqlite::Result<()> {
         )
         .optional()?
         .unwrap_or(0);
-    conn.execute(emails::CATCH_UP, [through])?;
+    conn.execute(emails::CATCH_UP, [through, i64::MAX])?;
     conn.execute(
         "INSERT INTO meta (key, value) SELECT ?1, COALESCE(MAX(seq), 0) FROM events WHERE true
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -1700,9 +1700,7 @@ impl Writer {
             },
         ])?;
         let seq = self.conn.last_insert_rowid();
-        if let Some(email) = &event.email {
-            self.emails.add(email, seq);
-        }
+        self.emails.add(event.email.as_deref(), seq);
         let mut put_delivery = self.conn.prepare_cached(
             "INSERT INTO deliveries (event_seq, destination, contact_key, status, next_attempt_at, created_at)
              VALUES (?1, ?2, ?3, 'pending', ?4, ?4)",
