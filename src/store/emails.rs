@@ -4,8 +4,8 @@
 //! it (SPEC 11), so every event with an email needs an index entry. An
 //! index on `events (email)` got one at every commit: a random page of
 //! the index per event, written to the log and then into the file. Under
-//! load that was the largest cost of a stored contact, more than a third of
-//! its CPU and 7 of its 12 KB written (BENCHMARKS.md, session 16).
+//! load that was the largest cost of a stored contact, about a sixth of its
+//! CPU and 7 of its 12 KB written (BENCHMARKS.md, session 16).
 //!
 //! So the entries of new events wait in memory, and go into the table
 //! `event_emails` in batches sorted by email, a slice per commit: a page of
