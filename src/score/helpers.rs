@@ -412,9 +412,10 @@ fn plain_number(digits: &str) -> Option<u64> {
 }
 
 /// The value of the key `prefix` + `name`: the key exactly, else the first
-/// key equal to it ignoring ASCII case; with it, whether custom pairs may have to be read next: false only when
-/// the whole map was scanned and no key is a `utmKey_N`. One pass over the
-/// map, where a name that is not there (`utm("partner")`) cost three.
+/// key equal to it ignoring ASCII case; with it, whether custom pairs may
+/// have to be read next: false only when the whole map was scanned and no
+/// key is a `utmKey_N`. One pass over the map, where a name that is not
+/// there (`utm("partner")`) cost three.
 fn get_ignore_ascii_case<'a>(
     map: JsonNode<'a>,
     prefix: &str,
