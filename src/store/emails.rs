@@ -44,10 +44,20 @@ INSERT OR IGNORE INTO event_emails (email, seq)
 /// The key in `meta` of the last event whose entry is in the table.
 pub const INDEXED_THROUGH: &str = "emails_indexed_through";
 
+/// After pruning: the mark no further than the last event left. A number
+/// pruned from the end is given out again (`seq` is SQLite's rowid), and a
+/// new event must never fall behind the mark, out of the tail readers scan.
+/// (Entries of a pruned number that linger are harmless: every lookup
+/// joins an entry to its event by number *and* email.)
+pub const MARK_NO_FURTHER_THAN_THE_EVENTS: &str = "
+UPDATE meta SET value = (SELECT COALESCE(MAX(seq), 0) FROM events)
+ WHERE key = 'emails_indexed_through' AND CAST(value AS INTEGER) > (SELECT COALESCE(MAX(seq), 0) FROM events)";
+
 /// `seq` and `contact_key` of every event with the email `?1`: the indexed
 /// ones and the tail not indexed yet.
 pub const CANDIDATES: &str = "
-SELECT e.seq, e.contact_key FROM event_emails x JOIN events e ON e.seq = x.seq WHERE x.email = ?1
+SELECT e.seq, e.contact_key FROM event_emails x JOIN events e ON e.seq = x.seq AND e.email = x.email
+ WHERE x.email = ?1
 UNION ALL
 SELECT seq, contact_key FROM events
  WHERE seq > COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'emails_indexed_through'), 0)
@@ -88,10 +98,8 @@ pub struct EmailIndex {
     waiting: Vec<(Arc<str>, i64)>,
     /// When the first event since the last batch was committed.
     waiting_since: Option<Instant>,
-    /// This writer's events since the last batch (with an email or not),
-    /// and the last one's number.
-    own_events: usize,
-    last_own: i64,
+    /// This writer's events since the last batch (with an email or not).
+    own_seqs: Vec<i64>,
     /// The batch being written.
     batch: Option<Batch>,
     /// Where the open transaction's slice of the batch ends.
@@ -106,11 +114,8 @@ struct Batch {
     written: usize,
     /// Entries written per commit.
     slice: usize,
-    /// The last event the batch covers (this writer's last when it
-    /// started, with an email or not), and how many of this writer's
-    /// events it covers.
-    through: i64,
-    own_events: usize,
+    /// This writer's events the batch covers, with an email or not, sorted.
+    own_seqs: Vec<i64>,
 }
 
 impl EmailIndex {
@@ -131,8 +136,7 @@ impl EmailIndex {
             open: Vec::new(),
             waiting: Vec::new(),
             waiting_since: None,
-            own_events: 0,
-            last_own: 0,
+            own_seqs: Vec::new(),
             batch: None,
             open_slice_end: None,
             latest: HashMap::new(),
@@ -166,7 +170,7 @@ impl EmailIndex {
             insert.execute(params![&**email, seq])?;
         }
         if end == batch.entries.len() {
-            mark(conn, batch.through, batch.own_events)?;
+            mark(conn, &batch.own_seqs)?;
         }
         self.open_slice_end = Some(end);
         Ok(())
@@ -177,8 +181,7 @@ impl EmailIndex {
     pub fn committed(&mut self) {
         for (email, seq) in self.open.drain(..) {
             self.waiting_since.get_or_insert_with(Instant::now);
-            self.own_events += 1;
-            self.last_own = self.last_own.max(seq);
+            self.own_seqs.push(seq);
             if let Some(email) = email {
                 self.latest.insert(email.clone(), seq);
                 self.waiting.push((email, seq));
@@ -189,7 +192,7 @@ impl EmailIndex {
             if end == batch.entries.len() {
                 // Entries of this batch are found in the table from now on;
                 // a newer event of the same email stays in memory.
-                let through = batch.through;
+                let through = batch.own_seqs.last().copied().unwrap_or(0);
                 self.latest.retain(|_, seq| *seq > through);
                 self.table_entries += batch.entries.len();
                 self.batch = None;
@@ -206,8 +209,11 @@ impl EmailIndex {
                 slice: slice_size(entries.len(), self.table_entries).min(self.max_slice),
                 entries,
                 written: 0,
-                through: self.last_own,
-                own_events: std::mem::take(&mut self.own_events),
+                own_seqs: {
+                    let mut own = std::mem::take(&mut self.own_seqs);
+                    own.sort_unstable();
+                    own
+                },
             });
             self.waiting_since = None;
         }
@@ -220,12 +226,16 @@ impl EmailIndex {
     }
 }
 
-/// Notes that the table holds every event up to `through`. Another process
-/// may have stored events meanwhile (`leadscore rescore` beside the
-/// engine): when the events since the last mark are not exactly this
-/// writer's, theirs are indexed from their rows first, so that no event is
-/// left behind the mark unindexed.
-fn mark(conn: &Connection, through: i64, own_events: usize) -> rusqlite::Result<()> {
+/// Notes that the table holds every event up to this writer's last of
+/// the batch (`own_seqs`, sorted), and no further than the last event
+/// stored. Another process may have stored events meanwhile (`leadscore
+/// rescore` beside the engine): when an event in the range is not one of
+/// this writer's, the range is indexed from the events' rows first, so that
+/// no event is left behind the mark unindexed.
+fn mark(conn: &Connection, own_seqs: &[i64]) -> rusqlite::Result<()> {
+    let Some(&last_own) = own_seqs.last() else {
+        return Ok(());
+    };
     let indexed: i64 = conn
         .query_row(
             "SELECT CAST(value AS INTEGER) FROM meta WHERE key = ?1",
@@ -234,13 +244,22 @@ fn mark(conn: &Connection, through: i64, own_events: usize) -> rusqlite::Result<
         )
         .optional()?
         .unwrap_or(0);
+    let last_stored: i64 = conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
+    let through = last_own.min(last_stored);
     if through <= indexed {
         return Ok(());
     }
-    let stored: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM events WHERE seq > ?1 AND seq <= ?2")?
-        .query_row(params![indexed, through], |r| r.get(0))?;
-    if usize::try_from(stored).ok() != Some(own_events) {
+    let mut in_range = conn.prepare_cached("SELECT seq FROM events WHERE seq > ?1 AND seq <= ?2")?;
+    let mut seqs = in_range.query(params![indexed, through])?;
+    let mut foreign = false;
+    while let Some(row) = seqs.next()? {
+        if own_seqs.binary_search(&row.get::<_, i64>(0)?).is_err() {
+            foreign = true;
+            break;
+        }
+    }
+    drop(seqs);
+    if foreign {
         conn.prepare_cached(CATCH_UP)?
             .execute(params![indexed, through])?;
     }
@@ -389,6 +408,45 @@ mod tests {
         transaction(&mut index, &conn, &[], true);
         assert_eq!(table(&conn), entries(&[("a@x", 1), ("b@x", 4), ("other@x", 2)]));
         assert_eq!(through(&conn), Some(4));
+    }
+
+    /// The engine's batch holds events 1 and 3; another process moved the
+    /// mark to 1 (opening the file) and stored 2. As many events in the
+    /// range as the engine has of its own must not hide that 2 is not one.
+    #[test]
+    fn another_process_event_is_indexed_even_when_the_counts_match() {
+        let conn = store();
+        let mut index = EmailIndex::with_limits(2, Duration::from_secs(3600), 512);
+        transaction(&mut index, &conn, &[(Some("a@x"), 1)], true);
+        conn.execute_batch(
+            "INSERT INTO meta (key, value) VALUES ('emails_indexed_through', '1');
+             INSERT INTO events (seq, email) VALUES (2, 'other@x');",
+        )
+        .unwrap();
+        transaction(&mut index, &conn, &[(Some("b@x"), 3)], true);
+        transaction(&mut index, &conn, &[], true);
+        assert_eq!(table(&conn), entries(&[("a@x", 1), ("b@x", 3), ("other@x", 2)]));
+        assert_eq!(through(&conn), Some(3));
+    }
+
+    /// Pruning the last events gives their numbers out again: the mark goes
+    /// back to the last event left, and a new event is never behind it.
+    #[test]
+    fn numbers_given_out_again_after_pruning_stay_ahead_of_the_mark() {
+        let conn = store();
+        let mut index = EmailIndex::with_limits(1000, Duration::ZERO, 512);
+        transaction(&mut index, &conn, &[(Some("a@x"), 1), (Some("b@x"), 2)], true);
+        transaction(&mut index, &conn, &[], true);
+        assert_eq!(through(&conn), Some(2));
+        // Pruned, as `prune_step` does it.
+        conn.execute_batch("DELETE FROM event_emails; DELETE FROM events;")
+            .unwrap();
+        conn.execute_batch(MARK_NO_FURTHER_THAN_THE_EVENTS).unwrap();
+        assert_eq!(through(&conn), Some(0));
+        transaction(&mut index, &conn, &[(Some("c@x"), 1)], true);
+        transaction(&mut index, &conn, &[], true);
+        assert_eq!(table(&conn), entries(&[("c@x", 1)]));
+        assert_eq!(through(&conn), Some(1));
     }
 
     #[test]

@@ -1818,25 +1818,31 @@ impl Writer {
         let Some(email) = &hook.email else {
             return Ok(None);
         };
-        // The newest events are not in `event_emails` yet: in memory (the
-        // event still there: a retention of seconds may have pruned it).
-        if let Some(seq) = self.emails.latest(email) {
-            let key = self
+        // The newest of: this writer's events not in `event_emails` yet
+        // (in memory; the event still there, with that email: a retention
+        // of seconds may have pruned it), and the table's (which also holds
+        // what another process stored, once a batch has indexed it).
+        let in_memory: Option<(i64, String)> = match self.emails.latest(email) {
+            Some(seq) => self
                 .conn
-                .prepare_cached("SELECT contact_key FROM events WHERE seq = ?1")?
-                .query_row([seq], |row| row.get(0))
-                .optional()?;
-            if key.is_some() {
-                return Ok(key);
-            }
-        }
-        self.conn
+                .prepare_cached("SELECT seq, contact_key FROM events WHERE seq = ?1 AND email = ?2")?
+                .query_row(params![seq, email], |row| Ok((row.get(0)?, row.get(1)?)))
+                .optional()?,
+            None => None,
+        };
+        let in_table: Option<(i64, String)> = self
+            .conn
             .prepare_cached(
-                "SELECT e.contact_key FROM event_emails x JOIN events e ON e.seq = x.seq
+                "SELECT x.seq, e.contact_key FROM event_emails x JOIN events e ON e.seq = x.seq AND e.email = x.email
                  WHERE x.email = ?1 ORDER BY x.seq DESC LIMIT 1",
             )?
-            .query_row([email], |row| row.get(0))
-            .optional()
+            .query_row([email], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        Ok(in_memory
+            .into_iter()
+            .chain(in_table)
+            .max_by_key(|(seq, _)| *seq)
+            .map(|(_, key)| key))
     }
 
     fn claim(
@@ -2007,6 +2013,11 @@ impl Writer {
                      SELECT 1 FROM deliveries d WHERE d.event_seq = events.seq AND d.status IN ('pending', 'dead'))",
             )?
             .execute(params![after, span_end, cutoff])?;
+        // A number pruned from the end is given out again: the mark of the
+        // email batches stays behind the next one (store::emails).
+        self.conn
+            .prepare_cached(emails::MARK_NO_FURTHER_THAN_THE_EVENTS)?
+            .execute([])?;
         // The deleted events' deliveries, and attempts past the retention.
         self.conn
             .prepare_cached(
